@@ -53,6 +53,10 @@ CU_OBJS := $(if $(HAVE_CUDA),$(CU_SRCS:%.cu=$(BUILD)/%.cu.o))
 LIB := $(BUILD)/libflatq.a
 FLATQ := $(BINDIR)/flatq
 
+# The same core/ sources compiled with real = double, for float64 finite-difference tests.
+LIB64_OBJS := $(patsubst %.c,$(BUILD)/f64/%.o,$(filter core/%,$(LIB_SRCS)))
+LIB64 := $(BUILD)/libflatq_f64.a
+
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRCS := $(wildcard bench/*.c)
@@ -66,6 +70,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+$(BUILD)/f64/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFQ_REAL_F64 -c $< -o $@
+
+$(LIB64): $(LIB64_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
@@ -77,6 +89,11 @@ $(LIB): $(LIB_OBJS) $(CU_OBJS)
 $(FLATQ): $(BUILD)/coordinator/main.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# *_f64 tests link the float64 build of core/ first, then the rest of the library.
+$(BUILD)/tests/%_f64: tests/unit/%_f64.c $(LIB64) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFQ_REAL_F64 -Itests $< $(LIB64) $(LIB) $(LDFLAGS) $(TEST_LDLIBS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -109,4 +126,4 @@ fuzz: deps
 clean:
 	rm -rf build build-* bin
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/coordinator/main.d
+-include $(LIB_OBJS:.o=.d) $(LIB64_OBJS:.o=.d) $(BUILD)/coordinator/main.d
