@@ -1,0 +1,153 @@
+/* llama_ops.c — forward reference ops of a LLaMA decoder (see llama_ops.h).
+ *
+ * GEMM-shaped work goes to BLAS (real_gemm); the rest is plain loops. Attention is done
+ * head by head with two GEMMs and a row softmax: the causal upper triangle is computed and
+ * then masked, which wastes half the score GEMM but keeps the code obvious.
+ */
+#include "llama_ops.h"
+#include "error.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void rmsnorm_fwd(real *out, real *rstd, const real *x, const real *gamma, int n, int d,
+                 real eps)
+{
+    for (int i = 0; i < n; i++) {
+        const real *xi = x + (size_t)i * d;
+        real *oi = out + (size_t)i * d;
+        real ss = 0;
+        for (int j = 0; j < d; j++)
+            ss += xi[j] * xi[j];
+        real r = 1 / sqrt(ss / d + eps);
+        if (rstd)
+            rstd[i] = r;
+        for (int j = 0; j < d; j++)
+            oi[j] = gamma[j] * (xi[j] * r);
+    }
+}
+
+/* transformers' inv_freq, in float32 as it computes it, with the llama3 remapping. */
+static float rope_inv_freq(const llama_config *c, int i)
+{
+    float inv = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+    if (c->rope_type != ROPE_LLAMA3)
+        return inv;
+    const float pi = 3.14159265358979323846f;
+    float factor = (float)c->rope_factor;
+    float lo = (float)c->rope_low_freq_factor, hi = (float)c->rope_high_freq_factor;
+    float old_len = (float)c->rope_original_max_pos;
+    float low_wavelen = old_len / lo, high_wavelen = old_len / hi;
+    float wavelen = 2 * pi / inv;
+    float scaled = wavelen > low_wavelen ? inv / factor : inv;
+    int medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+    if (medium) {
+        float smooth = (old_len / wavelen - lo) / (hi - lo);
+        scaled = (1 - smooth) * scaled / factor + smooth * scaled;
+    }
+    return scaled;
+}
+
+int rope_table_init(rope_table *t, const llama_config *c, int seqlen)
+{
+    memset(t, 0, sizeof *t);
+    if (seqlen <= 0 || c->head_dim <= 0 || c->head_dim % 2)
+        return fq_error("rope: seqlen %d / head_dim %d invalid (expected positive, even head_dim)",
+                        seqlen, c->head_dim);
+    int half = c->head_dim / 2;
+    t->cos = fq_malloc(sizeof(real) * (size_t)seqlen * half, "rope cos table");
+    t->sin = fq_malloc(sizeof(real) * (size_t)seqlen * half, "rope sin table");
+    if (!t->cos || !t->sin) {
+        rope_table_free(t);
+        return FQ_ERR;
+    }
+    t->seqlen = seqlen;
+    t->head_dim = c->head_dim;
+    for (int i = 0; i < half; i++) {
+        float inv = rope_inv_freq(c, i);
+        for (int p = 0; p < seqlen; p++) {
+            float ang = (float)p * inv;
+            t->cos[(size_t)p * half + i] = cosf(ang);
+            t->sin[(size_t)p * half + i] = sinf(ang);
+        }
+    }
+    return FQ_OK;
+}
+
+void rope_table_free(rope_table *t)
+{
+    free(t->cos);
+    free(t->sin);
+    memset(t, 0, sizeof *t);
+}
+
+void rope_fwd(real *x, int b, int s, int heads, int dh, const rope_table *t)
+{
+    int half = dh / 2;
+    for (int bi = 0; bi < b; bi++)
+        for (int p = 0; p < s; p++) {
+            const real *cs = t->cos + (size_t)p * half, *sn = t->sin + (size_t)p * half;
+            real *row = x + ((size_t)bi * s + p) * heads * dh;
+            for (int hh = 0; hh < heads; hh++) {
+                real *u = row + (size_t)hh * dh;
+                for (int i = 0; i < half; i++) {
+                    real u1 = u[i], u2 = u[i + half];
+                    u[i] = u1 * cs[i] - u2 * sn[i];
+                    u[i + half] = u2 * cs[i] + u1 * sn[i];
+                }
+            }
+        }
+}
+
+void attention_fwd(real *out, real *probs, const real *q, const real *k, const real *v,
+                   int b, int s, int h, int g, int dh, real *scratch)
+{
+    int r = h / g;
+    real scale = 1 / sqrt((real)dh);
+    size_t qs = (size_t)h * dh, ks = (size_t)g * dh;
+    for (int bi = 0; bi < b; bi++) {
+        const real *qb = q + (size_t)bi * s * qs;
+        const real *kb = k + (size_t)bi * s * ks;
+        const real *vb = v + (size_t)bi * s * ks;
+        real *ob = out + (size_t)bi * s * qs;
+        for (int j = 0; j < h; j++) {
+            int kv = j / r;
+            real *p = probs ? probs + ((size_t)bi * h + j) * s * s : scratch;
+            real_gemm(0, 1, s, s, dh, scale, qb + (size_t)j * dh, (int)qs, kb + (size_t)kv * dh,
+                      (int)ks, 0, p, s);
+            for (int i = 0; i < s; i++) {
+                real *row = p + (size_t)i * s;
+                real mx = row[0];
+                for (int c = 1; c <= i; c++)
+                    if (row[c] > mx)
+                        mx = row[c];
+                real sum = 0;
+                for (int c = 0; c <= i; c++) {
+                    row[c] = exp(row[c] - mx);
+                    sum += row[c];
+                }
+                real inv = 1 / sum;
+                for (int c = 0; c <= i; c++)
+                    row[c] *= inv;
+                for (int c = i + 1; c < s; c++)
+                    row[c] = 0;
+            }
+            real_gemm(0, 0, s, dh, s, 1, p, s, vb + (size_t)kv * dh, (int)ks, 0,
+                      ob + (size_t)j * dh, (int)qs);
+        }
+    }
+}
+
+void swiglu_fwd(real *out, const real *gate, const real *up, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        real gi = gate[i];
+        out[i] = gi / (1 + exp(-gi)) * up[i];
+    }
+}
+
+void linear_fwd(real *out, const real *x, const real *w, int n, int in, int o)
+{
+    real_gemm(0, 1, n, o, in, 1, x, in, w, in, 0, out, o);
+}

@@ -1,0 +1,44 @@
+/* llama_ops.h — the plain-C reference of a LLaMA decoder's operations (forward).
+ *
+ * llm.c style: each op is a function over raw pointers and sizes, no hidden state; the
+ * caller owns every buffer. Activations are token-major: a [N, C] matrix holds N = B·S
+ * token rows. Heads are contiguous inside a row (element j·dh + e of a q row is head j).
+ * These functions are the truth that the calibration's backward (beside them, later) and
+ * the CUDA kernels are checked against. Math in `real` (fp32; fp64 in FD tests).
+ */
+#ifndef FQ_LLAMA_OPS_H
+#define FQ_LLAMA_OPS_H
+
+#include "llama_config.h"
+#include "real.h"
+
+/* out[n,d] = gamma ∘ x · rsqrt(mean(x²) + eps); rstd[n] (may be NULL) saves the factor. */
+void rmsnorm_fwd(real *out, real *rstd, const real *x, const real *gamma, int n, int d,
+                 real eps);
+
+/* RoPE tables for positions 0..seqlen-1: cos/sin [seqlen, dh/2] (the half angles; the
+ * rotate_half layout repeats them for both halves). Computed in fp32 like transformers
+ * (inv_freq and angle in float), honouring llama3 scaling. */
+typedef struct {
+    int seqlen, head_dim;
+    real *cos, *sin;
+} rope_table;
+int rope_table_init(rope_table *t, const llama_config *c, int seqlen);
+void rope_table_free(rope_table *t);
+
+/* In place on x [b, s, heads·dh]: token (i, p) rotated by position p. */
+void rope_fwd(real *x, int b, int s, int heads, int dh, const rope_table *t);
+
+/* Causal grouped-query attention. q [b,s,h·dh], k,v [b,s,g·dh] → out [b,s,h·dh].
+ * Query head j reads KV head j / (h/g). scratch holds s·s reals. If probs is not NULL it
+ * receives the softmax rows [b, h, s, s] (zeros above the diagonal) for the backward. */
+void attention_fwd(real *out, real *probs, const real *q, const real *k, const real *v,
+                   int b, int s, int h, int g, int dh, real *scratch);
+
+/* out[i] = silu(gate[i]) · up[i]. */
+void swiglu_fwd(real *out, const real *gate, const real *up, size_t n);
+
+/* out[n, o] = x[n, i] · Wᵀ with W [o, i] (row-vector convention). */
+void linear_fwd(real *out, const real *x, const real *w, int n, int in, int o);
+
+#endif
