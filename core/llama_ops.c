@@ -100,6 +100,28 @@ void rope_fwd(real *x, int b, int s, int heads, int dh, const rope_table *t)
         }
 }
 
+/* Softmax of the causal rows of p [s, s] in place (entries above the diagonal → 0). */
+static void causal_softmax_rows(real *p, int s)
+{
+    for (int i = 0; i < s; i++) {
+        real *row = p + (size_t)i * s;
+        real mx = row[0];
+        for (int c = 1; c <= i; c++)
+            if (row[c] > mx)
+                mx = row[c];
+        real sum = 0;
+        for (int c = 0; c <= i; c++) {
+            row[c] = exp(row[c] - mx);
+            sum += row[c];
+        }
+        real inv = 1 / sum;
+        for (int c = 0; c <= i; c++)
+            row[c] *= inv;
+        for (int c = i + 1; c < s; c++)
+            row[c] = 0;
+    }
+}
+
 void attention_fwd(real *out, real *probs, const real *q, const real *k, const real *v,
                    int b, int s, int h, int g, int dh, real *scratch)
 {
@@ -116,23 +138,7 @@ void attention_fwd(real *out, real *probs, const real *q, const real *k, const r
             real *p = probs ? probs + ((size_t)bi * h + j) * s * s : scratch;
             real_gemm(0, 1, s, s, dh, scale, qb + (size_t)j * dh, (int)qs, kb + (size_t)kv * dh,
                       (int)ks, 0, p, s);
-            for (int i = 0; i < s; i++) {
-                real *row = p + (size_t)i * s;
-                real mx = row[0];
-                for (int c = 1; c <= i; c++)
-                    if (row[c] > mx)
-                        mx = row[c];
-                real sum = 0;
-                for (int c = 0; c <= i; c++) {
-                    row[c] = exp(row[c] - mx);
-                    sum += row[c];
-                }
-                real inv = 1 / sum;
-                for (int c = 0; c <= i; c++)
-                    row[c] *= inv;
-                for (int c = i + 1; c < s; c++)
-                    row[c] = 0;
-            }
+            causal_softmax_rows(p, s);
             real_gemm(0, 0, s, dh, s, 1, p, s, vb + (size_t)kv * dh, (int)ks, 0,
                       ob + (size_t)j * dh, (int)qs);
         }
@@ -150,4 +156,89 @@ void swiglu_fwd(real *out, const real *gate, const real *up, size_t n)
 void linear_fwd(real *out, const real *x, const real *w, int n, int in, int o)
 {
     real_gemm(0, 1, n, o, in, 1, x, in, w, in, 0, out, o);
+}
+
+void rmsnorm_bwd(real *dx, const real *dy, const real *x, const real *gamma, const real *rstd,
+                 int n, int d)
+{
+    for (int i = 0; i < n; i++) {
+        const real *xi = x + (size_t)i * d, *gi = dy + (size_t)i * d;
+        real *dxi = dx + (size_t)i * d;
+        real r = rstd[i], dot = 0;
+        for (int j = 0; j < d; j++)
+            dot += gi[j] * gamma[j] * xi[j] * r;
+        dot /= d;
+        for (int j = 0; j < d; j++)
+            dxi[j] += r * (gi[j] * gamma[j] - xi[j] * r * dot);
+    }
+}
+
+void rope_bwd(real *dx, int b, int s, int heads, int dh, const rope_table *t)
+{
+    int half = dh / 2;
+    for (int bi = 0; bi < b; bi++)
+        for (int p = 0; p < s; p++) {
+            const real *cs = t->cos + (size_t)p * half, *sn = t->sin + (size_t)p * half;
+            real *row = dx + ((size_t)bi * s + p) * heads * dh;
+            for (int hh = 0; hh < heads; hh++) {
+                real *u = row + (size_t)hh * dh;
+                for (int i = 0; i < half; i++) {
+                    real g1 = u[i], g2 = u[i + half];
+                    u[i] = g1 * cs[i] + g2 * sn[i];
+                    u[i + half] = g2 * cs[i] - g1 * sn[i];
+                }
+            }
+        }
+}
+
+void attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *q,
+                   const real *k, const real *v, int b, int s, int h, int g, int dh,
+                   real *scratch)
+{
+    int r = h / g;
+    real scale = 1 / sqrt((real)dh);
+    size_t qs = (size_t)h * dh, ks = (size_t)g * dh;
+    real *p = scratch, *gp = scratch + (size_t)s * s;
+    for (int bi = 0; bi < b; bi++) {
+        size_t qo = (size_t)bi * s * qs, ko = (size_t)bi * s * ks;
+        for (int j = 0; j < h; j++) {
+            int kv = j / r;
+            const real *qj = q + qo + (size_t)j * dh, *kg = k + ko + (size_t)kv * dh;
+            const real *vg = v + ko + (size_t)kv * dh, *doj = dout + qo + (size_t)j * dh;
+            real_gemm(0, 1, s, s, dh, scale, qj, (int)qs, kg, (int)ks, 0, p, s);
+            causal_softmax_rows(p, s);
+            /* dV += Pᵀ dO ; G_P = dO Vᵀ */
+            real_gemm(1, 0, s, dh, s, 1, p, s, doj, (int)qs, 1, dv + ko + (size_t)kv * dh, (int)ks);
+            real_gemm(0, 1, s, s, dh, 1, doj, (int)qs, vg, (int)ks, 0, gp, s);
+            /* G_S = P ∘ (G_P − rowsum(G_P ∘ P)), in gp */
+            for (int i = 0; i < s; i++) {
+                real *pr = p + (size_t)i * s, *gr = gp + (size_t)i * s, dot = 0;
+                for (int c = 0; c <= i; c++)
+                    dot += gr[c] * pr[c];
+                for (int c = 0; c < s; c++)
+                    gr[c] = c <= i ? pr[c] * (gr[c] - dot) : 0;
+            }
+            real_gemm(0, 0, s, dh, s, scale, gp, s, kg, (int)ks, 1, dq + qo + (size_t)j * dh, (int)qs);
+            real_gemm(1, 0, s, dh, s, scale, gp, s, qj, (int)qs, 1, dk + ko + (size_t)kv * dh, (int)ks);
+        }
+    }
+}
+
+void swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up,
+                size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        real gi = gate[i], sg = 1 / (1 + exp(-gi));
+        dup[i] += dout[i] * gi * sg;
+        dgate[i] += dout[i] * up[i] * sg * (1 + gi * (1 - sg));
+    }
+}
+
+void linear_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w, int n,
+                int in, int o)
+{
+    if (dx)
+        real_gemm(0, 0, n, in, o, 1, dout, o, w, in, 1, dx, in);
+    if (dw)
+        real_gemm(1, 0, o, in, n, 1, dout, o, x, in, 1, dw, in);
 }

@@ -41,4 +41,24 @@ void swiglu_fwd(real *out, const real *gate, const real *up, size_t n);
 /* out[n, o] = x[n, i] · Wᵀ with W [o, i] (row-vector convention). */
 void linear_fwd(real *out, const real *x, const real *w, int n, int in, int o);
 
+/* ---- backward: every *_bwd ACCUMULATES (+=) into its input gradients (llm.c style);
+ * callers zero them first. Shapes as in the forward. ---- */
+
+/* γ frozen: dx += ρ·(g − x̂·mean(g∘x̂)), g = dy∘γ, x̂ = x·ρ (rstd from the forward). */
+void rmsnorm_bwd(real *dx, const real *dy, const real *x, const real *gamma, const real *rstd,
+                 int n, int d);
+/* In place: the gradient of the rotated vectors becomes that of the unrotated ones. */
+void rope_bwd(real *dx, int b, int s, int heads, int dh, const rope_table *t);
+/* Recomputes the softmax head by head from q and k (no [b,h,s,s] buffer kept);
+ * scratch holds 2·s·s reals. Accumulates dq, dk, dv (GQA: the r query heads of a KV
+ * head add into it). */
+void attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *q,
+                   const real *k, const real *v, int b, int s, int h, int g, int dh,
+                   real *scratch);
+void swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up,
+                size_t n);
+/* dx += dout·W, dw += doutᵀ·x; either may be NULL. */
+void linear_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w, int n,
+                int in, int o);
+
 #endif
