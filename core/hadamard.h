@@ -5,7 +5,9 @@
  *   Paley I  — K = q + 1 for a prime q ≡ 3 (mod 4)   (12, 20, 24, 32, 44, 48, 60, 68, 72, 84, 108, …)
  *   Paley II — K = 2(q + 1) for a prime q ≡ 1 (mod 4) (12, 28, 36, 60, 76, 108, …)
  * The smallest such K is chosen, so most of the work is the O(n log n) fast
- * Walsh-Hadamard transform. What the LLaMA shapes of ALGORITHM §1 need:
+ * Walsh-Hadamard transform, and K is at most 256 so the dense K part stays cheap (a larger
+ * Paley factor exists for some sizes, e.g. 11008 = 5504·2, but would cost ~30× more per
+ * token than the fallback below). What the LLaMA shapes of ALGORITHM §1 need:
  *   d, h·dh: 64, 4096, 8192 = 2^m; 5120 = 20·256; flatq-llama-16m 384 = 12·32
  *   f: 11008 = 172·64 (QuaRot stores a Williamson-type order 172 that Paley cannot give:
  *      171 = 9·19 and 85 = 5·17 are not primes, and no K = 43·2^j with j ≤ 2 is reachable),

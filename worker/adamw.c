@@ -7,7 +7,7 @@
 
 adamw_config adamw_defaults(void)
 {
-    adamw_config c = {(real)0.9, (real)0.999, (real)1e-8, (real)0.01};
+    adamw_config c = {0.9, 0.999, 1e-8, 0.01};
     return c;
 }
 
@@ -17,6 +17,11 @@ int adamw_step(adamw_group *groups, int ngroups, const adamw_config *cfg, long s
     if (!groups || !cfg || !lr || ngroups <= 0)
         return fq_error("worker/adamw.c:adamw_step: no groups or NULL config/lr (expected "
                         "at least one group and a config)");
+    if (!(cfg->beta1 >= 0 && cfg->beta1 < 1) || !(cfg->beta2 >= 0 && cfg->beta2 < 1) ||
+        !(cfg->eps > 0) || !(cfg->weight_decay >= 0))
+        return fq_error("worker/adamw.c:adamw_step: config beta1 %g, beta2 %g, eps %g, weight "
+                        "decay %g (expected betas in [0, 1), eps > 0, decay >= 0)", cfg->beta1,
+                        cfg->beta2, cfg->eps, cfg->weight_decay);
     if (step < 1)
         return fq_error("worker/adamw.c:adamw_step: step %ld (expected 1, 2, ...)", step);
     for (int g = 0; g < ngroups; g++) {
@@ -35,20 +40,22 @@ int adamw_step(adamw_group *groups, int ngroups, const adamw_config *cfg, long s
                                 (double)G->grad[i], step);
     }
     /* Bias corrections in double: β^k for large k is where fp32 would lose digits. */
-    const double bc1 = 1.0 - pow((double)cfg->beta1, (double)step);
-    const double bc2 = 1.0 - pow((double)cfg->beta2, (double)step);
+    const double bc1 = 1.0 - pow(cfg->beta1, (double)step);
+    const double bc2 = 1.0 - pow(cfg->beta2, (double)step);
     const real sqrt_bc2 = (real)sqrt(bc2);
+    const real b1 = (real)cfg->beta1, b2 = (real)cfg->beta2, eps = (real)cfg->eps;
+    const real one_b1 = (real)(1.0 - cfg->beta1), one_b2 = (real)(1.0 - cfg->beta2);
     for (int g = 0; g < ngroups; g++) {
         adamw_group *G = &groups[g];
         const real eta = lr[g];
         const real step_size = (real)((double)eta / bc1);
-        const real decay = 1 - eta * cfg->weight_decay;
+        const real decay = (real)(1.0 - (double)eta * cfg->weight_decay);
         for (size_t i = 0; i < G->n; i++) {
             real gr = G->grad[i];
             G->param[i] *= decay;
-            G->m[i] = cfg->beta1 * G->m[i] + (1 - cfg->beta1) * gr;
-            G->v[i] = cfg->beta2 * G->v[i] + (1 - cfg->beta2) * gr * gr;
-            real denom = sqrt(G->v[i]) / sqrt_bc2 + cfg->eps;
+            G->m[i] = b1 * G->m[i] + one_b1 * gr;
+            G->v[i] = b2 * G->v[i] + one_b2 * gr * gr;
+            real denom = sqrt(G->v[i]) / sqrt_bc2 + eps;
             G->param[i] -= step_size * G->m[i] / denom;
         }
     }
