@@ -180,6 +180,9 @@ int quant_act_sym_bwd(real *g_in, real *g_cmax, real *g_cmin, const real *g_out,
         const real *u = in + r * len, *g = g_out + r * len;
         real *gu = g_in + r * len;
         const real s = scale[r];
+        if (!(s > 0) || !isfinite(s))
+            return fq_error("core/quantizer.c:quant_act_sym_bwd: scale[%ld] = %g (expected the "
+                            "positive scale saved by the forward)", r, (double)s);
         row_extrema e = row_extrema_scan(u, len);
         real m = (e.umax > 0 ? e.umax : 0) * kmax, l = (e.umin < 0 ? e.umin : 0) * kmin;
         sym_range rg = sym_range_of(m, l, maxq, false);
@@ -264,6 +267,9 @@ int quant_kv_asym_bwd(real *g_in, real *g_cmax, real *g_cmin, const real *g_out,
         const real *u = in + r * len, *g = g_out + r * len;
         real *gu = g_in + r * len;
         const real s = scale[r], z = zero[r];
+        if (!(s > 0) || !isfinite(s))
+            return fq_error("core/quantizer.c:quant_kv_asym_bwd: scale[%ld] = %g (expected the "
+                            "positive scale saved by the forward)", r, (double)s);
         row_extrema e = row_extrema_scan(u, len);
         real m = (e.umax > 0 ? e.umax : 0) * kmax, l = (e.umin < 0 ? e.umin : 0) * kmin;
         real s_chk, z_chk;
@@ -368,6 +374,9 @@ int quant_weight_lwc_bwd(real *g_w, real *g_a, real *g_b, const real *g_out, con
         const real *wr = w + r * cols, *g = g_out + r * cols;
         real *gw = g_w ? g_w + r * cols : NULL;
         const real s = scale[r];
+        if (!(s > 0) || !isfinite(s))
+            return fq_error("core/quantizer.c:quant_weight_lwc_bwd: scale[%ld] = %g (expected "
+                            "the positive scale saved by the forward)", r, (double)s);
         const real sa = quant_sigmoid(a[r]), sb = quant_sigmoid(b[r]);
         row_extrema e = row_extrema_scan(wr, cols);
         real wmax = e.umax * sa, wmin = e.umin * sb;

@@ -77,6 +77,12 @@ static void check_kron_shape(int rows, int n1, int n2, uint64_t seed)
     real *gx2 = alloc_real((long)rows * n);
     assert_int_equal(kron_bwd(gx2, NULL, NULL, c.G, c.x, rows, n1, n2, c.L, c.R, c.work), 0);
     assert_true(max_abs_diff(gx, gx2, (long)rows * n) == 0);
+    /* the weight-side entry points are the same op */
+    real *gw = alloc_real((long)rows * n), *gLi = alloc_real(n1 * n1), *gRi = alloc_real(n2 * n2);
+    assert_int_equal(kron_weight_bwd(gw, gLi, gRi, c.G, c.x, rows, n1, n2, c.L, c.R, c.work), 0);
+    assert_true(max_abs_diff(gw, gx, (long)rows * n) == 0);
+    assert_true(max_abs_diff(gLi, gL, n1 * n1) < 1e-12 && max_abs_diff(gRi, gR, n2 * n2) == 0);
+    free(gw), free(gLi), free(gRi);
     free(gx2);
     free(gx), free(gL), free(gR), free(ref);
     free(c.x), free(c.L), free(c.R), free(c.G), free(c.y), free(c.work);

@@ -67,6 +67,19 @@ static void test_sym_blocks_and_zero_rows(void **state)
     assert_int_equal(quant_act_sym_bwd(gin, &gc[0], &gc[1], g, u + 8, s + 2, 1, 4, 1, 4, K1, K1), 0);
     assert_true(gc[0] == 0.25f && gc[1] == 0.5f);
     expect_row(gin, g, 4);
+    /* blocks of a row behave exactly like separate rows, backward included */
+    float gb[16], gr[16], cb[2] = {0, 0}, cr[2] = {0, 0}, sr[4], outr[16];
+    assert_int_equal(quant_act_sym_fwd(outr, sr, u, 4, 4, 1, 4, 1.0f, 2.0f), 0);
+    assert_int_equal(quant_act_sym_fwd(out, s, u, 2, 8, 2, 4, 1.0f, 2.0f), 0);
+    assert_memory_equal(out, outr, sizeof out);
+    assert_int_equal(quant_act_sym_bwd(gb, &cb[0], &cb[1], g, u, s, 2, 8, 2, 4, 1.0f, 2.0f), 0);
+    assert_int_equal(quant_act_sym_bwd(gr, &cr[0], &cr[1], g, u, sr, 4, 4, 1, 4, 1.0f, 2.0f), 0);
+    assert_memory_equal(gb, gr, sizeof gb);
+    assert_true(cb[0] == cr[0] && cb[1] == cr[1] && cb[0] != 0);
+    /* a bad saved scale is refused */
+    s[0] = 0;
+    assert_int_equal(quant_act_sym_bwd(gb, &cb[0], &cb[1], g, u, s, 2, 8, 2, 4, 1.0f, 2.0f), -1);
+    assert_non_null(strstr(fq_errmsg(), "scale[0]"));
 }
 
 static void test_kv_asym(void **state)
