@@ -1,0 +1,133 @@
+/* qlayer.c — allocation, int4 packing and RTN weight quantization of quantized layers. */
+#include "qlayer.h"
+#include "error.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const qlinear_names[QL_NLINEAR] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                               "gate_proj", "up_proj", "down_proj"};
+
+static void qlinear_free(qlinear *l)
+{
+    free(l->codes);
+    free(l->scales);
+    free(l->w);
+    memset(l, 0, sizeof *l);
+}
+
+static void qkron_free(qkron *k)
+{
+    free(k->L);
+    free(k->R);
+    memset(k, 0, sizeof *k);
+}
+
+void qlayer_free(qlayer *q)
+{
+    free(q->attn_norm);
+    free(q->mlp_norm);
+    qkron_free(&q->attn_in);
+    qkron_free(&q->mlp_in);
+    qkron_free(&q->down_in);
+    free(q->Mo);
+    free(q->Mk);
+    free(q->Mk_inv_t);
+    free(q->Mv);
+    for (int i = 0; i < QL_NLINEAR; i++)
+        qlinear_free(&q->lin[i]);
+    memset(q, 0, sizeof *q);
+}
+
+void int4_pack(const int8_t *codes, size_t n, uint8_t *packed)
+{
+    for (size_t k = 0; k + 1 < n; k += 2)
+        packed[k / 2] = (uint8_t)(((uint8_t)codes[k] & 0x0F) | (((uint8_t)codes[k + 1] & 0x0F) << 4));
+}
+
+void int4_unpack(const uint8_t *packed, size_t n, int8_t *codes)
+{
+    for (size_t k = 0; k + 1 < n; k += 2) {
+        uint8_t b = packed[k / 2];
+        /* sign-extend each nibble: (x ^ 8) − 8 maps 0..15 to −8..7 two's complement */
+        codes[k] = (int8_t)(((b & 0x0F) ^ 8) - 8);
+        codes[k + 1] = (int8_t)(((b >> 4) ^ 8) - 8);
+    }
+}
+
+int qlinear_quantize_rtn(qlinear *l, const float *w, int out, int in, int bits)
+{
+    memset(l, 0, sizeof *l);
+    if (out <= 0 || in <= 0)
+        return fq_error("qlinear: shape [%d, %d] invalid (expected positive)", out, in);
+    if (!((bits >= 2 && bits <= 8) || bits == 16))
+        return fq_error("qlinear: %d bits unsupported (expected 2..8 or 16)", bits);
+    l->out = out;
+    l->in = in;
+    l->bits = bits;
+    size_t n = (size_t)out * in;
+    if (bits == 16) {
+        if (!(l->w = fq_malloc(sizeof(float) * n, "weight")))
+            return FQ_ERR;
+        memcpy(l->w, w, sizeof(float) * n);
+        return FQ_OK;
+    }
+    if (bits <= 4 && in % 2)
+        return fq_error("qlinear: input size %d is odd (expected even for two codes per byte)", in);
+    int8_t *codes = fq_malloc(n, "weight codes");
+    l->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
+    if (!codes || !l->scales) {
+        free(codes);
+        qlinear_free(l);
+        return FQ_ERR;
+    }
+    float qmax = (float)((1 << (bits - 1)) - 1);
+    for (int r = 0; r < out; r++) {
+        const float *wr = w + (size_t)r * in;
+        float mx = 0;
+        for (int j = 0; j < in; j++)
+            mx = fmaxf(mx, fabsf(wr[j]));
+        float s = fmaxf(mx, 1e-5f) / qmax;
+        l->scales[r] = s;
+        for (int j = 0; j < in; j++) {
+            float c = rintf(wr[j] / s);
+            c = fminf(fmaxf(c, -qmax - 1), qmax);
+            codes[(size_t)r * in + j] = (int8_t)c;
+        }
+    }
+    if (bits <= 4) {
+        l->codes = fq_malloc(n / 2, "packed weight");
+        if (l->codes)
+            int4_pack(codes, n, l->codes);
+        free(codes);
+        if (!l->codes) {
+            qlinear_free(l);
+            return FQ_ERR;
+        }
+    } else {
+        l->codes = (uint8_t *)codes;
+    }
+    return FQ_OK;
+}
+
+int qlinear_dequantize(const qlinear *l, float *w)
+{
+    size_t n = (size_t)l->out * l->in;
+    if (l->bits == 16) {
+        memcpy(w, l->w, sizeof(float) * n);
+        return FQ_OK;
+    }
+    int8_t *codes = (int8_t *)l->codes, *tmp = NULL;
+    if (l->bits <= 4) {
+        if (!(tmp = fq_malloc(n, "codes")))
+            return FQ_ERR;
+        int4_unpack(l->codes, n, tmp);
+        codes = tmp;
+    }
+    for (int r = 0; r < l->out; r++)
+        for (int j = 0; j < l->in; j++)
+            w[(size_t)r * l->in + j] = l->scales[r] * (float)codes[(size_t)r * l->in + j];
+    free(tmp);
+    return FQ_OK;
+}
