@@ -1,6 +1,7 @@
 /* qlayer.c — allocation, int4 packing and RTN weight quantization of quantized layers. */
 #include "qlayer.h"
 #include "error.h"
+#include "kron.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -130,4 +131,56 @@ int qlinear_dequantize(const qlinear *l, float *w)
             w[(size_t)r * l->in + j] = l->scales[r] * (float)codes[(size_t)r * l->in + j];
     free(tmp);
     return FQ_OK;
+}
+
+static float *identity_blocks(int blocks, int n)
+{
+    float *m = fq_calloc((size_t)blocks * n * n, sizeof(float), "identity transform");
+    if (m)
+        for (int b = 0; b < blocks; b++)
+            for (int i = 0; i < n; i++)
+                m[((size_t)b * n + i) * n + i] = 1;
+    return m;
+}
+
+static int qkron_alloc(qkron *k, int len, int blocks, const char *what)
+{
+    if (blocks < 1 || len % blocks)
+        return fq_error("%s: size %d is not divisible into %d tensor-parallel blocks", what, len,
+                        blocks);
+    if (kron_split(len / blocks, &k->n1, &k->n2, NULL) != FQ_OK)
+        return FQ_ERR;
+    k->blocks = blocks;
+    k->L = identity_blocks(blocks, k->n1);
+    k->R = identity_blocks(blocks, k->n2);
+    return k->L && k->R ? FQ_OK : FQ_ERR;
+}
+
+int qlayer_alloc(qlayer *q, const llama_config *c, const qconfig *qc)
+{
+    memset(q, 0, sizeof *q);
+    int d = c->hidden, dh = c->head_dim, tb = qc->tp_blocks > 0 ? qc->tp_blocks : 1;
+    if (c->n_heads % tb)
+        return fq_error("tp_blocks %d does not divide the %d attention heads", tb, c->n_heads);
+    q->attn_norm = fq_malloc(sizeof(float) * d, "γ1");
+    q->mlp_norm = fq_malloc(sizeof(float) * d, "γ2");
+    if (!q->attn_norm || !q->mlp_norm || qkron_alloc(&q->attn_in, d, 1, "attn input") ||
+        qkron_alloc(&q->mlp_in, d, 1, "mlp input") ||
+        qkron_alloc(&q->down_in, c->intermediate, tb, "down_proj input"))
+        goto fail;
+    q->o_blocks = tb;
+    q->Mo = identity_blocks(tb, c->n_heads / tb);
+    q->Mk = identity_blocks(1, dh);
+    q->Mk_inv_t = identity_blocks(1, dh);
+    if (!q->Mo || !q->Mk || !q->Mk_inv_t)
+        goto fail;
+    if (qc->separate_vtrans && !(q->Mv = identity_blocks(1, dh)))
+        goto fail;
+    for (int i = 0; i < QL_NLINEAR; i++)
+        q->act_clip[i][0] = q->act_clip[i][1] = 1;
+    q->kv_clip[0][0] = q->kv_clip[0][1] = q->kv_clip[1][0] = q->kv_clip[1][1] = 1;
+    return FQ_OK;
+fail:
+    qlayer_free(q);
+    return FQ_ERR;
 }

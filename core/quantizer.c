@@ -104,14 +104,21 @@ static int check_logits(const char *where, real cmax, real cmin)
 int quant_act_sym_fwd(real *out, real *scale, const real *in, int rows, int k, int blocks,
                       int bits, real cmax, real cmin)
 {
+    if (check_logits("quant_act_sym_fwd", cmax, cmin))
+        return FQ_ERR;
+    return quant_act_sym_ratio(out, scale, in, rows, k, blocks, bits, quant_sigmoid(cmax),
+                               quant_sigmoid(cmin));
+}
+
+int quant_act_sym_ratio(real *out, real *scale, const real *in, int rows, int k, int blocks,
+                        int bits, real kmax, real kmin)
+{
     if (!out || !scale || !in)
         return fq_error("core/quantizer.c:quant_act_sym_fwd: NULL buffer (expected out, "
                         "scale and in)");
-    if (check_bits("quant_act_sym_fwd", bits) || check_shape("quant_act_sym_fwd", rows, k, blocks) ||
-        check_logits("quant_act_sym_fwd", cmax, cmin))
+    if (check_bits("quant_act_sym_fwd", bits) || check_shape("quant_act_sym_fwd", rows, k, blocks))
         return FQ_ERR;
     const int maxq = (1 << (bits - 1)) - 1, minq = -(1 << (bits - 1));
-    const real kmax = quant_sigmoid(cmax), kmin = quant_sigmoid(cmin);
     const int len = k / blocks;
     const long nrows = (long)rows * blocks;
     for (long r = 0; r < nrows; r++) {
@@ -221,14 +228,21 @@ static void asym_range_of(real m, real l, int qmax, real *s, real *z, bool *no_g
 int quant_kv_asym_fwd(real *out, real *scale, real *zero, const real *in, int rows, int len,
                       int bits, real cmax, real cmin)
 {
+    if (check_logits("quant_kv_asym_fwd", cmax, cmin))
+        return FQ_ERR;
+    return quant_kv_asym_ratio(out, scale, zero, in, rows, len, bits, quant_sigmoid(cmax),
+                               quant_sigmoid(cmin));
+}
+
+int quant_kv_asym_ratio(real *out, real *scale, real *zero, const real *in, int rows, int len,
+                        int bits, real kmax, real kmin)
+{
     if (!out || !scale || !zero || !in)
         return fq_error("core/quantizer.c:quant_kv_asym_fwd: NULL buffer (expected out, "
                         "scale, zero and in)");
-    if (check_bits("quant_kv_asym_fwd", bits) || check_shape("quant_kv_asym_fwd", rows, len, 1) ||
-        check_logits("quant_kv_asym_fwd", cmax, cmin))
+    if (check_bits("quant_kv_asym_fwd", bits) || check_shape("quant_kv_asym_fwd", rows, len, 1))
         return FQ_ERR;
     const int qmax = (1 << bits) - 1;
-    const real kmax = quant_sigmoid(cmax), kmin = quant_sigmoid(cmin);
     for (long r = 0; r < rows; r++) {
         const real *u = in + r * len;
         real *o = out + r * len;

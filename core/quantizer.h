@@ -45,6 +45,10 @@ real quant_sigmoid(real x);
  * out may not alias in. */
 int quant_act_sym_fwd(real *out, real *scale, const real *in, int rows, int k, int blocks,
                       int bits, real cmax, real cmin);
+/* The same with the clip ratios κmax = σ(cmax), κmin = σ(cmin) given directly: the
+ * inference form, where a checkpoint stores the ratios. in-place (out == in) allowed. */
+int quant_act_sym_ratio(real *out, real *scale, const real *in, int rows, int k, int blocks,
+                        int bits, real kmax, real kmin);
 /* g_in: [rows, k] written; *g_cmax, *g_cmin accumulated. scale: what fwd saved. */
 int quant_act_sym_bwd(real *g_in, real *g_cmax, real *g_cmin, const real *g_out,
                       const real *in, const real *scale, int rows, int k, int blocks,
@@ -55,6 +59,9 @@ int quant_act_sym_bwd(real *g_in, real *g_cmax, real *g_cmin, const real *g_out,
  * scale, zero: [rows], saved for bwd. */
 int quant_kv_asym_fwd(real *out, real *scale, real *zero, const real *in, int rows, int len,
                       int bits, real cmax, real cmin);
+/* Ratio form of quant_kv_asym_fwd (see quant_act_sym_ratio). */
+int quant_kv_asym_ratio(real *out, real *scale, real *zero, const real *in, int rows, int len,
+                        int bits, real kmax, real kmin);
 int quant_kv_asym_bwd(real *g_in, real *g_cmax, real *g_cmin, const real *g_out,
                       const real *in, const real *scale, const real *zero, int rows, int len,
                       int bits, real cmax, real cmin);

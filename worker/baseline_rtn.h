@@ -1,0 +1,13 @@
+/* baseline_rtn.h — the RTN baseline (ALGORITHM §8): no transform, no calibration.
+ * Weights per output row, symmetric, s = max|w|/qmax; activations per token with no
+ * clipping; K/V asymmetric per (token, head). The layer keeps its norms. */
+#ifndef FQ_BASELINE_RTN_H
+#define FQ_BASELINE_RTN_H
+
+#include "llama_model.h"
+#include "qlayer.h"
+
+int baseline_rtn_layer(const llama_layer *l, const llama_config *c, const qconfig *qc,
+                       qlayer *out);
+
+#endif
