@@ -200,18 +200,17 @@ int llama_check_ids(const llama_config *c, const int32_t *ids, size_t n)
     return FQ_OK;
 }
 
-void llama_embed_fwd(real *x, const llama_model *m, const int32_t *ids, int n)
+void llama_embed_fwd(real *x, const real *embed, int d, const int32_t *ids, int n)
 {
-    int d = m->cfg.hidden;
     for (int i = 0; i < n; i++)
-        memcpy(x + (size_t)i * d, m->embed + (size_t)ids[i] * d, sizeof(real) * d);
+        memcpy(x + (size_t)i * d, embed + (size_t)ids[i] * d, sizeof(real) * d);
 }
 
-void llama_head_fwd(real *logits, real *x, const llama_model *m, int n)
+void llama_head_fwd(real *logits, real *x, const real *final_norm, const real *lm_head,
+                    const llama_config *c, int n)
 {
-    int d = m->cfg.hidden;
-    rmsnorm_fwd(x, NULL, x, m->final_norm, n, d, (real)m->cfg.rms_eps);
-    linear_fwd(logits, x, m->lm_head, n, d, m->cfg.vocab);
+    rmsnorm_fwd(x, NULL, x, final_norm, n, c->hidden, (real)c->rms_eps);
+    linear_fwd(logits, x, lm_head, n, c->hidden, c->vocab);
 }
 
 int llama_runner_init(llama_runner *r, const llama_model *m, int seqlen)
@@ -243,9 +242,9 @@ int llama_window_logits(void *ctx, const int32_t *ids, int s, real *logits)
         return fq_error("window of %d tokens exceeds the runner's %d", s, r->w.s);
     if (llama_check_ids(&m->cfg, ids, (size_t)s) != FQ_OK)
         return FQ_ERR;
-    llama_embed_fwd(r->x, m, ids, s);
+    llama_embed_fwd(r->x, m->embed, m->cfg.hidden, ids, s);
     for (int i = 0; i < m->cfg.n_layers; i++)
         llama_layer_fwd(r->x, &m->layers[i], &m->cfg, &r->rope, 1, s, &r->w);
-    llama_head_fwd(logits, r->x, m, s);
+    llama_head_fwd(logits, r->x, m->final_norm, m->lm_head, &m->cfg, s);
     return FQ_OK;
 }

@@ -52,11 +52,12 @@ void llama_scratch_free(llama_scratch *w);
 void llama_layer_fwd(real *x, const llama_layer *l, const llama_config *c, const rope_table *rope,
                      int b, int s, llama_scratch *w);
 
-/* x [n, d] ← embed(ids). Ids must be checked in range by the caller (llama_check_ids). */
-void llama_embed_fwd(real *x, const llama_model *m, const int32_t *ids, int n);
+/* x [n, d] ← embed[ids] (embed [V, d]). Ids must be checked in range (llama_check_ids). */
+void llama_embed_fwd(real *x, const real *embed, int d, const int32_t *ids, int n);
 int llama_check_ids(const llama_config *c, const int32_t *ids, size_t n);
-/* logits [n, V] = lm_head(final_norm(x)); x is overwritten. */
-void llama_head_fwd(real *logits, real *x, const llama_model *m, int n);
+/* logits [n, V] = lm_head(RMSNorm(x; final_norm)); x is overwritten. */
+void llama_head_fwd(real *logits, real *x, const real *final_norm, const real *lm_head,
+                    const llama_config *c, int n);
 
 /* Everything one window's FP forward needs; its logits function fits perplexity_eval. */
 typedef struct {

@@ -1,0 +1,85 @@
+/* qmodel.c — whole-model fake-quant forward (see qmodel.h). */
+#include "qmodel.h"
+#include "error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static real *dup_real(const real *src, size_t n, const char *what)
+{
+    real *p = fq_malloc(sizeof(real) * n, what);
+    if (p)
+        memcpy(p, src, sizeof(real) * n);
+    return p;
+}
+
+int qmodel_from_qlayers(qmodel *m, const llama_model *fp, const qconfig *qc, const qlayer *layers)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = fp->cfg;
+    m->qc = *qc;
+    size_t vd = (size_t)fp->cfg.vocab * fp->cfg.hidden;
+    m->embed = dup_real(fp->embed, vd, "embeddings");
+    m->final_norm = dup_real(fp->final_norm, (size_t)fp->cfg.hidden, "final norm");
+    m->lm_head = fp->lm_head == fp->embed ? m->embed : dup_real(fp->lm_head, vd, "lm_head");
+    m->layers = fq_calloc((size_t)fp->cfg.n_layers, sizeof *m->layers, "quantized layers");
+    if (!m->embed || !m->final_norm || !m->lm_head || !m->layers)
+        goto fail;
+    for (int i = 0; i < fp->cfg.n_layers; i++)
+        if (qlayer_rt_init(&m->layers[i], &layers[i], &m->cfg) != FQ_OK)
+            goto fail;
+    return FQ_OK;
+fail:
+    qmodel_free(m);
+    return FQ_ERR;
+}
+
+void qmodel_free(qmodel *m)
+{
+    if (m->layers)
+        for (int i = 0; i < m->cfg.n_layers; i++)
+            qlayer_rt_free(&m->layers[i]);
+    free(m->layers);
+    if (m->lm_head != m->embed)
+        free(m->lm_head);
+    free(m->embed);
+    free(m->final_norm);
+    memset(m, 0, sizeof *m);
+}
+
+int qmodel_runner_init(qmodel_runner *r, const qmodel *m, int seqlen)
+{
+    memset(r, 0, sizeof *r);
+    r->m = m;
+    if (rope_table_init(&r->rope, &m->cfg, seqlen) != FQ_OK ||
+        qlayer_scratch_init(&r->w, &m->cfg, 1, seqlen) != FQ_OK ||
+        !(r->x = fq_malloc(sizeof(real) * (size_t)seqlen * m->cfg.hidden, "activations"))) {
+        qmodel_runner_free(r);
+        return FQ_ERR;
+    }
+    return FQ_OK;
+}
+
+void qmodel_runner_free(qmodel_runner *r)
+{
+    rope_table_free(&r->rope);
+    qlayer_scratch_free(&r->w);
+    free(r->x);
+    memset(r, 0, sizeof *r);
+}
+
+int qmodel_window_logits(void *ctx, const int32_t *ids, int s, real *logits)
+{
+    qmodel_runner *r = ctx;
+    const qmodel *m = r->m;
+    if (s > r->rope.seqlen)
+        return fq_error("window of %d tokens exceeds the runner's %d", s, r->rope.seqlen);
+    if (llama_check_ids(&m->cfg, ids, (size_t)s) != FQ_OK)
+        return FQ_ERR;
+    llama_embed_fwd(r->x, m->embed, m->cfg.hidden, ids, s);
+    for (int i = 0; i < m->cfg.n_layers; i++)
+        if (qlayer_fwd(r->x, &m->layers[i], &m->cfg, &m->qc, &r->rope, 1, s, &r->w) != FQ_OK)
+            return fq_error_wrap("layer %d", i);
+    llama_head_fwd(logits, r->x, m->final_norm, m->lm_head, &m->cfg, s);
+    return FQ_OK;
+}

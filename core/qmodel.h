@@ -1,0 +1,32 @@
+/* qmodel.h — a whole quantized model for CPU evaluation: embeddings, final norm and
+ * lm_head in full precision, every decoder layer as a qlayer_rt (fake quantization).
+ * Built from a quantized checkpoint or from in-memory qlayers (baselines, tests). */
+#ifndef FQ_QMODEL_H
+#define FQ_QMODEL_H
+
+#include "llama_model.h"
+#include "qlayer_fwd.h"
+
+typedef struct {
+    llama_config cfg;
+    qconfig qc;
+    real *embed, *final_norm, *lm_head; /* lm_head may equal embed */
+    qlayer_rt *layers;
+} qmodel;
+
+/* Take copies of the FP model's embeddings/norm/head and expand the n_layers qlayers. */
+int qmodel_from_qlayers(qmodel *m, const llama_model *fp, const qconfig *qc, const qlayer *layers);
+void qmodel_free(qmodel *m);
+
+typedef struct {
+    const qmodel *m;
+    rope_table rope;
+    qlayer_scratch w;
+    real *x;
+} qmodel_runner;
+int qmodel_runner_init(qmodel_runner *r, const qmodel *m, int seqlen);
+void qmodel_runner_free(qmodel_runner *r);
+/* window_logits_fn over a qmodel_runner. */
+int qmodel_window_logits(void *ctx, const int32_t *ids, int s, real *logits);
+
+#endif
