@@ -251,7 +251,7 @@ static int add_split(const loader *L, const char *pat, size_t len, int is_regex,
             return FQ_ERR;
         len = strlen(src);
     } else {
-        opts |= PCRE2_LITERAL;
+        opts = PCRE2_UTF | PCRE2_LITERAL; /* UCP is not allowed with LITERAL (and moot) */
         if (len == 0)
             return bad(L, path, "empty split string (expected a non-empty pattern)");
     }
@@ -484,6 +484,22 @@ static int load_model(const loader *L, json_t *m)
 
 /* ---------------- added tokens ---------------- */
 
+/* Hugging Face ignores the "id" written in added_tokens: it re-adds the tokens in file
+ * order, giving each the id of the same content already added or in the model vocab,
+ * else the next free id (one past the largest added id when that is at or beyond the
+ * model vocab's size, else the model vocab's size). Mirrored here so that a file whose
+ * ids disagree encodes as it does there. The written id must still be a valid integer. */
+static int32_t next_added_id(const tokenizer *t)
+{
+    int32_t nv = (int32_t)t->vocab.n, max = -1;
+    for (size_t i = 0; i < t->n_added; i++)
+        if (t->added[i].id > max)
+            max = t->added[i].id;
+    if (max < 0)
+        return nv;
+    return max >= nv || nv == 0 ? max + 1 : nv;
+}
+
 static int load_added(const loader *L, json_t *list)
 {
     tokenizer *t = L->t;
@@ -496,8 +512,9 @@ static int load_added(const loader *L, json_t *list)
     if (!t->added)
         return FQ_ERR;
     for (size_t i = 0; i < n; i++) {
-        char p[64];
+        char p[64], pc[80];
         snprintf(p, sizeof p, "added_tokens[%zu]", i);
+        snprintf(pc, sizeof pc, "%s.content", p);
         json_t *e = json_array_get(list, i);
         if (!json_is_object(e))
             return bad(L, p, "not an object (expected {\"id\": …, \"content\": …})");
@@ -506,18 +523,12 @@ static int load_added(const loader *L, json_t *list)
             json_integer_value(id) >= TOK_MAX_ID)
             return fq_error("%s: %s.id: not an integer in [0, %d) (expected a token id)",
                             L->label, p, TOK_MAX_ID);
-        tok_added *a = &t->added[t->n_added];
-        char pc[80];
-        snprintf(pc, sizeof pc, "%s.content", p);
-        if (dup_string(L, json_object_get(e, "content"), pc, &a->content, &a->len) != FQ_OK)
-            return FQ_ERR;
-        t->n_added++;
-        if (a->len == 0)
-            return bad(L, pc, "empty (expected a non-empty token)");
-        a->id = (int32_t)json_integer_value(id);
-        int lstrip = 0, rstrip = 0, single = 0;
-        if (get_bool(L, e, "special", 0, &a->special, p) != FQ_OK ||
-            get_bool(L, e, "normalized", 0, &a->normalized, p) != FQ_OK ||
+        json_t *c = json_object_get(e, "content");
+        if (!json_is_string(c))
+            return bad(L, pc, "not a string (expected the token text)");
+        int special = 0, normalized = 0, lstrip = 0, rstrip = 0, single = 0;
+        if (get_bool(L, e, "special", 0, &special, p) != FQ_OK ||
+            get_bool(L, e, "normalized", 0, &normalized, p) != FQ_OK ||
             get_bool(L, e, "lstrip", 0, &lstrip, p) != FQ_OK ||
             get_bool(L, e, "rstrip", 0, &rstrip, p) != FQ_OK ||
             get_bool(L, e, "single_word", 0, &single, p) != FQ_OK)
@@ -525,6 +536,36 @@ static int load_added(const loader *L, json_t *list)
         if (lstrip || rstrip || single)
             return fq_error("%s: %s: lstrip/rstrip/single_word true is not supported "
                             "(expected false)", L->label, p);
+        /* A normalized token is matched in its normalized form; flatq matches the
+         * content as written, which is the same only without a normalizer. */
+        if (normalized && t->n_norm)
+            return fq_error("%s: %s.normalized: true together with a normalizer is not "
+                            "supported (expected false)", L->label, p);
+        size_t len = json_string_length(c);
+        if (len == 0)
+            continue; /* Hugging Face skips empty added tokens */
+        const char *content = json_string_value(c);
+        tok_added *a = NULL;
+        for (size_t k = 0; k < t->n_added && !a; k++)
+            if (t->added[k].len == len && memcmp(t->added[k].content, content, len) == 0)
+                a = &t->added[k];
+        if (a) {
+            a->special |= special;
+            a->normalized = normalized;
+        } else {
+            int32_t vid = tok_strmap_get(&t->vocab, content, len, -1);
+            int32_t new_id = vid >= 0 ? vid : next_added_id(t);
+            if (new_id >= TOK_MAX_ID)
+                return fq_error("%s: %s: too many added tokens (expected ids below %d)",
+                                L->label, p, TOK_MAX_ID);
+            a = &t->added[t->n_added];
+            if (dup_string(L, c, pc, &a->content, &a->len) != FQ_OK)
+                return FQ_ERR;
+            t->n_added++;
+            a->id = new_id;
+            a->special = special;
+            a->normalized = normalized;
+        }
         t->added_first[a->normalized ? 1 : 0][(unsigned char)a->content[0]] = 1;
         if (a->id + 1 > t->vocab_size)
             t->vocab_size = a->id + 1;
@@ -771,10 +812,10 @@ static int load_root(loader *L, json_t *root)
     }
     if (load_model(L, json_object_get(root, "model")) != FQ_OK)
         return FQ_ERR;
-    if (load_added(L, json_object_get(root, "added_tokens")) != FQ_OK)
-        return FQ_ERR;
     json_t *n = json_object_get(root, "normalizer");
     if (n && !json_is_null(n) && add_norm(L, n, "normalizer") != FQ_OK)
+        return FQ_ERR;
+    if (load_added(L, json_object_get(root, "added_tokens")) != FQ_OK)
         return FQ_ERR;
     n = json_object_get(root, "pre_tokenizer");
     if (n && !json_is_null(n) && add_pretok(L, n, "pre_tokenizer") != FQ_OK)

@@ -24,6 +24,8 @@
 #include "tokenizer.h"
 
 #define GOLDEN_DIR "tests/golden/tokenizer"
+/* The smallest valid model: a, b and their merge. */
+#define MODEL_OK "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]}"
 
 static const char *data_dir(void)
 {
@@ -279,15 +281,15 @@ static void test_round_trip(void **state)
 /* A SentencePiece-less BPE over the letters a, b, c. Ranks: "a a" 0, "b c" 1, "a b" 2,
  * "aa b" 3. */
 static const char tiny_json[] =
-    "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":9,\"content\":\"<x>\",\"special\":true,"
+    "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":10,\"content\":\"<x>\",\"special\":true,"
     "\"normalized\":false}],\"normalizer\":null,\"pre_tokenizer\":null,"
     "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
     "{\"id\":\"<x>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],"
-    "\"special_tokens\":{\"<x>\":{\"id\":\"<x>\",\"ids\":[9],\"tokens\":[\"<x>\"]}}},"
+    "\"special_tokens\":{\"<x>\":{\"id\":\"<x>\",\"ids\":[10],\"tokens\":[\"<x>\"]}}},"
     "\"decoder\":{\"type\":\"Fuse\"},"
     "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":%s,"
     "\"byte_fallback\":%s,\"vocab\":{\"<unk>\":0,\"a\":1,\"b\":2,\"c\":3,\"aa\":4,\"bc\":5,"
-    "\"ab\":6,\"aab\":7,\"<0xC3>\":10,\"<0xA9>\":11},"
+    "\"ab\":6,\"aab\":7,\"<0xC3>\":8,\"<0xA9>\":9},"
     "\"merges\":[\"a a\",\"b c\",[\"a\",\"b\"],\"aa b\"]}}";
 
 static tokenizer *tiny(int fuse_unk, int byte_fallback)
@@ -325,7 +327,7 @@ static void test_merge_order(void **state)
     /* "aab": "a a" first, then "aa b" (rank 3): one token. */
     expect_ids(t, "aab", 0, (int32_t[]){7}, 1);
     /* The template puts <x> first; <x> in the text is matched as the added token. */
-    expect_ids(t, "a<x>b", 1, (int32_t[]){9, 1, 9, 2}, 4);
+    expect_ids(t, "a<x>b", 1, (int32_t[]){10, 1, 10, 2}, 4);
     /* Unknown characters without byte fallback: one unk each unless fused. */
     expect_ids(t, "zza", 0, (int32_t[]){0, 0, 1}, 3);
     tokenizer_free(t);
@@ -334,15 +336,30 @@ static void test_merge_order(void **state)
     tokenizer_free(t);
     /* Byte fallback: é (C3 A9) has both byte tokens, ü (C3 BC) lacks one → unk. */
     t = tiny(0, 1);
-    expect_ids(t, "a\xc3\xa9" "b", 0, (int32_t[]){1, 10, 11, 2}, 4);
+    expect_ids(t, "a\xc3\xa9" "b", 0, (int32_t[]){1, 8, 9, 2}, 4);
     expect_ids(t, "\xc3\xbc" "a", 0, (int32_t[]){0, 1}, 2);
     char *out;
     size_t len;
-    assert_int_equal(tokenizer_decode(t, (int32_t[]){9, 7, 5}, 3, &out, &len), FQ_OK);
+    assert_int_equal(tokenizer_decode(t, (int32_t[]){10, 7, 5}, 3, &out, &len), FQ_OK);
     assert_string_equal(out, "<x>aabbc");
     free(out);
-    assert_int_equal(tokenizer_bos_id(t), 9);
-    assert_int_equal(tokenizer_vocab_size(t), 12);
+    assert_int_equal(tokenizer_bos_id(t), 10);
+    assert_int_equal(tokenizer_vocab_size(t), 11);
+    tokenizer_free(t);
+}
+
+/* Hugging Face ignores the ids written in added_tokens and numbers new tokens from the
+ * model vocab's size (3 here); a token already in the vocab keeps its vocab id. */
+static void test_added_token_ids(void **state)
+{
+    (void)state;
+    const char json[] = "{\"added_tokens\":[{\"id\":77,\"content\":\"<e>\"},"
+                        "{\"id\":78,\"content\":\"ab\"},{\"id\":79,\"content\":\"<f>\"}],"
+                        MODEL_OK "}";
+    tokenizer *t;
+    assert_int_equal(tokenizer_load_buffer(json, strlen(json), "ids.json", &t), FQ_OK);
+    expect_ids(t, "<f>a<e>ab", 0, (int32_t[]){4, 0, 3, 2}, 4);
+    assert_int_equal(tokenizer_vocab_size(t), 5);
     tokenizer_free(t);
 }
 
@@ -371,8 +388,6 @@ static void expect_load_error(const char *json, const char *needle1, const char 
         fail_msg("message \"%s\" lacks \"%s\"/\"%s\"", msg, needle1, needle2 ? needle2 : "");
     assert_null(strchr(msg, '\n'));
 }
-
-#define MODEL_OK "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]}"
 
 static void test_load_errors(void **state)
 {
@@ -408,6 +423,9 @@ static void test_load_errors(void **state)
     expect_load_error("{\"added_tokens\":[{\"id\":5,\"content\":\"<s>\",\"lstrip\":true}],"
                       MODEL_OK "}", "added_tokens[0]", "lstrip");
     expect_load_error("[1,2]", "bad.json", "not a JSON object");
+    expect_load_error("{\"normalizer\":{\"type\":\"Prepend\",\"prepend\":\"_\"},"
+                      "\"added_tokens\":[{\"id\":5,\"content\":\"<s>\",\"normalized\":true}],"
+                      MODEL_OK "}", "added_tokens[0].normalized", "normalizer");
 }
 
 static void test_encode_errors(void **state)
@@ -462,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_merge_order),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_added_token_ids),
         cmocka_unit_test(test_encode_errors),
         cmocka_unit_test(test_special_ids),
         cmocka_unit_test(test_sources_md_examples),
