@@ -1,4 +1,167 @@
-/* cmd_eval.c — placeholder until the model lands in this tree. */
+/* cmd_eval.c — `flatq eval`: perplexity of a model on a text, the papers' protocol.
+ *
+ *   flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--max-chars C] [--json]
+ *
+ * The text is tokenized once with the model's tokenizer (BOS first) and scored in
+ * non-overlapping windows (core/perplexity.h). --max-chars keeps the first C characters
+ * (code points) of the file, for the reference numbers quoted on text prefixes.
+ */
 #include "coordinator/commands.h"
 #include "error.h"
-int cmd_eval(int argc, char **argv) { (void)argc; (void)argv; fq_error("eval: being built"); return cli_fail(); }
+#include "fileio.h"
+#include "llama_model.h"
+#include "perplexity.h"
+#include "tokenizer.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void eval_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K]\n"
+            "                  [--max-chars C] [--json]\n"
+            "  Perplexity: the text is tokenized once (BOS first), cut into non-overlapping\n"
+            "  windows of N tokens (default 2048; the last partial one dropped), each scored\n"
+            "  on its own; ppl = exp(mean NLL over all predicted tokens).\n"
+            "  --max-windows K  score only the first K windows\n"
+            "  --max-chars C    use only the first C characters of the text\n"
+            "  --json           print one JSON object instead of a table\n");
+}
+
+/* Byte length of the first `chars` UTF-8 code points of buf (all of it if shorter). */
+static size_t utf8_prefix_bytes(const char *buf, size_t len, long chars)
+{
+    size_t i = 0;
+    for (long c = 0; c < chars && i < len; c++) {
+        i++;
+        while (i < len && ((unsigned char)buf[i] & 0xC0) == 0x80)
+            i++;
+    }
+    return i;
+}
+
+typedef struct {
+    const char *model, *text;
+    int seqlen;
+    long max_windows, max_chars;
+    int json;
+} eval_args;
+
+static int parse_long(const char *flag, const char *v, long lo, long *out)
+{
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || end == v || x < lo)
+        return fq_error("%s: expected an integer >= %ld, got '%s'", flag, lo, v ? v : "");
+    *out = x;
+    return FQ_OK;
+}
+
+static int eval_parse(int argc, char **argv, eval_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->seqlen = 2048;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long x;
+        if (strcmp(k, "--json") == 0) {
+            a->json = 1;
+            continue;
+        }
+        if (strcmp(k, "--model") == 0)
+            a->model = v;
+        else if (strcmp(k, "--text") == 0)
+            a->text = v;
+        else if (strcmp(k, "--seqlen") == 0) {
+            if (parse_long(k, v, 2, &x) != FQ_OK)
+                return FQ_ERR;
+            a->seqlen = (int)x;
+        } else if (strcmp(k, "--max-windows") == 0) {
+            if (parse_long(k, v, 0, &a->max_windows) != FQ_OK)
+                return FQ_ERR;
+        } else if (strcmp(k, "--max-chars") == 0) {
+            if (parse_long(k, v, 1, &a->max_chars) != FQ_OK)
+                return FQ_ERR;
+        } else
+            return fq_error("eval: unknown argument '%s' (expected --model, --text, --seqlen, "
+                            "--max-windows, --max-chars or --json)", k);
+        if (!v)
+            return fq_error("eval: %s needs a value", k);
+        i++;
+    }
+    if (!a->model || !a->text)
+        return fq_error("eval: --model DIR and --text FILE are required (see flatq eval --help)");
+    return FQ_OK;
+}
+
+/* Tokenize (a prefix of) a text file with BOS first. */
+static int eval_tokenize(const tokenizer *tok, const char *path, long max_chars, int32_t **ids,
+                         size_t *n)
+{
+    if (!max_chars)
+        return tokenizer_encode_file(tok, path, 1, ids, n);
+    char *buf = NULL;
+    size_t len = 0;
+    if (fq_read_file(path, &buf, &len) != FQ_OK)
+        return FQ_ERR;
+    int rc = tokenizer_encode(tok, buf, utf8_prefix_bytes(buf, len, max_chars), 1, ids, n);
+    free(buf);
+    return rc == FQ_OK ? FQ_OK : fq_error_wrap("%s", path);
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        eval_usage(stdout);
+        return 0;
+    }
+    eval_args a;
+    if (eval_parse(argc, argv, &a) != FQ_OK)
+        return cli_fail();
+    llama_model m;
+    tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    llama_runner r;
+    ppl_result res;
+    int rc = 1;
+    memset(&r, 0, sizeof r);
+    if (llama_model_load(a.model, &m) != FQ_OK)
+        return cli_fail();
+    if (tokenizer_load(a.model, &tok) != FQ_OK ||
+        eval_tokenize(tok, a.text, a.max_chars, &ids, &n) != FQ_OK ||
+        llama_runner_init(&r, &m, a.seqlen) != FQ_OK ||
+        perplexity_eval(ids, n, a.seqlen, m.cfg.vocab, (size_t)a.max_windows,
+                        llama_window_logits, &r, &res) != FQ_OK) {
+        cli_fail();
+        goto done;
+    }
+    double tps = res.seconds > 0 ? (double)(res.windows * (size_t)a.seqlen) / res.seconds : 0;
+    if (a.json) {
+        json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:f, s:I, s:I, s:I, s:f, s:f}", "model",
+                              a.model, "text", a.text, "seqlen", a.seqlen, "ppl", res.ppl, "nll",
+                              res.nll, "tokens", (json_int_t)res.tokens, "windows",
+                              (json_int_t)res.windows, "predicted", (json_int_t)res.predicted,
+                              "seconds", res.seconds, "tokens_per_second", tps);
+        char *s = o ? json_dumps(o, JSON_REAL_PRECISION(17)) : NULL;
+        if (s)
+            printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    } else {
+        printf("model      %s\ntext       %s\nseqlen     %d\ntokens     %zu\nwindows    %zu\n"
+               "predicted  %zu\nnll        %.6f\nppl        %.4f\nseconds    %.2f (%.0f tokens/s)\n",
+               a.model, a.text, a.seqlen, res.tokens, res.windows, res.predicted, res.nll,
+               res.ppl, res.seconds, tps);
+    }
+    rc = 0;
+done:
+    llama_runner_free(&r);
+    free(ids);
+    tokenizer_free(tok);
+    llama_model_free(&m);
+    return rc;
+}

@@ -13,6 +13,7 @@
  * The cache is per call rather than per tokenizer for the same reason; one call per file
  * is the usual pattern, so it warms up quickly.
  */
+#include "fileio.h"
 #include "tokenizer_internal.h"
 
 #include "error.h"
@@ -284,7 +285,7 @@ int tokenizer_encode_file(const tokenizer *t, const char *path, int add_special,
                         "and output pointers)");
     char *buf;
     size_t len;
-    if (tok_read_whole_file(path, &buf, &len) != FQ_OK)
+    if (fq_read_file(path, &buf, &len) != FQ_OK)
         return FQ_ERR;
     size_t bad = utf8_first_invalid((const unsigned char *)buf, len);
     int rc;

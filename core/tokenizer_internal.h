@@ -154,7 +154,6 @@ uint32_t tok_byte_to_cp(uint8_t b);
 int tok_cp_to_byte(uint32_t cp); /* -1 when cp is not in the map */
 
 /* Read a whole file into a malloc'ed buffer (tokenizer_load.c). */
-int tok_read_whole_file(const char *path, char **buf, size_t *len);
 
 /* ---- BPE (tokenizer_bpe.c) ---- */
 /* Per-call scratch for the merge loop, reused across words. */

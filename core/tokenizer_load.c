@@ -19,6 +19,7 @@
  * \s is Unicode White_Space; PCRE2's \s also matches U+180E, so \s and \S are rewritten
  * into explicit classes before compiling.
  */
+#include "fileio.h"
 #include "tokenizer_internal.h"
 
 #include "error.h"
@@ -869,44 +870,6 @@ int tokenizer_load_buffer(const char *json, size_t len, const char *label, token
     return FQ_OK;
 }
 
-static int read_file(const char *path, char **buf, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fq_error("%s: cannot open (expected a readable file)", path);
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *nb = realloc(b, cap * 2);
-        if (!nb) {
-            free(b);
-            b = NULL;
-            break;
-        }
-        b = nb;
-        cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!b)
-        return fq_error("%s: out of memory reading the file", path);
-    if (err) {
-        free(b);
-        return fq_error("%s: read error (expected a readable file)", path);
-    }
-    *buf = b;
-    *len = n;
-    return FQ_OK;
-}
-
-int tok_read_whole_file(const char *path, char **buf, size_t *len)
-{
-    return read_file(path, buf, len);
-}
-
 /* eos_token from tokenizer_config.json beside the tokenizer, when there is one. */
 static int apply_config(tokenizer *t, const char *cfg_path)
 {
@@ -957,7 +920,7 @@ int tokenizer_load(const char *path_or_model_dir, tokenizer **out)
     }
     char *buf;
     size_t len;
-    int rc = read_file(path, &buf, &len);
+    int rc = fq_read_file(path, &buf, &len);
     if (rc == FQ_OK) {
         rc = tokenizer_load_buffer(buf, len, path, out);
         free(buf);
