@@ -8,6 +8,8 @@
 #ifndef FQ_LLAMA_CONFIG_H
 #define FQ_LLAMA_CONFIG_H
 
+#include <stddef.h>
+
 typedef enum { ROPE_DEFAULT = 0, ROPE_LLAMA3 = 1 } rope_kind;
 
 typedef struct {
