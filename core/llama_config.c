@@ -300,7 +300,7 @@ int llama_config_parse(const char *json, size_t len, const char *label, llama_co
     json_error_t jerr;
     json_t *root = json_loadb(json ? json : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return fq_error("%s:%d:%d: invalid JSON: %s (expected a JSON object)", label,
+        return fq_error("%s:%d:%d: invalid JSON: %s (expected valid JSON)", label,
                         jerr.line, jerr.column, jerr.text);
     int rc = fill_config(root, label, c);
     json_decref(root);

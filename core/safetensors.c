@@ -273,7 +273,7 @@ int st_parse_buffer(const uint8_t *buf, size_t size, const char *label, st_file 
     json_t *root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES,
                               &jerr);
     if (!root)
-        return fq_error("%s: header JSON invalid at byte %d: %s (expected a JSON object)",
+        return fq_error("%s: header JSON invalid at byte %d: %s (expected valid JSON)",
                         label, jerr.position, jerr.text);
     int rc = FQ_OK;
     if (!json_is_object(root)) {

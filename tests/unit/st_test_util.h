@@ -36,7 +36,7 @@ static int tu_teardown(void **state)
 }
 
 /* Path of `name` inside the scratch directory (static buffer; rotates among 4). */
-static const char *tu_path(const char *name)
+static inline const char *tu_path(const char *name)
 {
     static char buf[4][512];
     static int k;
@@ -45,7 +45,7 @@ static const char *tu_path(const char *name)
     return buf[k];
 }
 
-static void tu_write_bytes(const char *path, const void *p, size_t n)
+static inline void tu_write_bytes(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) {
@@ -56,7 +56,7 @@ static void tu_write_bytes(const char *path, const void *p, size_t n)
 
 /* A safetensors file from a header string: u64 length (as given, so it can lie),
  * the header, then `data_bytes` bytes of data (0, 1, 2, ...). */
-static void tu_write_st(const char *path, uint64_t claimed_len, const char *header,
+static inline void tu_write_st(const char *path, uint64_t claimed_len, const char *header,
                         size_t data_bytes)
 {
     size_t hl = strlen(header), n = 8 + hl + data_bytes;
@@ -70,7 +70,7 @@ static void tu_write_st(const char *path, uint64_t claimed_len, const char *head
     free(b);
 }
 
-static unsigned char *tu_read_all(const char *path, size_t *n)
+static inline unsigned char *tu_read_all(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -85,7 +85,7 @@ static unsigned char *tu_read_all(const char *path, size_t *n)
 }
 
 /* FLATQ_DATA/rel if it exists, else NULL after one loud line naming the test. */
-static const char *tu_data(const char *rel, const char *test)
+static inline const char *tu_data(const char *rel, const char *test)
 {
     static char buf[4][1024];
     static int k;
