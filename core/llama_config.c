@@ -16,6 +16,7 @@
  */
 #include "llama_config.h"
 #include "error.h"
+#include "msg_escape.h"
 
 #include <jansson.h>
 
@@ -102,17 +103,22 @@ static int check_architecture(json_t *root, const char *label)
             if (!json_is_string(a))
                 return fq_error("%s: 'architectures[%zu]' is not a string (expected "
                                 "\"LlamaForCausalLM\")", label, i);
-            if (strcmp(json_string_value(a), "LlamaForCausalLM") != 0)
-                return fq_error("%s: architecture '%.64s' is not supported (expected one "
-                                "of: LlamaForCausalLM)", label, json_string_value(a));
+            if (strcmp(json_string_value(a), "LlamaForCausalLM") != 0) {
+                char shown[96];
+                return fq_error("%s: architecture '%s' is not supported (expected one of: "
+                                "LlamaForCausalLM)", label,
+                                fq_msg_escape(json_string_value(a), shown, sizeof shown));
+            }
         }
     }
     if (mt && !json_is_null(mt)) {
         if (!json_is_string(mt))
             return fq_error("%s: 'model_type' is not a string (expected \"llama\")", label);
-        if (strcmp(json_string_value(mt), "llama") != 0)
-            return fq_error("%s: model_type '%.64s' is not supported (expected one of: "
-                            "llama)", label, json_string_value(mt));
+        if (strcmp(json_string_value(mt), "llama") != 0) {
+            char shown[96];
+            return fq_error("%s: model_type '%s' is not supported (expected one of: llama)",
+                            label, fq_msg_escape(json_string_value(mt), shown, sizeof shown));
+        }
     }
     if ((!mt || json_is_null(mt)) && (!arch || json_is_null(arch)))
         return fq_error("%s: neither 'architectures' nor 'model_type' is given (expected "
@@ -187,9 +193,11 @@ static int parse_rope_object(json_t *o, const char *field, const char *label, ro
         r->kind = ROPE_DEFAULT;
         return FQ_OK;
     }
-    if (strcmp(type, "llama3") != 0)
-        return fq_error("%s: %s.rope_type '%.32s' is not supported (expected one of: "
-                        "default, llama3)", label, field, type);
+    if (strcmp(type, "llama3") != 0) {
+        char shown[64];
+        return fq_error("%s: %s.rope_type '%s' is not supported (expected one of: default, "
+                        "llama3)", label, field, fq_msg_escape(type, shown, sizeof shown));
+    }
     r->kind = ROPE_LLAMA3;
     if (get_pos_num(o, "factor", where, label, 1, &r->factor) ||
         get_pos_num(o, "low_freq_factor", where, label, 1, &r->low) ||
@@ -299,9 +307,11 @@ int llama_config_parse(const char *json, size_t len, const char *label, llama_co
         return fq_error("%s: text is NULL (expected %zu bytes of JSON)", label, len);
     json_error_t jerr;
     json_t *root = json_loadb(json ? json : "", len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
+    if (!root) {
+        char why[160];
         return fq_error("%s:%d:%d: invalid JSON: %s (expected valid JSON)", label,
-                        jerr.line, jerr.column, jerr.text);
+                        jerr.line, jerr.column, fq_msg_escape(jerr.text, why, sizeof why));
+    }
     int rc = fill_config(root, label, c);
     json_decref(root);
     if (rc != FQ_OK) {

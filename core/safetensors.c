@@ -17,7 +17,7 @@
  */
 #include "safetensors.h"
 #include "error.h"
-#include "safetensors_internal.h"
+#include "msg_escape.h"
 
 #include <jansson.h>
 
@@ -32,30 +32,6 @@
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 
 _Static_assert(sizeof(size_t) >= sizeof(int64_t), "64-bit size_t: a shape dimension fits");
-
-void st_name_for_msg(const char *name, char *out, size_t cap)
-{
-    /* Escape control bytes and cut long names: crafted names stay on one short line. */
-    size_t o = 0;
-    const size_t keep = cap > 8 ? cap - 8 : 0;
-    for (const unsigned char *p = (const unsigned char *)name; *p && o < keep; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            static const char hex[] = "0123456789abcdef";
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        } else {
-            out[o++] = (char)*p;
-        }
-        if (o >= keep && p[1]) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-            break;
-        }
-    }
-    out[o] = '\0';
-}
 
 static uint64_t read_le64(const uint8_t *p)
 {
@@ -103,7 +79,7 @@ static int parse_metadata(json_t *meta, const char *label, st_file *f)
     json_t *val;
     json_object_foreach(meta, key, val) {
         char shown[96];
-        st_name_for_msg(key, shown, sizeof shown);
+        fq_msg_escape(key, shown, sizeof shown);
         if (!json_is_string(val))
             return fq_error("%s: __metadata__ '%s' is not a string (expected string values "
                             "only)", label, shown);
@@ -131,7 +107,7 @@ static int parse_tensor(const char *name, json_t *entry, const char *label,
                         size_t data_size, const uint8_t *data, st_tensor *t)
 {
     char shown[96];
-    st_name_for_msg(name, shown, sizeof shown);
+    fq_msg_escape(name, shown, sizeof shown);
     if (!json_is_object(entry))
         return fq_error("%s: tensor '%s': entry is not an object (expected {\"dtype\", "
                         "\"shape\", \"data_offsets\"})", label, shown);
@@ -144,7 +120,7 @@ static int parse_tensor(const char *name, json_t *entry, const char *label,
     t->dtype = fq_dtype_parse(json_string_value(jd));
     if (t->dtype == FQ_DTYPE_INVALID) {
         char dshown[48];
-        st_name_for_msg(json_string_value(jd), dshown, sizeof dshown);
+        fq_msg_escape(json_string_value(jd), dshown, sizeof dshown);
         return fq_error("%s: tensor '%s': unknown dtype '%s' (expected one of F64, F32, "
                         "F16, BF16, I64, I32, I16, I8, U8, BOOL)", label, shown, dshown);
     }
@@ -231,8 +207,8 @@ static int check_disjoint(const st_file *f, const uint8_t *data, const char *lab
         /* Sorted by begin and pairwise disjoint so far, so s[i-1] holds the largest end. */
         if (s[i].begin < s[i - 1].end) {
             char a[96], o[96];
-            st_name_for_msg(f->tensors[s[i].idx].name, a, sizeof a);
-            st_name_for_msg(f->tensors[s[i - 1].idx].name, o, sizeof o);
+            fq_msg_escape(f->tensors[s[i].idx].name, a, sizeof a);
+            fq_msg_escape(f->tensors[s[i - 1].idx].name, o, sizeof o);
             rc = fq_error("%s: tensor '%s': data_offsets [%zu, %zu] overlap tensor '%s' "
                           "(expected disjoint spans)", label, a, s[i].begin, s[i].end, o);
             break;
@@ -272,9 +248,11 @@ int st_parse_buffer(const uint8_t *buf, size_t size, const char *label, st_file 
     json_error_t jerr;
     json_t *root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES,
                               &jerr);
-    if (!root)
+    if (!root) {
+        char why[160];
         return fq_error("%s: header JSON invalid at byte %d: %s (expected valid JSON)",
-                        label, jerr.position, jerr.text);
+                        label, jerr.position, fq_msg_escape(jerr.text, why, sizeof why));
+    }
     int rc = FQ_OK;
     if (!json_is_object(root)) {
         rc = fq_error("%s: header is not a JSON object (expected {\"name\": {\"dtype\", "
@@ -377,7 +355,7 @@ int st_tensor_to_f32(const st_tensor *t, float *dst, size_t n)
     if (!t || (!dst && n))
         return fq_error("st_tensor_to_f32: tensor or destination is NULL (expected both)");
     char shown[96];
-    st_name_for_msg(t->name ? t->name : "?", shown, sizeof shown);
+    fq_msg_escape(t->name ? t->name : "?", shown, sizeof shown);
     if (n != t->nelem)
         return fq_error("tensor '%s': destination holds %zu floats (expected %zu, the "
                         "tensor's element count)", shown, n, t->nelem);

@@ -11,7 +11,7 @@
  */
 #include "safetensors.h"
 #include "error.h"
-#include "safetensors_internal.h"
+#include "msg_escape.h"
 
 #include <jansson.h>
 
@@ -108,7 +108,7 @@ static int check_unique_across_shards(const st_checkpoint *ck, const char *ipath
     for (size_t i = 1; i < total; i++) {
         if (strcmp(all[i - 1].name, all[i].name) == 0) {
             char shown[96];
-            st_name_for_msg(all[i].name, shown, sizeof shown);
+            fq_msg_escape(all[i].name, shown, sizeof shown);
             rc = fq_error("%s: tensor '%s' is in two shards, %s and %s (expected each "
                           "tensor in exactly one shard)", ipath, shown,
                           ck->files[all[i - 1].file].path, ck->files[all[i].file].path);
@@ -123,9 +123,11 @@ static int open_sharded(const char *dir, const char *ipath, st_checkpoint *ck)
 {
     json_error_t jerr;
     json_t *root = json_load_file(ipath, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
+    if (!root) {
+        char why[160];
         return fq_error("%s:%d:%d: %s (expected a JSON index with a \"weight_map\")", ipath,
-                        jerr.line, jerr.column, jerr.text);
+                        jerr.line, jerr.column, fq_msg_escape(jerr.text, why, sizeof why));
+    }
     int rc = FQ_ERR;
     const char **shards = NULL;
     size_t n_shards = 0;
@@ -142,7 +144,7 @@ static int open_sharded(const char *dir, const char *ipath, st_checkpoint *ck)
     json_t *sv;
     json_object_foreach(wm, tname, sv) {
         char shown[96];
-        st_name_for_msg(tname, shown, sizeof shown);
+        fq_msg_escape(tname, shown, sizeof shown);
         if (!json_is_string(sv) || !valid_shard_name(json_string_value(sv))) {
             fq_error("%s: weight_map['%s'] is not a shard file name (expected a file name "
                      "inside %s, e.g. \"model-00001-of-00002.safetensors\")", ipath, shown,
@@ -167,7 +169,7 @@ static int open_sharded(const char *dir, const char *ipath, st_checkpoint *ck)
         free(sp);
         if (orc != FQ_OK) {
             char shown[96];
-            st_name_for_msg(shards[i], shown, sizeof shown);
+            fq_msg_escape(shards[i], shown, sizeof shown);
             fq_error_wrap("%s: shard '%s'", ipath, shown);
             goto out;
         }
@@ -180,8 +182,8 @@ static int open_sharded(const char *dir, const char *ipath, st_checkpoint *ck)
             i++;
         if (!st_file_find(&ck->files[i], tname)) {
             char shown[96], sshown[96];
-            st_name_for_msg(tname, shown, sizeof shown);
-            st_name_for_msg(s, sshown, sizeof sshown);
+            fq_msg_escape(tname, shown, sizeof shown);
+            fq_msg_escape(s, sshown, sizeof sshown);
             fq_error("%s: tensor '%s' is listed in shard '%s' but that shard does not "
                      "contain it (expected every indexed tensor in its shard)", ipath,
                      shown, sshown);

@@ -14,7 +14,7 @@
  */
 #include "safetensors.h"
 #include "error.h"
-#include "safetensors_internal.h"
+#include "msg_escape.h"
 
 #include <jansson.h>
 
@@ -95,7 +95,7 @@ int st_writer_add(st_writer *w, const char *name, fq_dtype dtype, int ndim,
     if (!w || !name)
         return fq_error("st_writer_add: writer or name is NULL (expected both)");
     char shown[96];
-    st_name_for_msg(name, shown, sizeof shown);
+    fq_msg_escape(name, shown, sizeof shown);
     if (!name[0] || strcmp(name, "__metadata__") == 0 || !valid_json_string(name))
         return fq_error("st_writer_add: tensor name '%s' is not allowed (expected a "
                         "non-empty UTF-8 name other than __metadata__)", shown);

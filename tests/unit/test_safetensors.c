@@ -377,6 +377,8 @@ static const bad_case bad_files[] = {
      8, "not a pair", "expected [begin, end]"},
     {"non-object header", -1, "[1,2,3]", 0, "header is not a JSON object", "expected"},
     {"invalid JSON", -1, "{\"w\":", 0, "header JSON invalid", "expected valid JSON"},
+    {"newline inside a bad token (found by fuzzing)", -1, "{\"__metad\\\n\n\"", 0,
+     "header JSON invalid", "\\x0a"},
     {"duplicate names", -1,
      "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
      "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, "duplicate", NULL},
