@@ -100,11 +100,17 @@ void rope_fwd(real *x, int b, int s, int heads, int dh, const rope_table *t)
         }
 }
 
-/* Softmax of the causal rows of p [s, s] in place (entries above the diagonal → 0). */
-static void causal_softmax_rows(real *p, int s)
+/* Rows are processed in blocks of ATT_BLOCK queries: block [i0, i1) only needs keys
+ * [0, i1), so the causal upper triangle is mostly never computed (about half the FLOPs
+ * of a full s×s score matrix for long windows). */
+#define ATT_BLOCK 128
+
+/* Causal softmax of rows [i0, i1) of a score block p [i1 − i0, ld] whose columns are
+ * keys 0..i1−1 (entries beyond the diagonal → 0). */
+static void causal_softmax_block(real *p, int i0, int i1, int ld)
 {
-    for (int i = 0; i < s; i++) {
-        real *row = p + (size_t)i * s;
+    for (int i = i0; i < i1; i++) {
+        real *row = p + (size_t)(i - i0) * ld;
         real mx = row[0];
         for (int c = 1; c <= i; c++)
             if (row[c] > mx)
@@ -117,7 +123,7 @@ static void causal_softmax_rows(real *p, int s)
         real inv = 1 / sum;
         for (int c = 0; c <= i; c++)
             row[c] *= inv;
-        for (int c = i + 1; c < s; c++)
+        for (int c = i + 1; c < i1; c++)
             row[c] = 0;
     }
 }
@@ -135,12 +141,20 @@ void attention_fwd(real *out, real *probs, const real *q, const real *k, const r
         real *ob = out + (size_t)bi * s * qs;
         for (int j = 0; j < h; j++) {
             int kv = j / r;
-            real *p = probs ? probs + ((size_t)bi * h + j) * s * s : scratch;
-            real_gemm(0, 1, s, s, dh, scale, qb + (size_t)j * dh, (int)qs, kb + (size_t)kv * dh,
-                      (int)ks, 0, p, s);
-            causal_softmax_rows(p, s);
-            real_gemm(0, 0, s, dh, s, 1, p, s, vb + (size_t)kv * dh, (int)ks, 0,
-                      ob + (size_t)j * dh, (int)qs);
+            for (int i0 = 0; i0 < s; i0 += ATT_BLOCK) {
+                int i1 = i0 + ATT_BLOCK < s ? i0 + ATT_BLOCK : s, m = i1 - i0;
+                /* with probs, write the block straight into the [s, s] probability rows */
+                real *p = probs ? probs + (((size_t)bi * h + j) * s + i0) * s : scratch;
+                int ld = probs ? s : i1;
+                real_gemm(0, 1, m, i1, dh, scale, qb + (size_t)i0 * qs + (size_t)j * dh, (int)qs,
+                          kb + (size_t)kv * dh, (int)ks, 0, p, ld);
+                causal_softmax_block(p, i0, i1, ld);
+                if (probs)
+                    for (int i = 0; i < m; i++)
+                        memset(p + (size_t)i * s + i1, 0, sizeof(real) * (size_t)(s - i1));
+                real_gemm(0, 0, m, dh, i1, 1, p, ld, vb + (size_t)kv * dh, (int)ks, 0,
+                          ob + (size_t)i0 * qs + (size_t)j * dh, (int)qs);
+            }
         }
     }
 }
@@ -198,28 +212,35 @@ void attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *q
     int r = h / g;
     real scale = 1 / sqrt((real)dh);
     size_t qs = (size_t)h * dh, ks = (size_t)g * dh;
-    real *p = scratch, *gp = scratch + (size_t)s * s;
     for (int bi = 0; bi < b; bi++) {
         size_t qo = (size_t)bi * s * qs, ko = (size_t)bi * s * ks;
         for (int j = 0; j < h; j++) {
             int kv = j / r;
             const real *qj = q + qo + (size_t)j * dh, *kg = k + ko + (size_t)kv * dh;
             const real *vg = v + ko + (size_t)kv * dh, *doj = dout + qo + (size_t)j * dh;
-            real_gemm(0, 1, s, s, dh, scale, qj, (int)qs, kg, (int)ks, 0, p, s);
-            causal_softmax_rows(p, s);
-            /* dV += Pᵀ dO ; G_P = dO Vᵀ */
-            real_gemm(1, 0, s, dh, s, 1, p, s, doj, (int)qs, 1, dv + ko + (size_t)kv * dh, (int)ks);
-            real_gemm(0, 1, s, s, dh, 1, doj, (int)qs, vg, (int)ks, 0, gp, s);
-            /* G_S = P ∘ (G_P − rowsum(G_P ∘ P)), in gp */
-            for (int i = 0; i < s; i++) {
-                real *pr = p + (size_t)i * s, *gr = gp + (size_t)i * s, dot = 0;
-                for (int c = 0; c <= i; c++)
-                    dot += gr[c] * pr[c];
-                for (int c = 0; c < s; c++)
-                    gr[c] = c <= i ? pr[c] * (gr[c] - dot) : 0;
+            for (int i0 = 0; i0 < s; i0 += ATT_BLOCK) {
+                int i1 = i0 + ATT_BLOCK < s ? i0 + ATT_BLOCK : s, m = i1 - i0;
+                real *p = scratch, *gp = scratch + (size_t)m * i1;
+                const real *qi = qj + (size_t)i0 * qs, *doi = doj + (size_t)i0 * qs;
+                real_gemm(0, 1, m, i1, dh, scale, qi, (int)qs, kg, (int)ks, 0, p, i1);
+                causal_softmax_block(p, i0, i1, i1);
+                /* dV[0:i1] += Pᵀ dO ; G_P = dO Vᵀ */
+                real_gemm(1, 0, i1, dh, m, 1, p, i1, doi, (int)qs, 1, dv + ko + (size_t)kv * dh,
+                          (int)ks);
+                real_gemm(0, 1, m, i1, dh, 1, doi, (int)qs, vg, (int)ks, 0, gp, i1);
+                /* G_S = P ∘ (G_P − rowsum(G_P ∘ P)), in gp */
+                for (int i = 0; i < m; i++) {
+                    real *pr = p + (size_t)i * i1, *gr = gp + (size_t)i * i1, dot = 0;
+                    for (int c = 0; c <= i0 + i; c++)
+                        dot += gr[c] * pr[c];
+                    for (int c = 0; c < i1; c++)
+                        gr[c] = c <= i0 + i ? pr[c] * (gr[c] - dot) : 0;
+                }
+                real_gemm(0, 0, m, dh, i1, scale, gp, i1, kg, (int)ks, 1,
+                          dq + qo + (size_t)i0 * qs + (size_t)j * dh, (int)qs);
+                real_gemm(1, 0, i1, dh, m, scale, gp, i1, qi, (int)qs, 1,
+                          dk + ko + (size_t)kv * dh, (int)ks);
             }
-            real_gemm(0, 0, s, dh, s, scale, gp, s, kg, (int)ks, 1, dq + qo + (size_t)j * dh, (int)qs);
-            real_gemm(1, 0, s, dh, s, scale, gp, s, qj, (int)qs, 1, dk + ko + (size_t)kv * dh, (int)ks);
         }
     }
 }
