@@ -385,8 +385,10 @@ done:
     free(dir);
     yt_free(root);
     yt_sources_free(L.sources);
-    if (rc != FQ_OK)
+    if (rc != FQ_OK) {
+        job_error_one_line(); /* values quoted in the message may hold newlines */
         job_free(out);
+    }
     return rc;
 }
 

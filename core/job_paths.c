@@ -14,6 +14,7 @@
 #include "error.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -233,4 +234,29 @@ int job_read_file(const char *path, size_t max, char **buf, size_t *len)
     *buf = p;
     *len = got;
     return FQ_OK;
+}
+
+void job_one_line(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    if (cap == 0)
+        return;
+    for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < cap; p++) {
+        if (*p == '\n' || *p == '\t' || *p == '\r') {
+            out[o++] = '\\';
+            out[o++] = *p == '\n' ? 'n' : *p == '\t' ? 't' : 'r';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
+        } else {
+            out[o++] = (char)*p;
+        }
+    }
+    out[o] = '\0';
+}
+
+int job_error_one_line(void)
+{
+    char clean[4096];
+    job_one_line(fq_errmsg(), clean, sizeof clean);
+    return fq_error("%s", clean);
 }

@@ -19,6 +19,12 @@ int job_resolve_path(const char *base_dir, const char *p, char **out);
 /* Directory part of a path ("." when it has none). Caller frees. */
 char *job_dirname(const char *path);
 
+/* Escape control characters (\n, \t, others as \xNN) of S into OUT (always
+ * NUL-terminated, truncated to CAP): user text quoted in an error stays on one line. */
+void job_one_line(const char *s, char *out, size_t cap);
+/* Re-record the current error message through job_one_line; returns FQ_ERR. */
+int job_error_one_line(void);
+
 /* Read a regular file of at most MAX bytes (NUL-terminated). */
 int job_read_file(const char *path, size_t max, char **buf, size_t *len);
 

@@ -52,15 +52,16 @@ static const char *full_key(conv *c, const char *prefix, const char *name)
 
 static int record(conv *c, const char *key, const yt_node *n)
 {
-    char where[1200];
+    char where[1200], clean[1200];
     yt_where(n, where, sizeof where);
+    job_one_line(where, clean, sizeof clean);
     job *j = c->j;
     job_origin *o = realloc(j->origins, (size_t)(j->n_origins + 1) * sizeof *o);
     if (!o)
         return fq_error("out of memory recording where %s was set", key);
     j->origins = o;
     o[j->n_origins].key = fq_strdup(key);
-    o[j->n_origins].where = fq_strdup(where);
+    o[j->n_origins].where = fq_strdup(clean);
     if (!o[j->n_origins].key || !o[j->n_origins].where) {
         free(o[j->n_origins].key);
         free(o[j->n_origins].where);

@@ -342,6 +342,9 @@ static void test_bad_inputs(void **state)
     p = put("section.yaml", MINIMAL CALIB "cache: fast\n");
     expect_error(p, NULL, 0, "section.yaml:5:8: cache: expected a mapping", NULL);
     expect_error(in_tmp("no-such.yaml"), NULL, 0, "no-such.yaml: cannot open", NULL);
+    p = put("newline.yaml", MINIMAL CALIB "device: \"c\\npu\"\n");
+    expect_error(p, NULL, 0, "newline.yaml:5:9: device: expected one of cpu|cuda, got 'c\\npu'",
+                 NULL);
 }
 
 static void test_include_errors(void **state)
