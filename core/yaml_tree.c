@@ -195,8 +195,13 @@ typedef struct {
     int docs;
 } yt_builder;
 
+/* "FILE:LINE:COL: what", or for sources without marks (--set values)
+ * "LABEL: what (at character C of the value)". */
 static int yt_errf(const yt_source *src, yaml_mark_t m, const char *what)
 {
+    if (!src->has_marks)
+        return fq_error("%s: %s (at character %zu of the value)", src->label, what,
+                        m.index + 1);
     return fq_error("%s:%zu:%zu: %s", src->label, m.line + 1, m.column + 1, what);
 }
 
@@ -216,10 +221,10 @@ static int yt_attach(yt_builder *b, yt_node *n, yaml_mark_t m)
         }
         yt_node *prev_key = NULL;
         if (yt_map_get(f->node, n->text, &prev_key)) {
-            int rc = fq_error("%s:%d:%d: duplicate key '%s' (first at line %d, column %d; "
-                              "expected each key once)",
-                              b->src->label, n->line, n->col, n->text, prev_key->line,
-                              prev_key->col);
+            char what[400];
+            snprintf(what, sizeof what, "duplicate key '%.200s' (first at line %d, column %d; "
+                     "expected each key once)", n->text, prev_key->line, prev_key->col);
+            int rc = yt_errf(b->src, m, what);
             yt_free(n);
             return rc;
         }
@@ -301,15 +306,11 @@ int yt_parse(const char *text, size_t len, const yt_source *src, yt_node **out)
     while (!done && rc == FQ_OK) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
-            yaml_mark_t m = p.problem_mark;
-            if (p.context)
-                rc = fq_error("%s:%zu:%zu: malformed YAML: %s %s (expected valid YAML)",
-                              src->label, m.line + 1, m.column + 1, p.problem ? p.problem : "",
-                              p.context);
-            else
-                rc = fq_error("%s:%zu:%zu: malformed YAML: %s (expected valid YAML)",
-                              src->label, m.line + 1, m.column + 1,
-                              p.problem ? p.problem : "parse error");
+            char what[600];
+            snprintf(what, sizeof what, "malformed YAML: %s%s%s (expected valid YAML)",
+                     p.problem ? p.problem : "parse error", p.context ? " " : "",
+                     p.context ? p.context : "");
+            rc = yt_errf(src, p.problem_mark, what);
             break;
         }
         done = ev.type == YAML_STREAM_END_EVENT;
