@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,11 +15,25 @@ double progress_monotonic_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* mpirun hands rank 0 a pseudo-terminal even when its own output goes to a file, so
+ * isatty() alone would draw bars into Slurm logs: FLATQ_PROGRESS=bar|plain decides,
+ * else a terminal that is not "dumb" outside a Slurm job. */
+static int want_bar(FILE *out)
+{
+    const char *mode = getenv("FLATQ_PROGRESS"), *term = getenv("TERM");
+    if (mode && strcmp(mode, "bar") == 0)
+        return 1;
+    if (mode && strcmp(mode, "plain") == 0)
+        return 0;
+    return isatty(fileno(out)) && term && *term && strcmp(term, "dumb") != 0 &&
+           !getenv("SLURM_JOB_ID");
+}
+
 void progress_init(progress *p, FILE *out, int total, int already_done, int tty)
 {
     memset(p, 0, sizeof *p);
     p->out = out ? out : stdout;
-    p->tty = tty >= 0 ? tty : isatty(fileno(p->out));
+    p->tty = tty >= 0 ? tty : want_bar(p->out);
     p->total = total;
     p->done = already_done;
     p->clock = progress_monotonic_seconds;

@@ -26,7 +26,8 @@ typedef struct progress {
     double (*clock)(void);
 } progress;
 
-/* tty: 1 or 0 to force, -1 to ask isatty(out). already_done: resumed layers. */
+/* tty: 1 or 0 to force, -1 for auto (FLATQ_PROGRESS=bar|plain, else a real terminal
+ * outside Slurm). already_done: resumed layers. */
 void progress_init(progress *p, FILE *out, int total, int already_done, int tty);
 /* A worker joined: rank, host, and its accelerator ("cpu" or the GPU's name). */
 void progress_worker(progress *p, int rank, const char *host, const char *device);
