@@ -10,6 +10,7 @@ if [ "${SAN:-0}" = 1 ]; then
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
     export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    export FLATQ_SAN=1
 fi
 for t in "$@"; do
     echo "=== $t"

@@ -14,14 +14,14 @@
 
 static char tu_dir[256];
 
-static int tu_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+static inline int tu_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb; (void)flag; (void)ftw;
     return remove(p);
 }
 
 /* Create a fresh scratch directory (one per test binary run). */
-static int tu_setup(void **state)
+static inline int tu_setup(void **state)
 {
     (void)state;
     const char *base = getenv("TMPDIR");
@@ -29,7 +29,7 @@ static int tu_setup(void **state)
     return mkdtemp(tu_dir) ? 0 : -1;
 }
 
-static int tu_teardown(void **state)
+static inline int tu_teardown(void **state)
 {
     (void)state;
     return nftw(tu_dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
