@@ -1,12 +1,18 @@
 /* cmd_eval.c — `flatq eval`: perplexity of a model on a text, the papers' protocol.
  *
- *   flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--max-chars C] [--json]
+ *   flatq eval JOB.yaml [--set key=value ...] [--json]      the job's eval section
+ *   flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--max-chars C]
+ *              [--method fp|rtn] [--w-bits B] [--a-bits B] [--kv-bits B] [--json]
  *
+ * DIR may be an FP checkpoint or a quantized one written by `flatq calibrate` (its
+ * quantization_config is honoured). --method rtn quantizes an FP checkpoint on the fly.
  * The text is tokenized once with the model's tokenizer (BOS first) and scored in
  * non-overlapping windows (core/perplexity.h). --max-chars keeps the first C characters
  * (code points) of the file, for the reference numbers quoted on text prefixes.
  */
 #include "coordinator/commands.h"
+#include "coordinator/eval_job.h"
+#include "coordinator/eval_model.h"
 #include "error.h"
 #include "fileio.h"
 #include "llama_model.h"
@@ -21,14 +27,19 @@
 static void eval_usage(FILE *out)
 {
     fprintf(out,
-            "usage: flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K]\n"
-            "                  [--max-chars C] [--json]\n"
+            "usage: flatq eval JOB.yaml [--set key=value ...] [--json]\n"
+            "       flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K]\n"
+            "                  [--max-chars C] [--method fp|rtn] [--w-bits B] [--a-bits B]\n"
+            "                  [--kv-bits B] [--json]\n"
             "  Perplexity: the text is tokenized once (BOS first), cut into non-overlapping\n"
             "  windows of N tokens (default 2048; the last partial one dropped), each scored\n"
             "  on its own; ppl = exp(mean NLL over all predicted tokens).\n"
             "  --max-windows K  score only the first K windows\n"
             "  --max-chars C    use only the first C characters of the text\n"
-            "  --json           print one JSON object instead of a table\n");
+            "  --method rtn     quantize an FP model with RTN (bits: --w-bits/--a-bits/\n"
+            "                   --kv-bits, default 4/4/4; 16 = not quantized)\n"
+            "  --json           print JSON instead of a table\n"
+            "  DIR may also be a quantized checkpoint written by flatq calibrate.\n");
 }
 
 /* Byte length of the first `chars` UTF-8 code points of buf (all of it if shorter). */
@@ -48,6 +59,8 @@ typedef struct {
     int seqlen;
     long max_windows, max_chars;
     int json;
+    job_method method;
+    long bits[3]; /* w, a, kv */
 } eval_args;
 
 static int parse_long(const char *flag, const char *v, long lo, long *out)
@@ -64,6 +77,8 @@ static int eval_parse(int argc, char **argv, eval_args *a)
 {
     memset(a, 0, sizeof *a);
     a->seqlen = 2048;
+    a->method = JOB_METHOD_FP;
+    a->bits[0] = a->bits[1] = a->bits[2] = 4;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long x;
@@ -85,9 +100,25 @@ static int eval_parse(int argc, char **argv, eval_args *a)
         } else if (strcmp(k, "--max-chars") == 0) {
             if (parse_long(k, v, 1, &a->max_chars) != FQ_OK)
                 return FQ_ERR;
+        } else if (strcmp(k, "--method") == 0) {
+            if (v && strcmp(v, "fp") == 0)
+                a->method = JOB_METHOD_FP;
+            else if (v && strcmp(v, "rtn") == 0)
+                a->method = JOB_METHOD_RTN;
+            else
+                return fq_error("eval: --method: expected fp or rtn, got '%s' (other methods "
+                                "need flatq calibrate)", v ? v : "");
+        } else if (strcmp(k, "--w-bits") == 0 || strcmp(k, "--a-bits") == 0 ||
+                   strcmp(k, "--kv-bits") == 0) {
+            int which = k[2] == 'w' ? 0 : k[2] == 'a' ? 1 : 2;
+            if (parse_long(k, v, 2, &a->bits[which]) != FQ_OK)
+                return FQ_ERR;
+            if (a->bits[which] > 8 && a->bits[which] != 16)
+                return fq_error("%s: expected 2..8 or 16, got %ld", k, a->bits[which]);
         } else
             return fq_error("eval: unknown argument '%s' (expected --model, --text, --seqlen, "
-                            "--max-windows, --max-chars or --json)", k);
+                            "--max-windows, --max-chars, --method, --w-bits, --a-bits, "
+                            "--kv-bits or --json)", k);
         if (!v)
             return fq_error("eval: %s needs a value", k);
         i++;
@@ -112,30 +143,73 @@ static int eval_tokenize(const tokenizer *tok, const char *path, long max_chars,
     return rc == FQ_OK ? FQ_OK : fq_error_wrap("%s", path);
 }
 
+/* `flatq eval JOB.yaml [--set k=v]... [--json]` */
+static int eval_job_mode(int argc, char **argv)
+{
+    const char *sets[64];
+    int n_sets = 0, json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && n_sets < 64)
+            sets[n_sets++] = argv[++i];
+        else {
+            fq_error("eval: unknown argument '%s' after the job file (expected --set key=value "
+                     "or --json)", argv[i]);
+            return cli_fail();
+        }
+    }
+    job j;
+    if (job_load(argv[1], sets, n_sets, &j) != FQ_OK) {
+        job_free(&j);
+        return cli_fail();
+    }
+    if (!j.evaluate || j.eval.n_text == 0) {
+        fq_error("%s: no eval section with eval.text (expected texts to evaluate on)", argv[1]);
+        job_free(&j);
+        return cli_fail();
+    }
+    json_t *rows = NULL;
+    int rc = eval_job_run(&j, json ? NULL : stdout, &rows);
+    if (rc == FQ_OK && json) {
+        char *s = json_dumps(rows, JSON_REAL_PRECISION(17));
+        if (s)
+            printf("%s\n", s);
+        free(s);
+    }
+    json_decref(rows);
+    job_free(&j);
+    return rc == FQ_OK ? 0 : cli_fail();
+}
+
 int cmd_eval(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         eval_usage(stdout);
         return 0;
     }
+    if (argc >= 2 && strncmp(argv[1], "--", 2) != 0)
+        return eval_job_mode(argc, argv);
     eval_args a;
     if (eval_parse(argc, argv, &a) != FQ_OK)
         return cli_fail();
-    llama_model m;
     tokenizer *tok = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    llama_runner r;
+    eval_model e;
     ppl_result res;
+    qconfig qc = {0};
+    qc.w_bits = (int)a.bits[0];
+    qc.a_bits = (int)a.bits[1];
+    qc.kv_bits = (int)a.bits[2];
+    qc.tp_blocks = 1;
+    snprintf(qc.method, sizeof qc.method, "%s", job_method_name(a.method));
     int rc = 1;
-    memset(&r, 0, sizeof r);
-    if (llama_model_load(a.model, &m) != FQ_OK)
-        return cli_fail();
-    if (tokenizer_load(a.model, &tok) != FQ_OK ||
+    memset(&e, 0, sizeof e);
+    if (eval_model_open(&e, a.model, a.method, &qc, a.seqlen) != FQ_OK ||
+        tokenizer_load(a.model, &tok) != FQ_OK ||
         eval_tokenize(tok, a.text, a.max_chars, &ids, &n) != FQ_OK ||
-        llama_runner_init(&r, &m, a.seqlen) != FQ_OK ||
-        perplexity_eval(ids, n, a.seqlen, m.cfg.vocab, (size_t)a.max_windows,
-                        llama_window_logits, &r, &res) != FQ_OK) {
+        eval_model_ppl(&e, ids, n, a.seqlen, (size_t)a.max_windows, &res) != FQ_OK) {
         cli_fail();
         goto done;
     }
@@ -152,16 +226,15 @@ int cmd_eval(int argc, char **argv)
         free(s);
         json_decref(o);
     } else {
-        printf("model      %s\ntext       %s\nseqlen     %d\ntokens     %zu\nwindows    %zu\n"
+        printf("model      %s%s\ntext       %s\nseqlen     %d\ntokens     %zu\nwindows    %zu\n"
                "predicted  %zu\nnll        %.6f\nppl        %.4f\nseconds    %.2f (%.0f tokens/s)\n",
-               a.model, a.text, a.seqlen, res.tokens, res.windows, res.predicted, res.nll,
-               res.ppl, res.seconds, tps);
+               a.model, e.quantized ? " (quantized)" : "", a.text, a.seqlen, res.tokens,
+               res.windows, res.predicted, res.nll, res.ppl, res.seconds, tps);
     }
     rc = 0;
 done:
-    llama_runner_free(&r);
+    eval_model_close(&e);
     free(ids);
     tokenizer_free(tok);
-    llama_model_free(&m);
     return rc;
 }

@@ -2,7 +2,7 @@
  * Every field is checked against the file before use: a corrupted or truncated file
  * gives a one-line error naming the file, never a crash. */
 #include "coordinator/layer_cache.h"
-#include "coordinator/atomic_file.h"
+#include "atomic_file.h"
 #include "dtype.h"
 #include "error.h"
 #include "sha256.h"

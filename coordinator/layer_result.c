@@ -1,6 +1,6 @@
 /* layer_result.c — result files, done-sidecars, job fingerprint; see layer_result.h. */
 #include "coordinator/layer_result.h"
-#include "coordinator/atomic_file.h"
+#include "atomic_file.h"
 #include "error.h"
 #include "sha256.h"
 

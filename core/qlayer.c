@@ -159,6 +159,9 @@ static int qkron_alloc(qkron *k, int len, int blocks, const char *what)
 int qlayer_alloc(qlayer *q, const llama_config *c, const qconfig *qc)
 {
     memset(q, 0, sizeof *q);
+    q->hidden = c->hidden;
+    q->n_heads = c->n_heads;
+    q->head_dim = c->head_dim;
     int d = c->hidden, dh = c->head_dim, tb = qc->tp_blocks > 0 ? qc->tp_blocks : 1;
     if (c->n_heads % tb)
         return fq_error("tp_blocks %d does not divide the %d attention heads", tb, c->n_heads);

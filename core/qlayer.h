@@ -44,6 +44,7 @@ typedef struct {
 } qconfig;
 
 typedef struct {
+    int hidden, n_heads, head_dim; /* shapes the transforms below need */
     float *attn_norm, *mlp_norm; /* γ1', γ2' [d] (per-channel scales folded in) */
     qkron attn_in, mlp_in, down_in;
     int o_blocks;                /* M_o as o_blocks diagonal blocks of (h/o_blocks)² */

@@ -1,6 +1,7 @@
 /* qmodel.c — whole-model fake-quant forward (see qmodel.h). */
 #include "qmodel.h"
 #include "error.h"
+#include "qformat.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -82,4 +83,53 @@ int qmodel_window_logits(void *ctx, const int32_t *ids, int s, real *logits)
             return fq_error_wrap("layer %d", i);
     llama_head_fwd(logits, r->x, m->final_norm, m->lm_head, &m->cfg, s);
     return FQ_OK;
+}
+
+int qmodel_load(const char *dir, qmodel *m)
+{
+    memset(m, 0, sizeof *m);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    st_checkpoint ck = {0};
+    qlayer q = {0};
+    int has = qconfig_load(dir, &m->qc);
+    if (has < 0)
+        return FQ_ERR;
+    if (has == 0)
+        return fq_error("%s: no quantization_config (expected a checkpoint written by flatq "
+                        "calibrate; use it as an FP model instead)", path);
+    if (llama_config_load(path, &m->cfg) != FQ_OK || st_checkpoint_open(dir, &ck) != FQ_OK)
+        return FQ_ERR;
+    const llama_config *c = &m->cfg;
+    int64_t se[2] = {c->vocab, c->hidden}, sn[1] = {c->hidden};
+    if (llama_tensor_load(&ck, "model.embed_tokens.weight", 2, se, &m->embed) != FQ_OK ||
+        llama_tensor_load(&ck, "model.norm.weight", 1, sn, &m->final_norm) != FQ_OK)
+        goto fail;
+    if (st_checkpoint_find(&ck, "lm_head.weight")) {
+        if (llama_tensor_load(&ck, "lm_head.weight", 2, se, &m->lm_head) != FQ_OK)
+            goto fail;
+    } else if (c->tie_embeddings) {
+        m->lm_head = m->embed;
+    } else {
+        fq_error("%s: tensor 'lm_head.weight' is missing (expected: the config does not tie "
+                 "embeddings)", dir);
+        goto fail;
+    }
+    m->layers = fq_calloc((size_t)c->n_layers, sizeof *m->layers, "quantized layers");
+    if (!m->layers)
+        goto fail;
+    for (int i = 0; i < c->n_layers; i++) {
+        if (qlayer_read(&ck, c, &m->qc, i, &q) != FQ_OK ||
+            qlayer_rt_init(&m->layers[i], &q, c) != FQ_OK)
+            goto fail;
+        qlayer_free(&q);
+    }
+    st_checkpoint_close(&ck);
+    return FQ_OK;
+fail:
+    qlayer_free(&q);
+    if (ck.files)
+        st_checkpoint_close(&ck);
+    qmodel_free(m);
+    return FQ_ERR;
 }

@@ -17,6 +17,9 @@ typedef struct {
 /* Take copies of the FP model's embeddings/norm/head and expand the n_layers qlayers. */
 int qmodel_from_qlayers(qmodel *m, const llama_model *fp, const qconfig *qc, const qlayer *layers);
 void qmodel_free(qmodel *m);
+/* Load a quantized checkpoint directory written by flatq (config.json with
+ * quantization_config, head shard, one shard per layer). */
+int qmodel_load(const char *dir, qmodel *m);
 
 typedef struct {
     const qmodel *m;

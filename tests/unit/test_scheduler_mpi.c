@@ -31,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "coordinator/atomic_file.h"
+#include "atomic_file.h"
 #include "coordinator/layer_cache.h"
 #include "coordinator/layer_result.h"
 #include "coordinator/progress.h"

@@ -1,5 +1,5 @@
 /* atomic_file.c — temp file + fsync + rename + fsync(dir); see atomic_file.h. */
-#include "coordinator/atomic_file.h"
+#include "atomic_file.h"
 #include "error.h"
 
 #include <errno.h>
