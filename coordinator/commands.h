@@ -4,6 +4,7 @@
 #define FQ_COMMANDS_H
 
 int cmd_version(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 

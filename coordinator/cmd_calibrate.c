@@ -1,0 +1,351 @@
+/* cmd_calibrate.c — `flatq calibrate JOB.yaml [--set key=value ...]`: the MPI job.
+ *
+ * Every rank loads the job and opens the model (a shared filesystem is assumed, as on a
+ * Slurm cluster). Rank 0 checks everything that can be checked before work starts (model
+ * shape against the recipe, output directory, resume fingerprints, calibration text
+ * length) and broadcasts go/no-go, so a bad job fails on all ranks at once with one line.
+ * Then rank 0 runs the FP pass and the scheduler (coordinator/scheduler.h) while ranks ≥ 1
+ * run the worker loop; with one rank, rank 0 calibrates every layer itself. At the end
+ * rank 0 writes the head shard, the index and config.json, runs the eval section and
+ * prints where the results are.
+ */
+#include "coordinator/calib_data.h"
+#include "coordinator/commands.h"
+#include "coordinator/eval_job.h"
+#include "coordinator/eval_model.h"
+#include "coordinator/fp_pass.h"
+#include "coordinator/layer_result.h"
+#include "coordinator/progress.h"
+#include "coordinator/scheduler.h"
+#include "error.h"
+#include "fileio.h"
+#include "job.h"
+#include "qformat.h"
+#include "sha256.h"
+#include "tokenizer.h"
+#include "worker/layer_task.h"
+#include "worker/worker_loop.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void calibrate_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: [mpirun -np N] flatq calibrate JOB.yaml [--set key=value ...]\n"
+            "  Quantizes the job's model: rank 0 coordinates (FP pass, activation cache,\n"
+            "  scheduling, checkpoint, eval, report), ranks >= 1 calibrate layers. With one\n"
+            "  rank the coordinator does everything itself. Rerunning the same command\n"
+            "  resumes: verified cache files and finished layers are reused.\n"
+            "  configs/README.md documents every job key.\n");
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return fq_error("%s: bad directory name", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++)
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return fq_error("%s: cannot create directory (%s)", buf, strerror(errno));
+            buf[i] = c;
+        }
+    if (access(path, W_OK) != 0)
+        return fq_error("%s: output directory is not writable (%s)", path, strerror(errno));
+    return FQ_OK;
+}
+
+/* sha256 over config.json and each shard's name and size: "the model" for resume. */
+static int model_fingerprint(const st_checkpoint *ck, const char *dir, char hex[65])
+{
+    char path[4096], *buf;
+    size_t n;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (fq_read_file(path, &buf, &n) != FQ_OK)
+        return FQ_ERR;
+    sha256_ctx h;
+    sha256_init(&h);
+    sha256_update(&h, buf, n);
+    free(buf);
+    for (size_t i = 0; i < ck->n_files; i++) {
+        const char *base = strrchr(ck->files[i].path, '/');
+        base = base ? base + 1 : ck->files[i].path;
+        char line[512];
+        int k = snprintf(line, sizeof line, "%s %zu\n", base, ck->files[i].map_size);
+        sha256_update(&h, line, (size_t)k);
+    }
+    uint8_t d[32];
+    sha256_final(&h, d);
+    sha256_hex(d, hex);
+    return FQ_OK;
+}
+
+/* The cache depends on the model and the calibration data only. */
+static void data_fingerprint(const job *j, const char *model_fp, char hex[65])
+{
+    sha256_ctx h;
+    sha256_init(&h);
+    char line[512];
+    int k = snprintf(line, sizeof line, "flatq-cache-v1 %s n=%d s=%d seed=%llu dtype=%s\n",
+                     model_fp, j->calibration.nsamples, j->calibration.seqlen,
+                     (unsigned long long)j->calibration.seed, job_cache_dtype_name(j->cache.dtype));
+    sha256_update(&h, line, (size_t)k);
+    for (int i = 0; i < j->calibration.n_text; i++)
+        sha256_update(&h, j->calibration.text[i], strlen(j->calibration.text[i]) + 1);
+    uint8_t d[32];
+    sha256_final(&h, d);
+    sha256_hex(d, hex);
+}
+
+static layer_cache_dtype cache_dtype(job_cache_dtype t)
+{
+    return t == JOB_CACHE_FP32 ? LAYER_CACHE_F32 : t == JOB_CACHE_FP16 ? LAYER_CACHE_F16
+                                                                        : LAYER_CACHE_BF16;
+}
+
+typedef struct {
+    job j;
+    llama_config cfg;
+    st_checkpoint ck;
+    char model_fp[65], recipe_fp[65], data_fp[65];
+    int32_t *ids;
+    size_t text_tokens;
+} calib_setup;
+
+/* Everything rank 0 checks before any rank starts work. */
+static int coordinator_prepare(calib_setup *cs, int nranks)
+{
+    job *j = &cs->j;
+    tokenizer *tok = NULL;
+    if (!j->calibrate)
+        return fq_error("%s: no calibration section (expected calibration.text etc.; for an "
+                        "eval-only job use flatq eval)", j->path);
+    if (job_check_model(j, cs->cfg.head_dim, cs->cfg.hidden, cs->cfg.intermediate) != FQ_OK)
+        return FQ_ERR;
+    if (make_dirs(j->output) != FQ_OK || make_dirs(j->cache.dir) != FQ_OK)
+        return FQ_ERR;
+    if (job_fingerprint_check(j->output, cs->recipe_fp, cs->model_fp) != FQ_OK)
+        return FQ_ERR;
+    if (tokenizer_load(j->model, &tok) != FQ_OK)
+        return FQ_ERR;
+    int rc = calib_windows_sample(tok, j->calibration.text, j->calibration.n_text,
+                                  j->calibration.nsamples, j->calibration.seqlen,
+                                  j->calibration.seed, &cs->ids, &cs->text_tokens);
+    tokenizer_free(tok);
+    if (rc != FQ_OK)
+        return FQ_ERR;
+    if (nranks - 1 > cs->cfg.n_layers)
+        fprintf(stderr, "flatq: note: %d workers for %d layers; %d will stay idle\n", nranks - 1,
+                cs->cfg.n_layers, nranks - 1 - cs->cfg.n_layers);
+    return FQ_OK;
+}
+
+static void print_plan(const calib_setup *cs, int nranks)
+{
+    const job *j = &cs->j;
+    const llama_config *c = &cs->cfg;
+    double boundary_mb = (double)j->calibration.nsamples * j->calibration.seqlen * c->hidden *
+                         (j->cache.dtype == JOB_CACHE_FP32 ? 4 : 2) / 1048576.0;
+    printf("plan: %d layers of %s (hidden %d, intermediate %d, %d heads, %d kv heads)\n",
+           c->n_layers, j->model, c->hidden, c->intermediate, c->n_heads, c->n_kv_heads);
+    printf("plan: method %s W%dA%dKV%d, %d ranks (%s), calibration %d × %d tokens from %zu\n",
+           job_method_name(j->quantization.method), j->quantization.w_bits,
+           j->quantization.a_bits, j->quantization.kv_bits, nranks,
+           nranks == 1 ? "the coordinator calibrates" : "1 coordinator + workers",
+           j->calibration.nsamples, j->calibration.seqlen, cs->text_tokens);
+    printf("plan: activation cache %s: %d boundaries × %.1f MiB (%s)%s\n", j->cache.dir,
+           c->n_layers + 1, boundary_mb, job_cache_dtype_name(j->cache.dtype),
+           j->cache.delete_consumed ? ", consumed boundaries deleted" : "");
+    printf("plan: output %s; the time estimate follows the first finished layer\n", j->output);
+    fflush(stdout);
+}
+
+static int release_boundary(void *ctx, int boundary)
+{
+    calib_setup *cs = ctx;
+    return layer_cache_remove(cs->j.cache.dir, boundary);
+}
+
+static double layer_cost(void *ctx, int layer)
+{
+    (void)ctx;
+    (void)layer;
+    return 1.0; /* LLaMA layers are all the same size */
+}
+
+/* After the last layer: head shard, index, config.json, then eval. */
+static int coordinator_finish(calib_setup *cs, json_t **eval_rows)
+{
+    const llama_config *c = &cs->cfg;
+    real *embed = NULL, *norm = NULL, *head = NULL;
+    int64_t se[2] = {c->vocab, c->hidden}, sn[1] = {c->hidden};
+    int tied = c->tie_embeddings && !st_checkpoint_find(&cs->ck, "lm_head.weight");
+    int rc = FQ_ERR;
+    if (llama_tensor_load(&cs->ck, "model.embed_tokens.weight", 2, se, &embed) != FQ_OK ||
+        llama_tensor_load(&cs->ck, "model.norm.weight", 1, sn, &norm) != FQ_OK ||
+        (!tied && llama_tensor_load(&cs->ck, "lm_head.weight", 2, se, &head) != FQ_OK))
+        goto done;
+    qconfig qc;
+    qconfig_from_job(&cs->j, cs->j.quantization.method, &qc);
+    if (qcheckpoint_write_head(cs->j.output, c, embed, norm, head) != FQ_OK ||
+        qcheckpoint_finish(cs->j.output, cs->j.model, c, &qc) != FQ_OK)
+        goto done;
+    printf("checkpoint: %s (config.json with quantization_config, %d layer shards)\n",
+           cs->j.output, c->n_layers);
+    fflush(stdout);
+    *eval_rows = NULL;
+    if (cs->j.evaluate && cs->j.eval.n_text > 0) {
+        printf("eval:\n");
+        if (eval_job_run(&cs->j, stdout, eval_rows) != FQ_OK)
+            goto done;
+    }
+    rc = FQ_OK;
+done:
+    free(embed);
+    free(norm);
+    free(head);
+    return rc;
+}
+
+static int run_coordinator(calib_setup *cs, layer_task_ctx *lt, int nranks)
+{
+    const job *j = &cs->j;
+    fp_pass fp = {.cfg = &cs->cfg, .ck = &cs->ck, .cache_dir = j->cache.dir,
+                  .fingerprint = cs->data_fp, .dtype = cache_dtype(j->cache.dtype),
+                  .ids = cs->ids, .nsamples = j->calibration.nsamples,
+                  .seqlen = j->calibration.seqlen, .batch = j->calibration.batch};
+    if (fp_pass_init(&fp) != FQ_OK)
+        return FQ_ERR;
+    uint8_t *done = fq_calloc((size_t)cs->cfg.n_layers, 1, "layer flags");
+    int ndone = 0;
+    if (!done || layer_result_scan(j->output, cs->cfg.n_layers, done, &ndone) != FQ_OK) {
+        free(done);
+        fp_pass_free(&fp);
+        return FQ_ERR;
+    }
+    free(done);
+    if (ndone)
+        printf("resume: %d of %d layers already finished and verified in %s\n", ndone,
+               cs->cfg.n_layers, j->output);
+    progress prog;
+    progress_init(&prog, stdout, cs->cfg.n_layers, ndone, -1);
+    scheduler_config sc = {.comm = MPI_COMM_WORLD, .nlayers = cs->cfg.n_layers,
+                           .outdir = j->output, .produce_next_boundary = fp_pass_produce,
+                           .produce_ctx = &fp, .layer_cost = layer_cost, .cost_ctx = cs,
+                           .release_boundary = j->cache.delete_consumed ? release_boundary : NULL,
+                           .release_ctx = cs, .run_layer = layer_task_run, .run_ctx = lt,
+                           .device = job_device_name(j->device), .heartbeat_timeout_s = 600,
+                           .announce_on_sigterm = 1, .progress = &prog};
+    scheduler_report rep = {0};
+    int rc = scheduler_run(&sc, &rep);
+    progress_end(&prog);
+    if (rc == FQ_OK) {
+        printf("calibration: %d layers run, %d reused; FP pass %.1f s (%d boundaries computed, "
+               "%d reused)\n", rep.layers_run, rep.layers_skipped, fp.seconds, fp.produced,
+               fp.reused);
+        for (int r = 0; r < rep.nranks; r++)
+            printf("  rank %d (%s, %s): %d layers, busy %.1f s, idle %.1f s, cache reads %.2f s\n",
+                   rep.workers[r].rank, rep.workers[r].host, rep.workers[r].device,
+                   rep.workers[r].layers, rep.workers[r].busy_s, rep.workers[r].idle_s,
+                   rep.workers[r].cache_read_s);
+        (void)nranks;
+    }
+    free(rep.workers);
+    fp_pass_free(&fp);
+    if (rc != FQ_OK)
+        return FQ_ERR;
+    json_t *rows = NULL;
+    rc = coordinator_finish(cs, &rows);
+    json_decref(rows);
+    return rc;
+}
+
+int cmd_calibrate(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv) || argc < 2) {
+        calibrate_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sets[64];
+    int n_sets = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && n_sets < 64) {
+            sets[n_sets++] = argv[++i];
+        } else {
+            fprintf(stderr, "flatq: calibrate: unknown argument '%s' (expected --set key=value)\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    MPI_Init(&argc, &argv);
+    int rank, nranks;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    calib_setup cs;
+    memset(&cs, 0, sizeof cs);
+    int ok = job_load(argv[1], sets, n_sets, &cs.j) == FQ_OK;
+    char cfg_path[4096];
+    if (ok) {
+        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", cs.j.model);
+        ok = llama_config_load(cfg_path, &cs.cfg) == FQ_OK &&
+             st_checkpoint_open(cs.j.model, &cs.ck) == FQ_OK &&
+             model_fingerprint(&cs.ck, cs.j.model, cs.model_fp) == FQ_OK &&
+             job_fingerprint(&cs.j, cs.recipe_fp) == FQ_OK;
+    }
+    if (ok)
+        data_fingerprint(&cs.j, cs.model_fp, cs.data_fp);
+    if (rank == 0 && ok) {
+        printf("flatq calibrate %s (%d rank%s)\n", argv[1], nranks, nranks == 1 ? "" : "s");
+        job_print(&cs.j, stdout);
+        ok = coordinator_prepare(&cs, nranks) == FQ_OK;
+        if (ok)
+            print_plan(&cs, nranks);
+    }
+    if (!ok)
+        fprintf(stderr, "flatq: %s%s\n", nranks > 1 ? "" : "", fq_errmsg());
+    int all_ok = ok;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+    int rc = 1;
+    if (all_ok) {
+        layer_task_ctx lt = {.j = &cs.j, .cfg = &cs.cfg, .ck = &cs.ck,
+                             .cache_dir = cs.j.cache.dir, .fingerprint = cs.data_fp,
+                             .rank = rank};
+        qconfig_from_job(&cs.j, cs.j.quantization.method, &lt.qc);
+        gethostname(lt.host, sizeof lt.host - 1);
+        if (rank == 0) {
+            rc = run_coordinator(&cs, &lt, nranks) == FQ_OK ? 0 : 1;
+            if (rc) {
+                fprintf(stderr, "flatq: %s\n", fq_errmsg());
+                fflush(stderr);
+                if (nranks > 1)
+                    MPI_Abort(MPI_COMM_WORLD, 1); /* workers may be mid-layer */
+            }
+        } else {
+            worker_config wc = {.comm = MPI_COMM_WORLD, .outdir = cs.j.output,
+                                .run_layer = layer_task_run, .run_ctx = &lt,
+                                .device = job_device_name(cs.j.device)};
+            worker_stats ws;
+            rc = worker_loop(&wc, &ws) == FQ_OK ? 0 : 1;
+            if (rc)
+                fprintf(stderr, "flatq: rank %d: %s\n", rank, fq_errmsg());
+        }
+    }
+    free(cs.ids);
+    if (cs.ck.files)
+        st_checkpoint_close(&cs.ck);
+    job_free(&cs.j);
+    MPI_Finalize();
+    return rc;
+}

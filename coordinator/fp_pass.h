@@ -1,0 +1,35 @@
+/* fp_pass.h — the full-precision pass of a calibration job, one layer boundary at a time.
+ *
+ * Boundary 0 is the embeddings of the calibration windows; boundary b+1 is decoder layer
+ * b applied to boundary b. Each boundary goes to the activation cache (coordinator/
+ * layer_cache.h) and the chain continues from the values as the cache stores them (bf16
+ * by default), as the reference does with its fp16 caches: a resumed job that reads a
+ * boundary back then computes exactly what an uninterrupted one computed. Only one layer's
+ * weights are in memory at a time.
+ */
+#ifndef FQ_FP_PASS_H
+#define FQ_FP_PASS_H
+
+#include "coordinator/layer_cache.h"
+#include "llama_model.h"
+
+typedef struct {
+    const llama_config *cfg;
+    const st_checkpoint *ck;
+    const char *cache_dir;
+    const char *fingerprint; /* of the calibration data (cache validity) */
+    layer_cache_dtype dtype;
+    const int32_t *ids;      /* nsamples · seqlen */
+    int nsamples, seqlen, batch;
+    float *x;                /* the boundary in memory, [nsamples, seqlen, d] */
+    int x_boundary;          /* which boundary x holds (−1: none) */
+    double seconds;          /* time spent computing (not reading) boundaries */
+    int produced, reused;
+} fp_pass;
+
+int fp_pass_init(fp_pass *p);
+void fp_pass_free(fp_pass *p);
+/* scheduler callback: make boundary b (b = 0, 1, ... in order). */
+int fp_pass_produce(void *ctx, int boundary);
+
+#endif
