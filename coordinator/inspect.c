@@ -289,7 +289,7 @@ done:
     free(embed);
     free(ids);
     tokenizer_free(tok);
-    return rc == FQ_OK ? FQ_OK : fq_error_wrap("%s", a->model);
+    return rc; /* the loaders' messages already name the file */
 }
 
 static json_t *inspect_doc(const inspect_args *a, const inspect_state *s, size_t ntok)
