@@ -73,7 +73,7 @@ static int loss_and_time_charts(strbuf *o, const json_t *r)
     svg_chart c1 = {"Per-layer calibration loss", "layer", "MSE loss", 1, 540, 300};
     int nranks = max_int(ls, "rank") + 1;
     nranks = nranks < 1 ? 1 : nranks > 64 ? 64 : nranks;
-    char rn[64][16];
+    char rn[64][24];
     const char *legend[64];
     for (int k = 0; k < nranks; k++) {
         snprintf(rn[k], sizeof rn[k], "rank %d", k);
