@@ -12,7 +12,7 @@
  * size, so inputs of the same width share one rotation, as QuaRot's residual rotation does.
  */
 #include "coordinator/commands.h"
-#include "coordinator/atomic_file.h"
+#include "atomic_file.h"
 #include "coordinator/inspect.h"
 #include "difficulty.h"
 #include "error.h"

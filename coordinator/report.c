@@ -7,7 +7,7 @@
  */
 #include "coordinator/report.h"
 
-#include "coordinator/atomic_file.h"
+#include "atomic_file.h"
 #include "coordinator/report_fmt.h"
 #include "error.h"
 

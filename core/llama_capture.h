@@ -2,10 +2,8 @@
  * linear layers, for the difficulty report (flatq inspect) and anything else that needs
  * to look at what each projection sees.
  *
- * It runs exactly the op sequence of llama_layer_fwd (same calls, same order, so the
- * output is bitwise identical; a unit test holds it to that) and copies four matrices out
- * on the way. A separate function rather than a flag on llama_layer_fwd keeps the hot
- * evaluation path free of copies and of a branch per op.
+ * llama_layer_fwd is this function with cap = NULL: one op sequence for both, and the
+ * copies cost nothing when nobody asks for them.
  */
 #ifndef FQ_LLAMA_CAPTURE_H
 #define FQ_LLAMA_CAPTURE_H
@@ -20,7 +18,7 @@ typedef struct {
     real *down_in; /* silu(gate)·up: the input of down_proj                  [n, f]    */
 } llama_layer_inputs;
 
-/* x [b, s, d] ← layer(x) in place, as llama_layer_fwd, filling cap. */
+/* x [b, s, d] ← layer(x) in place, filling cap (may be NULL). */
 void llama_layer_fwd_capture(real *x, const llama_layer *l, const llama_config *c,
                              const rope_table *rope, int b, int s, llama_scratch *w,
                              const llama_layer_inputs *cap);

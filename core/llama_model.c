@@ -5,6 +5,7 @@
  * the tensor named, never read out of bounds.
  */
 #include "llama_model.h"
+#include "llama_capture.h"
 #include "error.h"
 
 #include <stdio.h>
@@ -173,22 +174,7 @@ void llama_scratch_free(llama_scratch *w)
 void llama_layer_fwd(real *x, const llama_layer *l, const llama_config *c, const rope_table *rope,
                      int b, int s, llama_scratch *w)
 {
-    int n = b * s, d = c->hidden, f = c->intermediate, h = c->n_heads, g = c->n_kv_heads,
-        dh = c->head_dim;
-    rmsnorm_fwd(w->a, NULL, x, l->attn_norm, n, d, (real)c->rms_eps);
-    linear_fwd(w->q, w->a, l->wq, n, d, h * dh);
-    linear_fwd(w->k, w->a, l->wk, n, d, g * dh);
-    linear_fwd(w->v, w->a, l->wv, n, d, g * dh);
-    rope_fwd(w->q, b, s, h, dh, rope);
-    rope_fwd(w->k, b, s, g, dh, rope);
-    attention_fwd(w->att, NULL, w->q, w->k, w->v, b, s, h, g, dh, w->scores);
-    /* x2 = x + att Woᵀ, accumulated straight into x by the GEMM's beta = 1 */
-    real_gemm(0, 1, n, d, h * dh, 1, w->att, h * dh, l->wo, h * dh, 1, x, d);
-    rmsnorm_fwd(w->a, NULL, x, l->mlp_norm, n, d, (real)c->rms_eps);
-    linear_fwd(w->gate, w->a, l->wgate, n, d, f);
-    linear_fwd(w->up, w->a, l->wup, n, d, f);
-    swiglu_fwd(w->gate, w->gate, w->up, (size_t)n * f);
-    real_gemm(0, 1, n, d, f, 1, w->gate, f, l->wdown, f, 1, x, d);
+    llama_layer_fwd_capture(x, l, c, rope, b, s, w, NULL);
 }
 
 int llama_check_ids(const llama_config *c, const int32_t *ids, size_t n)
