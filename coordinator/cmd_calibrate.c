@@ -14,6 +14,8 @@
 #include "coordinator/eval_job.h"
 #include "coordinator/eval_model.h"
 #include "coordinator/fp_pass.h"
+#include "coordinator/inspect.h"
+#include "coordinator/report.h"
 #include "coordinator/layer_result.h"
 #include "coordinator/progress.h"
 #include "coordinator/scheduler.h"
@@ -33,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void calibrate_usage(FILE *out)
@@ -122,6 +125,7 @@ typedef struct {
     char model_fp[65], recipe_fp[65], data_fp[65];
     int32_t *ids;
     size_t text_tokens;
+    double t_start;
 } calib_setup;
 
 /* Everything rank 0 checks before any rank starts work. */
@@ -183,6 +187,87 @@ static double layer_cost(void *ctx, int layer)
     (void)ctx;
     (void)layer;
     return 1.0; /* LLaMA layers are all the same size */
+}
+
+/* Per-layer facts from the result files' metadata (written by worker/layer_task.c). */
+static json_t *report_layers(const calib_setup *cs)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < cs->cfg.n_layers; i++) {
+        char path[4096];
+        st_file f;
+        if (layer_result_path(cs->j.output, i, path, sizeof path) != FQ_OK ||
+            st_file_open(path, &f) != FQ_OK)
+            continue;
+        const char *keys[] = {"loss_before", "loss_after", "seconds", "rank"};
+        json_t *o = json_pack("{s:i}", "layer", i);
+        for (int k = 0; k < 4; k++) {
+            const char *v = st_file_meta(&f, keys[k]);
+            json_object_set_new(o, keys[k], v ? (k == 3 ? json_integer(atoi(v))
+                                                        : json_real(strtod(v, NULL)))
+                                              : json_null());
+        }
+        const char *ep = st_file_meta(&f, "epoch_loss");
+        json_t *ej = ep ? json_loads(ep, 0, NULL) : NULL;
+        if (json_is_array(ej))
+            json_object_set_new(o, "epoch_loss", ej);
+        else
+            json_decref(ej);
+        json_array_append_new(arr, o);
+        st_file_close(&f);
+    }
+    return arr;
+}
+
+static json_t *report_ranks(const scheduler_report *rep)
+{
+    json_t *arr = json_array();
+    for (int r = 0; r < rep->nranks; r++) {
+        const worker_stats *w = &rep->workers[r];
+        json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:f, s:f, s:f, s:i}", "rank",
+                                             w->rank, "host", w->host, "device", w->device,
+                                             "busy_s", w->busy_s, "idle_s", w->idle_s,
+                                             "cache_read_s", w->cache_read_s, "layers",
+                                             w->layers));
+    }
+    return arr;
+}
+
+static int write_report(const calib_setup *cs, const scheduler_report *rep, double fp_s,
+                        double wall_s, json_t *eval_rows)
+{
+    const job *j = &cs->j;
+    const llama_config *c = &cs->cfg;
+    const char *name = strrchr(j->model, '/') ? strrchr(j->model, '/') + 1 : j->model;
+    char when[64];
+    time_t now = time(NULL);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    json_t *r = json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s}, "
+        "s:{s:s, s:i, s:i, s:i, s:i, s:i}, s:o, s:o, s:O, s:f, s:f, s:s}",
+        "job", "path", j->path, "model", j->model, "output", j->output, "method",
+        job_method_name(j->quantization.method), "w_bits", j->quantization.w_bits, "a_bits",
+        j->quantization.a_bits, "kv_bits", j->quantization.kv_bits, "nsamples",
+        j->calibration.nsamples, "seqlen", j->calibration.seqlen, "epochs",
+        j->quantization.epochs, "fingerprint", cs->recipe_fp, "model", "name", name, "layers",
+        c->n_layers, "hidden", c->hidden, "intermediate", c->intermediate, "heads", c->n_heads,
+        "kv_heads", c->n_kv_heads, "ranks", report_ranks(rep), "layers", report_layers(cs),
+        "eval", eval_rows ? eval_rows : json_array(), "wall_seconds", wall_s,
+        "fp_pass_seconds", fp_s, "finished_at", when);
+    if (!r)
+        return fq_error("report: out of memory");
+    /* the difficulty chart: a short FP pass over the first eval text */
+    json_t *doc = NULL;
+    if (j->evaluate && j->eval.n_text > 0 &&
+        inspect_document(j->model, j->eval.text[0], j->eval.seqlen < 512 ? j->eval.seqlen : 512,
+                         2, &doc) == FQ_OK)
+        json_object_set(r, "difficulty", json_object_get(doc, "difficulty"));
+    json_decref(doc);
+    int rc = report_write(j->report.dir, r);
+    json_decref(r);
+    if (rc == FQ_OK)
+        printf("report: %s/report.html (also report.md, report.json)\n", j->report.dir);
+    return rc;
 }
 
 /* After the last layer: head shard, index, config.json, then eval. */
@@ -262,13 +347,14 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt, int nranks)
                    rep.workers[r].cache_read_s);
         (void)nranks;
     }
+    json_t *rows = NULL;
+    if (rc == FQ_OK)
+        rc = coordinator_finish(cs, &rows);
+    if (rc == FQ_OK && make_dirs(j->report.dir) == FQ_OK)
+        rc = write_report(cs, &rep, fp.seconds, progress_monotonic_seconds() - cs->t_start, rows);
+    json_decref(rows);
     free(rep.workers);
     fp_pass_free(&fp);
-    if (rc != FQ_OK)
-        return FQ_ERR;
-    json_t *rows = NULL;
-    rc = coordinator_finish(cs, &rows);
-    json_decref(rows);
     return rc;
 }
 
@@ -295,6 +381,7 @@ int cmd_calibrate(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     calib_setup cs;
     memset(&cs, 0, sizeof cs);
+    cs.t_start = progress_monotonic_seconds();
     int ok = job_load(argv[1], sets, n_sets, &cs.j) == FQ_OK;
     char cfg_path[4096];
     if (ok) {

@@ -377,6 +377,28 @@ static void print_tables(const inspect_args *a, const inspect_state *s, size_t n
     print_block(s, "estimate (||W||^2 sum_t D_t^2 + ||X||^2 sum_o D_o^2)/12", 5);
 }
 
+int inspect_document(const char *model, const char *text, int seqlen, int windows,
+                     json_t **doc)
+{
+    inspect_args a;
+    memset(&a, 0, sizeof a);
+    a.model = model;
+    a.text = text;
+    a.seqlen = seqlen;
+    a.windows = windows;
+    a.bits = 4;
+    a.alpha = 0.5;
+    inspect_state s;
+    memset(&s, 0, sizeof s);
+    size_t ntok = 0;
+    *doc = NULL;
+    int rc = inspect_run(&a, &s, &ntok);
+    if (rc == FQ_OK && !(*doc = inspect_doc(&a, &s, ntok)))
+        rc = fq_error("inspect: out of memory building the JSON document");
+    state_free(&s);
+    return rc;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {

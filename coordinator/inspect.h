@@ -24,6 +24,11 @@
 
 #include "coordinator/svg.h"
 
+/* The document above for MODEL on the first windows·seqlen tokens of TEXT (4-bit error
+ * figures, SmoothQuant α 0.5) — what `flatq inspect --json` prints. */
+int inspect_document(const char *model, const char *text, int seqlen, int windows,
+                     json_t **doc);
+
 /* Append the inspect HTML page for doc (the document above) to out. */
 int inspect_html_render(const json_t *doc, strbuf *out);
 
