@@ -1,0 +1,22 @@
+/* layer_reparam.h — a trained FlatQuant layer as a quantized layer (ALGORITHM §5).
+ *
+ * fq_merge (core/, float64) folds the learned transforms, scales and clips into the
+ * weights and materialises the online factors; this file then quantizes each merged
+ * weight by RTN with its row maximum (which, the row being clipped already, is the learned
+ * clip: §5.4), packs the codes (int4 nibbles for ≤ 4 bits) and fills the qlayer that the
+ * checkpoint writer and the quantized forward (core/qlayer_fwd.c) read. Bits 16 keeps the
+ * merged weight in fp32.
+ */
+#ifndef FQ_LAYER_REPARAM_H
+#define FQ_LAYER_REPARAM_H
+
+#include "fq_layer.h"
+#include "qlayer.h"
+
+/* The qconfig a FlatQuant layer trained with P carries (bits, tp_blocks, ...). */
+qconfig layer_reparam_qconfig(const fq_params *P);
+
+/* Fill q (allocated here; qlayer_free releases it) from the trained P of layer l. */
+int layer_reparam(qlayer *q, const fq_params *P, const llama_layer *l);
+
+#endif
