@@ -6,7 +6,11 @@
 #include "qformat.h"
 #include "qlayer_fwd.h"
 #include "worker/baseline_rtn.h"
+#include "worker/calibrate_layer.h"
+#include "worker/layer_reparam.h"
+#include "fq_layer.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +56,105 @@ int qlayer_mse(const qlayer *q, const llama_config *c, const qconfig *qc, const 
     return rc;
 }
 
+/* The job's quantization section as the FlatQuant layer trainer wants it. */
+static fq_recipe recipe_from_job(const job *j)
+{
+    fq_recipe r = fq_recipe_defaults();
+    const struct job_quantization *q = &j->quantization;
+    r.w_bits = q->w_bits;
+    r.a_bits = q->a_bits;
+    r.kv_bits = q->kv_bits;
+    r.epochs = q->epochs;
+    r.batch = j->calibration.batch;
+    r.lr = q->lr;
+    r.clip_lr = q->clip_lr;
+    r.lr_min = q->lr_min;
+    r.weight_decay = q->weight_decay;
+    r.warmup_steps = q->warmup_steps;
+    r.alpha = q->alpha;
+    r.clip_init = q->clip_init;
+    r.scale_init = q->scale_init == JOB_SCALE_ONE_STYLE ? FQ_SCALE_ONE : FQ_SCALE_SQ;
+    r.init = q->init == JOB_INIT_IDENTITY ? FQ_INIT_IDENTITY : FQ_INIT_RANDOM;
+    r.direct_inv = q->direct_inv;
+    r.separate_vtrans = q->separate_vtrans;
+    r.share_act_clip = q->share_act_clip;
+    r.tp_blocks = j->tp > 0 ? j->tp : 1;
+    r.seed = q->seed;
+    return r;
+}
+
+/* The §3.4 per-channel maxima over every calibration token: one FP pass over x. */
+static int layer_stats(fq_stats *st, const llama_layer *l, const llama_config *c, const float *x,
+                       int n, int s, int b)
+{
+    size_t d = (size_t)c->hidden;
+    rope_table rope;
+    llama_scratch w;
+    if (b > n)
+        b = n;
+    float *buf = fq_malloc(sizeof(float) * (size_t)b * s * d, "stats batch");
+    if (!buf || fq_stats_init(st, c) != FQ_OK) {
+        free(buf);
+        return FQ_ERR;
+    }
+    int rc = rope_table_init(&rope, c, s);
+    if (rc == FQ_OK && (rc = llama_scratch_init(&w, c, b, s)) != FQ_OK)
+        rope_table_free(&rope);
+    for (int s0 = 0; rc == FQ_OK && s0 < n; s0 += b) {
+        int nb = s0 + b <= n ? b : n - s0;
+        memcpy(buf, x + (size_t)s0 * s * d, sizeof(float) * (size_t)nb * s * d);
+        rc = fq_stats_layer_fwd(st, buf, l, c, &rope, nb, s, &w);
+    }
+    if (rc == FQ_OK) {
+        llama_scratch_free(&w);
+        rope_table_free(&rope);
+    }
+    free(buf);
+    return rc;
+}
+
+/* Per-epoch log: the loss curve for the report, and the heartbeat of the worker loop. */
+typedef struct {
+    layer_task *t;
+    json_t *epochs;
+    int steps_per_epoch;
+} epoch_log_ctx;
+
+static void on_epoch(void *ctx, const calib_epoch_log *log)
+{
+    epoch_log_ctx *e = ctx;
+    json_array_append_new(e->epochs, json_real(log->mse_sum));
+    e->t->report(e->t, (log->epoch + 1) * e->steps_per_epoch, log->epochs * e->steps_per_epoch,
+                 log->mse_sum / (e->steps_per_epoch > 0 ? e->steps_per_epoch : 1));
+}
+
+/* FlatQuant: learn the layer's parameters, then merge and quantize them (§4.3, §5). */
+static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_layer *fp,
+                           const float *x, const float *y, int n, int s, qlayer *q,
+                           double *loss_before, json_t *epochs)
+{
+    const llama_config *c = lc->cfg;
+    fq_recipe r = recipe_from_job(lc->j);
+    fq_stats st = {0};
+    fq_params P = {0};
+    if (fq_recipe_check(&r, c) != FQ_OK || layer_stats(&st, fp, c, x, n, s, r.batch) != FQ_OK)
+        return FQ_ERR;
+    epoch_log_ctx ectx = {t, epochs, (n + r.batch - 1) / r.batch};
+    calib_data data = {.nsamples = n, .seqlen = s, .x = x, .y = y, .on_epoch = on_epoch,
+                       .log_ctx = &ectx};
+    calib_result res;
+    int rc = fq_params_init(&P, c, &r, fp, &st);
+    if (rc == FQ_OK)
+        rc = calibrate_layer(&P, fp, c, &r, &st, &data, t->layer, &res);
+    if (rc == FQ_OK)
+        rc = layer_reparam(q, &P, fp);
+    if (rc == FQ_OK)
+        *loss_before = res.loss_before;
+    fq_params_free(&P);
+    fq_stats_free(&st);
+    return rc;
+}
+
 /* Metadata of the result file: what the report and the coordinator need to know. */
 static int write_result(const char *path, int layer, const qlayer *q, const char *const *keys,
                         const char *const *vals, int nkv)
@@ -78,6 +181,7 @@ int layer_task_run(void *ctx, layer_task *t)
     qlayer q = {0};
     float *x = NULL, *y = NULL;
     layer_cache_header hx, hy;
+    json_t *epochs = NULL;
     int rc = FQ_ERR;
     t->loss = NAN;
     if (llama_layer_load(lc->ck, c, t->layer, &fp) != FQ_OK)
@@ -91,9 +195,14 @@ int layer_task_run(void *ctx, layer_task *t)
     t->cache_read_s = progress_monotonic_seconds() - tr;
     int n = (int)hx.nsamples, s = (int)hx.seqlen, batch = j->calibration.batch;
     double before = NAN, after = NAN;
+    epochs = json_array();
     switch (j->quantization.method) {
     case JOB_METHOD_RTN:
         if (baseline_rtn_layer(&fp, c, &lc->qc, &q) != FQ_OK)
+            goto fail;
+        break;
+    case JOB_METHOD_FLATQUANT:
+        if (flatquant_layer(t, lc, &fp, x, y, n, s, &q, &before, epochs) != FQ_OK)
             goto fail;
         break;
     default:
@@ -112,19 +221,24 @@ int layer_task_run(void *ctx, layer_task *t)
     t->report(t, 1, 1, after);
     t->loss = after;
     char sb[32], sa[32], st[32], sr[16];
+    char *ep = json_dumps(epochs, JSON_COMPACT | JSON_REAL_PRECISION(9));
     snprintf(sb, sizeof sb, "%.9g", before);
     snprintf(sa, sizeof sa, "%.9g", after);
     snprintf(st, sizeof st, "%.3f", progress_monotonic_seconds() - t0);
     snprintf(sr, sizeof sr, "%d", lc->rank);
-    const char *keys[] = {"format", "loss_before", "loss_after", "seconds", "rank", "host"};
-    const char *vals[] = {"flatq", sb, sa, st, sr, lc->host};
-    if (write_result(t->result_path, t->layer, &q, keys, vals, 6) != FQ_OK)
+    const char *keys[] = {"format", "loss_before", "loss_after", "seconds", "rank", "host",
+                          "epoch_loss"};
+    const char *vals[] = {"flatq", sb, sa, st, sr, lc->host, ep ? ep : "[]"};
+    int wrc = write_result(t->result_path, t->layer, &q, keys, vals, 7);
+    free(ep);
+    if (wrc != FQ_OK)
         goto fail;
     rc = FQ_OK;
     goto done;
 fail:
     fq_error_wrap("layer %d", t->layer);
 done:
+    json_decref(epochs);
     qlayer_free(&q);
     free(x);
     free(y);
