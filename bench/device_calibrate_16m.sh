@@ -15,6 +15,9 @@ dir=/tmp/flatq-16m
 nproc; lscpu | grep -E 'Model name|^CPU\(s\)' || true
 /usr/bin/time -v mpirun --allow-run-as-root --oversubscribe --bind-to none -np 7 bin/flatq \
     calibrate jobs/flatq-llama-16m.yaml --set output=$dir "$@" 2>&1 | tee "$out/calibrate.log"
+# the full evaluation with every core for BLAS (the job's own eval ran on 1 window only)
+OPENBLAS_NUM_THREADS=$(nproc) bin/flatq eval --model $dir --text .dev/data/text/wikitext-2-raw/wiki.test.paper.txt \
+    --seqlen 2048 --json 2>&1 | tee "$out/eval_flatquant.json"
 tar -C "$dir" --exclude=cache -czf /tmp/ckpt.tgz .
 split -b 15m -d /tmp/ckpt.tgz "$out/ckpt.tgz."
 ls -la "$out"
