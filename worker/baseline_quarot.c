@@ -13,6 +13,7 @@
 #include "baseline_quarot.h"
 #include "error.h"
 #include "hadamard.h"
+#include "job.h"
 #include "kron.h"
 #include "rng.h"
 #include "weight_clip_mse.h"
@@ -28,6 +29,17 @@
 quarot_opts quarot_opts_default(void)
 {
     quarot_opts o = {.act_clip = 0.9f, .kv_clip = 0.95f, .mse_clip = 1, .seed = 0};
+    return o;
+}
+
+quarot_opts quarot_opts_from_job(const struct job *j)
+{
+    quarot_opts o = quarot_opts_default();
+    if (j) {
+        o.act_clip = (float)j->quantization.quarot_act_clip;
+        o.kv_clip = (float)j->quantization.quarot_kv_clip;
+        o.seed = j->quantization.seed;
+    }
     return o;
 }
 

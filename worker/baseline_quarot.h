@@ -41,6 +41,9 @@ typedef struct {
 
 /* act 0.9, kv 0.95, clip search on, seed 0. */
 quarot_opts quarot_opts_default(void);
+/* From a validated job: quantization.quarot_act_clip, quarot_kv_clip and seed. */
+struct job;
+quarot_opts quarot_opts_from_job(const struct job *j);
 
 /* The rotations that QuaRot applies, built once and shared by every layer. */
 enum { QR_RESIDUAL, QR_HEAD_DIM, QR_HEADS, QR_DOWN, QR_NROT };

@@ -22,6 +22,7 @@
 #include "error.h"
 #include "fileio.h"
 #include "hadamard.h"
+#include "job.h"
 #include "llama_model.h"
 #include "perplexity.h"
 #include "qmodel.h"
@@ -549,6 +550,21 @@ static void test_bad_input(void **state)
     assert_non_null(strstr(fq_errmsg(), "NULL"));
 }
 
+static void test_opts_from_job(void **state)
+{
+    (void)state;
+    job j;
+    memset(&j, 0, sizeof j);
+    j.quantization.quarot_act_clip = 0.8;
+    j.quantization.quarot_kv_clip = 0.875;
+    j.quantization.seed = 42;
+    quarot_opts o = quarot_opts_from_job(&j);
+    assert_true(o.act_clip == 0.8f && o.kv_clip == 0.875f);
+    assert_true(o.seed == 42 && o.mse_clip == 1);
+    o = quarot_opts_default();
+    assert_true(o.act_clip == 0.9f && o.kv_clip == 0.95f && o.seed == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -561,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_smoothrot_16bit_is_exact),
         cmocka_unit_test(test_w4a4kv4_quarot_beats_rtn),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_opts_from_job),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
