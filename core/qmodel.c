@@ -14,25 +14,54 @@ static real *dup_real(const real *src, size_t n, const char *what)
     return p;
 }
 
-int qmodel_from_qlayers(qmodel *m, const llama_model *fp, const qconfig *qc, const qlayer *layers)
+int qmodel_from_parts(qmodel *m, const llama_config *c, const qconfig *qc, const qlayer *layers,
+                      real *embed, real *final_norm, real *lm_head)
 {
     memset(m, 0, sizeof *m);
-    m->cfg = fp->cfg;
+    /* Own the arrays first, so that every failure below frees them through qmodel_free. */
+    m->embed = embed;
+    m->final_norm = final_norm;
+    m->lm_head = lm_head;
+    if (!c || !qc || !layers || !embed || !final_norm || !lm_head) {
+        qmodel_free(m);
+        return fq_error("core/qmodel.c:qmodel_from_parts: NULL config, layers or model "
+                        "tensor (expected all of config, qconfig, layers, embed, final_norm, "
+                        "lm_head)");
+    }
+    m->cfg = *c;
     m->qc = *qc;
-    size_t vd = (size_t)fp->cfg.vocab * fp->cfg.hidden;
-    m->embed = dup_real(fp->embed, vd, "embeddings");
-    m->final_norm = dup_real(fp->final_norm, (size_t)fp->cfg.hidden, "final norm");
-    m->lm_head = fp->lm_head == fp->embed ? m->embed : dup_real(fp->lm_head, vd, "lm_head");
-    m->layers = fq_calloc((size_t)fp->cfg.n_layers, sizeof *m->layers, "quantized layers");
-    if (!m->embed || !m->final_norm || !m->lm_head || !m->layers)
+    if (c->n_layers <= 0) {
+        qmodel_free(m);
+        return fq_error("core/qmodel.c:qmodel_from_parts: %d layers (expected at least 1)",
+                        c->n_layers);
+    }
+    m->layers = fq_calloc((size_t)c->n_layers, sizeof *m->layers, "quantized layers");
+    if (!m->layers)
         goto fail;
-    for (int i = 0; i < fp->cfg.n_layers; i++)
+    for (int i = 0; i < c->n_layers; i++)
         if (qlayer_rt_init(&m->layers[i], &layers[i], &m->cfg) != FQ_OK)
             goto fail;
     return FQ_OK;
 fail:
     qmodel_free(m);
     return FQ_ERR;
+}
+
+int qmodel_from_qlayers(qmodel *m, const llama_model *fp, const qconfig *qc, const qlayer *layers)
+{
+    memset(m, 0, sizeof *m);
+    size_t vd = (size_t)fp->cfg.vocab * fp->cfg.hidden;
+    real *embed = dup_real(fp->embed, vd, "embeddings");
+    real *final_norm = dup_real(fp->final_norm, (size_t)fp->cfg.hidden, "final norm");
+    real *lm_head = fp->lm_head == fp->embed ? embed : dup_real(fp->lm_head, vd, "lm_head");
+    if (!embed || !final_norm || !lm_head) {
+        if (lm_head != embed)
+            free(lm_head);
+        free(embed);
+        free(final_norm);
+        return FQ_ERR;
+    }
+    return qmodel_from_parts(m, &fp->cfg, qc, layers, embed, final_norm, lm_head);
 }
 
 void qmodel_free(qmodel *m)

@@ -14,6 +14,11 @@ typedef struct {
     qlayer_rt *layers;
 } qmodel;
 
+/* Expand the c->n_layers qlayers and take ownership of embed [V, d], final_norm [d] and
+ * lm_head [V, d] (lm_head may equal embed), even on failure: the caller must not free them.
+ * Used by methods that change the model-level tensors too (QuaRot rotates them). */
+int qmodel_from_parts(qmodel *m, const llama_config *c, const qconfig *qc, const qlayer *layers,
+                      real *embed, real *final_norm, real *lm_head);
 /* Take copies of the FP model's embeddings/norm/head and expand the n_layers qlayers. */
 int qmodel_from_qlayers(qmodel *m, const llama_model *fp, const qconfig *qc, const qlayer *layers);
 void qmodel_free(qmodel *m);
