@@ -25,6 +25,7 @@
 #include "qformat.h"
 #include "sha256.h"
 #include "tokenizer.h"
+#include "worker/baseline_quarot.h"
 #include "worker/layer_task.h"
 #include "worker/worker_loop.h"
 
@@ -284,6 +285,34 @@ static int coordinator_finish(calib_setup *cs, json_t **eval_rows)
         goto done;
     qconfig qc;
     qconfig_from_job(&cs->j, cs->j.quantization.method, &qc);
+    job_method m = cs->j.quantization.method;
+    if (m == JOB_METHOD_QUAROT || m == JOB_METHOD_SMOOTHROT) {
+        /* the residual stream is rotated: embeddings and lm_head follow (same seed as the
+         * workers' rotations), the final norm is folded into lm_head */
+        llama_model view = {0};
+        view.cfg = *c;
+        view.embed = embed;
+        view.final_norm = norm;
+        view.lm_head = head ? head : embed;
+        quarot_opts o = quarot_opts_from_job(&cs->j);
+        quarot_rotations rot;
+        real *re = NULL, *rn = NULL, *rh = NULL;
+        if (quarot_rotations_init(&rot, c, &qc, o.seed) != FQ_OK)
+            goto done;
+        char note[256];
+        if (quarot_random_note(&rot, note, sizeof note) == 1)
+            printf("note: %s\n", note);
+        int rrc = quarot_rotate_head(&view, &rot, &re, &rn, &rh);
+        quarot_rotations_free(&rot);
+        if (rrc != FQ_OK)
+            goto done;
+        free(embed);
+        free(norm);
+        free(head);
+        embed = re;
+        norm = rn;
+        head = rh; /* never tied after rotation: lm_head carries the folded final norm */
+    }
     if (qcheckpoint_write_head(cs->j.output, c, embed, norm, head) != FQ_OK ||
         qcheckpoint_finish(cs->j.output, cs->j.model, c, &qc) != FQ_OK)
         goto done;

@@ -2,7 +2,7 @@
  *
  *   flatq eval JOB.yaml [--set key=value ...] [--json]      the job's eval section
  *   flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--max-chars C]
- *              [--method fp|rtn] [--w-bits B] [--a-bits B] [--kv-bits B] [--json]
+ *              [--method fp|rtn|quarot] [--w-bits B] [--a-bits B] [--kv-bits B] [--json]
  *
  * DIR may be an FP checkpoint or a quantized one written by `flatq calibrate` (its
  * quantization_config is honoured). --method rtn quantizes an FP checkpoint on the fly.
@@ -29,14 +29,15 @@ static void eval_usage(FILE *out)
     fprintf(out,
             "usage: flatq eval JOB.yaml [--set key=value ...] [--json]\n"
             "       flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K]\n"
-            "                  [--max-chars C] [--method fp|rtn] [--w-bits B] [--a-bits B]\n"
+            "                  [--max-chars C] [--method fp|rtn|quarot] [--w-bits B] [--a-bits B]\n"
             "                  [--kv-bits B] [--json]\n"
             "  Perplexity: the text is tokenized once (BOS first), cut into non-overlapping\n"
             "  windows of N tokens (default 2048; the last partial one dropped), each scored\n"
             "  on its own; ppl = exp(mean NLL over all predicted tokens).\n"
             "  --max-windows K  score only the first K windows\n"
             "  --max-chars C    use only the first C characters of the text\n"
-            "  --method rtn     quantize an FP model with RTN (bits: --w-bits/--a-bits/\n"
+            "  --method M       rtn or quarot: quantize an FP model on the fly (bits:\n"
+            "                   --w-bits/--a-bits/\n"
             "                   --kv-bits, default 4/4/4; 16 = not quantized)\n"
             "  --json           print JSON instead of a table\n"
             "  DIR may also be a quantized checkpoint written by flatq calibrate.\n");
@@ -105,9 +106,12 @@ static int eval_parse(int argc, char **argv, eval_args *a)
                 a->method = JOB_METHOD_FP;
             else if (v && strcmp(v, "rtn") == 0)
                 a->method = JOB_METHOD_RTN;
+            else if (v && strcmp(v, "quarot") == 0)
+                a->method = JOB_METHOD_QUAROT;
             else
-                return fq_error("eval: --method: expected fp or rtn, got '%s' (other methods "
-                                "need flatq calibrate)", v ? v : "");
+                return fq_error("eval: --method: expected fp, rtn or quarot, got '%s' "
+                                "(smoothrot needs calibration text: use a job file; flatquant "
+                                "needs flatq calibrate)", v ? v : "");
         } else if (strcmp(k, "--w-bits") == 0 || strcmp(k, "--a-bits") == 0 ||
                    strcmp(k, "--kv-bits") == 0) {
             int which = k[2] == 'w' ? 0 : k[2] == 'a' ? 1 : 2;
@@ -206,7 +210,7 @@ int cmd_eval(int argc, char **argv)
     snprintf(qc.method, sizeof qc.method, "%s", job_method_name(a.method));
     int rc = 1;
     memset(&e, 0, sizeof e);
-    if (eval_model_open(&e, a.model, a.method, &qc, a.seqlen) != FQ_OK ||
+    if (eval_model_open(&e, a.model, a.method, &qc, NULL, a.seqlen) != FQ_OK ||
         tokenizer_load(a.model, &tok) != FQ_OK ||
         eval_tokenize(tok, a.text, a.max_chars, &ids, &n) != FQ_OK ||
         eval_model_ppl(&e, ids, n, a.seqlen, (size_t)a.max_windows, &res) != FQ_OK) {

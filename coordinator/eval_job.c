@@ -44,7 +44,7 @@ int eval_job_run(const job *j, FILE *out, json_t **rows)
             eval_model e;
             ppl_result res;
             const char *dir = eval_job_model_dir(j, m);
-            if (eval_model_open(&e, dir, m, &qc, j->eval.seqlen) != FQ_OK ||
+            if (eval_model_open(&e, dir, m, &qc, j, j->eval.seqlen) != FQ_OK ||
                 eval_model_ppl(&e, ids, n, j->eval.seqlen, (size_t)j->eval.max_windows, &res) !=
                     FQ_OK) {
                 fq_error_wrap("eval %s on %s", job_method_name(m), j->eval.text[t]);

@@ -27,8 +27,10 @@ void qconfig_from_job(const job *j, job_method method, qconfig *qc);
 
 /* dir holds an FP checkpoint (method FP, RTN, ...) or a quantized one (any method: then
  * its quantization_config rules and `method` must be JOB_METHOD_COUNT meaning "as saved"). */
+/* j (may be NULL) supplies the baselines' options and, for smoothrot, the calibration
+ * windows its statistics come from. */
 int eval_model_open(eval_model *e, const char *dir, job_method method, const qconfig *qc,
-                    int seqlen);
+                    const job *j, int seqlen);
 int eval_model_ppl(eval_model *e, const int32_t *ids, size_t n, int seqlen, size_t max_windows,
                    ppl_result *out);
 void eval_model_close(eval_model *e);

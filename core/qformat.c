@@ -184,6 +184,30 @@ int qlayer_read(const st_checkpoint *ck, const llama_config *c, const qconfig *q
         q->lin[i].in = shape[i][1];
         q->lin[i].bits = qc->w_bits;
     }
+    /* Kronecker factor shapes are the writer's choice (kron_split for FlatQuant, Hadamard
+     * splits for QuaRot): take them from the file, checking they cover the right size. */
+    struct { const char *name; qkron *k; int len; } kr[3] = {
+        {"attn_in", &q->attn_in, d}, {"mlp_in", &q->mlp_in, d}, {"down_in", &q->down_in, f}};
+    for (int i = 0; i < 3; i++) {
+        char suffix[64], name[256];
+        snprintf(suffix, sizeof suffix, "flatquant.%s.L", kr[i].name);
+        layer_tensor_name(name, sizeof name, layer, suffix);
+        const st_tensor *tl = st_checkpoint_find(ck, name);
+        snprintf(suffix, sizeof suffix, "flatquant.%s.R", kr[i].name);
+        layer_tensor_name(name, sizeof name, layer, suffix);
+        const st_tensor *tr = st_checkpoint_find(ck, name);
+        if (!tl || !tr || tl->ndim != 3 || tr->ndim != 3 || tl->shape[0] != tr->shape[0] ||
+            tl->shape[0] < 1 || tl->shape[1] < 1 || tr->shape[1] < 1 ||
+            tl->shape[0] * tl->shape[1] * tr->shape[1] != kr[i].len) {
+            fq_error("%s: layer %d: the %s transform factors are missing or do not cover %d "
+                     "channels (expected L [blocks, n1, n1] and R [blocks, n2, n2] with "
+                     "blocks·n1·n2 = %d)", ck->dir, layer, kr[i].name, kr[i].len, kr[i].len);
+            goto fail;
+        }
+        kr[i].k->blocks = (int)tl->shape[0];
+        kr[i].k->n1 = (int)tl->shape[1];
+        kr[i].k->n2 = (int)tr->shape[1];
+    }
     qtensor t[QL_MAX_TENSORS];
     int n = layer_tensors(q, qc, t);
     for (int i = 0; i < n; i++) {
@@ -213,23 +237,17 @@ fail:
 
 json_t *qconfig_to_json(const qconfig *qc, const llama_config *c)
 {
-    int n1, n2, m1, m2, tb = qc->tp_blocks > 0 ? qc->tp_blocks : 1;
-    if (kron_split(c->hidden, &n1, &n2, NULL) != FQ_OK ||
-        kron_split(c->intermediate / tb, &m1, &m2, NULL) != FQ_OK)
-        return NULL;
-    return json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:b, s:b, s:b, s:i, s:i, s:b, s:s, s:s,"
-                     " s:{s:[i,i], s:[i,i], s:[i,i], s:i}}",
+    /* Factor shapes are not repeated here: each layer's tensors carry them. */
+    return json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:b, s:b, s:b, s:i, s:i, s:b, s:s, s:s}",
                      "quant_method", "flatquant", "format_version", QFORMAT_VERSION, "method",
                      qc->method, "w_bits", qc->w_bits, "a_bits", qc->a_bits, "kv_bits",
                      qc->kv_bits, "w_sym", 1, "a_sym", 1, "kv_sym", qc->kv_sym, "kv_group",
-                     c->head_dim, "tp_blocks", tb, "separate_vtrans", qc->separate_vtrans,
-                     "weight_packing",
+                     c->head_dim, "tp_blocks", qc->tp_blocks > 0 ? qc->tp_blocks : 1,
+                     "separate_vtrans", qc->separate_vtrans, "weight_packing",
                      "bits<=4: uint8 [out, in/2], element 2k in the low nibble, 2k+1 in the high "
                      "nibble, two's complement; 5..8 bits: int8 [out, in]; w = scales[row]*code",
                      "act_quant", "per token (per tp block for o_proj/down_proj inputs), "
-                     "symmetric, clip ratios act_clip[linear] = (max side, min side)",
-                     "factors", "attn_in", n1, n2, "mlp_in", n1, n2, "down_in", m1, m2,
-                     "o_in_block_heads", c->n_heads / tb);
+                     "symmetric, clip ratios act_clip[linear] = (max side, min side)");
 }
 
 static int get_int(const json_t *o, const char *key, const char *label, int lo, int hi, int *out)

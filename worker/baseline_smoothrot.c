@@ -72,6 +72,26 @@ done:
     return rc;
 }
 
+int smooth_down_scales_layer(const llama_layer *l, int d, int f, const float *down_max,
+                             double alpha, float *s)
+{
+    if (!l || !down_max || !s)
+        return fq_error("worker/baseline_smoothrot.c:smooth_down_scales_layer: NULL argument");
+    if (!(alpha >= 0 && alpha <= 1))
+        return fq_error("worker/baseline_smoothrot.c: smooth_alpha %g (expected 0..1)", alpha);
+    for (int j = 0; j < f; j++) {
+        double xm = down_max[j], wm = 0;
+        if (!(isfinite(xm) && xm >= 0))
+            return fq_error("worker/baseline_smoothrot.c: down_proj statistic %d is %g "
+                            "(expected finite, >= 0)", j, xm);
+        for (int r = 0; r < d; r++)
+            wm = fmax(wm, fabs((double)l->wdown[(size_t)r * f + j]));
+        double v = pow(xm, alpha) / pow(fmax(wm, 1e-5), 1 - alpha);
+        s[j] = (float)fmax(v, 1e-5);
+    }
+    return FQ_OK;
+}
+
 int smooth_down_scales(const llama_model *m, const float *down_max, double alpha,
                        float **scales)
 {
@@ -81,27 +101,16 @@ int smooth_down_scales(const llama_model *m, const float *down_max, double alpha
     if (!m || !down_max)
         return fq_error("worker/baseline_smoothrot.c:smooth_down_scales: NULL model or "
                         "statistics (expected both)");
-    if (!(alpha >= 0 && alpha <= 1))
-        return fq_error("worker/baseline_smoothrot.c: smooth_alpha %g (expected 0..1)", alpha);
     int f = m->cfg.intermediate, d = m->cfg.hidden;
     float *s = fq_malloc(sizeof(float) * (size_t)m->cfg.n_layers * f, "smoothing scales");
     if (!s)
         return FQ_ERR;
-    for (int i = 0; i < m->cfg.n_layers; i++) {
-        const real *wd = m->layers[i].wdown;
-        for (int j = 0; j < f; j++) {
-            double xm = down_max[(size_t)i * f + j], wm = 0;
-            if (!(isfinite(xm) && xm >= 0)) {
-                free(s);
-                return fq_error("worker/baseline_smoothrot.c: layer %d down_proj statistic "
-                                "%d is %g (expected finite, >= 0)", i, j, xm);
-            }
-            for (int r = 0; r < d; r++)
-                wm = fmax(wm, fabs((double)wd[(size_t)r * f + j]));
-            double v = pow(xm, alpha) / pow(fmax(wm, 1e-5), 1 - alpha);
-            s[(size_t)i * f + j] = (float)fmax(v, 1e-5);
+    for (int i = 0; i < m->cfg.n_layers; i++)
+        if (smooth_down_scales_layer(&m->layers[i], d, f, down_max + (size_t)i * f, alpha,
+                                     s + (size_t)i * f) != FQ_OK) {
+            free(s);
+            return fq_error_wrap("layer %d", i);
         }
-    }
     *scales = s;
     return FQ_OK;
 }

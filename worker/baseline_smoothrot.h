@@ -28,6 +28,10 @@ int smooth_stats_collect(const llama_model *m, const int32_t *ids, size_t n_wind
 
 /* *scales [n_layers, f]: s_j = max(max|X_j|^α / max(max_i |Wdown_ij|, 1e−5)^{1−α}, 1e−5),
  * α in [0, 1] (malloc'ed). */
+/* One layer's scales s [f] from its down_proj input maxima [f] (s_j = x_j^α / w_j^{1−α},
+ * w_j = max |Wdown[:, j]|, floored at 1e-5). */
+int smooth_down_scales_layer(const llama_layer *l, int d, int f, const float *down_max,
+                             double alpha, float *s);
 int smooth_down_scales(const llama_model *m, const float *down_max, double alpha,
                        float **scales);
 

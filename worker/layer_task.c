@@ -5,7 +5,9 @@
 #include "error.h"
 #include "qformat.h"
 #include "qlayer_fwd.h"
+#include "worker/baseline_quarot.h"
 #include "worker/baseline_rtn.h"
+#include "worker/baseline_smoothrot.h"
 #include "worker/calibrate_layer.h"
 #include "worker/layer_reparam.h"
 #include "fq_layer.h"
@@ -155,6 +157,35 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     return rc;
 }
 
+/* QuaRot-RTN, or smoothrot (SmoothQuant scales of the down_proj input from this layer's
+ * calibration activations, then QuaRot). The rotations are a function of the seed, so
+ * every worker builds the same ones and the coordinator rotates the head to match. */
+static int quarot_layer(const layer_task_ctx *lc, const llama_layer *fp, const float *x, int n,
+                        int s, int smooth, qlayer *q)
+{
+    const llama_config *c = lc->cfg;
+    quarot_opts o = quarot_opts_from_job(lc->j);
+    quarot_rotations rot;
+    float *scales = NULL;
+    fq_stats st = {0};
+    if (quarot_rotations_init(&rot, c, &lc->qc, o.seed) != FQ_OK)
+        return FQ_ERR;
+    int rc = FQ_OK;
+    if (smooth) {
+        scales = fq_malloc(sizeof(float) * (size_t)c->intermediate, "smoothing scales");
+        rc = scales ? layer_stats(&st, fp, c, x, n, s, lc->j->calibration.batch) : FQ_ERR;
+        if (rc == FQ_OK)
+            rc = smooth_down_scales_layer(fp, c->hidden, c->intermediate, st.down_in,
+                                          lc->j->quantization.smooth_alpha, scales);
+    }
+    if (rc == FQ_OK)
+        rc = baseline_quarot_layer(fp, c, &lc->qc, &rot, &o, scales, q);
+    fq_stats_free(&st);
+    free(scales);
+    quarot_rotations_free(&rot);
+    return rc;
+}
+
 /* Metadata of the result file: what the report and the coordinator need to know. */
 static int write_result(const char *path, int layer, const qlayer *q, const char *const *keys,
                         const char *const *vals, int nkv)
@@ -199,6 +230,12 @@ int layer_task_run(void *ctx, layer_task *t)
     switch (j->quantization.method) {
     case JOB_METHOD_RTN:
         if (baseline_rtn_layer(&fp, c, &lc->qc, &q) != FQ_OK)
+            goto fail;
+        break;
+    case JOB_METHOD_QUAROT:
+    case JOB_METHOD_SMOOTHROT:
+        if (quarot_layer(lc, &fp, x, n, s, j->quantization.method == JOB_METHOD_SMOOTHROT, &q) !=
+            FQ_OK)
             goto fail;
         break;
     case JOB_METHOD_FLATQUANT:
