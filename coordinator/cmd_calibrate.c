@@ -200,14 +200,18 @@ static json_t *report_layers(const calib_setup *cs)
         if (layer_result_path(cs->j.output, i, path, sizeof path) != FQ_OK ||
             st_file_open(path, &f) != FQ_OK)
             continue;
-        const char *keys[] = {"loss_before", "loss_after", "seconds", "rank"};
+        const char *keys[] = {"loss_before", "loss_after"};
         json_t *o = json_pack("{s:i}", "layer", i);
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 2; k++) {
             const char *v = st_file_meta(&f, keys[k]);
-            json_object_set_new(o, keys[k], v ? (k == 3 ? json_integer(atoi(v))
-                                                        : json_real(strtod(v, NULL)))
-                                              : json_null());
+            json_object_set_new(o, keys[k], v ? json_real(strtod(v, NULL)) : json_null());
         }
+        char spath[4200];
+        snprintf(spath, sizeof spath, "%s.stats.json", path);
+        json_t *stats = json_load_file(spath, 0, NULL);
+        json_object_set(o, "seconds", json_object_get(stats, "seconds"));
+        json_object_set(o, "rank", json_object_get(stats, "rank"));
+        json_decref(stats);
         const char *ep = st_file_meta(&f, "epoch_loss");
         json_t *ej = ep ? json_loads(ep, 0, NULL) : NULL;
         if (json_is_array(ej))

@@ -2,6 +2,7 @@
 #include "worker/layer_task.h"
 #include "coordinator/layer_cache.h"
 #include "coordinator/progress.h"
+#include "atomic_file.h"
 #include "error.h"
 #include "qformat.h"
 #include "qlayer_fwd.h"
@@ -186,6 +187,23 @@ static int quarot_layer(const layer_task_ctx *lc, const llama_layer *fp, const f
     return rc;
 }
 
+/* PATH.stats.json beside the result: rank, host, seconds, cache read seconds. */
+static int layer_stats_write(const char *result_path, int rank, const char *host, double seconds,
+                             double cache_s)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s.stats.json", result_path);
+    json_t *o = json_pack("{s:i, s:s, s:f, s:f}", "rank", rank, "host", host, "seconds", seconds,
+                          "cache_read_s", cache_s);
+    char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!txt)
+        return fq_error("%s: out of memory", path);
+    int rc = atomic_file_put(path, txt, strlen(txt));
+    free(txt);
+    return rc;
+}
+
 /* Metadata of the result file: what the report and the coordinator need to know. */
 static int write_result(const char *path, int layer, const qlayer *q, const char *const *keys,
                         const char *const *vals, int nkv)
@@ -257,18 +275,20 @@ int layer_task_run(void *ctx, layer_task *t)
         before = after;
     t->report(t, 1, 1, after);
     t->loss = after;
-    char sb[32], sa[32], st[32], sr[16];
+    /* The result file holds only what is a function of the job (so the checkpoint's bytes
+     * do not depend on ranks or timing); where and how long it ran goes to a stats file. */
+    char sb[32], sa[32];
     char *ep = json_dumps(epochs, JSON_COMPACT | JSON_REAL_PRECISION(9));
     snprintf(sb, sizeof sb, "%.9g", before);
     snprintf(sa, sizeof sa, "%.9g", after);
-    snprintf(st, sizeof st, "%.3f", progress_monotonic_seconds() - t0);
-    snprintf(sr, sizeof sr, "%d", lc->rank);
-    const char *keys[] = {"format", "loss_before", "loss_after", "seconds", "rank", "host",
-                          "epoch_loss"};
-    const char *vals[] = {"flatq", sb, sa, st, sr, lc->host, ep ? ep : "[]"};
-    int wrc = write_result(t->result_path, t->layer, &q, keys, vals, 7);
+    const char *keys[] = {"format", "loss_before", "loss_after", "epoch_loss"};
+    const char *vals[] = {"flatq", sb, sa, ep ? ep : "[]"};
+    int wrc = write_result(t->result_path, t->layer, &q, keys, vals, 4);
     free(ep);
     if (wrc != FQ_OK)
+        goto fail;
+    if (layer_stats_write(t->result_path, lc->rank, lc->host,
+                          progress_monotonic_seconds() - t0, t->cache_read_s) != FQ_OK)
         goto fail;
     rc = FQ_OK;
     goto done;
