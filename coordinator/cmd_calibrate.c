@@ -137,6 +137,10 @@ static int coordinator_prepare(calib_setup *cs, int nranks)
     if (!j->calibrate)
         return fq_error("%s: no calibration section (expected calibration.text etc.; for an "
                         "eval-only job use flatq eval)", j->path);
+    if (j->device == JOB_DEVICE_CUDA)
+        return fq_error("%s: device: cuda: the CUDA calibration backend is not in this release "
+                        "yet (expected device: cpu; --set device=cpu runs the same job on CPUs)",
+                        job_where(j, "device"));
     if (job_check_model(j, cs->cfg.head_dim, cs->cfg.hidden, cs->cfg.intermediate) != FQ_OK)
         return FQ_ERR;
     if (make_dirs(j->output) != FQ_OK || make_dirs(j->cache.dir) != FQ_OK)

@@ -7,7 +7,7 @@ pass=0; fail=0; notrun=0; failed=()
 export FLATQ_DATA="${FLATQ_DATA:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 if [ "${SAN:-0}" = 1 ]; then
-    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:fast_unwind_on_malloc=0:${ASAN_OPTIONS:-}"
     export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     export FLATQ_SAN=1
