@@ -146,9 +146,8 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     calib_data data = {.nsamples = n, .seqlen = s, .x = x, .y = y, .on_epoch = on_epoch,
                        .log_ctx = &ectx};
     calib_result res;
-    int rc = fq_params_init(&P, c, &r, fp, &st);
-    if (rc == FQ_OK)
-        rc = calibrate_layer(&P, fp, c, &r, &st, &data, t->layer, &res);
+    /* calibrate_layer initialises P itself (and frees it on error) */
+    int rc = calibrate_layer(&P, fp, c, &r, &st, &data, t->layer, &res);
     if (rc == FQ_OK)
         rc = layer_reparam(q, &P, fp);
     if (rc == FQ_OK)
