@@ -18,6 +18,7 @@
 #include "llama_model.h"
 #include "perplexity.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -41,18 +42,6 @@ static void eval_usage(FILE *out)
             "                   --kv-bits, default 4/4/4; 16 = not quantized)\n"
             "  --json           print JSON instead of a table\n"
             "  DIR may also be a quantized checkpoint written by flatq calibrate.\n");
-}
-
-/* Byte length of the first `chars` UTF-8 code points of buf (all of it if shorter). */
-static size_t utf8_prefix_bytes(const char *buf, size_t len, long chars)
-{
-    size_t i = 0;
-    for (long c = 0; c < chars && i < len; c++) {
-        i++;
-        while (i < len && ((unsigned char)buf[i] & 0xC0) == 0x80)
-            i++;
-    }
-    return i;
 }
 
 typedef struct {

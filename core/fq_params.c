@@ -8,6 +8,7 @@
  * generator in that order, so a seed fixes every initial factor.
  */
 #include "fq_layer.h"
+#include "llama_capture.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -166,24 +167,25 @@ int fq_stats_layer_fwd(fq_stats *st, real *x, const llama_layer *l, const llama_
         st->d != c->hidden || st->f != c->intermediate)
         return fq_error("core/fq_params.c:fq_stats_layer_fwd: invalid arguments (expected "
                         "stats for this model and a scratch for %d x %d tokens)", b, s);
-    int n = b * s, d = c->hidden, f = c->intermediate, h = c->n_heads, g = c->n_kv_heads,
-        dh = c->head_dim;
-    rmsnorm_fwd(w->a, NULL, x, l->attn_norm, n, d, (real)c->rms_eps);
-    colmax_abs(st->attn_in, w->a, n, d);
-    linear_fwd(w->q, w->a, l->wq, n, d, h * dh);
-    linear_fwd(w->k, w->a, l->wk, n, d, g * dh);
-    linear_fwd(w->v, w->a, l->wv, n, d, g * dh);
-    rope_fwd(w->q, b, s, h, dh, rope);
-    rope_fwd(w->k, b, s, g, dh, rope);
-    attention_fwd(w->att, NULL, w->q, w->k, w->v, b, s, h, g, dh, w->scores);
-    real_gemm(0, 1, n, d, h * dh, 1, w->att, h * dh, l->wo, h * dh, 1, x, d);
-    rmsnorm_fwd(w->a, NULL, x, l->mlp_norm, n, d, (real)c->rms_eps);
-    colmax_abs(st->mlp_in, w->a, n, d);
-    linear_fwd(w->gate, w->a, l->wgate, n, d, f);
-    linear_fwd(w->up, w->a, l->wup, n, d, f);
-    swiglu_fwd(w->gate, w->gate, w->up, (size_t)n * f);
-    colmax_abs(st->down_in, w->gate, n, f);
-    real_gemm(0, 1, n, d, f, 1, w->gate, f, l->wdown, f, 1, x, d);
+    /* the FP forward with its linear inputs captured, then their per-channel maxima */
+    int n = b * s, d = c->hidden, f = c->intermediate;
+    llama_layer_inputs cap = {0};
+    cap.attn_in = fq_malloc(sizeof(real) * (size_t)n * d, "stats capture");
+    cap.mlp_in = fq_malloc(sizeof(real) * (size_t)n * d, "stats capture");
+    cap.down_in = fq_malloc(sizeof(real) * (size_t)n * f, "stats capture");
+    if (!cap.attn_in || !cap.mlp_in || !cap.down_in) {
+        free(cap.attn_in);
+        free(cap.mlp_in);
+        free(cap.down_in);
+        return FQ_ERR;
+    }
+    llama_layer_fwd_capture(x, l, c, rope, b, s, w, &cap);
+    colmax_abs(st->attn_in, cap.attn_in, n, d);
+    colmax_abs(st->mlp_in, cap.mlp_in, n, d);
+    colmax_abs(st->down_in, cap.down_in, n, f);
+    free(cap.attn_in);
+    free(cap.mlp_in);
+    free(cap.down_in);
     st->tokens += n;
     return FQ_OK;
 }

@@ -13,6 +13,7 @@
  * sees the old file or the new one, never a torn one, even across a power cut.
  */
 #include "safetensors.h"
+#include "atomic_file.h"
 #include "error.h"
 #include "msg_escape.h"
 
@@ -291,46 +292,7 @@ static int build_header(const st_writer *w, strbuf *b)
     return FQ_OK;
 }
 
-/* ---- atomic commit ---- */
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *c = p;
-    while (n) {
-        ssize_t k = write(fd, c, n > (1u << 30) ? (1u << 30) : n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int fsync_parent_dir(const char *path)
-{
-    char *dir = fq_strdup(path);
-    if (!dir)
-        return FQ_ERR;
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        strcpy(dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = FQ_OK;
-    if (fd < 0 || fsync(fd) != 0)
-        rc = fq_error("%s: cannot fsync directory %s: %s (expected a writable directory)",
-                      path, dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(dir);
-    return rc;
-}
+/* ---- atomic commit (core/atomic_file.h: temp file, fsync, rename, fsync dir) ---- */
 
 int st_writer_commit(st_writer *w, const char *path)
 {
@@ -341,46 +303,19 @@ int st_writer_commit(st_writer *w, const char *path)
         free(hb.p);
         return fq_error_wrap("%s", path);
     }
-    size_t plen = strlen(path);
-    char *tmp = fq_malloc(plen + 16, "temp file name");
-    if (!tmp) {
-        free(hb.p);
-        return FQ_ERR;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        free(hb.p);
-        return fq_error("%s: cannot create a temp file beside it: %s (expected a writable "
-                        "directory)", path, strerror(e));
-    }
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)hb.n >> (8 * i));
-    int ok = fchmod(fd, 0644) == 0 && write_all(fd, len8, 8) == 0 &&
-             write_all(fd, hb.p, hb.n) == 0;
-    for (size_t i = 0; ok && i < w->n; i++)
-        ok = write_all(fd, w->t[i].data, w->t[i].nbytes) == 0;
-    ok = ok && fsync(fd) == 0;
-    int e = errno;
-    if (close(fd) != 0 && ok) {
-        e = errno;
-        ok = 0;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        e = errno;
-        ok = 0;
+    atomic_file f;
+    int rc = atomic_file_open(&f, path);
+    if (rc == FQ_OK) {
+        rc = atomic_file_write(&f, len8, 8);
+        if (rc == FQ_OK)
+            rc = atomic_file_write(&f, hb.p, hb.n);
+        for (size_t i = 0; rc == FQ_OK && i < w->n; i++)
+            rc = atomic_file_write(&f, w->t[i].data, w->t[i].nbytes);
+        rc = rc == FQ_OK ? atomic_file_commit(&f) : (atomic_file_abort(&f), FQ_ERR);
     }
     free(hb.p);
-    if (!ok) {
-        unlink(tmp);
-        free(tmp);
-        return fq_error("%s: cannot write: %s (expected a writable file system with free "
-                        "space)", path, strerror(e));
-    }
-    free(tmp);
-    return fsync_parent_dir(path);
+    return rc;
 }

@@ -127,3 +127,14 @@ size_t utf8_repair(const unsigned char *s, size_t len, char *out)
     }
     return o;
 }
+
+size_t utf8_prefix_bytes(const char *s, size_t len, long chars)
+{
+    size_t i = 0;
+    for (long c = 0; c < chars && i < len; c++) {
+        i++;
+        while (i < len && ((unsigned char)s[i] & 0xC0) == 0x80)
+            i++;
+    }
+    return i;
+}

@@ -21,6 +21,8 @@ uint32_t utf8_decode(const unsigned char *s, size_t n);
 size_t utf8_encode(uint32_t cp, char *out);
 /* Copy s into out (room for 3*len bytes), each invalid maximal subpart → U+FFFD.
  * Returns the bytes written. */
+/* Byte length of the first `chars` code points of s (all of s if it is shorter). */
+size_t utf8_prefix_bytes(const char *s, size_t len, long chars);
 size_t utf8_repair(const unsigned char *s, size_t len, char *out);
 
 #endif

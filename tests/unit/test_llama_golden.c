@@ -26,6 +26,7 @@
 #include "sha256.h"
 #include "st_test_util.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 #define GOLDEN "tests/golden/reference/llama_golden.json"
 
@@ -85,17 +86,6 @@ static void ids_hex(const int32_t *ids, size_t n, char hex[65])
     free(b);
 }
 
-static size_t utf8_prefix(const char *s, size_t len, long chars)
-{
-    size_t i = 0;
-    for (long c = 0; c < chars && i < len; c++) {
-        i++;
-        while (i < len && ((unsigned char)s[i] & 0xC0) == 0x80)
-            i++;
-    }
-    return i;
-}
-
 static void run_ppl_case(json_t *row)
 {
     const char *model = json_string_value(json_object_get(row, "model"));
@@ -120,7 +110,7 @@ static void run_ppl_case(json_t *row)
     size_t len;
     assert_int_equal(fq_read_file(path, &buf, &len), FQ_OK);
     if (json_is_integer(chars))
-        len = utf8_prefix(buf, len, (long)json_integer_value(chars));
+        len = utf8_prefix_bytes(buf, len, (long)json_integer_value(chars));
     int32_t *ids;
     size_t n;
     assert_int_equal(tokenizer_encode(tok, buf, len, 1, &ids, &n), FQ_OK);
