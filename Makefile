@@ -105,6 +105,25 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 
 tests: $(FLATQ) $(TEST_BINS)
 
+# GPU op tests (tests/gpu/): plain C programs linked with the CUDA backend. Every machine
+# with nvcc compiles them; only a machine with a GPU runs them (tests/gpu/run.sh).
+GPU_TEST_SRCS := $(wildcard tests/gpu/test_*.c)
+GPU_TEST_BINS := $(GPU_TEST_SRCS:tests/gpu/%.c=$(BUILD)/gpu-tests/%)
+.PHONY: gpu-tests
+ifeq ($(HAVE_CUDA),1)
+gpu-tests: $(GPU_TEST_BINS)
+else
+gpu-tests:
+	@echo "gpu-tests: the CUDA backend is not built here (nvcc not found, or NO_CUDA/SAN set)" >&2; exit 1
+endif
+
+# nvcc writes no dependency files: the .cu objects depend on the kernel headers by hand.
+$(CU_OBJS): kernels/flatq_cuda.h kernels/cuda_common.cuh core/error.h
+
+$(BUILD)/gpu-tests/%: tests/gpu/%.c tests/gpu/gpu_check.h kernels/flatq_cuda.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/gpu $< $(LIB) $(LDFLAGS) -Wl,--as-needed $(LDLIBS) -o $@
+
 deps:
 	@scripts/deps.sh
 

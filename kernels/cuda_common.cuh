@@ -1,0 +1,85 @@
+/* cuda_common.cuh — what every kernels/ file shares: error checks that name the
+ * kernel, block-wide reductions, and the row-major view of cuBLAS.
+ *
+ * Checks: CU_CHECK(call, where, what) and LAUNCH_CHECK(where, kernel) turn a CUDA error
+ * into fq_error("FILE:where: CUDA error in KERNEL: message (expected …)") and return FQ_ERR,
+ * one word at the call site (the llm.c cudaCheck habit, but returning instead of exiting,
+ * since only main decides). Reductions are the usual warp-shuffle + shared-memory tree;
+ * kernels that use them launch with FQ_BLOCK threads (a multiple of 32, at most 1024).
+ */
+#ifndef FQ_CUDA_COMMON_CUH
+#define FQ_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "error.h"
+}
+#include "kernels/flatq_cuda.h"
+
+#define FQ_BLOCK 256
+
+#define CU_CHECK(call, file, where, what)                                                    \
+    do {                                                                                     \
+        cudaError_t fq_e_ = (call);                                                          \
+        if (fq_e_ != cudaSuccess)                                                            \
+            return fq_error("%s:%s: CUDA error in %s: %s (expected success)", file, where,   \
+                            what, cudaGetErrorString(fq_e_));                                \
+    } while (0)
+
+#define LAUNCH_CHECK(file, where, kernel) CU_CHECK(cudaGetLastError(), file, where, kernel)
+
+#define CTX_STREAM(ctx) ((cudaStream_t)(ctx)->stream)
+#define CTX_CUBLAS(ctx) ((cublasHandle_t)(ctx)->cublas)
+
+static inline unsigned fq_grid(size_t n, unsigned block)
+{
+    size_t g = (n + block - 1) / block;
+    return (unsigned)(g > 65535u * 32u ? 65535u * 32u : g);
+}
+
+/* Reductions over a whole block; every thread gets the result. `sh` holds 32 values. */
+__device__ inline float block_sum(float v, float *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ inline float block_max(float v, float *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ inline float block_min(float v, float *sh)
+{
+    return -block_max(-v, sh);
+}
+
+/* cuBLAS is column-major: a row-major [M,N] matrix is its column-major transpose, so
+ * row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands. */
+int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                         float alpha, const float *a, int lda, long long stride_a,
+                         const float *b, int ldb, long long stride_b, float beta, float *c,
+                         int ldc, long long stride_c, int batch, const char *where);
+
+#endif

@@ -1,0 +1,211 @@
+/* cuda_ctx.cu — the CUDA context (device, stream, cuBLAS handle), device memory helpers
+ * and the row-major GEMM wrappers that every op builds on.
+ *
+ * One context per worker rank and GPU. cuBLAS is pinned to the context's stream and to
+ * its default math mode (pure fp32, no TF32) so GEMM results match the CPU reference to
+ * rounding; switching to TF32/bf16 tensor-core math is a later, measured decision.
+ */
+#include <stdio.h>
+
+#include "kernels/cuda_common.cuh"
+
+static const char *cublas_status_name(cublasStatus_t s)
+{
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "mapping error";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "unknown status";
+    }
+}
+
+#define F "kernels/cuda_ctx.cu"
+
+int fq_cuda_device_count(int *count)
+{
+    if (!count)
+        return fq_error(F ":fq_cuda_device_count: NULL count (expected a pointer)");
+    *count = 0;
+    cudaError_t e = cudaGetDeviceCount(count);
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+        *count = 0;
+        (void)cudaGetLastError();
+        return FQ_OK;
+    }
+    CU_CHECK(e, F, "fq_cuda_device_count", "cudaGetDeviceCount");
+    return FQ_OK;
+}
+
+int fq_cuda_init(fq_cuda_ctx *ctx, int device)
+{
+    if (!ctx)
+        return fq_error(F ":fq_cuda_init: NULL context (expected a pointer)");
+    ctx->device = device;
+    ctx->cublas = NULL;
+    ctx->stream = NULL;
+    int count = 0;
+    if (fq_cuda_device_count(&count))
+        return FQ_ERR;
+    if (device < 0 || device >= count)
+        return fq_error(F ":fq_cuda_init: device %d requested but %d CUDA device(s) are "
+                        "visible (expected 0..%d)", device, count, count - 1);
+    CU_CHECK(cudaSetDevice(device), F, "fq_cuda_init", "cudaSetDevice");
+    cudaStream_t st;
+    CU_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), F, "fq_cuda_init",
+             "cudaStreamCreate");
+    cublasHandle_t h;
+    cublasStatus_t s = cublasCreate(&h);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        cudaStreamDestroy(st);
+        return fq_error(F ":fq_cuda_init: cublasCreate failed: %s (expected a cuBLAS handle)",
+                        cublas_status_name(s));
+    }
+    ctx->stream = st;
+    ctx->cublas = h;
+    s = cublasSetStream(h, st);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        fq_cuda_free_ctx(ctx);
+        return fq_error(F ":fq_cuda_init: cuBLAS stream/math setup failed: %s (expected "
+                        "success)", cublas_status_name(s));
+    }
+    return FQ_OK;
+}
+
+void fq_cuda_free_ctx(fq_cuda_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    if (ctx->cublas)
+        cublasDestroy(CTX_CUBLAS(ctx));
+    if (ctx->stream)
+        cudaStreamDestroy(CTX_STREAM(ctx));
+    ctx->cublas = NULL;
+    ctx->stream = NULL;
+}
+
+int fq_cuda_device_name(const fq_cuda_ctx *ctx, char *buf, size_t cap)
+{
+    if (!ctx || !buf || cap == 0)
+        return fq_error(F ":fq_cuda_device_name: NULL argument (expected context and buffer)");
+    cudaDeviceProp p;
+    CU_CHECK(cudaGetDeviceProperties(&p, ctx->device), F, "fq_cuda_device_name",
+             "cudaGetDeviceProperties");
+    snprintf(buf, cap, "%s (sm_%d%d, %.0f GiB)", p.name, p.major, p.minor,
+             (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    return FQ_OK;
+}
+
+int fq_cuda_sync(fq_cuda_ctx *ctx)
+{
+    if (!ctx || !ctx->stream)
+        return fq_error(F ":fq_cuda_sync: context not initialised (expected fq_cuda_init)");
+    CU_CHECK(cudaStreamSynchronize(CTX_STREAM(ctx)), F, "fq_cuda_sync",
+             "a kernel launched before this synchronisation");
+    return FQ_OK;
+}
+
+int fq_cuda_alloc(float **dptr, size_t count, const char *what)
+{
+    if (!dptr)
+        return fq_error(F ":fq_cuda_alloc: NULL pointer (expected where to store the buffer)");
+    *dptr = NULL;
+    if (count == 0)
+        return fq_error(F ":fq_cuda_alloc: %s has 0 elements (expected a positive size)",
+                        what ? what : "buffer");
+    cudaError_t e = cudaMalloc((void **)dptr, count * sizeof(float));
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        (void)cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total_b);
+        *dptr = NULL;
+        return fq_error(F ":fq_cuda_alloc: cannot allocate %s: %.3f GiB needed, %.3f GiB free "
+                        "of %.3f GiB (%s)", what ? what : "buffer",
+                        (double)(count * sizeof(float)) / (1 << 30), (double)free_b / (1 << 30),
+                        (double)total_b / (1 << 30), cudaGetErrorString(e));
+    }
+    return FQ_OK;
+}
+
+void fq_cuda_free(void *dptr)
+{
+    if (dptr)
+        cudaFree(dptr);
+}
+
+int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
+{
+    if (!ctx || !dst || !src)
+        return fq_error(F ":fq_cuda_upload: NULL argument (expected context, device and host "
+                        "buffers)");
+    CU_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyHostToDevice,
+                             CTX_STREAM(ctx)), F, "fq_cuda_upload", "cudaMemcpyAsync");
+    return fq_cuda_sync(ctx);
+}
+
+int fq_cuda_download(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
+{
+    if (!ctx || !dst || !src)
+        return fq_error(F ":fq_cuda_download: NULL argument (expected context, host and "
+                        "device buffers)");
+    CU_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost,
+                             CTX_STREAM(ctx)), F, "fq_cuda_download", "cudaMemcpyAsync");
+    return fq_cuda_sync(ctx);
+}
+
+static __global__ void fill_kernel(float *dst, float value, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = value;
+}
+
+int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count)
+{
+    if (!ctx || !dst)
+        return fq_error(F ":fq_cuda_fill: NULL argument (expected context and buffer)");
+    if (count == 0)
+        return FQ_OK;
+    fill_kernel<<<fq_grid(count, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(dst, value, count);
+    LAUNCH_CHECK(F, "fq_cuda_fill", "fill_kernel");
+    return FQ_OK;
+}
+
+int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                         float alpha, const float *a, int lda, long long stride_a,
+                         const float *b, int ldb, long long stride_b, float beta, float *c,
+                         int ldc, long long stride_c, int batch, const char *where)
+{
+    if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
+        return fq_error(F ":%s: GEMM shape %d x %d x %d, batch %d (expected positive sizes)",
+                        where, m, n, k, batch);
+    cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t s;
+    if (batch == 1)
+        s = cublasSgemm(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc);
+    else
+        s = cublasSgemmStridedBatched(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, ldb, stride_b,
+                                      a, lda, stride_a, &beta, c, ldc, stride_c, batch);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return fq_error(F ":%s: cuBLAS SGEMM %d x %d x %d (batch %d) failed: %s (expected "
+                        "success)", where, m, n, k, batch, cublas_status_name(s));
+    return FQ_OK;
+}
+
+int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    if (!ctx || !ctx->cublas || !a || !b || !c)
+        return fq_error(F ":fq_gemm_cuda: NULL argument (expected an initialised context and "
+                        "three device matrices)");
+    return fq_gemm_strided_cuda(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0,
+                                beta, c, ldc, 0, 1, "fq_gemm_cuda");
+}

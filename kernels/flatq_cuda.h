@@ -1,0 +1,140 @@
+/* flatq_cuda.h — the plain-C face of flatq's CUDA calibration kernels.
+ *
+ * Each function mirrors a CPU reference op of core/ by name (rmsnorm_fwd → rmsnorm_fwd_cuda)
+ * and by argument order and semantics: same shapes, same row-major token-major layouts,
+ * same "backward ACCUMULATES into input gradients" rule where the CPU op has it, so a reader
+ * moves between core/ and kernels/ by name and a test compares the two directly.
+ * Differences: every function takes the context first; every float* is DEVICE memory
+ * (scalars such as clip logits stay on the host; accumulated scalar gradients are device
+ * floats); the attention keeps its softmax rows in a caller buffer instead of recomputing.
+ *
+ * The header needs no CUDA headers: the context holds the cuBLAS handle and the stream as
+ * opaque pointers, so C code compiled without -I$(CUDA_HOME)/include can call it. Every
+ * function returns FQ_OK or FQ_ERR with fq_error() set; a CUDA or cuBLAS failure names
+ * the file, the function and the kernel or GEMM that failed. Calls are asynchronous on the
+ * context's stream: an error of a launched kernel may surface only at the next
+ * fq_cuda_sync (which reports it).
+ *
+ * Math is fp32 with fp32 accumulation; cuBLAS runs in its default (no TF32) mode, so the
+ * results match the CPU reference to rounding (see kernels/README.md for the measured
+ * tolerances).
+ */
+#ifndef FQ_FLATQ_CUDA_H
+#define FQ_FLATQ_CUDA_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int device;     /* CUDA device ordinal */
+    void *cublas;   /* cublasHandle_t */
+    void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
+} fq_cuda_ctx;
+
+/* ---- context and memory (kernels/cuda_ctx.cu) ---- */
+int fq_cuda_init(fq_cuda_ctx *ctx, int device);
+void fq_cuda_free_ctx(fq_cuda_ctx *ctx);
+int fq_cuda_device_count(int *count);
+/* A name like "NVIDIA H100 80GB HBM3" for reports. */
+int fq_cuda_device_name(const fq_cuda_ctx *ctx, char *buf, size_t cap);
+int fq_cuda_sync(fq_cuda_ctx *ctx);
+/* what: a few words naming the buffer, used in the out-of-memory message. */
+int fq_cuda_alloc(float **dptr, size_t count, const char *what);
+void fq_cuda_free(void *dptr);
+int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
+int fq_cuda_download(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
+int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count);
+
+/* Row-major C[M,N] = alpha·op(A)·op(B) + beta·C, the device twin of real_gemm. */
+int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* ---- LLaMA ops (kernels/llama_ops.cu), see core/llama_ops.h ---- */
+int rmsnorm_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *rstd, const float *x,
+                     const float *gamma, int n, int d, float eps);
+int rmsnorm_bwd_cuda(fq_cuda_ctx *ctx, float *dx, const float *dy, const float *x,
+                     const float *gamma, const float *rstd, int n, int d);
+/* cos, sin: the rope_table arrays [s, dh/2] on the device. In place on x / dx. */
+int rope_fwd_cuda(fq_cuda_ctx *ctx, float *x, int b, int s, int heads, int dh,
+                  const float *cos, const float *sin);
+int rope_bwd_cuda(fq_cuda_ctx *ctx, float *dx, int b, int s, int heads, int dh,
+                  const float *cos, const float *sin);
+/* probs [b, h, s, s] is required: the causal softmax rows (zeros above the diagonal),
+ * kept for attention_bwd_cuda. */
+int attention_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *probs, const float *q,
+                       const float *k, const float *v, int b, int s, int h, int g, int dh);
+/* probs: what the forward wrote; scratch: b·s·s floats. Accumulates dq, dk, dv. */
+int attention_bwd_cuda(fq_cuda_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
+                       const float *q, const float *k, const float *v, const float *probs,
+                       int b, int s, int h, int g, int dh, float *scratch);
+int swiglu_fwd_cuda(fq_cuda_ctx *ctx, float *out, const float *gate, const float *up, size_t n);
+int swiglu_bwd_cuda(fq_cuda_ctx *ctx, float *dgate, float *dup, const float *dout,
+                    const float *gate, const float *up, size_t n);
+int linear_fwd_cuda(fq_cuda_ctx *ctx, float *out, const float *x, const float *w, int n,
+                    int in, int o);
+/* dx, dw accumulated; either may be NULL. */
+int linear_bwd_cuda(fq_cuda_ctx *ctx, float *dx, float *dw, const float *dout, const float *x,
+                    const float *w, int n, int in, int o);
+
+/* ---- fake quantizers (kernels/quantizer.cu), see core/quantizer.h ----
+ * Clip logits are host scalars; g_cmax / g_cmin point to ONE device float each,
+ * accumulated (+=). Unlike the CPU forward, a non-finite row range is not reported: its
+ * outputs become NaN, which the calibration loss then exposes. */
+int quant_act_sym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const float *in,
+                           int rows, int k, int blocks, int bits, float cmax, float cmin);
+int quant_act_sym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
+                           const float *g_out, const float *in, const float *scale, int rows,
+                           int k, int blocks, int bits, float cmax, float cmin);
+int quant_kv_asym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, float *zero,
+                           const float *in, int rows, int len, int bits, float cmax,
+                           float cmin);
+int quant_kv_asym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
+                           const float *g_out, const float *in, const float *scale,
+                           const float *zero, int rows, int len, int bits, float cmax,
+                           float cmin);
+/* a, b: per-row weight clip logits [rows] on the DEVICE (they are learned on the GPU). */
+int quant_weight_lwc_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const float *w,
+                              int rows, int cols, int bits, const float *a, const float *b);
+/* g_w written (may be NULL); g_a, g_b [rows] accumulated (either may be NULL). */
+int quant_weight_lwc_bwd_cuda(fq_cuda_ctx *ctx, float *g_w, float *g_a, float *g_b,
+                              const float *g_out, const float *w, const float *scale,
+                              int rows, int cols, int bits, const float *a, const float *b);
+
+/* ---- transforms (kernels/kron.cu), see core/kron.h; work sizes as kron_*_work ---- */
+int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
+                  const float *L, const float *R, float *work);
+int kron_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
+                  const float *x, int rows, int n1, int n2, const float *L, const float *R,
+                  float *work);
+int kron_weight_fwd_cuda(fq_cuda_ctx *ctx, float *w_out, const float *w, int out_rows, int n1,
+                         int n2, const float *L_invT, const float *R_invT, float *work);
+int kron_weight_bwd_cuda(fq_cuda_ctx *ctx, float *g_w, float *g_L_invT, float *g_R_invT,
+                         const float *g_w_out, const float *w, int out_rows, int n1, int n2,
+                         const float *L_invT, const float *R_invT, float *work);
+int chscale_act_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, const float *c, int rows,
+                         int n);
+int chscale_act_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_c, const float *g_y,
+                         const float *x, const float *c, int rows, int n);
+int chscale_weight_fwd_cuda(fq_cuda_ctx *ctx, float *w1, const float *w, const float *c,
+                            int rows, int n);
+int chscale_weight_bwd_cuda(fq_cuda_ctx *ctx, float *g_w, float *g_c, const float *g_w1,
+                            const float *w, const float *c, int rows, int n);
+int vec_transform_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int nvec, int k,
+                           const float *M);
+int vec_transform_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_M, const float *g_y,
+                           const float *x, int nvec, int k, const float *M);
+/* work: tokens·h·dh (fwd), 2·tokens·h·dh (bwd), as the CPU op. */
+int head_transform_fwd_cuda(fq_cuda_ctx *ctx, float *o1, const float *o, int tokens, int h,
+                            int dh, const float *Mo, float *work);
+int head_transform_bwd_cuda(fq_cuda_ctx *ctx, float *g_o, float *g_Mo, const float *g_o1,
+                            const float *o, int tokens, int h, int dh, const float *Mo,
+                            float *work);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
