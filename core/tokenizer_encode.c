@@ -104,8 +104,10 @@ static int encode_word(enc_ctx *c, const char *w, size_t len)
     if (c->cache.n >= TOK_CACHE_MAX_ENTRIES || c->cache_ids.n + n + 1 > INT32_MAX)
         return FQ_OK;
     size_t rec = c->cache_ids.n;
+    /* A word may give no ids at all (unknown characters, no unk token): then out.v may
+     * still be NULL, and NULL + 0 is undefined. */
     if (tok_ids_push(&c->cache_ids, (int32_t)n) != FQ_OK ||
-        tok_ids_append(&c->cache_ids, c->out.v + start, n) != FQ_OK)
+        (n && tok_ids_append(&c->cache_ids, c->out.v + start, n) != FQ_OK))
         return FQ_ERR;
     return tok_strmap_put(&c->cache, w, len, (int32_t)rec, NULL);
 }

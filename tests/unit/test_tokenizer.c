@@ -632,6 +632,9 @@ static void test_encode_errors(void **state)
     size_t len;
     assert_int_equal(tokenizer_decode(t, (int32_t[]){0, 7}, 2, &out, &len), FQ_ERR);
     assert_non_null(strstr(fq_errmsg(), "id 7 at position 1"));
+    /* No unk token: unknown characters give no ids at all, the first word included. */
+    expect_ids(t, "zz", 0, NULL, 0);
+    expect_ids(t, "zzab", 0, (int32_t[]){2}, 1);
     /* Without a decoder HF joins tokens with spaces. */
     assert_int_equal(tokenizer_decode(t, (int32_t[]){2, 0}, 2, &out, &len), FQ_OK);
     assert_string_equal(out, "ab a");
