@@ -5,7 +5,8 @@
  * "<0xNN>" tokens; Replace and Strip act per token); the final list is concatenated.
  * The same model here, with the quirks that decide the exact bytes: an invalid UTF-8
  * run of byte tokens becomes one U+FFFD per byte, ByteLevel repairs invalid UTF-8 with
- * one U+FFFD per maximal invalid subpart, and Strip counts characters.
+ * one U+FFFD per maximal invalid subpart, Strip counts characters, and Metaspace drops
+ * every replacement character of the list's first token (see tokenizer_metaspace.c).
  * Decoding is not on a hot path, so clarity wins over speed here.
  */
 #include "tokenizer_internal.h"
@@ -241,6 +242,18 @@ static int step_strip(const tok_dec_step *st, const dtok *t, dlist *out)
     return dlist_add(out, t->s + b0, b1 - b0);
 }
 
+/* Replacement character → space; in token 0 (unless the scheme is "never") → nothing. */
+static int step_metaspace(const tok_metaspace *m, const dlist *in, dlist *out)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        const char *b = i == 0 && m->prepend != TOK_PREPEND_NEVER ? "" : " ";
+        if (replace_all(in->v[i].s, in->v[i].len, m->rep, m->rep_len, b, strlen(b), out) !=
+            FQ_OK)
+            return FQ_ERR;
+    }
+    return FQ_OK;
+}
+
 static int run_step(const tok_dec_step *st, const dlist *in, dlist *out)
 {
     switch (st->kind) {
@@ -268,6 +281,8 @@ static int run_step(const tok_dec_step *st, const dlist *in, dlist *out)
             if (step_strip(st, &in->v[i], out) != FQ_OK)
                 return FQ_ERR;
         return FQ_OK;
+    case TOK_DEC_METASPACE:
+        return step_metaspace(&st->meta, in, out);
     }
     return fq_error("tokenizer: decoder step of unknown kind %d", (int)st->kind);
 }

@@ -4,10 +4,14 @@
  *      (leftmost, longest match wins);
  *   2. each remaining piece is normalized (Prepend/Replace), and added tokens with
  *      `normalized` true are cut out of the normalized text;
- *   3. pre-tokenizer splits (PCRE2) cut the pieces into words;
+ *   3. pre-tokenizer steps cut the pieces into words, in file order: Split (PCRE2) and
+ *      Metaspace (space → ▁, a leading ▁ per its scheme, optional cut before each ▁);
  *   4. each word goes through BPE, with a per-call cache keyed by the word's bytes
  *      (natural text repeats a few thousand words, so most words are a table lookup);
  *   5. the post-processor's template wraps the ids (BOS) when add_special is set.
+ *
+ * Each piece carries whether it begins at offset 0 of the whole input: Metaspace's
+ * "first" scheme prepends only there (not after an added token), as Hugging Face does.
  *
  * All state of one call lives in an enc_ctx, so a tokenizer can encode on many threads.
  * The cache is per call rather than per tokenizer for the same reason; one call per file
@@ -36,6 +40,10 @@ typedef struct {
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *jit;
+    /* One buffer per pre-tokenizer step (Metaspace rewrites its piece): a step's buffer
+     * is only live in that step's frame of split_words. */
+    char **pre_buf;
+    size_t *pre_cap;
     tok_ids out;
 } enc_ctx;
 
@@ -49,6 +57,10 @@ static void ctx_free(enc_ctx *c)
     pcre2_match_data_free(c->md);
     pcre2_match_context_free(c->mctx);
     pcre2_jit_stack_free(c->jit);
+    for (size_t k = 0; c->pre_buf && k < c->t->n_split; k++)
+        free(c->pre_buf[k]);
+    free(c->pre_buf);
+    free(c->pre_cap);
     free(c->out.v);
 }
 
@@ -59,6 +71,12 @@ static int ctx_init(enc_ctx *c, const tokenizer *t)
     if (tok_strmap_init(&c->cache, 4096) != FQ_OK)
         return FQ_ERR;
     if (t->n_split) {
+        c->pre_buf = fq_calloc(t->n_split, sizeof *c->pre_buf, "pre-tokenizer buffers");
+        c->pre_cap = fq_calloc(t->n_split, sizeof *c->pre_cap, "pre-tokenizer buffers");
+        if (!c->pre_buf || !c->pre_cap)
+            return FQ_ERR;
+    }
+    if (t->has_regex_split) {
         /* Ten capture pairs is plenty for split patterns; the ovector only needs [0]. */
         c->md = pcre2_match_data_create(10, NULL);
         c->mctx = pcre2_match_context_create(NULL);
@@ -86,20 +104,50 @@ static int encode_word(enc_ctx *c, const char *w, size_t len)
     if (c->cache.n >= TOK_CACHE_MAX_ENTRIES || c->cache_ids.n + n + 1 > INT32_MAX)
         return FQ_OK;
     size_t rec = c->cache_ids.n;
+    /* A word may give no ids at all (unknown characters, no unk token): then out.v may
+     * still be NULL, and NULL + 0 is undefined. */
     if (tok_ids_push(&c->cache_ids, (int32_t)n) != FQ_OK ||
-        tok_ids_append(&c->cache_ids, c->out.v + start, n) != FQ_OK)
+        (n && tok_ids_append(&c->cache_ids, c->out.v + start, n) != FQ_OK))
         return FQ_ERR;
     return tok_strmap_put(&c->cache, w, len, (int32_t)rec, NULL);
 }
 
-/* Run split step k (and the ones after it) over s[0..len). */
-static int split_words(enc_ctx *c, size_t k, const char *s, size_t len)
+static int split_words(enc_ctx *c, size_t k, const char *s, size_t len, int at_start);
+
+/* Metaspace step k over s[0..len): rewrite into the step's buffer, then each piece on. */
+static int metaspace_words(enc_ctx *c, size_t k, const char *s, size_t len, int at_start)
+{
+    const tok_metaspace *m = &c->t->split[k].meta;
+    size_t need = tok_metaspace_max_len(m, len);
+    if (need > c->pre_cap[k]) {
+        char *nb = realloc(c->pre_buf[k], need);
+        if (!nb)
+            return fq_error("out of memory growing the Metaspace buffer to %zu bytes", need);
+        c->pre_buf[k] = nb;
+        c->pre_cap[k] = need;
+    }
+    char *w = c->pre_buf[k];
+    size_t n = tok_metaspace_apply(m, s, len, at_start, w);
+    for (size_t off = 0; off < n;) {
+        size_t end = off + tok_metaspace_piece_end(m, w + off, n - off);
+        if (split_words(c, k + 1, w + off, end - off, at_start && off == 0) != FQ_OK)
+            return FQ_ERR;
+        off = end;
+    }
+    return FQ_OK;
+}
+
+/* Run pre-tokenizer step k (and the ones after it) over s[0..len); at_start: s begins
+ * at offset 0 of the input. */
+static int split_words(enc_ctx *c, size_t k, const char *s, size_t len, int at_start)
 {
     const tokenizer *t = c->t;
     if (len == 0)
         return FQ_OK;
     if (k == t->n_split)
         return encode_word(c, s, len);
+    if (t->split[k].kind == TOK_PRE_METASPACE)
+        return metaspace_words(c, k, s, len, at_start);
     const tok_split_step *st = &t->split[k];
     size_t off = 0, prev = 0;
     while (off <= len) {
@@ -123,13 +171,15 @@ static int split_words(enc_ctx *c, size_t k, const char *s, size_t len)
             off = ms + (cl ? cl : 1);
             continue;
         }
-        if (ms > prev && split_words(c, k + 1, s + prev, ms - prev) != FQ_OK)
+        if (ms > prev &&
+            split_words(c, k + 1, s + prev, ms - prev, at_start && prev == 0) != FQ_OK)
             return FQ_ERR;
-        if (st->behavior == TOK_SPLIT_ISOLATED && split_words(c, k + 1, s + ms, me - ms) != FQ_OK)
+        if (st->behavior == TOK_SPLIT_ISOLATED &&
+            split_words(c, k + 1, s + ms, me - ms, at_start && ms == 0) != FQ_OK)
             return FQ_ERR;
         prev = off = me;
     }
-    return split_words(c, k + 1, s + prev, len - prev);
+    return split_words(c, k + 1, s + prev, len - prev, at_start && prev == 0);
 }
 
 /* Match the added token (of group g) starting at s[0..len), longest first; -1 if none. */
@@ -146,10 +196,11 @@ static const tok_added *added_at(const tokenizer *t, int g, const char *s, size_
     return best;
 }
 
-typedef int (*piece_fn)(enc_ctx *c, const char *s, size_t len);
+typedef int (*piece_fn)(enc_ctx *c, const char *s, size_t len, int at_start);
 
 /* Cut added tokens of group g out of s; gaps go to fn, tokens straight to the output. */
-static int split_added(enc_ctx *c, int g, const char *s, size_t len, piece_fn fn)
+static int split_added(enc_ctx *c, int g, const char *s, size_t len, piece_fn fn,
+                       int at_start)
 {
     const tokenizer *t = c->t;
     size_t prev = 0;
@@ -159,19 +210,19 @@ static int split_added(enc_ctx *c, int g, const char *s, size_t len, piece_fn fn
         const tok_added *a = added_at(t, g, s + i, len - i);
         if (!a)
             continue;
-        if (i > prev && fn(c, s + prev, i - prev) != FQ_OK)
+        if (i > prev && fn(c, s + prev, i - prev, at_start && prev == 0) != FQ_OK)
             return FQ_ERR;
         if (tok_ids_push(&c->out, a->id) != FQ_OK)
             return FQ_ERR;
         prev = i + a->len;
         i = prev - 1;
     }
-    return len > prev ? fn(c, s + prev, len - prev) : FQ_OK;
+    return len > prev ? fn(c, s + prev, len - prev, at_start && prev == 0) : FQ_OK;
 }
 
-static int pretokenize(enc_ctx *c, const char *s, size_t len)
+static int pretokenize(enc_ctx *c, const char *s, size_t len, int at_start)
 {
-    return split_words(c, 0, s, len);
+    return split_words(c, 0, s, len, at_start);
 }
 
 static int reserve(enc_ctx *c, int which, size_t need)
@@ -189,11 +240,11 @@ static int reserve(enc_ctx *c, int which, size_t need)
     return FQ_OK;
 }
 
-static int normalize_then_split(enc_ctx *c, const char *s, size_t len)
+static int normalize_then_split(enc_ctx *c, const char *s, size_t len, int at_start)
 {
     const tokenizer *t = c->t;
     if (t->n_norm == 0)
-        return split_added(c, 1, s, len, pretokenize);
+        return split_added(c, 1, s, len, pretokenize, at_start);
     /* Ping-pong between two buffers; cur points at the latest text. */
     const char *cur = s;
     size_t n = len;
@@ -236,7 +287,7 @@ static int normalize_then_split(enc_ctx *c, const char *s, size_t len)
         cur = c->buf[dst];
         dst ^= 1;
     }
-    return split_added(c, 1, cur, n, pretokenize);
+    return split_added(c, 1, cur, n, pretokenize, at_start);
 }
 
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int add_special,
@@ -255,7 +306,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int add_s
     int rc = ctx_init(&c, t);
     tok_ids seq = {0};
     if (rc == FQ_OK)
-        rc = split_added(&c, 0, text ? text : "", len, normalize_then_split);
+        rc = split_added(&c, 0, text ? text : "", len, normalize_then_split, 1);
     if (rc == FQ_OK && add_special && t->has_template) {
         seq = c.out;
         c.out = (tok_ids){0};

@@ -74,10 +74,37 @@ typedef struct {
     size_t blen;
 } tok_norm_step;
 
-enum tok_split_behavior { TOK_SPLIT_ISOLATED, TOK_SPLIT_REMOVED };
+/* Metaspace (pre-tokenizer and decoder alike): spaces ↔ the replacement character. */
+enum tok_prepend_scheme { TOK_PREPEND_ALWAYS, TOK_PREPEND_FIRST, TOK_PREPEND_NEVER };
 typedef struct {
-    pcre2_code *re;
+    char rep[4]; /* the replacement character, UTF-8 */
+    size_t rep_len;
+    enum tok_prepend_scheme prepend;
+    int split; /* pre-tokenizer: cut before each replacement character */
+} tok_metaspace;
+
+/* Parse a {"type": "Metaspace", …} object (pre_tokenizer or decoder) the way Hugging Face
+ * deserializes it; path names it in messages (tokenizer_metaspace.c). */
+struct json_t;
+int tok_metaspace_parse(const char *label, struct json_t *obj, const char *path,
+                        tok_metaspace *out);
+/* Bytes that tok_metaspace_apply may write for an input of len bytes. */
+size_t tok_metaspace_max_len(const tok_metaspace *m, size_t len);
+/* Spaces → replacement, plus the prepended replacement that the scheme asks for;
+ * at_start: the piece begins at offset 0 of the whole input. Returns the length written. */
+size_t tok_metaspace_apply(const tok_metaspace *m, const char *s, size_t len, int at_start,
+                           char *out);
+/* End of the piece that starts at s[0] when split is on (the next replacement character
+ * after s[0], which begins the next piece), else len. */
+size_t tok_metaspace_piece_end(const tok_metaspace *m, const char *s, size_t len);
+
+enum tok_split_behavior { TOK_SPLIT_ISOLATED, TOK_SPLIT_REMOVED };
+enum tok_pre_kind { TOK_PRE_SPLIT, TOK_PRE_METASPACE };
+typedef struct {
+    enum tok_pre_kind kind;
+    pcre2_code *re; /* Split */
     enum tok_split_behavior behavior;
+    tok_metaspace meta; /* Metaspace */
 } tok_split_step;
 
 enum tok_dec_kind {
@@ -85,7 +112,8 @@ enum tok_dec_kind {
     TOK_DEC_REPLACE,
     TOK_DEC_BYTE_FALLBACK,
     TOK_DEC_FUSE,
-    TOK_DEC_STRIP
+    TOK_DEC_STRIP,
+    TOK_DEC_METASPACE
 };
 typedef struct {
     enum tok_dec_kind kind;
@@ -94,6 +122,7 @@ typedef struct {
     char *b; /* Replace: content */
     size_t blen;
     size_t start, stop; /* Strip */
+    tok_metaspace meta; /* Metaspace */
 } tok_dec_step;
 
 typedef struct {
@@ -133,8 +162,9 @@ struct tokenizer {
     tok_norm_step *norm;
     size_t n_norm;
 
-    tok_split_step *split;
+    tok_split_step *split; /* pre-tokenizer steps in file order (Split, Metaspace) */
     size_t n_split;
+    int has_regex_split; /* any Split step: the encoder needs PCRE2 match data */
     int byte_level;               /* ByteLevel pre-tokenizer: bytes → GPT-2 symbols */
     int32_t byte_level_id[256];   /* vocab id of the symbol for each byte, -1 if absent */
 

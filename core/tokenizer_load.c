@@ -9,11 +9,12 @@
  * Supported (what LLaMA-2/3 style files use):
  *   normalizer     null | Sequence | Prepend | Replace (String pattern)
  *   pre_tokenizer  null | Sequence | Split (Isolated/Removed, not inverted) |
- *                  ByteLevel (last, add_prefix_space=false)
+ *                  Metaspace (tokenizer_metaspace.c) | ByteLevel (last, add_prefix_space=false)
  *   model          BPE (vocab, merges as "a b" or ["a","b"], unk_token, byte_fallback,
  *                  fuse_unk, ignore_merges)
  *   post_processor null | Sequence | TemplateProcessing (single) | ByteLevel (no-op on ids)
- *   decoder        null | Sequence | ByteLevel | Replace | ByteFallback | Fuse | Strip
+ *   decoder        null | Sequence | ByteLevel | Replace | ByteFallback | Fuse | Strip |
+ *                  Metaspace
  *
  * Split regexes run on PCRE2 (UTF + UCP, JIT). Hugging Face runs them on Oniguruma, whose
  * \s is Unicode White_Space; PCRE2's \s also matches U+180E, so \s and \S are rewritten
@@ -275,9 +276,24 @@ static int add_split(const loader *L, const char *pat, size_t len, int is_regex,
         return fq_error("out of memory loading the pre-tokenizer");
     }
     t->split = ns;
-    t->split[t->n_split].re = re;
-    t->split[t->n_split].behavior = behavior;
+    t->split[t->n_split] = (tok_split_step){.kind = TOK_PRE_SPLIT, .re = re,
+                                            .behavior = behavior};
     t->n_split++;
+    t->has_regex_split = 1;
+    return FQ_OK;
+}
+
+static int add_metaspace_pretok(const loader *L, json_t *n, const char *path)
+{
+    tokenizer *t = L->t;
+    tok_split_step st = {.kind = TOK_PRE_METASPACE};
+    if (tok_metaspace_parse(L->label, n, path, &st.meta) != FQ_OK)
+        return FQ_ERR;
+    tok_split_step *ns = realloc(t->split, (t->n_split + 1) * sizeof *ns);
+    if (!ns)
+        return fq_error("out of memory loading the pre-tokenizer");
+    t->split = ns;
+    t->split[t->n_split++] = st;
     return FQ_OK;
 }
 
@@ -348,8 +364,10 @@ static int add_pretok(const loader *L, json_t *n, const char *path)
         t->byte_level = 1;
         return FQ_OK;
     }
-    return fq_error("%s: %s.type: unknown pre_tokenizer type \"%s\" (expected Sequence, Split "
-                    "or ByteLevel)", L->label, path, ty);
+    if (strcmp(ty, "Metaspace") == 0)
+        return add_metaspace_pretok(L, n, path);
+    return fq_error("%s: %s.type: unknown pre_tokenizer type \"%s\" (expected Sequence, Split, "
+                    "Metaspace or ByteLevel)", L->label, path, ty);
 }
 
 /* ---------------- model ---------------- */
@@ -734,9 +752,14 @@ static int add_dec(const loader *L, json_t *n, const char *path)
         }
         st.start = (size_t)json_integer_value(s0);
         st.stop = (size_t)json_integer_value(s1);
+    } else if (strcmp(ty, "Metaspace") == 0) {
+        st.kind = TOK_DEC_METASPACE;
+        if (tok_metaspace_parse(L->label, n, path, &st.meta) != FQ_OK)
+            return FQ_ERR;
     } else {
         return fq_error("%s: %s.type: unknown decoder type \"%s\" (expected Sequence, "
-                        "ByteLevel, Replace, ByteFallback, Fuse or Strip)", L->label, path, ty);
+                        "ByteLevel, Replace, ByteFallback, Fuse, Strip or Metaspace)", L->label,
+                        path, ty);
     }
     tok_dec_step *nd = realloc(t->dec, (t->n_dec + 1) * sizeof *nd);
     if (!nd) {

@@ -6,6 +6,15 @@
 // first 10,000 ids. Only the head is stored in full to keep the files small; the hash
 // pins the rest. It also checks the example id lists quoted in shared/data/SOURCES.md.
 //
+// Metaspace variants: newer conversions of LLaMA-2-style tokenizers drop the
+// Prepend+Replace normalizer for the Metaspace pre-tokenizer and decoder. No shared model
+// ships one, so the script derives two from stories260K-hf (same vocab, merges, added
+// tokens and post-processor; normalizer null; pre_tokenizer Metaspace prepend_scheme
+// "first" with split false, resp. true; decoder Sequence[Metaspace, ByteFallback, Fuse]),
+// has the library load and re-serialize them into tests/golden/tokenizer/NAME.tokenizer.json
+// (so the committed file is the library's own form of it), and makes their goldens from
+// those files. Their golden's `model` line is that file, '@'-prefixed (repository-relative).
+//
 // Usage (from the repository root):
 //   (cd tests/reference && npm install)      # tokenizers 0.23.2 into node_modules/
 //   node tests/reference/tokenizer_golden.mjs
@@ -24,6 +33,9 @@ const version = createRequire(import.meta.url)('tokenizers/package.json').versio
 const HEAD = 10000;
 
 const models = ['stories260K-hf', 'flatq-llama-16m'];
+// Derived tokenizers: name → split flag of the Metaspace pre-tokenizer.
+const metaspaceVariants = { 'stories260K-metaspace': false, 'stories260K-metaspace-split': true };
+const metaspaceTexts = ['wiki.test.paper', 'tinystories', 'hard_cases'];
 // name → path; '@' means relative to the repository, otherwise to FLATQ_DATA.
 const texts = {
   'wiki.test.paper': 'text/wikitext-2-raw/wiki.test.paper.txt',
@@ -60,17 +72,41 @@ function goldenText(model, name, rel, addSpecial, ids) {
   return lines.join('\n') + '\n';
 }
 
+// Writes tests/golden/tokenizer/NAME.tokenizer.json; returns its '@' path.
+function writeMetaspaceVariant(name, split) {
+  const j = JSON.parse(readFileSync(join(data, 'models', 'stories260K-hf', 'tokenizer.json'), 'utf8'));
+  const meta = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split };
+  j.normalizer = null;
+  j.pre_tokenizer = meta;
+  j.decoder = { type: 'Sequence', decoders: [meta, { type: 'ByteFallback' }, { type: 'Fuse' }] };
+  const rel = `tests/golden/tokenizer/${name}.tokenizer.json`;
+  Tokenizer.fromString(JSON.stringify(j)).save(join(repo, rel), true);
+  // The saved file must load and say what was asked.
+  const back = JSON.parse(readFileSync(join(repo, rel), 'utf8'));
+  if (JSON.stringify(back.pre_tokenizer) !== JSON.stringify(meta) || back.normalizer !== null)
+    throw new Error(`${rel}: the library wrote ${JSON.stringify(back.pre_tokenizer)}`);
+  Tokenizer.fromFile(join(repo, rel));
+  return '@' + rel;
+}
+
+const jobs = models.map((m) => [m, join(data, 'models', m, 'tokenizer.json'), Object.keys(texts)]);
+for (const [name, split] of Object.entries(metaspaceVariants)) {
+  const at = writeMetaspaceVariant(name, split);
+  jobs.push([name, join(repo, at.slice(1)), metaspaceTexts, at]);
+}
+
 let failures = 0;
-for (const model of models) {
-  const tok = Tokenizer.fromFile(join(data, 'models', model, 'tokenizer.json'));
-  for (const [name, rel] of Object.entries(texts)) {
+for (const [model, tokFile, textNames, modelRef] of jobs) {
+  const tok = Tokenizer.fromFile(tokFile);
+  for (const name of textNames) {
+    const rel = texts[name];
     const text = readText(rel);
     const variants = name === 'hard_cases' ? [true, false] : [true];
     for (const addSpecial of variants) {
       const enc = await tok.encode(text, null, { addSpecialTokens: addSpecial });
       const ids = Array.from(enc.getIds());
       const file = `${model}.${name}${addSpecial ? '' : '.nospecial'}.golden`;
-      writeFileSync(join(outDir, file), goldenText(model, name, rel, addSpecial, ids));
+      writeFileSync(join(outDir, file), goldenText(modelRef || model, name, rel, addSpecial, ids));
       console.log(`${file}: ${ids.length} ids`);
       if (name === 'hard_cases' && addSpecial) {
         // Decoding (special tokens kept) is checked against the library too.

@@ -6,6 +6,10 @@
  * ../shared/data); without them those tests print a loud NOT RUN line and skip, and the
  * tests on small hand-made tokenizers (merge order, unk/byte fallback, error messages)
  * still run.
+ *
+ * The Metaspace goldens use tokenizers derived from stories260K-hf by the same script and
+ * committed beside them (tests/golden/tokenizer/stories260K-metaspace*.tokenizer.json);
+ * their golden's model line is that file, '@'-prefixed like a repository-relative text.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -62,10 +66,14 @@ static char *slurp(const char *path, size_t *len)
     return b;
 }
 
+/* A model directory under FLATQ_DATA, or '@' + a repository-relative tokenizer.json. */
 static tokenizer *load_model(const char *name)
 {
     char p[1024];
-    snprintf(p, sizeof p, "%s/models/%s", data_dir(), name);
+    if (name[0] == '@')
+        snprintf(p, sizeof p, "%s", name + 1);
+    else
+        snprintf(p, sizeof p, "%s/models/%s", data_dir(), name);
     tokenizer *t = NULL;
     if (tokenizer_load(p, &t) != FQ_OK)
         fail_msg("load %s: %s", p, fq_errmsg());
@@ -98,6 +106,20 @@ static const char *golden_names[] = {
     "flatq-llama-16m.wiki.test.paper", "flatq-llama-16m.wiki.test.raw",
     "flatq-llama-16m.wt2tok.valid",    "flatq-llama-16m.tinystories",
     "flatq-llama-16m.hard_cases",      "flatq-llama-16m.hard_cases.nospecial",
+    "stories260K-metaspace.wiki.test.paper",
+    "stories260K-metaspace.tinystories",
+    "stories260K-metaspace.hard_cases",
+    "stories260K-metaspace.hard_cases.nospecial",
+    "stories260K-metaspace-split.wiki.test.paper",
+    "stories260K-metaspace-split.tinystories",
+    "stories260K-metaspace-split.hard_cases",
+    "stories260K-metaspace-split.hard_cases.nospecial",
+};
+
+/* The Metaspace variants of stories260K, committed with the goldens. */
+static const char *metaspace_models[] = {
+    "@" GOLDEN_DIR "/stories260K-metaspace.tokenizer.json",
+    "@" GOLDEN_DIR "/stories260K-metaspace-split.tokenizer.json",
 };
 
 static void check_golden(const char *name)
@@ -217,15 +239,18 @@ static void test_decode_matches_hf(void **state)
     (void)state;
     if (!have_data("tokenizer decode vs HF"))
         skip();
-    const char *models[] = {"stories260K-hf", "flatq-llama-16m"};
-    for (int m = 0; m < 2; m++) {
+    const char *models[] = {"stories260K-hf", "flatq-llama-16m", metaspace_models[0],
+                            metaspace_models[1]};
+    const char *golden[] = {"stories260K-hf", "flatq-llama-16m", "stories260K-metaspace",
+                            "stories260K-metaspace-split"};
+    for (int m = 0; m < 4; m++) {
         tokenizer *t = load_model(models[m]);
         int32_t *ids;
         size_t n, wl, gl;
         assert_int_equal(tokenizer_encode_file(t, GOLDEN_DIR "/hard_cases.txt", 1, &ids, &n),
                          FQ_OK);
         char p[256], *got;
-        snprintf(p, sizeof p, GOLDEN_DIR "/%s.hard_cases.decoded.txt", models[m]);
+        snprintf(p, sizeof p, GOLDEN_DIR "/%s.hard_cases.decoded.txt", golden[m]);
         char *want = slurp(p, &wl);
         assert_int_equal(tokenizer_decode(t, ids, n, &got, &gl), FQ_OK);
         assert_int_equal(gl, wl);
@@ -274,6 +299,47 @@ static void test_round_trip(void **state)
         assert_string_equal(got, s);
         free(got);
         free(ids);
+        tokenizer_free(t);
+    }
+}
+
+/* decode(encode(x)) == x for the Metaspace variants where HF's pipeline is lossless: x
+ * has no '▁', no special-token strings, and does not start with a space (the decoder
+ * drops the first token's '▁', so a leading space is lost; test_metaspace pins that). */
+static void test_metaspace_round_trip(void **state)
+{
+    (void)state;
+    if (!have_data("Metaspace tokenizer round trip"))
+        skip();
+    char wiki[1024], stories[1024];
+    snprintf(wiki, sizeof wiki, "%s/text/wikitext-2-raw/wiki.test.raw", data_dir());
+    snprintf(stories, sizeof stories, "%s/text/tinystories/tinystories_sample.txt",
+             data_dir());
+    const char *files[] = {wiki, stories};
+    for (int m = 0; m < 2; m++) {
+        tokenizer *t = load_model(metaspace_models[m]);
+        for (int f = 0; f < 3; f++) {
+            size_t len, n, gl;
+            char *buf = f < 2 ? slurp(files[f], &len) : NULL, *got;
+            const char *text = buf;
+            if (f == 2) {
+                text = "caf\xc3\xa9 \xf0\x9f\x98\x80 \xe4\xbd\xa0\xe5\xa5\xbd  "
+                       "e\xcc\x81\tx\r\n ";
+                len = strlen(text);
+            }
+            while (len && text[0] == ' ') {
+                text++;
+                len--;
+            }
+            int32_t *ids;
+            assert_int_equal(tokenizer_encode(t, text, len, 0, &ids, &n), FQ_OK);
+            assert_int_equal(tokenizer_decode(t, ids, n, &got, &gl), FQ_OK);
+            assert_int_equal(gl, len);
+            assert_memory_equal(got, text, len);
+            free(got);
+            free(ids);
+            free(buf);
+        }
         tokenizer_free(t);
     }
 }
@@ -365,6 +431,100 @@ static void test_added_token_ids(void **state)
     tokenizer_free(t);
 }
 
+/* Metaspace on a vocabulary where the scheme and the split change the ids. Every expected
+ * id list and decoded string below was printed by Hugging Face tokenizers 0.23.2 (Node)
+ * for this exact tokenizer.json. Ranks: "▁ a" 0, "▁ ▁" 1, "a ▁" 2, "a▁ a" 3, "▁▁ a" 4. */
+static const char meta_json[] =
+    "{\"added_tokens\":[{\"id\":5,\"content\":\"<s>\",\"special\":true,"
+    "\"normalized\":false}],"
+    "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\u2581\"%s},"
+    "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Metaspace\","
+    "\"replacement\":\"\u2581\"%s},{\"type\":\"Fuse\"}]},"
+    "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"\u2581\":1,\"\u2581a\":2,"
+    "\"\u2581\u2581\":3,\"a\u2581a\":4,\"<s>\":5,\"b\":6,\"a\u2581\":7,"
+    "\"\u2581\u2581a\":8},\"merges\":[\"\u2581 a\",\"\u2581 \u2581\",\"a \u2581\","
+    "\"a\u2581 a\",\"\u2581\u2581 a\"]}}";
+
+static tokenizer *meta_tok(const char *opts)
+{
+    char json[2048];
+    snprintf(json, sizeof json, meta_json, opts, opts);
+    tokenizer *t = NULL;
+    if (tokenizer_load_buffer(json, strlen(json), "meta.json", &t) != FQ_OK)
+        fail_msg("meta %s: %s", opts, fq_errmsg());
+    return t;
+}
+
+static void expect_decoded(const tokenizer *t, const int32_t *ids, size_t n, const char *want)
+{
+    char *out;
+    size_t len;
+    if (tokenizer_decode(t, ids, n, &out, &len) != FQ_OK)
+        fail_msg("decode: %s", fq_errmsg());
+    assert_string_equal(out, want);
+    assert_int_equal(len, strlen(want));
+    free(out);
+}
+
+static void test_metaspace(void **state)
+{
+    (void)state;
+    /* "first", split or not: the same ids here. The piece after an added token at the
+     * start gets no '▁' ("<s>a a" → a, ▁a); a leading space is the prefix itself. */
+    const char *first[] = {",\"prepend_scheme\":\"first\",\"split\":true",
+                           ",\"prepend_scheme\":\"first\",\"split\":false",
+                           ",\"add_prefix_space\":true,\"prepend_scheme\":\"first\""};
+    for (int k = 0; k < 3; k++) {
+        tokenizer *t = meta_tok(first[k]);
+        expect_ids(t, "a a", 0, (int32_t[]){2, 2}, 2);
+        expect_ids(t, "a  a", 0, (int32_t[]){2, 1, 2}, 3);
+        expect_ids(t, " a", 0, (int32_t[]){2}, 1);
+        expect_ids(t, "aa a", 0, (int32_t[]){2, 0, 2}, 3);
+        expect_ids(t, "<s>a a", 0, (int32_t[]){5, 0, 2}, 3);
+        expect_ids(t, "<s> a", 0, (int32_t[]){5, 2}, 2);
+        expect_ids(t, "", 0, NULL, 0);
+        /* Decoding drops every '▁' of the first token, not only a leading one. */
+        expect_decoded(t, (int32_t[]){3, 0}, 2, "a");
+        expect_decoded(t, (int32_t[]){4, 2}, 2, "aa a");
+        expect_decoded(t, (int32_t[]){8}, 1, "a");
+        expect_decoded(t, (int32_t[]){5, 2}, 2, "<s> a");
+        expect_decoded(t, (int32_t[]){5, 3, 2}, 3, "<s>   a");
+        expect_decoded(t, (int32_t[]){1}, 1, "");
+        expect_decoded(t, (int32_t[]){0, 1, 0}, 3, "a a");
+        tokenizer_free(t);
+    }
+    /* "always" (also the default): the piece after "<s>" gets its '▁' too. */
+    const char *always[] = {",\"prepend_scheme\":\"always\"", "",
+                            ",\"add_prefix_space\":true"};
+    for (int k = 0; k < 3; k++) {
+        tokenizer *t = meta_tok(always[k]);
+        expect_ids(t, "<s>a a", 0, (int32_t[]){5, 2, 2}, 3);
+        expect_ids(t, "a a", 0, (int32_t[]){2, 2}, 2);
+        tokenizer_free(t);
+    }
+    /* "never": no prefix, every '▁' decodes to a space; without split, "a▁" merges
+     * across the word start ("a  a" → a▁, ▁a), with it the cut prevents that. */
+    tokenizer *t = meta_tok(",\"prepend_scheme\":\"never\",\"split\":true");
+    expect_ids(t, "a a", 0, (int32_t[]){0, 2}, 2);
+    expect_ids(t, "a  a", 0, (int32_t[]){0, 1, 2}, 3);
+    expect_ids(t, "aa a", 0, (int32_t[]){0, 0, 2}, 3);
+    expect_decoded(t, (int32_t[]){3, 0}, 2, "  a");
+    expect_decoded(t, (int32_t[]){4, 2}, 2, "a a a");
+    expect_decoded(t, (int32_t[]){1}, 1, " ");
+    tokenizer_free(t);
+    t = meta_tok(",\"add_prefix_space\":false,\"prepend_scheme\":\"never\",\"split\":false");
+    expect_ids(t, "a  a", 0, (int32_t[]){7, 2}, 2);
+    expect_ids(t, "a a", 0, (int32_t[]){0, 2}, 2);
+    tokenizer_free(t);
+    /* Sequence[Split "\n" Isolated, Metaspace first]: only the piece at offset 0 of the
+     * input gets the prefix, not the one after the "\n" cut ("b é" → b ▁ <0xC3> <0xA9>). */
+    assert_int_equal(tokenizer_load("tests/fuzz/seeds/tokenizer/metaspace_small.json", &t),
+                     FQ_OK);
+    expect_ids(t, "a a\n a", 1, (int32_t[]){5, 2, 2, 10, 2}, 5);
+    expect_ids(t, "<s>a  a\nb \xc3\xa9", 1, (int32_t[]){5, 5, 0, 1, 2, 10, 6, 1, 11, 12}, 10);
+    tokenizer_free(t);
+}
+
 /* ---------------- errors ---------------- */
 
 static void expect_load_error(const char *json, const char *needle1, const char *needle2)
@@ -412,6 +572,22 @@ static void test_load_errors(void **state)
     expect_load_error("{\"added_tokens\":[{\"id\":5,\"content\":\"<s>\",\"lstrip\":true}],"
                       MODEL_OK "}", "added_tokens[0]", "lstrip");
     expect_load_error("[1,2]", "bad.json", "not a JSON object");
+    /* Metaspace options that Hugging Face 0.23.2 refuses too. */
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"ab\"},"
+                      MODEL_OK "}", "pre_tokenizer.replacement", "not a single character");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Metaspace\"}," MODEL_OK "}",
+                      "pre_tokenizer.replacement", "missing");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"_\","
+                      "\"prepend_scheme\":\"First\"}," MODEL_OK "}",
+                      "pre_tokenizer.prepend_scheme", "\"First\" is not a scheme");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"_\","
+                      "\"add_prefix_space\":false}," MODEL_OK "}",
+                      "pre_tokenizer.add_prefix_space", "\"never\"");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"_\","
+                      "\"split\":0}," MODEL_OK "}", "pre_tokenizer.split", "not a boolean");
+    expect_load_error("{\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":"
+                      "\"Metaspace\",\"replacement\":\"\"}]}," MODEL_OK "}",
+                      "decoder.decoders[0].replacement", "not a single character");
     expect_load_error("{\"normalizer\":{\"type\":\"Prepend\",\"prepend\":\"_\"},"
                       "\"added_tokens\":[{\"id\":5,\"content\":\"<s>\",\"normalized\":true}],"
                       MODEL_OK "}", "added_tokens[0].normalized", "normalizer");
@@ -456,6 +632,9 @@ static void test_encode_errors(void **state)
     size_t len;
     assert_int_equal(tokenizer_decode(t, (int32_t[]){0, 7}, 2, &out, &len), FQ_ERR);
     assert_non_null(strstr(fq_errmsg(), "id 7 at position 1"));
+    /* No unk token: unknown characters give no ids at all, the first word included. */
+    expect_ids(t, "zz", 0, NULL, 0);
+    expect_ids(t, "zzab", 0, (int32_t[]){2}, 1);
     /* Without a decoder HF joins tokens with spaces. */
     assert_int_equal(tokenizer_decode(t, (int32_t[]){2, 0}, 2, &out, &len), FQ_OK);
     assert_string_equal(out, "ab a");
@@ -469,12 +648,14 @@ int main(void)
         cmocka_unit_test(test_merge_order),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_added_token_ids),
+        cmocka_unit_test(test_metaspace),
         cmocka_unit_test(test_encode_errors),
         cmocka_unit_test(test_special_ids),
         cmocka_unit_test(test_sources_md_examples),
         cmocka_unit_test(test_goldens_match_hf),
         cmocka_unit_test(test_decode_matches_hf),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_metaspace_round_trip),
     };
     return cmocka_run_group_tests_name("tokenizer", tests, NULL, NULL);
 }
