@@ -187,13 +187,6 @@ static int release_boundary(void *ctx, int boundary)
     return layer_cache_remove(cs->j.cache.dir, boundary);
 }
 
-static double layer_cost(void *ctx, int layer)
-{
-    (void)ctx;
-    (void)layer;
-    return 1.0; /* LLaMA layers are all the same size */
-}
-
 /* Per-layer facts from the result files' metadata (written by worker/layer_task.c). */
 static json_t *report_layers(const calib_setup *cs)
 {
@@ -341,7 +334,7 @@ done:
     return rc;
 }
 
-static int run_coordinator(calib_setup *cs, layer_task_ctx *lt, int nranks)
+static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
 {
     const job *j = &cs->j;
     fp_pass fp = {.cfg = &cs->cfg, .ck = &cs->ck, .cache_dir = j->cache.dir,
@@ -365,7 +358,7 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt, int nranks)
     progress_init(&prog, stdout, cs->cfg.n_layers, ndone, -1);
     scheduler_config sc = {.comm = MPI_COMM_WORLD, .nlayers = cs->cfg.n_layers,
                            .outdir = j->output, .produce_next_boundary = fp_pass_produce,
-                           .produce_ctx = &fp, .layer_cost = layer_cost, .cost_ctx = cs,
+                           .produce_ctx = &fp, /* LLaMA layers cost the same: no layer_cost */
                            .release_boundary = j->cache.delete_consumed ? release_boundary : NULL,
                            .release_ctx = cs, .run_layer = layer_task_run, .run_ctx = lt,
                            .device = job_device_name(j->device), .heartbeat_timeout_s = 600,
@@ -382,7 +375,6 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt, int nranks)
                    rep.workers[r].rank, rep.workers[r].host, rep.workers[r].device,
                    rep.workers[r].layers, rep.workers[r].busy_s, rep.workers[r].idle_s,
                    rep.workers[r].cache_read_s);
-        (void)nranks;
     }
     json_t *rows = NULL;
     if (rc == FQ_OK)
@@ -437,9 +429,14 @@ int cmd_calibrate(int argc, char **argv)
         if (ok)
             print_plan(&cs, nranks);
     }
-    if (!ok)
-        fprintf(stderr, "flatq: %s%s\n", nranks > 1 ? "" : "", fq_errmsg());
-    int all_ok = ok;
+    /* One line per distinct failure: rank 0 speaks for a bad job (every rank would say the
+     * same); another rank speaks only when its own failure is not rank 0's. */
+    int ok0 = ok, all_ok = ok;
+    MPI_Bcast(&ok0, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!ok && rank == 0)
+        fprintf(stderr, "flatq: %s\n", fq_errmsg());
+    else if (!ok && ok0)
+        fprintf(stderr, "flatq: rank %d: %s\n", rank, fq_errmsg());
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
     int rc = 1;
     if (all_ok) {
@@ -449,7 +446,7 @@ int cmd_calibrate(int argc, char **argv)
         qconfig_from_job(&cs.j, cs.j.quantization.method, &lt.qc);
         gethostname(lt.host, sizeof lt.host - 1);
         if (rank == 0) {
-            rc = run_coordinator(&cs, &lt, nranks) == FQ_OK ? 0 : 1;
+            rc = run_coordinator(&cs, &lt) == FQ_OK ? 0 : 1;
             if (rc) {
                 fprintf(stderr, "flatq: %s\n", fq_errmsg());
                 fflush(stderr);
