@@ -180,7 +180,8 @@ static int eval_section(strbuf *o, const json_t *r)
     int *col = malloc(sizeof(int) * n);
     char *lab = malloc(n * 64);
     const char **labels = malloc(sizeof(char *) * n);
-    int rc = FQ_ERR;
+    const char *texts[8];
+    int ntext = 0, rc = FQ_ERR;
     if (!rows || !v || !col || !lab || !labels) {
         fq_error("report: out of memory drawing the perplexity chart");
         goto done;
@@ -191,21 +192,33 @@ static int eval_section(strbuf *o, const json_t *r)
         if (row && isfinite(fp) && fp > 0 && isfinite(ppl))
             json_object_set_new(row, "x_fp", json_real(ppl / fp));
         json_array_append_new(rows, row);
-        char m[24], s[24];
+        /* one bar per row: its perplexity relative to FP on the same text (comparable
+         * across texts), coloured by the text, labelled by the method */
+        char m[24];
         report_fmt(row, "method", 6, m, sizeof m);
-        report_fmt(row, "seqlen", 6, s, sizeof s);
-        snprintf(lab + 64 * i, 64, "%s (%s)", m, s);
+        snprintf(lab + 64 * i, 64, "%s", m);
         labels[i] = lab + 64 * i;
-        v[i] = ppl;
-        col[i] = (int)i;
+        v[i] = isfinite(fp) && fp > 0 ? ppl / fp : ppl;
+        const char *text = json_string_value(json_object_get(row, "text"));
+        int t = 0;
+        while (t < ntext && text && strcmp(texts[t], text) != 0)
+            t++;
+        if (t == ntext && ntext < 8 && text)
+            texts[ntext++] = text;
+        col[i] = t;
     }
+    const char *legend[8];
+    for (int t = 0; t < ntext; t++)
+        legend[t] = strrchr(texts[t], '/') ? strrchr(texts[t], '/') + 1 : texts[t];
     static const char *const k[] = {"method", "text", "seqlen", "ppl", "x_fp", "nll", "tokens", "windows"};
     static const char *const h[] = {"method", "text", "seqlen", "ppl", "× FP", "nll", "tokens", "windows"};
     static const int d[] = {6, 6, 6, 5, 4, 5, 6, 6};
-    svg_chart c = {"Perplexity per method (lower is better)", "method (seqlen)", "ppl", 0, 540, 300};
+    int width = 120 + 64 * (int)n;
+    svg_chart c = {"Perplexity relative to FP on the same text (lower is better)", "method",
+                   "ppl / FP ppl", 0, width < 540 ? 540 : width, 300};
     if (section_title(o, "Perplexity") != FQ_OK ||
         strbuf_printf(o, "<div class=\"charts\">\n") != FQ_OK ||
-        svg_bar_chart(o, &c, labels, v, col, (int)n, NULL, 0) != FQ_OK ||
+        svg_bar_chart(o, &c, labels, v, col, (int)n, legend, ntext) != FQ_OK ||
         strbuf_printf(o, "</div>\n") != FQ_OK || section_table(o, rows, k, h, d, 8) != FQ_OK)
         goto done;
     rc = FQ_OK;
