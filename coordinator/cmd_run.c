@@ -195,6 +195,7 @@ int cmd_run(int argc, char **argv)
         fflush(stdout);
     }
     double t0 = progress_monotonic_seconds(), t_first = 0;
+    size_t printed = 0; /* bytes of the decoded continuation already on stdout */
     for (long k = 0; k < a.max_new; k++) {
         real *row;
         if (last_logits(&e, all, len, logits, &row) != FQ_OK) {
@@ -211,9 +212,6 @@ int cmd_run(int argc, char **argv)
             /* decode the whole continuation and print the new bytes: multi-byte
              * characters split across tokens come out whole */
             if (tokenizer_decode(tok, all + n, (size_t)(len - (int)n), &piece, &plen) == FQ_OK) {
-                static size_t printed;
-                if (k == 0)
-                    printed = 0;
                 if (plen > printed)
                     fwrite(piece + printed, 1, plen - printed, stdout);
                 printed = plen;

@@ -119,6 +119,27 @@ static int get_pattern(const loader *L, json_t *obj, const char *path, int allow
     return bad(L, p, "neither String nor Regex (expected {\"String\": …} or {\"Regex\": …})");
 }
 
+/* A {"type": "Sequence", KEY: [...]} component: load each element with `add`, naming
+ * it PATH.KEY[i] in errors. Shared by normalizers, pre-tokenizers, post-processors and
+ * decoders, which all nest the same way. */
+typedef int (*component_fn)(const loader *L, json_t *n, const char *path);
+
+static int load_sequence(const loader *L, json_t *n, const char *path, const char *key,
+                         const char *what, component_fn add)
+{
+    json_t *list = json_object_get(n, key);
+    if (!json_is_array(list))
+        return fq_error("%s: %s.%s: not an array (expected a list of %s)", L->label, path, key,
+                        what);
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        char p[256];
+        snprintf(p, sizeof p, "%s.%s[%zu]", path, key, i);
+        if (add(L, json_array_get(list, i), p) != FQ_OK)
+            return FQ_ERR;
+    }
+    return FQ_OK;
+}
+
 /* ---------------- normalizer ---------------- */
 
 static int add_norm(const loader *L, json_t *n, const char *path)
@@ -128,18 +149,8 @@ static int add_norm(const loader *L, json_t *n, const char *path)
     if (!ty)
         return FQ_ERR;
     char p[256];
-    if (strcmp(ty, "Sequence") == 0) {
-        json_t *list = json_object_get(n, "normalizers");
-        if (!json_is_array(list))
-            return fq_error("%s: %s.normalizers: not an array (expected a list of normalizers)",
-                            L->label, path);
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            snprintf(p, sizeof p, "%s.normalizers[%zu]", path, i);
-            if (add_norm(L, json_array_get(list, i), p) != FQ_OK)
-                return FQ_ERR;
-        }
-        return FQ_OK;
-    }
+    if (strcmp(ty, "Sequence") == 0)
+        return load_sequence(L, n, path, "normalizers", "normalizers", add_norm);
     tok_norm_step st = {0};
     if (strcmp(ty, "Prepend") == 0) {
         st.kind = TOK_NORM_PREPEND;
@@ -307,18 +318,8 @@ static int add_pretok(const loader *L, json_t *n, const char *path)
     if (t->byte_level)
         return bad(L, path, "a pre-tokenizer after ByteLevel is not supported (expected "
                             "ByteLevel to be the last step)");
-    if (strcmp(ty, "Sequence") == 0) {
-        json_t *list = json_object_get(n, "pretokenizers");
-        if (!json_is_array(list))
-            return fq_error("%s: %s.pretokenizers: not an array (expected a list of "
-                            "pre-tokenizers)", L->label, path);
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            snprintf(p, sizeof p, "%s.pretokenizers[%zu]", path, i);
-            if (add_pretok(L, json_array_get(list, i), p) != FQ_OK)
-                return FQ_ERR;
-        }
-        return FQ_OK;
-    }
+    if (strcmp(ty, "Sequence") == 0)
+        return load_sequence(L, n, path, "pretokenizers", "pre-tokenizers", add_pretok);
     if (strcmp(ty, "Split") == 0) {
         char *pat;
         size_t len;
@@ -670,19 +671,8 @@ static int load_post(const loader *L, json_t *n, const char *path)
     const char *ty = type_of(L, n, path);
     if (!ty)
         return FQ_ERR;
-    if (strcmp(ty, "Sequence") == 0) {
-        json_t *list = json_object_get(n, "processors");
-        if (!json_is_array(list))
-            return fq_error("%s: %s.processors: not an array (expected a list of "
-                            "post-processors)", L->label, path);
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            char p[256];
-            snprintf(p, sizeof p, "%s.processors[%zu]", path, i);
-            if (load_post(L, json_array_get(list, i), p) != FQ_OK)
-                return FQ_ERR;
-        }
-        return FQ_OK;
-    }
+    if (strcmp(ty, "Sequence") == 0)
+        return load_sequence(L, n, path, "processors", "post-processors", load_post);
     if (strcmp(ty, "TemplateProcessing") == 0)
         return load_template(L, n, path);
     if (strcmp(ty, "ByteLevel") == 0)
@@ -700,18 +690,8 @@ static int add_dec(const loader *L, json_t *n, const char *path)
     if (!ty)
         return FQ_ERR;
     char p[256];
-    if (strcmp(ty, "Sequence") == 0) {
-        json_t *list = json_object_get(n, "decoders");
-        if (!json_is_array(list))
-            return fq_error("%s: %s.decoders: not an array (expected a list of decoders)",
-                            L->label, path);
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            snprintf(p, sizeof p, "%s.decoders[%zu]", path, i);
-            if (add_dec(L, json_array_get(list, i), p) != FQ_OK)
-                return FQ_ERR;
-        }
-        return FQ_OK;
-    }
+    if (strcmp(ty, "Sequence") == 0)
+        return load_sequence(L, n, path, "decoders", "decoders", add_dec);
     tok_dec_step st = {0};
     if (strcmp(ty, "ByteLevel") == 0) {
         st.kind = TOK_DEC_BYTE_LEVEL;
