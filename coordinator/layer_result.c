@@ -1,6 +1,7 @@
 /* layer_result.c — result files, done-sidecars, job fingerprint; see layer_result.h. */
 #include "coordinator/layer_result.h"
 #include "atomic_file.h"
+#include "fileio.h"
 #include "error.h"
 #include "sha256.h"
 
@@ -100,7 +101,7 @@ int layer_result_verified(const char *outdir, int layer)
         return 0;
     char *text;
     size_t n;
-    if (file_read_all(side, &text, &n) != FQ_OK)
+    if (fq_read_file(side, &text, &n) != FQ_OK)
         return 0;
     char want[65] = {0};
     int ok = n >= 64;
@@ -191,7 +192,7 @@ int job_fingerprint_check(const char *outdir, const char *recipe_fp, const char 
         return fq_error("%s: output path too long", outdir);
     char *text;
     size_t n;
-    if (file_read_all(path, &text, &n) != FQ_OK) {
+    if (fq_read_file(path, &text, &n) != FQ_OK) {
         if (errno != ENOENT)
             return FQ_ERR;
         if (has_layer_sidecars(outdir))

@@ -35,8 +35,5 @@ void atomic_file_abort(atomic_file *f);
 /* One-shot: the whole file from one buffer. */
 int atomic_file_put(const char *path, const void *data, size_t n);
 
-/* Read a whole (small) file into a NUL-terminated buffer; *n_out gets the length.
- * Missing file → FQ_ERR with errno left as ENOENT so callers can tell "absent". */
-int file_read_all(const char *path, char **data_out, size_t *n_out);
 
 #endif

@@ -10,8 +10,12 @@
 int fq_read_file(const char *path, char **buf, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return fq_error("%s: cannot open (%s; expected a readable file)", path, strerror(errno));
+    if (!f) {
+        int e = errno;
+        fq_error("%s: cannot open (%s; expected a readable file)", path, strerror(e));
+        errno = e; /* callers tell "absent" (ENOENT) from other failures */
+        return FQ_ERR;
+    }
     size_t cap = 1 << 16, n = 0;
     char *b = malloc(cap + 1);
     while (b) {

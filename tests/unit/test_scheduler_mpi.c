@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "atomic_file.h"
+#include "fileio.h"
 #include "coordinator/layer_cache.h"
 #include "coordinator/layer_result.h"
 #include "coordinator/progress.h"
@@ -203,7 +204,7 @@ static int gather(const test_job *j)
         char *data;
         size_t n;
         layer_result_path(j->out, l, path, sizeof path);
-        if (file_read_all(path, &data, &n) != FQ_OK) {
+        if (fq_read_file(path, &data, &n) != FQ_OK) {
             fclose(o);
             return FQ_ERR;
         }
@@ -340,7 +341,7 @@ static int count_in_log(const fixture *f, const char *what)
 {
     char *text;
     size_t n;
-    if (file_read_all(f->log, &text, &n) != FQ_OK)
+    if (fq_read_file(f->log, &text, &n) != FQ_OK)
         return 0;
     int c = 0;
     for (char *p = text; (p = strstr(p, what)); p++)
@@ -374,7 +375,7 @@ static void test_one_rank_results_match_direct_computation(void **state)
         char *data;
         size_t n;
         layer_result_path(f->out, l, path, sizeof path);
-        assert_int_equal(file_read_all(path, &data, &n), FQ_OK);
+        assert_int_equal(fq_read_file(path, &data, &n), FQ_OK);
         assert_int_equal(n, 16 + sizeof sums);
         assert_memory_equal(data + 16, sums, sizeof sums);
         free(data);
@@ -391,7 +392,7 @@ static void test_resume_skips_verified_and_redoes_corrupted(void **state)
     char final_a[4200], *a, *b;
     size_t na, nb;
     snprintf(final_a, sizeof final_a, "%s/final.bin", f->out);
-    assert_int_equal(file_read_all(final_a, &a, &na), FQ_OK);
+    assert_int_equal(fq_read_file(final_a, &a, &na), FQ_OK);
     /* corrupt layer 3's result and boundary 1 of the cache */
     char p[4200];
     layer_result_path(f->out, 3, p, sizeof p);
@@ -413,7 +414,7 @@ static void test_resume_skips_verified_and_redoes_corrupted(void **state)
     assert_int_equal(count_in_log(f, "run layer 3 "), 1);
     assert_int_equal(count_in_log(f, "build boundary 1\n"), 1);
     assert_int_equal(count_in_log(f, "reuse boundary"), 4);
-    assert_int_equal(file_read_all(final_a, &b, &nb), FQ_OK);
+    assert_int_equal(fq_read_file(final_a, &b, &nb), FQ_OK);
     assert_int_equal(na, nb);
     assert_memory_equal(a, b, na);
     free(a);
@@ -438,7 +439,7 @@ static void test_trim_releases_each_boundary_once_when_unneeded(void **state)
     /* every boundary released exactly once, and after the layers that read it ran */
     char *text;
     size_t n;
-    assert_int_equal(file_read_all(f->log, &text, &n), FQ_OK);
+    assert_int_equal(fq_read_file(f->log, &text, &n), FQ_OK);
     for (int b = 0; b <= 5; b++) {
         char rel[64], run_before[64], run_after[64];
         snprintf(rel, sizeof rel, "release boundary %d\n", b);
