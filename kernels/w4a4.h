@@ -1,0 +1,87 @@
+/* w4a4.h — the plain-C face of flatq's W4A4 inference kernels for Hopper (ALGORITHM §6).
+ *
+ * Inference runs on packed 4-bit data: activations are transformed and quantized per token
+ * into nibbles plus one fp32 scale per (token, K-block); weights are the checkpoint's
+ * nibbles plus one fp32 scale per output row; the GEMM unpacks to int8 and uses int8 tensor
+ * cores with int32 accumulation, then applies both scales in the epilogue. The KV cache is
+ * 4-bit asymmetric per (token, KV head) with an fp16 (scale, zero) pair.
+ *
+ * Layouts (shared by the C references in core/w4a4_ref.h, the kernels and the runtime):
+ *   packed int4 [rows, K/2] uint8: element 2k in the low nibble, 2k+1 in the high one, two's
+ *     complement (the checkpoint's qweight layout, core/FORMAT.md), codes in [−8, 7];
+ *   activation scales [rows, kblocks] fp32: kblocks contiguous blocks of K/kblocks values
+ *     each have their own per-token scale (kblocks > 1: the TP per-block scales of §7);
+ *   bf16 tensors are uint16_t bit patterns in C (core/dtype.h converts);
+ *   KV4 cache: codes [batch, kv_heads, max_ctx, dh/2] uint8 (unsigned nibbles 0..15, same
+ *     low/high order), (scale, zero) [batch, kv_heads, max_ctx, 2] fp16 bit patterns; the
+ *     dequantized value is scale·(code − zero).
+ *
+ * Every function takes the calibration context (fq_cuda_ctx: device, stream, cuBLAS) first,
+ * checks its shapes at the boundary (K not a multiple of the packing, M = 0, a kblocks that
+ * does not divide K, dh odd …) and returns FQ_OK or FQ_ERR with fq_error() naming the
+ * function and the offending argument. All pointers except clip ratios are DEVICE memory.
+ */
+#ifndef FQ_W4A4_H
+#define FQ_W4A4_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "flatq_cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One consumer of a transformed activation: its clip ratios (σ(cmax), σ(cmin)) and where
+ * its codes [M, K/2] and scales [M, kblocks] go. q, k, v share one transform of the
+ * attention input; gate and up share one of the MLP input (ALGORITHM §6 step 2). */
+typedef struct {
+    float kmax, kmin;
+    uint8_t *codes;
+    float *scales;
+} fq_quant_dst;
+
+/* Fused online transform + per-token symmetric quantization, one read of x [M, K] bf16 and
+ * one write per consumer. The transform is `blocks` independent Kronecker factors
+ * y_b = L_bᵀ·X_b·R_b on each block's [n1, n2] view (K = blocks·n1·n2; L [blocks, n1, n1],
+ * R [blocks, n2, n2] fp32; either may be NULL for identity: the o_proj input is L = M_o
+ * blocks with R = NULL on the [h, dh] view). kblocks (scales per token) is a multiple of
+ * blocks (usually equal: one scale per TP block); 1 ≤ nconsumers ≤ 3; fp32 accumulation. */
+int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int nconsumers,
+                            const uint16_t *x, int M, int K, int blocks, int n1, int n2,
+                            const float *L, const float *R, int kblocks, int bits);
+
+/* y [M, N] bf16 = Σ_b (Σ_{j∈block b} qx[t, j]·qw[o, j])·sx[t, b]·sw[o] (+ residual [M, N]
+ * bf16 when not NULL; y may equal residual). int32 accumulation is exact. K % 64 == 0.
+ * Chooses a tensor-core prefill kernel or a bandwidth-bound decode kernel (small M). */
+int fq_w4a4_gemm_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const float *sx,
+                      int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
+                      const uint16_t *residual);
+
+typedef struct {
+    int batch, kv_heads, max_ctx, dh;
+    uint8_t *k_codes, *v_codes; /* [batch, kv_heads, max_ctx, dh/2] */
+    uint16_t *k_sz, *v_sz;      /* fp16 (scale, zero) [batch, kv_heads, max_ctx, 2] */
+} fq_kv4_cache;
+
+/* Quantize k, v [batch, n_new, kv_heads, dh] bf16 (after RoPE and the M_k / M_v
+ * transforms) into cache positions pos0[b] .. pos0[b] + n_new − 1 (pos0 on the host,
+ * [batch]) with the asymmetric rule of ALGORITHM §2.1 and the learned clip ratios. */
+int fq_kv4_write_cuda(fq_cuda_ctx *ctx, fq_kv4_cache *cache, const uint16_t *k,
+                      const uint16_t *v, int n_new, const int *pos0, float k_kmax,
+                      float k_kmin, float v_kmax, float v_kmin, int bits);
+
+/* Causal attention of q [batch, n_q, heads, dh] bf16 (positions ctx_len[b] − n_q ..
+ * ctx_len[b] − 1) over the cache's first ctx_len[b] positions (ctx_len on the host),
+ * dequantizing K and V on the fly; out [batch, n_q, heads, dh] bf16; softmax scale
+ * 1/sqrt(dh); GQA (heads a multiple of kv_heads). n_q = 1 is the decode case
+ * (split over the context for long sequences); n_q > 1 is prefill. */
+int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,
+                          const fq_kv4_cache *cache, int n_q, const int *ctx_len, int heads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
