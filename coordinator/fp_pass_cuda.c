@@ -10,7 +10,7 @@
 
 #ifdef FLATQ_HAVE_CUDA
 
-#include "kernels/llama_layer_cuda.h"
+#include "worker/layer_fwd_cuda.h"
 
 typedef struct {
     fq_cuda_ctx ctx;
@@ -51,99 +51,22 @@ void fp_pass_cuda_free(fp_pass_cuda *g)
     g->gpu = NULL;
 }
 
-/* Sequences per GPU batch: the job's, with b·h·s² attention floats ≤ 2 GiB. */
-static int gpu_batch(const fp_pass *p)
-{
-    int b = p->batch < p->nsamples ? p->batch : p->nsamples;
-    double per_seq = (double)p->cfg->n_heads * p->seqlen * p->seqlen * sizeof(float);
-    int cap = (int)((2.0 * (1 << 30)) / per_seq);
-    if (cap < 1)
-        cap = 1;
-    if (b > cap)
-        b = cap;
-    return b < 1 ? 1 : b;
-}
-
 static int run_layer(fp_pass_cuda *g, int layer)
 {
     fp_pass *p = g->p;
     gpu_state *s = g->gpu;
-    fq_cuda_ctx *ctx = &s->ctx;
-    const llama_config *c = p->cfg;
-    size_t d = (size_t)c->hidden, seq = (size_t)p->seqlen;
-    int b = gpu_batch(p), rc = FQ_ERR;
     llama_layer l;
-    rope_table rope;
-    llama_layer_dev dl;
-    llama_scratch_dev w;
-    fq_stats_dev st;
-    float *dx = NULL, *dcos = NULL, *dsin = NULL;
-    memset(&dl, 0, sizeof dl);
-    memset(&w, 0, sizeof w);
-    memset(&st, 0, sizeof st);
-    memset(&rope, 0, sizeof rope);
-    double t0 = progress_monotonic_seconds();
-    if (llama_layer_load(p->ck, c, layer, &l) != FQ_OK)
-        return FQ_ERR;
-    size_t half = (size_t)p->seqlen * (c->head_dim / 2);
-    const float *host[9] = {l.attn_norm, l.wq, l.wk, l.wv, l.wo, l.mlp_norm, l.wgate, l.wup,
-                            l.wdown};
-    if (rope_table_init(&rope, c, p->seqlen) != FQ_OK ||
-        llama_layer_dev_upload(ctx, &dl, c, host) != FQ_OK ||
-        fq_cuda_alloc(&dcos, half, "RoPE cos") || fq_cuda_alloc(&dsin, half, "RoPE sin") ||
-        fq_cuda_upload(ctx, dcos, rope.cos, half) || fq_cuda_upload(ctx, dsin, rope.sin, half) ||
-        llama_scratch_dev_init(&w, c, b, p->seqlen) != FQ_OK ||
-        fq_cuda_alloc(&dx, (size_t)b * seq * d, "FP pass batch") ||
-        (g->stats && fq_stats_dev_init(ctx, &st, c) != FQ_OK))
-        goto done;
-    g->upload_s += progress_monotonic_seconds() - t0;
-    for (int s0 = 0; s0 < p->nsamples; s0 += b) {
-        int nb = s0 + b <= p->nsamples ? b : p->nsamples - s0;
-        float *hx = p->x + (size_t)s0 * seq * d;
-        size_t cnt = (size_t)nb * seq * d;
-        double a = progress_monotonic_seconds();
-        if (fq_cuda_upload(ctx, dx, hx, cnt) != FQ_OK)
-            goto done;
-        double m = progress_monotonic_seconds();
-        if (llama_layer_fwd_cuda(ctx, dx, &dl, c, dcos, dsin, nb, p->seqlen, &w,
-                                 g->stats ? &st : NULL) != FQ_OK ||
-            fq_cuda_sync(ctx) != FQ_OK)
-            goto done;
-        double e = progress_monotonic_seconds();
-        if (fq_cuda_download(ctx, hx, dx, cnt) != FQ_OK)
-            goto done;
-        g->upload_s += m - a;
-        g->compute_s += e - m;
-        g->download_s += progress_monotonic_seconds() - e;
-    }
-    if (g->stats) {
-        fq_stats *hs = g->stats;
-        if (hs->d != c->hidden || hs->f != c->intermediate) {
-            fq_error(F ":run_layer: stats for [%d, %d] (expected fq_stats_init for this model)",
-                     hs->d, hs->f);
-            goto done;
-        }
-        if (sizeof(real) != sizeof(float)) {
-            fq_error(F ":run_layer: stats need real = float (expected the fp32 build)");
-            goto done;
-        }
-        if (fq_stats_dev_download(ctx, &st, (float *)(void *)hs->attn_in,
-                                  (float *)(void *)hs->mlp_in, (float *)(void *)hs->down_in))
-            goto done;
-        hs->tokens = (long)p->nsamples * p->seqlen;
-    }
-    rc = FQ_OK;
-done:
-    fq_stats_dev_free(&st);
-    fq_cuda_free(dx);
-    fq_cuda_free(dcos);
-    fq_cuda_free(dsin);
-    llama_scratch_dev_free(&w);
-    llama_layer_dev_free(&dl);
-    rope_table_free(&rope);
+    if (llama_layer_load(p->ck, p->cfg, layer, &l) != FQ_OK)
+        return fq_error_wrap("GPU %d, layer %d", g->device, layer);
+    layer_fwd_times tm = {0, 0, 0};
+    int rc = llama_layer_fwd_batches_cuda(&s->ctx, &l, p->cfg, p->x, p->nsamples, p->seqlen,
+                                          p->batch, 1, g->stats, &tm);
     llama_layer_free(&l);
     if (rc != FQ_OK)
         return fq_error_wrap("GPU %d, layer %d", g->device, layer);
+    g->upload_s += tm.upload_s;
+    g->compute_s += tm.compute_s;
+    g->download_s += tm.download_s;
     return FQ_OK;
 }
 
