@@ -14,6 +14,8 @@
 #include "coordinator/eval_job.h"
 #include "coordinator/eval_model.h"
 #include "coordinator/fp_pass.h"
+#include "coordinator/fp_pass_cuda.h"
+#include "coordinator/gpu_bind.h"
 #include "coordinator/inspect.h"
 #include "coordinator/report.h"
 #include "coordinator/layer_result.h"
@@ -137,10 +139,6 @@ static int coordinator_prepare(calib_setup *cs, int nranks)
     if (!j->calibrate)
         return fq_error("%s: no calibration section (expected calibration.text etc.; for an "
                         "eval-only job use flatq eval)", j->path);
-    if (j->device == JOB_DEVICE_CUDA)
-        return fq_error("%s: device: cuda: the CUDA calibration backend is not in this release "
-                        "yet (expected device: cpu; --set device=cpu runs the same job on CPUs)",
-                        job_where(j, "device"));
     if (job_check_model(j, cs->cfg.head_dim, cs->cfg.hidden, cs->cfg.intermediate) != FQ_OK)
         return FQ_ERR;
     if (make_dirs(j->output) != FQ_OK || make_dirs(j->cache.dir) != FQ_OK)
@@ -343,6 +341,14 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
                   .seqlen = j->calibration.seqlen, .batch = j->calibration.batch};
     if (fp_pass_init(&fp) != FQ_OK)
         return FQ_ERR;
+    /* device: cuda: the FP pass runs its layers on this rank's GPU (gpu_bind: device 0 of
+     * the node, before that GPU's worker has work) */
+    fp_pass_cuda gfp;
+    memset(&gfp, 0, sizeof gfp);
+    if (lt->cuda && fp_pass_cuda_init(&gfp, &fp, lt->cuda->device) != FQ_OK) {
+        fp_pass_free(&fp);
+        return FQ_ERR;
+    }
     uint8_t *done = fq_calloc((size_t)cs->cfg.n_layers, 1, "layer flags");
     int ndone = 0;
     if (!done || layer_result_scan(j->output, cs->cfg.n_layers, done, &ndone) != FQ_OK) {
@@ -357,11 +363,13 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
     progress prog;
     progress_init(&prog, stdout, cs->cfg.n_layers, ndone, -1);
     scheduler_config sc = {.comm = MPI_COMM_WORLD, .nlayers = cs->cfg.n_layers,
-                           .outdir = j->output, .produce_next_boundary = fp_pass_produce,
-                           .produce_ctx = &fp, /* LLaMA layers cost the same: no layer_cost */
+                           .outdir = j->output,
+                           .produce_next_boundary = lt->cuda ? fp_pass_produce_cuda : fp_pass_produce,
+                           .produce_ctx = lt->cuda ? (void *)&gfp : (void *)&fp,
+                           /* LLaMA layers cost the same: no layer_cost */
                            .release_boundary = j->cache.delete_consumed ? release_boundary : NULL,
                            .release_ctx = cs, .run_layer = layer_task_run, .run_ctx = lt,
-                           .device = job_device_name(j->device), .heartbeat_timeout_s = 600,
+                           .device = lt->device_desc, .heartbeat_timeout_s = 600,
                            .announce_on_sigterm = 1, .progress = &prog};
     scheduler_report rep = {0};
     int rc = scheduler_run(&sc, &rep);
@@ -383,6 +391,7 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
         rc = write_report(cs, &rep, fp.seconds, progress_monotonic_seconds() - cs->t_start, rows);
     json_decref(rows);
     free(rep.workers);
+    fp_pass_cuda_free(&gfp);
     fp_pass_free(&fp);
     return rc;
 }
@@ -439,12 +448,27 @@ int cmd_calibrate(int argc, char **argv)
         fprintf(stderr, "flatq: rank %d: %s\n", rank, fq_errmsg());
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
     int rc = 1;
+    layer_task_ctx lt = {.j = &cs.j, .cfg = &cs.cfg, .ck = &cs.ck, .cache_dir = cs.j.cache.dir,
+                         .fingerprint = cs.data_fp, .rank = rank};
+    fq_cuda_ctx cuda;
+    memset(&cuda, 0, sizeof cuda);
     if (all_ok) {
-        layer_task_ctx lt = {.j = &cs.j, .cfg = &cs.cfg, .ck = &cs.ck,
-                             .cache_dir = cs.j.cache.dir, .fingerprint = cs.data_fp,
-                             .rank = rank};
         qconfig_from_job(&cs.j, cs.j.quantization.method, &lt.qc);
         gethostname(lt.host, sizeof lt.host - 1);
+        snprintf(lt.device_desc, sizeof lt.device_desc, "%s", job_device_name(cs.j.device));
+        if (cs.j.device == JOB_DEVICE_CUDA) {
+            /* workers take the node's GPUs in order; a lone rank 0 is its own worker */
+            int counts = rank != 0 || nranks == 1;
+            int bound = gpu_bind_rank(MPI_COMM_WORLD, counts, &cuda, lt.device_desc,
+                                      sizeof lt.device_desc) == FQ_OK;
+            if (!bound)
+                fprintf(stderr, "flatq: rank %d: %s\n", rank, fq_errmsg());
+            MPI_Allreduce(&bound, &all_ok, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+            if (bound)
+                lt.cuda = &cuda;
+        }
+    }
+    if (all_ok) {
         if (rank == 0) {
             rc = run_coordinator(&cs, &lt) == FQ_OK ? 0 : 1;
             if (rc) {
@@ -456,13 +480,15 @@ int cmd_calibrate(int argc, char **argv)
         } else {
             worker_config wc = {.comm = MPI_COMM_WORLD, .outdir = cs.j.output,
                                 .run_layer = layer_task_run, .run_ctx = &lt,
-                                .device = job_device_name(cs.j.device)};
+                                .device = lt.device_desc};
             worker_stats ws;
             rc = worker_loop(&wc, &ws) == FQ_OK ? 0 : 1;
             if (rc)
                 fprintf(stderr, "flatq: rank %d: %s\n", rank, fq_errmsg());
         }
     }
+    if (lt.cuda)
+        gpu_unbind(lt.cuda);
     free(cs.ids);
     if (cs.ck.files)
         st_checkpoint_close(&cs.ck);

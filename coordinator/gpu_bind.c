@@ -52,3 +52,13 @@ int gpu_bind_rank(MPI_Comm comm, int counts, fq_cuda_ctx *ctx, char *desc, size_
     return FQ_OK;
 #endif
 }
+
+void gpu_unbind(fq_cuda_ctx *ctx)
+{
+#ifdef FLATQ_HAVE_CUDA
+    if (ctx)
+        fq_cuda_free_ctx(ctx);
+#else
+    (void)ctx;
+#endif
+}

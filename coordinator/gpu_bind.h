@@ -20,5 +20,7 @@
  * On success ctx is initialised on the chosen device and desc holds "cuda:N (NAME)".
  * Fails (on this rank) when the binary has no CUDA backend or the node has no GPU. */
 int gpu_bind_rank(MPI_Comm comm, int counts, fq_cuda_ctx *ctx, char *desc, size_t cap);
+/* Release what gpu_bind_rank set up (safe in a build without CUDA). */
+void gpu_unbind(fq_cuda_ctx *ctx);
 
 #endif

@@ -7,6 +7,7 @@
 #define FQ_LAYER_TASK_H
 
 #include "job.h"
+#include "kernels/flatq_cuda.h"
 #include "llama_model.h"
 #include "qlayer.h"
 #include "worker/worker_loop.h"
@@ -20,6 +21,8 @@ typedef struct {
     qconfig qc;
     int rank;
     char host[64];
+    fq_cuda_ctx *cuda;      /* device: cuda: this rank's GPU; NULL on CPU */
+    char device_desc[64];   /* "cpu" or "cuda:N (NAME)", for reports */
 } layer_task_ctx;
 
 int layer_task_run(void *ctx, layer_task *t);
