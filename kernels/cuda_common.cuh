@@ -39,6 +39,14 @@ static inline unsigned fq_grid(size_t n, unsigned block)
     return (unsigned)(g > 65535u * 32u ? 65535u * 32u : g);
 }
 
+/* The CPU's quant_sigmoid 1/(1 + expf(−x)) bit for bit: exp in double rounded to float
+ * equals glibc's correctly rounded expf. */
+__device__ inline float sigmoid_like_cpu(float x)
+{
+    float e = (float)exp(-(double)x);
+    return 1.0f / (1.0f + e);
+}
+
 /* Reductions over a whole block; every thread gets the result. `sh` holds 32 values. */
 __device__ inline float block_sum(float v, float *sh)
 {
