@@ -181,10 +181,11 @@ int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count)
     return FQ_OK;
 }
 
-int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
-                         float alpha, const float *a, int lda, long long stride_a,
-                         const float *b, int ldb, long long stride_b, float beta, float *c,
-                         int ldc, long long stride_c, int batch, const char *where)
+static int gemm_strided_math(fq_cuda_ctx *ctx, int math, int trans_a, int trans_b, int m,
+                             int n, int k, float alpha, const float *a, int lda,
+                             long long stride_a, const float *b, int ldb, long long stride_b,
+                             float beta, float *c, int ldc, long long stride_c, int batch,
+                             const char *where)
 {
     if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
         return fq_error(F ":%s: GEMM shape %d x %d x %d, batch %d (expected positive sizes)",
@@ -192,8 +193,8 @@ int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int 
     cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t s;
-    if (ctx->math != FQ_MATH_FP32) {
-        cublasComputeType_t ct = ctx->math == FQ_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+    if (math != FQ_MATH_FP32) {
+        cublasComputeType_t ct = math == FQ_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                            : CUBLAS_COMPUTE_32F_FAST_16BF;
         if (batch == 1)
             s = cublasGemmEx(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a,
@@ -213,6 +214,25 @@ int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int 
         return fq_error(F ":%s: cuBLAS SGEMM %d x %d x %d (batch %d) failed: %s (expected "
                         "success)", where, m, n, k, batch, cublas_status_name(s));
     return FQ_OK;
+}
+
+int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                         float alpha, const float *a, int lda, long long stride_a,
+                         const float *b, int ldb, long long stride_b, float beta, float *c,
+                         int ldc, long long stride_c, int batch, const char *where)
+{
+    return gemm_strided_math(ctx, ctx->math, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a,
+                             b, ldb, stride_b, beta, c, ldc, stride_c, batch, where);
+}
+
+int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                               float alpha, const float *a, int lda, long long stride_a,
+                               const float *b, int ldb, long long stride_b, float beta,
+                               float *c, int ldc, long long stride_c, int batch,
+                               const char *where)
+{
+    return gemm_strided_math(ctx, FQ_MATH_FP32, trans_a, trans_b, m, n, k, alpha, a, lda,
+                             stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch, where);
 }
 
 int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,

@@ -30,7 +30,8 @@ extern "C" {
 
 /* GEMM math of a context: FP32 (the default; what the tests compare at 1e-5), or tensor
  * cores with fp32 inputs rounded to TF32 or to bf16 inside cuBLAS, accumulating in fp32
- * (CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF). Everything that is not a GEMM stays fp32. */
+ * (CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF), for the linears and the attention. The
+ * transforms (kron, chscale, vec, head) and everything that is not a GEMM stay fp32. */
 typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mode;
 
 typedef struct {

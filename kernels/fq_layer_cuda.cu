@@ -583,20 +583,21 @@ static int vrot_fwd(fq_tape_cuda *tp, float *out, const float *w, int g, int dh,
                     const float *Mv)
 {
     const long long st = (long long)dh * in;
-    return fq_gemm_strided_cuda(tp->ctx, 1, 0, dh, in, dh, 1.0f, Mv, dh, 0, w, in, st, 0.0f,
-                                out, in, st, g, "vrot_fwd");
+    return fq_gemm_strided_exact_cuda(tp->ctx, 1, 0, dh, in, dh, 1.0f, Mv, dh, 0, w, in, st,
+                                      0.0f, out, in, st, g, "vrot_fwd");
 }
 
 static int vrot_bwd(fq_tape_cuda *tp, float *gw, float *gMv, const float *gout, const float *w,
                     int g, int dh, int in, const float *Mv)
 {
     const long long st = (long long)dh * in;
-    if (fq_gemm_strided_cuda(tp->ctx, 0, 0, dh, in, dh, 1.0f, Mv, dh, 0, gout, in, st, 0.0f, gw,
-                             in, st, g, "vrot_bwd"))
+    if (fq_gemm_strided_exact_cuda(tp->ctx, 0, 0, dh, in, dh, 1.0f, Mv, dh, 0, gout, in, st,
+                                   0.0f, gw, in, st, g, "vrot_bwd"))
         return FQ_ERR;
     for (int v = 0; v < g; v++) {
         size_t o = (size_t)v * dh * in;
-        if (gemm(tp, 0, 1, dh, dh, in, 1.0f, w + o, in, gout + o, in, 1.0f, gMv, dh))
+        if (fq_gemm_strided_exact_cuda(tp->ctx, 0, 1, dh, dh, in, 1.0f, w + o, in, 0, gout + o,
+                                       in, 0, 1.0f, gMv, dh, 0, 1, "vrot_bwd"))
             return FQ_ERR;
     }
     return FQ_OK;
