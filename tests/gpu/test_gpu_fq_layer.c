@@ -104,7 +104,7 @@ static void run_case(gpu_suite *t, const gpu_layer *L, const layer_case *lc)
                 continue; /* noise against noise says nothing more */
             double ng = fmax(norm2(P.g + lo, n), norm2(g_ref + lo, n));
             double ratio = w4a16_norm[gi] > 0 ? ng / w4a16_norm[gi] : INFINITY;
-            snprintf(name, sizeof name, "%s |g[%s]| / W4A16's (noise)", lc->name,
+            snprintf(name, sizeof name, "%s norm g[%s] / W4A16 norm", lc->name,
                      fq_group_names[gi]);
             gpu_report(t, name, ratio, 1e-3, ratio <= 1e-3, "");
             continue;
