@@ -26,7 +26,7 @@
 
 #define WHERE "core/fq_layer.c"
 /* Tape buffers besides the six per factor. */
-#define TAPE_BUFS_FIXED 96
+#define TAPE_BUFS_FIXED 100
 
 /* Logit whose sigmoid is exactly 1 in fp32 and fp64: "no clipping" for the weight
  * quantizer that runs after Wv's own clip and output rotation (κ = 1, §3.5). */
@@ -39,10 +39,9 @@ struct fq_tape {
     fq_quant_ops ops;
     real **bufs;
     int nbufs, maxbufs;
-    /* factors: M, M^{-T}, U, V and their incoming gradients */
-    real **M, **Mi, **FU, **FV, **gM, **gMi;
-    real *fwork;
-    double *dwork;
+    /* factors (the parameter side, fq_factors.c); M.. alias fm's tables */
+    fq_factor_mats fm;
+    real **M, **Mi, **gM, **gMi;
     /* weight side per linear: W ⊘ c, W' (transformed), Ŵ (fake-quantized), row scales */
     real *w1[QL_NLINEAR], *wp[QL_NLINEAR], *wh[QL_NLINEAR], *wsc[QL_NLINEAR];
     real *wcl, *wrot; /* Wv clipped, then rotated by M_v (unless separate_vtrans) */
@@ -79,22 +78,8 @@ void fq_tape_free(fq_tape *tp)
     for (int i = 0; i < tp->nbufs; i++)
         free(tp->bufs[i]);
     free(tp->bufs);
-    free(tp->M);
-    free(tp->dwork);
+    fq_factor_mats_free(&tp->fm);
     free(tp);
-}
-
-static const real *layer_weight(const llama_layer *l, int lin)
-{
-    switch (lin) {
-    case QL_Q: return l->wq;
-    case QL_K: return l->wk;
-    case QL_V: return l->wv;
-    case QL_O: return l->wo;
-    case QL_GATE: return l->wgate;
-    case QL_UP: return l->wup;
-    default: return l->wdown;
-    }
 }
 
 static long lmax(long a, long b) { return a > b ? a : b; }
@@ -123,31 +108,14 @@ int fq_tape_create(fq_tape **out, const fq_params *P, int b, int s, const fq_qua
         tp->ops.kv_asym = quant_kv_asym_fwd;
         tp->ops.weight_lwc = quant_weight_lwc_fwd;
     }
-    int nf = P->nfactors, kmax = 1;
-    tp->maxbufs = 6 * nf + TAPE_BUFS_FIXED;
-    if (!(tp->bufs = fq_calloc((size_t)tp->maxbufs, sizeof(real *), "tape buffer table")))
+    tp->maxbufs = TAPE_BUFS_FIXED;
+    if (!(tp->bufs = fq_calloc((size_t)tp->maxbufs, sizeof(real *), "tape buffer table")) ||
+        fq_factor_mats_create(&tp->fm, P))
         goto fail;
-    tp->M = fq_calloc((size_t)nf * 6, sizeof(real *), "factor table");
-    if (!tp->M)
-        goto fail;
-    tp->Mi = tp->M + nf;
-    tp->FU = tp->M + 2 * nf;
-    tp->FV = tp->M + 3 * nf;
-    tp->gM = tp->M + 4 * nf;
-    tp->gMi = tp->M + 5 * nf;
-    for (int i = 0; i < nf; i++) {
-        size_t kk = (size_t)P->fac[i].k * P->fac[i].k;
-        real **slots[6] = {&tp->M[i], &tp->Mi[i], &tp->FU[i], &tp->FV[i], &tp->gM[i], &tp->gMi[i]};
-        for (int j = 0; j < 6; j++)
-            if (!(*slots[j] = tape_buf(tp, kk)))
-                goto fail;
-        if (P->fac[i].k > kmax)
-            kmax = P->fac[i].k;
-    }
-    long kk = (long)kmax * kmax;
-    if (!(tp->fwork = tape_buf(tp, (size_t)lmax(svd_factor_bwd_work(kmax), lmax(svd_factor_fwd_work(kmax), kk)))) ||
-        !(tp->dwork = fq_calloc((size_t)(2 * kk), sizeof(double), "inverse work")))
-        goto fail;
+    tp->M = tp->fm.M;
+    tp->Mi = tp->fm.Mi;
+    tp->gM = tp->fm.gM;
+    tp->gMi = tp->fm.gMi;
 
     const int w16 = P->w_bits == 16, a16 = P->a_bits == 16, kv16 = P->kv_bits == 16;
     const int vrot = !P->separate_vtrans;
@@ -350,57 +318,26 @@ static int blk_bwd(fq_tape *tp, real *gx, const real *gy, const real *x, int row
     return FQ_OK;
 }
 
-/* The input-side transform of each linear's weight (W̃' = L^{-1} W̃ R^{-T} per block) and
- * the shape it runs on. */
+/* The input-side transform of each linear's weight (fq_weight_side_of) as block factors
+ * over the tape's M^{-T} tables. */
 static void weight_transform_of(const fq_params *P, fq_tape *tp, int lin, blk_factors *bf,
                                 int *T, int *n1, int *n2, size_t *c_off)
 {
+    fq_weight_side ws;
+    fq_weight_side_of(P, lin, &ws);
     memset(bf, 0, sizeof *bf);
     bf->Lm = tp->Mi;
     bf->Rm = tp->Mi;
     bf->gLm = tp->gMi;
     bf->gRm = tp->gMi;
-    *T = 1;
-    switch (lin) {
-    case QL_Q:
-    case QL_K:
-    case QL_V:
-        bf->lb = FQ_F_LA;
-        bf->rb = FQ_F_RA;
-        *n1 = P->na1;
-        *n2 = P->na2;
-        *c_off = P->c_a;
-        return;
-    case QL_GATE:
-    case QL_UP:
-        bf->lb = FQ_F_LUG;
-        bf->rb = FQ_F_RUG;
-        *n1 = P->na1;
-        *n2 = P->na2;
-        *c_off = P->c_ug;
-        return;
-    case QL_O:
-        /* W̃o' = M_o^{-1} W̃o M_v^{-T} on each row's [h, dh] view, M_o block-diagonal */
-        bf->lb = FQ_F_MO(0);
-        bf->ls = 3;
-        bf->rb = FQ_F_MV;
-        bf->rs = 0;
-        *T = P->T;
-        *n1 = P->hb;
-        *n2 = P->cfg.head_dim;
-        *c_off = (size_t)-1;
-        return;
-    default:
-        bf->lb = FQ_F_LD(0);
-        bf->ls = 3;
-        bf->rb = FQ_F_RD(0);
-        bf->rs = 3;
-        *T = P->T;
-        *n1 = P->nd1;
-        *n2 = P->nd2;
-        *c_off = P->c_d;
-        return;
-    }
+    bf->lb = ws.lb;
+    bf->ls = ws.ls;
+    bf->rb = ws.rb;
+    bf->rs = ws.rs;
+    *T = ws.T;
+    *n1 = ws.n1;
+    *n2 = ws.n2;
+    *c_off = ws.c_off;
 }
 
 /* LWC clamp alone (Wv, whose clip comes before the output rotation): Wc = min(max(w,
@@ -499,23 +436,6 @@ static void vrot_bwd(real *gw, real *gMv, const real *gout, const real *w, int g
 
 /* ---- forward ---- */
 
-static int factors_fwd(fq_tape *tp, const fq_params *P)
-{
-    for (int i = 0; i < P->nfactors; i++) {
-        const fq_factor *F = &P->fac[i];
-        int k = F->k;
-        if (P->direct_inv) {
-            memcpy(tp->M[i], P->p + F->m, sizeof(real) * (size_t)k * k);
-            if (direct_inv_fwd(tp->Mi[i], tp->M[i], k, tp->dwork))
-                return fq_error_wrap("factor %s", F->name);
-        } else if (svd_factor_fwd(tp->M[i], tp->Mi[i], tp->FU[i], tp->FV[i], P->p + F->theta_u,
-                                  P->p + F->theta_v, P->p + F->lambda, k, tp->fwork)) {
-            return fq_error_wrap("factor %s", F->name);
-        }
-    }
-    return FQ_OK;
-}
-
 static int weight_fwd(fq_tape *tp, const fq_params *P, const llama_layer *l, int lin)
 {
     const llama_config *c = &P->cfg;
@@ -523,8 +443,8 @@ static int weight_fwd(fq_tape *tp, const fq_params *P, const llama_layer *l, int
     size_t coff;
     blk_factors bf;
     weight_transform_of(P, tp, lin, &bf, &T, &n1, &n2, &coff);
-    const real *src = layer_weight(l, lin);
-    if (coff != (size_t)-1) {
+    const real *src = fq_layer_weight(l, lin);
+    if (coff != FQ_NO_SCALE) {
         if (chscale_weight_fwd(tp->w1[lin], src, P->p + coff, out, in))
             return FQ_ERR;
         src = tp->w1[lin];
@@ -570,7 +490,7 @@ static int check_call(const fq_tape *tp, const fq_params *P, const llama_layer *
                         "positions of dim %d)", fn, rope->seqlen, rope->head_dim, tp->s,
                         P->cfg.head_dim);
     for (int i = 0; i < QL_NLINEAR; i++)
-        if (!layer_weight(l, i))
+        if (!fq_layer_weight(l, i))
             return fq_error(WHERE ":%s: layer weight %s is NULL", fn, qlinear_names[i]);
     if (!l->attn_norm || !l->mlp_norm)
         return fq_error(WHERE ":%s: layer norm weight is NULL", fn);
@@ -587,7 +507,7 @@ int fq_layer_fwd(fq_tape *tp, const fq_params *P, const llama_layer *l,
               h = c->n_heads, g = c->n_kv_heads, dh = c->head_dim, qd = h * dh, kd = g * dh,
               T = P->T;
     const real eps = (real)c->rms_eps;
-    if (factors_fwd(tp, P))
+    if (fq_factors_fwd(&tp->fm, P))
         return fq_error_wrap(WHERE ":fq_layer_fwd");
     for (int lin = 0; lin < QL_NLINEAR; lin++)
         if (weight_fwd(tp, P, l, lin))
@@ -718,11 +638,11 @@ static int weight_bwd(fq_tape *tp, fq_params *P, const llama_layer *l, int lin)
     } else {
         gwp = tp->gw0;
     }
-    const real *src = coff != (size_t)-1 ? tp->w1[lin] : layer_weight(l, lin);
-    real *gsrc = coff != (size_t)-1 ? (gwp == tp->gw2 ? tp->gw0 : tp->gw2) : NULL;
+    const real *src = coff != FQ_NO_SCALE ? tp->w1[lin] : fq_layer_weight(l, lin);
+    real *gsrc = coff != FQ_NO_SCALE ? (gwp == tp->gw2 ? tp->gw0 : tp->gw2) : NULL;
     if (blk_bwd(tp, gsrc, gwp, src, out, T, n1, n2, &bf))
         return FQ_ERR;
-    if (gsrc && chscale_weight_bwd(NULL, P->g + coff, gsrc, layer_weight(l, lin), P->p + coff,
+    if (gsrc && chscale_weight_bwd(NULL, P->g + coff, gsrc, fq_layer_weight(l, lin), P->p + coff,
                                    out, in))
         return FQ_ERR;
     return FQ_OK;
@@ -749,24 +669,6 @@ static void add_into(real *dst, const real *src, size_t n)
         dst[i] += src[i];
 }
 
-static int factors_bwd(fq_tape *tp, fq_params *P)
-{
-    for (int i = 0; i < P->nfactors; i++) {
-        const fq_factor *F = &P->fac[i];
-        int k = F->k;
-        if (P->direct_inv) {
-            if (direct_inv_bwd(tp->gM[i], tp->gMi[i], tp->Mi[i], k, tp->fwork))
-                return fq_error_wrap("factor %s", F->name);
-            add_into(P->g + F->m, tp->gM[i], (size_t)k * k);
-        } else if (svd_factor_bwd(P->g + F->theta_u, P->g + F->theta_v, P->g + F->lambda,
-                                  tp->gM[i], tp->gMi[i], tp->FU[i], tp->FV[i], P->p + F->lambda,
-                                  k, tp->fwork)) {
-            return fq_error_wrap("factor %s", F->name);
-        }
-    }
-    return FQ_OK;
-}
-
 int fq_layer_bwd(fq_tape *tp, fq_params *P, const llama_layer *l, const rope_table *rope,
                  const real *g_y)
 {
@@ -777,11 +679,7 @@ int fq_layer_bwd(fq_tape *tp, fq_params *P, const llama_layer *l, const rope_tab
               h = c->n_heads, g = c->n_kv_heads, dh = c->head_dim, qd = h * dh, kd = g * dh,
               T = P->T;
     memset(P->g, 0, sizeof(real) * P->n);
-    for (int i = 0; i < P->nfactors; i++) {
-        size_t kk = (size_t)P->fac[i].k * P->fac[i].k;
-        memset(tp->gM[i], 0, sizeof(real) * kk);
-        memset(tp->gMi[i], 0, sizeof(real) * kk);
-    }
+    fq_factors_zero_grad(&tp->fm);
     blk_factors bf;
     const real *gq;
     real *gX2 = tp->s5;
@@ -897,7 +795,7 @@ int fq_layer_bwd(fq_tape *tp, fq_params *P, const llama_layer *l, const rope_tab
                  tp->M[FQ_F_LA], tp->M[FQ_F_RA], tp->work) ||
         chscale_act_bwd(NULL, P->g + P->c_a, gA1, tp->A, P->p + P->c_a, N, d))
         goto fail;
-    if (factors_bwd(tp, P))
+    if (fq_factors_bwd(&tp->fm, P))
         goto fail;
     return FQ_OK;
 fail:

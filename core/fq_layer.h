@@ -126,6 +126,45 @@ int fq_linear_in(const llama_config *c, int lin);
 /* min |λ| of factor i (direct form: 0, not meaningful). */
 real fq_factor_lambda_min(const fq_params *P, int i);
 
+/* ---- the parameter side, shared by the CPU and GPU steps (core/fq_factors.c) ----
+ * Every factor's M and M^{-T} materialised from p, and the gradients with respect to them
+ * that the tensor side accumulates. Each kind is one contiguous slab in factor order
+ * (factor i at offset Σ_{j<i} k_j² of the slab), so M and M^{-T} travel as ONE block of
+ * 2·total reals (M[0] onward) and their gradients as one block (gM[0] onward). */
+typedef struct {
+    int nfactors;
+    size_t total;          /* Σ k² over the factors */
+    real **M, **Mi;        /* [nfactors] pointers into the slab */
+    real **gM, **gMi;      /* gradients w.r.t. M and M^{-T} (the tensor side adds into them) */
+    real **U, **V;         /* SVD form: the orthogonal factors, kept for the backward */
+    real *slab;            /* 6·total: M | Mi | gM | gMi | U | V */
+    real *fwork;
+    double *dwork;
+} fq_factor_mats;
+
+int fq_factor_mats_create(fq_factor_mats *fm, const fq_params *P);
+void fq_factor_mats_free(fq_factor_mats *fm);
+/* M, M^{-T} (and U, V) of every factor from P->p. */
+int fq_factors_fwd(fq_factor_mats *fm, const fq_params *P);
+/* gM = gMi = 0 before a backward. */
+void fq_factors_zero_grad(fq_factor_mats *fm);
+/* ADD the factor gradients to P->g (Θ_U, Θ_V, λ; or M in direct form). */
+int fq_factors_bwd(fq_factor_mats *fm, fq_params *P);
+
+/* Which factors transform a linear's weight rows (W̃' = L^{-1} W̃ R^{-T} per block, i.e.
+ * the Kronecker op with (Mi[L], Mi[R])): block t of T uses L factor lb + ls·t and R factor
+ * rb + rs·t on a [n1, n2] view; c_off is the channel scale applied first (⊘ c), or
+ * FQ_NO_SCALE. */
+#define FQ_NO_SCALE ((size_t)-1)
+typedef struct {
+    int lb, ls, rb, rs;
+    int T, n1, n2;
+    size_t c_off;
+} fq_weight_side;
+void fq_weight_side_of(const fq_params *P, int lin, fq_weight_side *ws);
+/* The FP weight of linear lin (q, k, v, o, gate, up, down). */
+const real *fq_layer_weight(const llama_layer *l, int lin);
+
 /* ---- forward / backward ---- */
 /* The fake-quantizer forwards the layer calls (quantizer.h signatures). Tests swap in a
  * straight-through surrogate to get an independent reference by finite differences. */

@@ -39,6 +39,14 @@ static inline unsigned fq_grid(size_t n, unsigned block)
     return (unsigned)(g > 65535u * 32u ? 65535u * 32u : g);
 }
 
+/* The CPU's quant_sigmoid 1/(1 + expf(−x)) bit for bit: exp in double rounded to float
+ * equals glibc's correctly rounded expf. */
+__device__ inline float sigmoid_like_cpu(float x)
+{
+    float e = (float)exp(-(double)x);
+    return 1.0f / (1.0f + e);
+}
+
 /* Reductions over a whole block; every thread gets the result. `sh` holds 32 values. */
 __device__ inline float block_sum(float v, float *sh)
 {
@@ -81,5 +89,12 @@ int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int 
                          float alpha, const float *a, int lda, long long stride_a,
                          const float *b, int ldb, long long stride_b, float beta, float *c,
                          int ldc, long long stride_c, int batch, const char *where);
+/* The same in fp32 whatever ctx->math says: the transforms' GEMMs (their outputs feed the
+ * quantizers, and the weight-side inverse must cancel the activation-side transform). */
+int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                               float alpha, const float *a, int lda, long long stride_a,
+                               const float *b, int ldb, long long stride_b, float beta,
+                               float *c, int ldc, long long stride_c, int batch,
+                               const char *where);
 
 #endif

@@ -1,9 +1,11 @@
 /* cuda_ctx.cu — the CUDA context (device, stream, cuBLAS handle), device memory helpers
  * and the row-major GEMM wrappers that every op builds on.
  *
- * One context per worker rank and GPU. cuBLAS is pinned to the context's stream and to
- * its default math mode (pure fp32, no TF32) so GEMM results match the CPU reference to
- * rounding; switching to TF32/bf16 tensor-core math is a later, measured decision.
+ * One context per worker rank and GPU. cuBLAS is pinned to the context's stream and, by
+ * default, to pure fp32 math (no TF32) so GEMM results match the CPU reference to
+ * rounding. ctx->math = FQ_MATH_TF32 / FQ_MATH_BF16 routes every GEMM through
+ * cublasGemmEx with the FAST_TF32 / FAST_16BF compute types: fp32 operands in memory,
+ * tensor-core products on rounded inputs, fp32 accumulation (no conversion kernels).
  */
 #include <stdio.h>
 
@@ -47,6 +49,7 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     if (!ctx)
         return fq_error(F ":fq_cuda_init: NULL context (expected a pointer)");
     ctx->device = device;
+    ctx->math = FQ_MATH_FP32;
     ctx->cublas = NULL;
     ctx->stream = NULL;
     int count = 0;
@@ -178,10 +181,11 @@ int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count)
     return FQ_OK;
 }
 
-int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
-                         float alpha, const float *a, int lda, long long stride_a,
-                         const float *b, int ldb, long long stride_b, float beta, float *c,
-                         int ldc, long long stride_c, int batch, const char *where)
+static int gemm_strided_math(fq_cuda_ctx *ctx, int math, int trans_a, int trans_b, int m,
+                             int n, int k, float alpha, const float *a, int lda,
+                             long long stride_a, const float *b, int ldb, long long stride_b,
+                             float beta, float *c, int ldc, long long stride_c, int batch,
+                             const char *where)
 {
     if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
         return fq_error(F ":%s: GEMM shape %d x %d x %d, batch %d (expected positive sizes)",
@@ -189,7 +193,19 @@ int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int 
     cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t s;
-    if (batch == 1)
+    if (math != FQ_MATH_FP32) {
+        cublasComputeType_t ct = math == FQ_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                           : CUBLAS_COMPUTE_32F_FAST_16BF;
+        if (batch == 1)
+            s = cublasGemmEx(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a,
+                             CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, ct,
+                             CUBLAS_GEMM_DEFAULT);
+        else
+            s = cublasGemmStridedBatchedEx(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b,
+                                           CUDA_R_32F, ldb, stride_b, a, CUDA_R_32F, lda,
+                                           stride_a, &beta, c, CUDA_R_32F, ldc, stride_c, batch,
+                                           ct, CUBLAS_GEMM_DEFAULT);
+    } else if (batch == 1)
         s = cublasSgemm(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc);
     else
         s = cublasSgemmStridedBatched(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, ldb, stride_b,
@@ -200,6 +216,25 @@ int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int 
     return FQ_OK;
 }
 
+int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                         float alpha, const float *a, int lda, long long stride_a,
+                         const float *b, int ldb, long long stride_b, float beta, float *c,
+                         int ldc, long long stride_c, int batch, const char *where)
+{
+    return gemm_strided_math(ctx, ctx->math, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a,
+                             b, ldb, stride_b, beta, c, ldc, stride_c, batch, where);
+}
+
+int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                               float alpha, const float *a, int lda, long long stride_a,
+                               const float *b, int ldb, long long stride_b, float beta,
+                               float *c, int ldc, long long stride_c, int batch,
+                               const char *where)
+{
+    return gemm_strided_math(ctx, FQ_MATH_FP32, trans_a, trans_b, m, n, k, alpha, a, lda,
+                             stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch, where);
+}
+
 int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
@@ -208,4 +243,47 @@ int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k
                         "three device matrices)");
     return fq_gemm_strided_cuda(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0,
                                 beta, c, ldc, 0, 1, "fq_gemm_cuda");
+}
+
+int fq_cuda_set_math(fq_cuda_ctx *ctx, int math)
+{
+    if (!ctx)
+        return fq_error(F ":fq_cuda_set_math: NULL context (expected a pointer)");
+    if (math != FQ_MATH_FP32 && math != FQ_MATH_TF32 && math != FQ_MATH_BF16)
+        return fq_error(F ":fq_cuda_set_math: math mode %d (expected FQ_MATH_FP32, "
+                        "FQ_MATH_TF32 or FQ_MATH_BF16)", math);
+    ctx->math = math;
+    return FQ_OK;
+}
+
+int fq_cuda_mem_info(size_t *free_bytes, size_t *total_bytes)
+{
+    if (!free_bytes || !total_bytes)
+        return fq_error(F ":fq_cuda_mem_info: NULL argument (expected two pointers)");
+    CU_CHECK(cudaMemGetInfo(free_bytes, total_bytes), F, "fq_cuda_mem_info", "cudaMemGetInfo");
+    return FQ_OK;
+}
+
+/* One block: thread t sums src[t], src[t + B], … in order, then a fixed shuffle tree. */
+static __global__ void sum_into_kernel(float *dst, const float *src, size_t n)
+{
+    __shared__ float sh[32];
+    float acc = 0.0f;
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x)
+        acc += src[i];
+    acc = block_sum(acc, sh);
+    if (threadIdx.x == 0)
+        dst[0] += acc;
+}
+
+int fq_cuda_sum_into(fq_cuda_ctx *ctx, float *dst, const float *src, size_t n)
+{
+    if (!ctx || !dst || !src)
+        return fq_error(F ":fq_cuda_sum_into: NULL argument (expected context, destination "
+                        "and source)");
+    if (n == 0)
+        return FQ_OK;
+    sum_into_kernel<<<1, 1024, 0, CTX_STREAM(ctx)>>>(dst, src, n);
+    LAUNCH_CHECK(F, "fq_cuda_sum_into", "sum_into_kernel");
+    return FQ_OK;
 }

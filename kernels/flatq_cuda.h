@@ -28,10 +28,17 @@
 extern "C" {
 #endif
 
+/* GEMM math of a context: FP32 (the default; what the tests compare at 1e-5), or tensor
+ * cores with fp32 inputs rounded to TF32 or to bf16 inside cuBLAS, accumulating in fp32
+ * (CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF), for the linears and the attention. The
+ * transforms (kron, chscale, vec, head) and everything that is not a GEMM stay fp32. */
+typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mode;
+
 typedef struct {
     int device;     /* CUDA device ordinal */
     void *cublas;   /* cublasHandle_t */
     void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
+    int math;       /* fq_math_mode of every GEMM issued through this context */
 } fq_cuda_ctx;
 
 /* ---- context and memory (kernels/cuda_ctx.cu) ---- */
@@ -47,6 +54,13 @@ void fq_cuda_free(void *dptr);
 int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
 int fq_cuda_download(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
 int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count);
+/* FQ_MATH_FP32 / TF32 / BF16 for the GEMMs that follow. */
+int fq_cuda_set_math(fq_cuda_ctx *ctx, int math);
+/* Free and total bytes of the current device (cudaMemGetInfo). */
+int fq_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* dst[0] += Σ src[0..n): one block, a fixed summation order, so the same inputs give the
+ * same bits (atomics would not). */
+int fq_cuda_sum_into(fq_cuda_ctx *ctx, float *dst, const float *src, size_t n);
 
 /* Row-major C[M,N] = alpha·op(A)·op(B) + beta·C, the device twin of real_gemm. */
 int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
@@ -80,6 +94,10 @@ int linear_bwd_cuda(fq_cuda_ctx *ctx, float *dx, float *dw, const float *dout, c
                     const float *w, int n, int in, int o);
 
 /* ---- fake quantizers (kernels/quantizer.cu), see core/quantizer.h ----
+ * The *_rows_cuda backward variants write each row's share of the shared clip-logit
+ * gradient into g_cmax_rows / g_cmin_rows [rows·blocks] (zero for rows that contribute
+ * nothing) instead of adding it atomically, so fq_cuda_sum_into can reduce them in a fixed
+ * order: the calibration loop's determinism rests on that.
  * Clip logits are host scalars; g_cmax / g_cmin point to ONE device float each,
  * accumulated (+=). Unlike the CPU forward, a non-finite row range is not reported: its
  * outputs become NaN, which the calibration loss then exposes. */
@@ -95,6 +113,14 @@ int quant_kv_asym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *
                            const float *g_out, const float *in, const float *scale,
                            const float *zero, int rows, int len, int bits, float cmax,
                            float cmin);
+int quant_act_sym_bwd_rows_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax_rows,
+                                float *g_cmin_rows, const float *g_out, const float *in,
+                                const float *scale, int rows, int k, int blocks, int bits,
+                                float cmax, float cmin);
+int quant_kv_asym_bwd_rows_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax_rows,
+                                float *g_cmin_rows, const float *g_out, const float *in,
+                                const float *scale, const float *zero, int rows, int len,
+                                int bits, float cmax, float cmin);
 /* a, b: per-row weight clip logits [rows] on the DEVICE (they are learned on the GPU). */
 int quant_weight_lwc_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const float *w,
                               int rows, int cols, int bits, const float *a, const float *b);

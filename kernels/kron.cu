@@ -7,7 +7,7 @@
  * The factor gradient g_L = Σ_r Z_r G_rᵀ contracts over rows and n2 together; there the
  * data are permuted to [n1, rows·n2] (one cheap kernel) so it is a single SGEMM rather
  * than `rows` small products plus a reduction. Work buffer sizes match the CPU's.
- * All GEMMs are fp32 (cuBLAS default math); small factors (n1, n2 ≤ 128) make the batched
+ * All GEMMs are fp32 in every ctx->math mode (fq_gemm_strided_exact_cuda); small factors (n1, n2 ≤ 128) make the batched
  * products latency-bound, which the fused transform+quantize kernel will address.
  */
 #include "kernels/cuda_common.cuh"
@@ -55,7 +55,7 @@ static int left_fwd(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1
                     const float *L, const char *where)
 {
     const long long st = (long long)n1 * n2;
-    return fq_gemm_strided_cuda(ctx, 1, 0, n1, n2, n1, 1.0f, L, n1, 0, x, n2, st, 0.0f, y, n2,
+    return fq_gemm_strided_exact_cuda(ctx, 1, 0, n1, n2, n1, 1.0f, L, n1, 0, x, n2, st, 0.0f, y, n2,
                                 st, rows, where);
 }
 
@@ -70,11 +70,11 @@ static int left_bwd(fq_cuda_ctx *ctx, float *g_x, float *g_L, const float *g_y, 
     if (g_L) {
         if (perm_to_mid(ctx, work, x, rows, n1, n2, where) ||
             perm_to_mid(ctx, work + n, g_y, rows, n1, n2, where) ||
-            fq_gemm_strided_cuda(ctx, 0, 1, n1, n1, cols, 1.0f, work, cols, 0, work + n, cols, 0,
+            fq_gemm_strided_exact_cuda(ctx, 0, 1, n1, n1, cols, 1.0f, work, cols, 0, work + n, cols, 0,
                                  1.0f, g_L, n1, 0, 1, where))
             return FQ_ERR;
     }
-    if (g_x && fq_gemm_strided_cuda(ctx, 0, 0, n1, n2, n1, 1.0f, L, n1, 0, g_y, n2, st, 0.0f,
+    if (g_x && fq_gemm_strided_exact_cuda(ctx, 0, 0, n1, n2, n1, 1.0f, L, n1, 0, g_y, n2, st, 0.0f,
                                     g_x, n2, st, rows, where))
         return FQ_ERR;
     return FQ_OK;
@@ -88,7 +88,7 @@ int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, 
         return FQ_ERR;
     if (y == x)
         return fq_error(F ":kron_fwd_cuda: output aliases input (expected separate buffers)");
-    if (fq_gemm_strided_cuda(ctx, 0, 0, rows * n1, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f, work,
+    if (fq_gemm_strided_exact_cuda(ctx, 0, 0, rows * n1, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f, work,
                              n2, 0, 1, where))
         return FQ_ERR;
     return left_fwd(ctx, y, work, rows, n1, n2, L, where);
@@ -107,24 +107,24 @@ int kron_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const fl
     float *w0 = work, *w1 = work + n;
     if (g_L) {
         /* Z = X̃R recomputed; g_L += Σ Z·G_Ỹᵀ over the [n1, rows·n2] views. */
-        if (fq_gemm_strided_cuda(ctx, 0, 0, m, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f, w1, n2, 0,
+        if (fq_gemm_strided_exact_cuda(ctx, 0, 0, m, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f, w1, n2, 0,
                                  1, where) ||
             perm_to_mid(ctx, w0, w1, rows, n1, n2, where) ||
             perm_to_mid(ctx, w1, g_y, rows, n1, n2, where) ||
-            fq_gemm_strided_cuda(ctx, 0, 1, n1, n1, cols, 1.0f, w0, cols, 0, w1, cols, 0, 1.0f,
+            fq_gemm_strided_exact_cuda(ctx, 0, 1, n1, n1, cols, 1.0f, w0, cols, 0, w1, cols, 0, 1.0f,
                                  g_L, n1, 0, 1, where))
             return FQ_ERR;
     }
     if (!g_x && !g_R)
         return FQ_OK;
     /* G_Z = L·G_Ỹ per row; g_x = G_Z Rᵀ; g_R += X̃ᵀ G_Z over all rows. */
-    if (fq_gemm_strided_cuda(ctx, 0, 0, n1, n2, n1, 1.0f, L, n1, 0, g_y, n2, st, 0.0f, w0, n2,
+    if (fq_gemm_strided_exact_cuda(ctx, 0, 0, n1, n2, n1, 1.0f, L, n1, 0, g_y, n2, st, 0.0f, w0, n2,
                              st, rows, where))
         return FQ_ERR;
-    if (g_x && fq_gemm_strided_cuda(ctx, 0, 1, m, n2, n2, 1.0f, w0, n2, 0, R, n2, 0, 0.0f, g_x,
+    if (g_x && fq_gemm_strided_exact_cuda(ctx, 0, 1, m, n2, n2, 1.0f, w0, n2, 0, R, n2, 0, 0.0f, g_x,
                                     n2, 0, 1, where))
         return FQ_ERR;
-    if (g_R && fq_gemm_strided_cuda(ctx, 1, 0, n2, n2, m, 1.0f, x, n2, 0, w0, n2, 0, 1.0f, g_R,
+    if (g_R && fq_gemm_strided_exact_cuda(ctx, 1, 0, n2, n2, m, 1.0f, x, n2, 0, w0, n2, 0, 1.0f, g_R,
                                     n2, 0, 1, where))
         return FQ_ERR;
     return FQ_OK;
@@ -272,7 +272,7 @@ int vec_transform_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int nvec,
         return FQ_ERR;
     if (y == x)
         return fq_error(F ":%s: output aliases input (expected separate buffers)", where);
-    return fq_gemm_strided_cuda(ctx, 0, 0, nvec, k, k, 1.0f, x, k, 0, M, k, 0, 0.0f, y, k, 0, 1,
+    return fq_gemm_strided_exact_cuda(ctx, 0, 0, nvec, k, k, 1.0f, x, k, 0, M, k, 0, 0.0f, y, k, 0, 1,
                                 where);
 }
 
@@ -282,10 +282,10 @@ int vec_transform_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_M, const float
     const char *where = "vec_transform_bwd_cuda";
     if (check_plain(ctx, where, g_y, x, M, nvec, k))
         return FQ_ERR;
-    if (g_x && fq_gemm_strided_cuda(ctx, 0, 1, nvec, k, k, 1.0f, g_y, k, 0, M, k, 0, 0.0f, g_x,
+    if (g_x && fq_gemm_strided_exact_cuda(ctx, 0, 1, nvec, k, k, 1.0f, g_y, k, 0, M, k, 0, 0.0f, g_x,
                                     k, 0, 1, where))
         return FQ_ERR;
-    if (g_M && fq_gemm_strided_cuda(ctx, 1, 0, k, k, nvec, 1.0f, x, k, 0, g_y, k, 0, 1.0f, g_M,
+    if (g_M && fq_gemm_strided_exact_cuda(ctx, 1, 0, k, k, nvec, 1.0f, x, k, 0, g_y, k, 0, 1.0f, g_M,
                                     k, 0, 1, where))
         return FQ_ERR;
     return FQ_OK;

@@ -10,7 +10,8 @@
  * and the per-row weight logits use exp in double rounded to float, which equals glibc's
  * correctly rounded expf. Backward sums (the scale gradient) run in a different order than
  * the CPU's loop, so they agree to rounding, not bitwise. The shared clip-logit gradients
- * are accumulated with one atomicAdd per row: order-dependent in the last bits.
+ * are accumulated with one atomicAdd per row: order-dependent in the last bits; the
+ * *_rows_cuda variants instead write one value per row for a fixed-order reduction.
  * One block per row wastes threads on short rows (dh = 64..128 KV vectors); a warp-per-row
  * variant for those is a later speed step.
  */
@@ -22,12 +23,6 @@
 #define WEIGHT_RANGE_FLOOR 1e-5f
 
 extern "C" float quant_sigmoid(float x); /* core/quantizer.c (real = float in libflatq) */
-
-__device__ inline float sigmoid_like_cpu(float x)
-{
-    float e = (float)exp(-(double)x);
-    return 1.0f / (1.0f + e);
-}
 
 /* Row extrema and tie counts, for every thread of the block. */
 struct row_ext {
@@ -94,14 +89,22 @@ __device__ inline float clampf(float q, float lo, float hi)
 
 /* Route (G_m, G_l) to the clip logits (atomically: shared by all rows) and to the extreme
  * elements, as quantizer.c's range_bwd. Called by all threads of the block. */
+__device__ inline void clip_grad_add(float *g, float v, bool per_row)
+{
+    if (per_row)
+        g[blockIdx.x] = v;
+    else
+        atomicAdd(g, v);
+}
+
 __device__ inline void range_bwd_block(float *gu, float *g_cmax, float *g_cmin, const float *u,
                                        int n, const row_ext &e, float g_m, float g_l,
-                                       float kmax, float kmin)
+                                       float kmax, float kmin, bool per_row)
 {
     if (g_m != 0.0f) {
         float pos = e.umax > 0.0f ? e.umax : 0.0f;
         if (threadIdx.x == 0)
-            atomicAdd(g_cmax, g_m * pos * kmax * (1.0f - kmax));
+            clip_grad_add(g_cmax, g_m * pos * kmax * (1.0f - kmax), per_row);
         if (e.umax > 0.0f) {
             float share = g_m * kmax / e.nmax;
             for (int j = threadIdx.x; j < n; j += blockDim.x)
@@ -112,7 +115,7 @@ __device__ inline void range_bwd_block(float *gu, float *g_cmax, float *g_cmin, 
     if (g_l != 0.0f) {
         float neg = e.umin < 0.0f ? e.umin : 0.0f;
         if (threadIdx.x == 0)
-            atomicAdd(g_cmin, g_l * neg * kmin * (1.0f - kmin));
+            clip_grad_add(g_cmin, g_l * neg * kmin * (1.0f - kmin), per_row);
         if (e.umin < 0.0f) {
             float share = g_l * kmin / e.nmin;
             for (int j = threadIdx.x; j < n; j += blockDim.x)
@@ -143,7 +146,7 @@ static __global__ void quant_act_sym_fwd_kernel(float *out, float *scale, const 
 static __global__ void quant_act_sym_bwd_kernel(float *g_in, float *g_cmax, float *g_cmin,
                                                 const float *g_out, const float *in,
                                                 const float *scale, int len, int bits,
-                                                float kmax, float kmin)
+                                                float kmax, float kmin, bool per_row)
 {
     __shared__ float sh[32];
     const int maxq = (1 << (bits - 1)) - 1, minq = -(1 << (bits - 1));
@@ -166,7 +169,8 @@ static __global__ void quant_act_sym_bwd_kernel(float *g_in, float *g_cmax, floa
     if (rg.no_grad)
         return;
     float g_t = g_s / (float)maxq;
-    range_bwd_block(gu, g_cmax, g_cmin, u, len, e, g_t * rg.w_m, -g_t * rg.w_l, kmax, kmin);
+    range_bwd_block(gu, g_cmax, g_cmin, u, len, e, g_t * rg.w_m, -g_t * rg.w_l, kmax, kmin,
+                    per_row);
 }
 
 static int check_q(const fq_cuda_ctx *ctx, const char *where, int rows, int k, int blocks,
@@ -204,22 +208,45 @@ int quant_act_sym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const flo
     return FQ_OK;
 }
 
-int quant_act_sym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
-                           const float *g_out, const float *in, const float *scale, int rows,
-                           int k, int blocks, int bits, float cmax, float cmin)
+static int act_sym_bwd(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
+                       const float *g_out, const float *in, const float *scale, int rows, int k,
+                       int blocks, int bits, float cmax, float cmin, bool per_row,
+                       const char *where)
 {
-    const char *where = "quant_act_sym_bwd_cuda";
     if (check_q(ctx, where, rows, k, blocks, bits, cmax, cmin))
         return FQ_ERR;
     if (!g_in || !g_cmax || !g_cmin || !g_out || !in || !scale)
         return fq_error(F ":%s: NULL buffer (expected g_in, g_cmax, g_cmin, g_out, in and "
                         "scale)", where);
     unsigned nrows = (unsigned)rows * (unsigned)blocks;
+    if (per_row) {
+        CU_CHECK(cudaMemsetAsync(g_cmax, 0, sizeof(float) * nrows, CTX_STREAM(ctx)), F, where,
+                 "cudaMemsetAsync");
+        CU_CHECK(cudaMemsetAsync(g_cmin, 0, sizeof(float) * nrows, CTX_STREAM(ctx)), F, where,
+                 "cudaMemsetAsync");
+    }
     quant_act_sym_bwd_kernel<<<nrows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
         g_in, g_cmax, g_cmin, g_out, in, scale, k / blocks, bits, quant_sigmoid(cmax),
-        quant_sigmoid(cmin));
+        quant_sigmoid(cmin), per_row);
     LAUNCH_CHECK(F, where, "quant_act_sym_bwd_kernel");
     return FQ_OK;
+}
+
+int quant_act_sym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
+                           const float *g_out, const float *in, const float *scale, int rows,
+                           int k, int blocks, int bits, float cmax, float cmin)
+{
+    return act_sym_bwd(ctx, g_in, g_cmax, g_cmin, g_out, in, scale, rows, k, blocks, bits, cmax,
+                       cmin, false, "quant_act_sym_bwd_cuda");
+}
+
+int quant_act_sym_bwd_rows_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax_rows,
+                                float *g_cmin_rows, const float *g_out, const float *in,
+                                const float *scale, int rows, int k, int blocks, int bits,
+                                float cmax, float cmin)
+{
+    return act_sym_bwd(ctx, g_in, g_cmax_rows, g_cmin_rows, g_out, in, scale, rows, k, blocks,
+                       bits, cmax, cmin, true, "quant_act_sym_bwd_rows_cuda");
 }
 
 /* ---------------- asymmetric K/V ---------------- */
@@ -260,7 +287,7 @@ static __global__ void quant_kv_asym_fwd_kernel(float *out, float *scale, float 
 static __global__ void quant_kv_asym_bwd_kernel(float *g_in, float *g_cmax, float *g_cmin,
                                                 const float *g_out, const float *in,
                                                 const float *scale, const float *zero, int len,
-                                                int bits, float kmax, float kmin)
+                                                int bits, float kmax, float kmin, bool per_row)
 {
     __shared__ float sh[32];
     const int qmax = (1 << bits) - 1;
@@ -284,7 +311,7 @@ static __global__ void quant_kv_asym_bwd_kernel(float *g_in, float *g_cmax, floa
     if (no_grad)
         return;
     float g_m = g_s / (float)qmax;
-    range_bwd_block(gu, g_cmax, g_cmin, u, len, e, g_m, -g_m, kmax, kmin);
+    range_bwd_block(gu, g_cmax, g_cmin, u, len, e, g_m, -g_m, kmax, kmin, per_row);
 }
 
 int quant_kv_asym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, float *zero,
@@ -303,22 +330,45 @@ int quant_kv_asym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, float *ze
     return FQ_OK;
 }
 
-int quant_kv_asym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
-                           const float *g_out, const float *in, const float *scale,
-                           const float *zero, int rows, int len, int bits, float cmax,
-                           float cmin)
+static int kv_asym_bwd(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
+                       const float *g_out, const float *in, const float *scale,
+                       const float *zero, int rows, int len, int bits, float cmax, float cmin,
+                       bool per_row, const char *where)
 {
-    const char *where = "quant_kv_asym_bwd_cuda";
     if (check_q(ctx, where, rows, len, 1, bits, cmax, cmin))
         return FQ_ERR;
     if (!g_in || !g_cmax || !g_cmin || !g_out || !in || !scale || !zero)
         return fq_error(F ":%s: NULL buffer (expected g_in, g_cmax, g_cmin, g_out, in, scale "
                         "and zero)", where);
+    if (per_row) {
+        CU_CHECK(cudaMemsetAsync(g_cmax, 0, sizeof(float) * (size_t)rows, CTX_STREAM(ctx)), F,
+                 where, "cudaMemsetAsync");
+        CU_CHECK(cudaMemsetAsync(g_cmin, 0, sizeof(float) * (size_t)rows, CTX_STREAM(ctx)), F,
+                 where, "cudaMemsetAsync");
+    }
     quant_kv_asym_bwd_kernel<<<(unsigned)rows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
         g_in, g_cmax, g_cmin, g_out, in, scale, zero, len, bits, quant_sigmoid(cmax),
-        quant_sigmoid(cmin));
+        quant_sigmoid(cmin), per_row);
     LAUNCH_CHECK(F, where, "quant_kv_asym_bwd_kernel");
     return FQ_OK;
+}
+
+int quant_kv_asym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
+                           const float *g_out, const float *in, const float *scale,
+                           const float *zero, int rows, int len, int bits, float cmax,
+                           float cmin)
+{
+    return kv_asym_bwd(ctx, g_in, g_cmax, g_cmin, g_out, in, scale, zero, rows, len, bits, cmax,
+                       cmin, false, "quant_kv_asym_bwd_cuda");
+}
+
+int quant_kv_asym_bwd_rows_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax_rows,
+                                float *g_cmin_rows, const float *g_out, const float *in,
+                                const float *scale, const float *zero, int rows, int len,
+                                int bits, float cmax, float cmin)
+{
+    return kv_asym_bwd(ctx, g_in, g_cmax_rows, g_cmin_rows, g_out, in, scale, zero, rows, len,
+                       bits, cmax, cmin, true, "quant_kv_asym_bwd_rows_cuda");
 }
 
 /* ---------------- weights with LWC ---------------- */

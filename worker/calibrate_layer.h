@@ -41,11 +41,15 @@ typedef struct {
     void *fetch_ctx;
     calib_log_fn on_epoch;  /* may be NULL */
     void *log_ctx;
+    int device_stream;      /* GPU path: 1 = copy every batch from the host even when all
+                             * samples would fit in GPU memory (tests the streaming plan) */
 } calib_data;
 
 typedef struct {
     double loss_before, loss_after; /* mean squared error per element over all batches */
     long steps;
+    size_t peak_device_bytes;       /* GPU path: device memory this layer used at its peak
+                                     * (0 on the CPU) */
 } calib_result;
 
 /* Initialise P (fq_params_init with st for sq_style) and train it. layer_index only names

@@ -150,7 +150,7 @@ static void test_training_lowers_loss_and_is_deterministic(void **state)
     }
     fq_recipe r = small_recipe();
     log_state ls = {0};
-    calib_data data = {NS, SEQ, fx.x, fx.y, NULL, NULL, on_epoch, &ls};
+    calib_data data = {NS, SEQ, fx.x, fx.y, NULL, NULL, on_epoch, &ls, 0};
     fq_params P1, P2, P3;
     calib_result r1, r2, r3;
     int rc = calibrate_layer(&P1, &fx.l, &fx.c, &r, &st, &data, 3, &r1);
@@ -172,7 +172,7 @@ static void test_training_lowers_loss_and_is_deterministic(void **state)
     /* streaming through the fetch callback gives the same bytes too */
     log_state fs = {0};
     fs.fx = &fx;
-    calib_data streamed = {NS, SEQ, NULL, NULL, fetch, &fs, NULL, NULL};
+    calib_data streamed = {NS, SEQ, NULL, NULL, fetch, &fs, NULL, NULL, 0};
     assert_int_equal(calibrate_layer(&P3, &fx.l, &fx.c, &r, &st, &streamed, 3, &r3), 0);
     assert_true(memcmp(P1.p, P3.p, sizeof(real) * P1.n) == 0);
     assert_int_equal(fs.calls, (r.epochs + 2) * (NS / r.batch));
@@ -194,7 +194,7 @@ static void test_nan_stops_with_layer_and_step(void **state)
     fs.fx = &fx;
     /* 4 fetches for the loss-before pass, then training steps 1, 2, 3: NaN at step 3 */
     fs.nan_at = 7;
-    calib_data data = {NS, SEQ, NULL, NULL, fetch, &fs, NULL, NULL};
+    calib_data data = {NS, SEQ, NULL, NULL, fetch, &fs, NULL, NULL, 0};
     fq_params P;
     calib_result res;
     assert_int_equal(calibrate_layer(&P, &fx.l, &fx.c, &r, NULL, &data, 3, &res), -1);
