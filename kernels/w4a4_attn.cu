@@ -343,6 +343,9 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
     if (cache->batch > MAX_BATCH)
         return fq_error("%s: batch = %d (expected at most %d on the GPU)", where, cache->batch,
                         MAX_BATCH);
+    if (n_q > 65535)
+        return fq_error("%s: n_q = %d (expected at most 65535 on the GPU: one grid row per "
+                        "query)", where, n_q);
     if (dh < 8 || dh > 256 || (dh & (dh - 1)))
         return fq_error("%s: dh = %d (expected a power of two in 8..256 on the GPU)", where, dh);
     if (r != 1 && r != 2 && r != 4 && r != 8 && r != 16)
