@@ -11,7 +11,8 @@
  * read once per query position. Tiles of 128 positions: one thread per position computes
  * r scores with the dequantization folded out of the dot product,
  *   q·k = s·(Σ_j q_j·c_j − z·Σ_j q_j),
- * then an online softmax per head (warp per head), then the V pass with the same folding,
+ * then an online softmax per head (warp per head), then the V pass (a thread owns 8 dims
+ * of a row, 4 when r = 16, and a lane of positions) with the same folding,
  *   Σ_p P_p·s_p·(c_pj − z_p) = Σ_p w_p·c_pj − Σ_p w_p·z_p,  w_p = P_p·s_p.
  * Each split writes (max, sum, unnormalised output) in fp32; a second kernel merges the
  * splits and writes bf16. Decode (n_q = 1) uses many splits to fill the GPU; prefill
@@ -107,12 +108,15 @@ struct attn_args {
 template <int R, int DH>
 __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
 {
-    constexpr int COLS = DH / 2, PL = AT_THREADS / COLS; /* byte columns, position lanes */
-    __shared__ float qs[R][DH];
+    constexpr int COLS = DH / 2; /* bytes per K/V row */
+    /* V pass: each thread owns DPT consecutive dims of a row (one 32- or 16-bit load) and
+     * one of PL position lanes, so a weight read from shared memory feeds DPT FMAs */
+    constexpr int DPT = R >= 16 ? 4 : 8, TPR = DH / DPT, PL = AT_THREADS / TPR;
+    __shared__ __align__(16) float qs[R][DH];
     __shared__ float qsum[R];
     __shared__ float S[R][AT_TILE];
     __shared__ float mrun[R], lrun[R], alpha[R];
-    __shared__ float red[PL][R][DH + 1];
+    __shared__ float red[PL][DH + 1];
 
     const int split = blockIdx.x, bg = blockIdx.y, qi = blockIdx.z;
     const int b = bg / a.c.kv_heads, g = bg % a.c.kv_heads;
@@ -143,11 +147,16 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
     const __half *ksz = reinterpret_cast<const __half *>(a.c.k_sz) + base * 2;
     const __half *vsz = reinterpret_cast<const __half *>(a.c.v_sz) + base * 2;
 
-    const int col = tid % COLS, pl = tid / COLS;
-    float o[R][2], wz[R];
+    const int cw = tid % TPR, pl = tid / TPR;
+    float o[R][DPT], wz[R];
 #pragma unroll
     for (int h = 0; h < R; h++)
-        o[h][0] = o[h][1] = wz[h] = 0.f;
+    {
+#pragma unroll
+        for (int e = 0; e < DPT; e++)
+            o[h][e] = 0.f;
+        wz[h] = 0.f;
+    }
 
     for (int t0 = p0; t0 < p1; t0 += AT_TILE) {
         __syncthreads();
@@ -160,16 +169,45 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
 #pragma unroll
                 for (int h = 0; h < R; h++)
                     dot[h] = 0.f;
-                const uint32_t *kr = reinterpret_cast<const uint32_t *>(kc + (size_t)p * COLS);
-#pragma unroll 4
-                for (int w = 0; w < COLS / 4; w++) {
-                    uint32_t word = kr[w];
+                /* the whole K row (DH/2 bytes) in 16-byte loads, then 8 codes per word;
+                 * code → float by the exponent trick (exact, no int-to-float unit); q comes
+                 * as 16-byte broadcast loads, two per word */
+                const uint8_t *krow = kc + (size_t)p * COLS;
 #pragma unroll
-                    for (int e = 0; e < 8; e++) {
-                        float cv = (float)((word >> (4 * e)) & 0xF);
+                for (int v16 = 0; v16 < (COLS + 15) / 16; v16++) {
+                    uint32_t wv[4];
+                    if (COLS % 16 == 0) {
+                        const uint4 u = *reinterpret_cast<const uint4 *>(krow + v16 * 16);
+                        wv[0] = u.x, wv[1] = u.y, wv[2] = u.z, wv[3] = u.w;
+                    } else {
 #pragma unroll
-                        for (int h = 0; h < R; h++)
-                            dot[h] = fmaf(qs[h][w * 8 + e], cv, dot[h]);
+                        for (int e = 0; e < 4; e++)
+                            wv[e] = e < COLS / 4 ? reinterpret_cast<const uint32_t *>(krow)[e] : 0u;
+                    }
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int w = v16 * 4 + e;
+                        if (w >= COLS / 4)
+                            break;
+                        float cv[8];
+#pragma unroll
+                        for (int k = 0; k < 8; k++)
+                            cv[k] = __uint_as_float(0x4B000000u | ((wv[e] >> (4 * k)) & 0xFu)) - 8388608.f;
+#pragma unroll
+                        for (int h = 0; h < R; h++) {
+                            const float4 qa = *reinterpret_cast<const float4 *>(&qs[h][w * 8]);
+                            const float4 qb = *reinterpret_cast<const float4 *>(&qs[h][w * 8 + 4]);
+                            float d0 = dot[h];
+                            d0 = fmaf(qa.x, cv[0], d0);
+                            d0 = fmaf(qa.y, cv[1], d0);
+                            d0 = fmaf(qa.z, cv[2], d0);
+                            d0 = fmaf(qa.w, cv[3], d0);
+                            d0 = fmaf(qb.x, cv[4], d0);
+                            d0 = fmaf(qb.y, cv[5], d0);
+                            d0 = fmaf(qb.z, cv[6], d0);
+                            d0 = fmaf(qb.w, cv[7], d0);
+                            dot[h] = d0;
+                        }
                     }
                 }
                 const float s = __half2float(ksz[(size_t)p * 2]), z = __half2float(ksz[(size_t)p * 2 + 1]);
@@ -215,43 +253,51 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
             }
         }
         __syncthreads();
-        /* V: thread = (byte column, position lane) */
+        /* V: thread = (DPT dims, position lane) */
 #pragma unroll
         for (int h = 0; h < R; h++) {
             const float al = alpha[h];
-            o[h][0] *= al;
-            o[h][1] *= al;
+#pragma unroll
+            for (int e = 0; e < DPT; e++)
+                o[h][e] *= al;
             wz[h] *= al;
         }
         const int tend = min(AT_TILE, p1 - t0);
         for (int i = pl; i < tend; i += PL) {
             const int p = t0 + i;
-            const uint32_t byte = vc[(size_t)p * COLS + col];
-            const float c0 = (float)(byte & 0xF), c1 = (float)(byte >> 4);
+            const uint8_t *vrow = vc + (size_t)p * COLS + cw * (DPT / 2);
+            const uint32_t word = DPT == 8 ? *reinterpret_cast<const uint32_t *>(vrow)
+                                           : *reinterpret_cast<const uint16_t *>(vrow);
+            float cv[DPT];
+#pragma unroll
+            for (int e = 0; e < DPT; e++)
+                cv[e] = __uint_as_float(0x4B000000u | ((word >> (4 * e)) & 0xFu)) - 8388608.f;
             const float s = __half2float(vsz[(size_t)p * 2]), z = __half2float(vsz[(size_t)p * 2 + 1]);
 #pragma unroll
             for (int h = 0; h < R; h++) {
                 const float w = S[h][i] * s;
-                o[h][0] = fmaf(w, c0, o[h][0]);
-                o[h][1] = fmaf(w, c1, o[h][1]);
+#pragma unroll
+                for (int e = 0; e < DPT; e++)
+                    o[h][e] = fmaf(w, cv[e], o[h][e]);
                 wz[h] = fmaf(w, z, wz[h]);
             }
         }
     }
-    /* merge the position lanes, write this split's partial result */
+    /* merge the position lanes head by head, write this split's partial result */
+    const size_t row0 = ((size_t)b * a.n_q + qi) * a.heads + g * R;
 #pragma unroll
     for (int h = 0; h < R; h++) {
-        red[pl][h][2 * col] = o[h][0] - wz[h];
-        red[pl][h][2 * col + 1] = o[h][1] - wz[h];
-    }
-    __syncthreads();
-    const size_t row0 = ((size_t)b * a.n_q + qi) * a.heads + g * R;
-    for (int i = tid; i < R * DH; i += AT_THREADS) {
-        int h = i / DH, j = i % DH;
-        float s = 0.f;
-        for (int l = 0; l < PL; l++)
-            s += red[l][h][j];
-        a.part_o[((row0 + h) * a.nsplit + split) * DH + j] = s;
+        __syncthreads();
+#pragma unroll
+        for (int e = 0; e < DPT; e++)
+            red[pl][cw * DPT + e] = o[h][e] - wz[h];
+        __syncthreads();
+        for (int j = tid; j < DH; j += AT_THREADS) {
+            float sum = 0.f;
+            for (int l = 0; l < PL; l++)
+                sum += red[l][j];
+            a.part_o[((row0 + h) * a.nsplit + split) * DH + j] = sum;
+        }
     }
     if (tid < R) {
         float *ml = a.part_ml + ((row0 + tid) * a.nsplit + split) * 2;

@@ -19,7 +19,8 @@
  * fp32 at block ends. Shared memory rows are 64 bytes with the 16-byte chunks XOR-swizzled
  * by (row & 2), which makes the 8-byte fragment loads conflict-free.
  * Decode (M <= 16): a bandwidth kernel; each CTA owns 16 weight rows, its 8 warps stream
- * disjoint K ranges of them with 8-byte loads straight from global memory (every weight
+ * disjoint K ranges of them with 16-byte loads (8-byte when a K-block is an odd multiple of
+ * 64) straight from global memory (every weight
  * byte read once), the activation rows come from L1/L2; partial sums meet in shared memory
  * per K-block with integer atomics (exact, order-free), then one thread per output applies
  * the epilogue.
@@ -28,6 +29,7 @@
  */
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <type_traits>
 
 #include "kernels/cuda_common.cuh"
 extern "C" {
@@ -229,8 +231,9 @@ __global__ void __launch_bounds__(PF_THREADS)
     }
 }
 
-/* Decode: MODE 0 bf16 out (any kblocks <= DEC_MAX_KBLOCKS), MODE 2 int32 out. */
-template <int MODE>
+/* Decode: MODE 0 bf16 out (any kblocks <= DEC_MAX_KBLOCKS), MODE 2 int32 out. WIDE: chunks
+ * of 128 k read as 16-byte loads (needs K-blocks of a multiple of 128), else 64 k, 8 bytes. */
+template <int MODE, bool WIDE>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
     w4a4_gemm_decode(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
                      const uint8_t *__restrict__ qx, const float *__restrict__ sx, int kblocks,
@@ -241,7 +244,10 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tig = lane & 3;
     const int n0 = blockIdx.x * DEC_ROWS;
-    const int KB = K / 2, nchunks = K / 64, blen = K / kblocks;
+    constexpr int CK = WIDE ? 128 : 64; /* k per chunk */
+    constexpr int NW = CK / 32;          /* 32-bit words per thread per row and chunk */
+    using vec = typename std::conditional<WIDE, uint4, uint2>::type;
+    const int KB = K / 2, nchunks = K / CK, blen = K / kblocks;
     for (int i = tid; i < kblocks * 256; i += blockDim.x)
         sacc[i] = 0;
     __syncthreads();
@@ -250,13 +256,13 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
     const int c0 = warp * per, c1 = min(nchunks, c0 + per);
     const bool ra = g < M, rb = g + 8 < M;
     const bool w0ok = n0 + g < N, w1ok = n0 + 8 + g < N;
-    const uint8_t *xa = qx + (size_t)(ra ? g : 0) * KB + tig * 8;
-    const uint8_t *xb = qx + (size_t)(rb ? g + 8 : 0) * KB + tig * 8;
-    const uint8_t *wa = qw + (size_t)(w0ok ? n0 + g : 0) * KB + tig * 8;
-    const uint8_t *wb = qw + (size_t)(w1ok ? n0 + 8 + g : 0) * KB + tig * 8;
+    const uint8_t *xa = qx + (size_t)(ra ? g : 0) * KB + tig * (NW * 4);
+    const uint8_t *xb = qx + (size_t)(rb ? g + 8 : 0) * KB + tig * (NW * 4);
+    const uint8_t *wa = qw + (size_t)(w0ok ? n0 + g : 0) * KB + tig * (NW * 4);
+    const uint8_t *wb = qw + (size_t)(w1ok ? n0 + 8 + g : 0) * KB + tig * (NW * 4);
 
     int acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    int cur_b = c0 * 64 / blen;
+    int cur_b = c0 * CK / blen;
     auto flush = [&](int b) {
         int *s = sacc + b * 256;
 #pragma unroll
@@ -269,37 +275,46 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
                 acc[nt][e] = 0;
             }
     };
+    auto words = [](const vec &v, uint32_t (&w)[NW]) {
+        const uint32_t *p = reinterpret_cast<const uint32_t *>(&v);
+#pragma unroll
+        for (int i = 0; i < NW; i++)
+            w[i] = p[i];
+    };
 
-    constexpr int U = 4;
+    constexpr int U = WIDE ? 2 : 4;
+    vec zero;
+    memset(&zero, 0, sizeof zero);
     for (int c = c0; c < c1; c += U) {
-        uint2 W0[U], W1[U], A0[U], A1[U];
+        vec W0[U], W1[U], A0[U], A1[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int cc = c + u;
             bool ok = cc < c1;
-            size_t off = (size_t)cc * 32;
-            W0[u] = ok && w0ok ? __ldcs(reinterpret_cast<const uint2 *>(wa + off)) : make_uint2(0, 0);
-            W1[u] = ok && w1ok ? __ldcs(reinterpret_cast<const uint2 *>(wb + off)) : make_uint2(0, 0);
-            A0[u] = ok && ra ? __ldg(reinterpret_cast<const uint2 *>(xa + off)) : make_uint2(0, 0);
-            A1[u] = ok && rb ? __ldg(reinterpret_cast<const uint2 *>(xb + off)) : make_uint2(0, 0);
+            size_t off = (size_t)cc * (CK / 2);
+            W0[u] = ok && w0ok ? __ldcs(reinterpret_cast<const vec *>(wa + off)) : zero;
+            W1[u] = ok && w1ok ? __ldcs(reinterpret_cast<const vec *>(wb + off)) : zero;
+            A0[u] = ok && ra ? __ldg(reinterpret_cast<const vec *>(xa + off)) : zero;
+            A1[u] = ok && rb ? __ldg(reinterpret_cast<const vec *>(xb + off)) : zero;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int cc = c + u;
             if (cc >= c1)
                 break;
-            int b = cc * 64 / blen;
+            int b = cc * CK / blen;
             if (b != cur_b) {
                 flush(cur_b);
                 cur_b = b;
             }
+            uint32_t x0w[NW], x1w[NW], q0w[NW], q1w[NW];
+            words(A0[u], x0w), words(A1[u], x1w), words(W0[u], q0w), words(W1[u], q1w);
 #pragma unroll
-            for (int s = 0; s < 2; s++) {
-                uint32_t x0 = s ? A0[u].y : A0[u].x, x1 = s ? A1[u].y : A1[u].x;
-                uint32_t q0 = s ? W0[u].y : W0[u].x, q1 = s ? W1[u].y : W1[u].x;
-                uint32_t a0 = nib_even(x0), a1 = nib_even(x1), a2 = nib_odd(x0), a3 = nib_odd(x1);
-                mma_s8(acc[0], a0, a1, a2, a3, nib_even(q0), nib_odd(q0));
-                mma_s8(acc[1], a0, a1, a2, a3, nib_even(q1), nib_odd(q1));
+            for (int s = 0; s < NW; s++) {
+                uint32_t a0 = nib_even(x0w[s]), a1 = nib_even(x1w[s]), a2 = nib_odd(x0w[s]),
+                         a3 = nib_odd(x1w[s]);
+                mma_s8(acc[0], a0, a1, a2, a3, nib_even(q0w[s]), nib_odd(q0w[s]));
+                mma_s8(acc[1], a0, a1, a2, a3, nib_even(q1w[s]), nib_odd(q1w[s]));
             }
         }
     }
@@ -349,21 +364,34 @@ int launch_prefill(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *ac
     return FQ_OK;
 }
 
+template <int MODE, bool WIDE>
+int launch_decode_v(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
+                    const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
+                    const float *sw, int M, int N, int K, const uint16_t *residual)
+{
+    const int smem = kblocks * 256 * (int)sizeof(int);
+    if (smem > 48 * 1024)
+        CU_CHECK(cudaFuncSetAttribute(w4a4_gemm_decode<MODE, WIDE>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+                 FILE_, where, "cudaFuncSetAttribute");
+    w4a4_gemm_decode<MODE, WIDE><<<(N + DEC_ROWS - 1) / DEC_ROWS, DEC_WARPS * 32, smem,
+                                   CTX_STREAM(ctx)>>>(y, acc, qx, sx, kblocks, qw, sw, M, N, K,
+                                                      residual);
+    LAUNCH_CHECK(FILE_, where, "w4a4_gemm_decode");
+    return FQ_OK;
+}
+
+/* The 16-byte variant whenever every K-block is a whole number of 128-k chunks. */
 template <int MODE>
 int launch_decode(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
                   const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
                   const float *sw, int M, int N, int K, const uint16_t *residual)
 {
-    const int smem = kblocks * 256 * (int)sizeof(int);
-    if (smem > 48 * 1024)
-        CU_CHECK(cudaFuncSetAttribute(w4a4_gemm_decode<MODE>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-                 FILE_, where, "cudaFuncSetAttribute");
-    w4a4_gemm_decode<MODE><<<(N + DEC_ROWS - 1) / DEC_ROWS, DEC_WARPS * 32, smem,
-                             CTX_STREAM(ctx)>>>(y, acc, qx, sx, kblocks, qw, sw, M, N, K,
-                                                residual);
-    LAUNCH_CHECK(FILE_, where, "w4a4_gemm_decode");
-    return FQ_OK;
+    if ((K / kblocks) % 128 == 0)
+        return launch_decode_v<MODE, true>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K,
+                                           residual);
+    return launch_decode_v<MODE, false>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K,
+                                        residual);
 }
 
 int pick_path(const char *where, int path, int M, int kblocks)

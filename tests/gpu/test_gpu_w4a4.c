@@ -19,7 +19,45 @@
 #include "kernels/w4a4.h"
 #include "w4a4_ref.h"
 
-static void *dev_bytes(gpu_suite *t, size_t n) { return gpu_dev(t, (n + 3) / 4); }
+/* This suite allocates more buffers than gpu_check.h tracks, so it keeps its own list. */
+#define W_MAX_ALLOCS 1024
+static void *w_allocs[W_MAX_ALLOCS];
+static int w_nallocs;
+
+static void *dev_bytes(gpu_suite *t, size_t n)
+{
+    void *d;
+    if (w_nallocs == W_MAX_ALLOCS || cudaMalloc(&d, n ? n : 1) != cudaSuccess)
+        gpu_die(t, "cudaMalloc");
+    w_allocs[w_nallocs++] = d;
+    return d;
+}
+
+static void dev_free_all(void)
+{
+    for (int i = 0; i < w_nallocs; i++)
+        cudaFree(w_allocs[i]);
+    w_nallocs = 0;
+}
+
+static float *dev_floats(gpu_suite *t, size_t n) { return dev_bytes(t, n * sizeof(float)); }
+
+static float *dev_floats_copy(gpu_suite *t, const float *h, size_t n)
+{
+    float *d = dev_floats(t, n);
+    if (cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess)
+        gpu_die(t, "cudaMemcpy H2D");
+    return d;
+}
+
+/* NaN-filled: whatever the kernel does not write stays NaN. */
+static float *dev_floats_poison(gpu_suite *t, size_t n)
+{
+    float *d = dev_floats(t, n);
+    if (cudaMemset(d, 0xFF, n * sizeof(float)) != cudaSuccess)
+        gpu_die(t, "cudaMemset");
+    return d;
+}
 
 static void *dev_upload(gpu_suite *t, const void *h, size_t n)
 {
@@ -119,7 +157,7 @@ static void test_gemm_bf16(gpu_suite *t, int M, int N, int K, int kblocks, int p
     if (fq_w4a4_gemm(ref, qx, sx, kblocks, qw, sw, M, N, K, residual_mode ? res : NULL))
         gpu_die(t, "CPU fq_w4a4_gemm");
     uint8_t *d_qx = dev_upload(t, qx, bx), *d_qw = dev_upload(t, qw, bw);
-    float *d_sx = gpu_dev_copy(t, sx, (size_t)M * kblocks), *d_sw = gpu_dev_copy(t, sw, N);
+    float *d_sx = dev_floats_copy(t, sx, (size_t)M * kblocks), *d_sw = dev_floats_copy(t, sw, N);
     uint16_t *d_res = residual_mode ? dev_upload(t, res, sizeof(uint16_t) * ny) : NULL;
     uint16_t *d_y = residual_mode == 2 ? d_res : dev_poison_bytes(t, sizeof(uint16_t) * ny, 0xFF);
     gpu_call(t, fq_w4a4_gemm_path_cuda(&t->ctx, d_y, d_qx, d_sx, kblocks, d_qw, d_sw, M, N, K,
@@ -152,14 +190,14 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
         hd[p] = (fq_quant_dst){clips[p][0], clips[p][1], malloc(nx / 2),
                                gpu_host((size_t)M * kblocks)};
         dd[p] = (fq_quant_dst){clips[p][0], clips[p][1], dev_poison_bytes(t, nx / 2, 0xA5),
-                               gpu_dev_poison(t, (size_t)M * kblocks)};
+                               dev_floats_poison(t, (size_t)M * kblocks)};
     }
     if (fq_transform_quant(hd, nc, x, M, K, blocks, n1, n2, use_l ? L : NULL, use_r ? R : NULL,
                            kblocks, 4))
         gpu_die(t, "CPU fq_transform_quant");
     uint16_t *d_x = dev_upload(t, x, sizeof(uint16_t) * nx);
-    float *d_L = gpu_dev_copy(t, L, (size_t)blocks * n1 * n1);
-    float *d_R = gpu_dev_copy(t, R, (size_t)blocks * n2 * n2);
+    float *d_L = dev_floats_copy(t, L, (size_t)blocks * n1 * n1);
+    float *d_R = dev_floats_copy(t, R, (size_t)blocks * n2 * n2);
     gpu_call(t, fq_transform_quant_cuda(&t->ctx, dd, nc, d_x, M, K, blocks, n1, n2,
                                         use_l ? d_L : NULL, use_r ? d_R : NULL, kblocks, 4),
              "fq_transform_quant_cuda");
@@ -314,7 +352,7 @@ static void expect_refused(gpu_suite *t, const char *check, int rc, const char *
 static void test_refused(gpu_suite *t)
 {
     uint8_t *qx = dev_bytes(t, 4096), *qw = dev_bytes(t, 4096);
-    float *s = gpu_dev(t, 64);
+    float *s = dev_floats(t, 64);
     uint16_t *y = dev_bytes(t, 4096);
     int32_t *acc = dev_bytes(t, 4096);
     expect_refused(t, "refuse gemm K % 64", fq_w4a4_gemm_cuda(&t->ctx, y, qx, s, 1, qw, s, 2, 2, 96, NULL), "K = 96");
@@ -358,11 +396,22 @@ int main(void)
     test_transform_quant(&t, 64, 4096, 1, 64, 64, 1, 1, 1, 3);
     test_transform_quant(&t, 16, 2048, 2, 32, 32, 2, 1, 0, 1);
     test_transform_quant(&t, 8, 28672, 1, 128, 224, 1, 1, 1, 1);
+    /* M > 64 takes the one-CTA-per-token kernel, M <= 64 the column-split one; n1 % 8 != 0
+     * and n2 % 4 != 0 take the unblocked loops; kblocks/blocks not dividing n1 the fused one */
+    test_transform_quant(&t, 100, 4096, 1, 64, 64, 1, 1, 1, 3);
+    test_transform_quant(&t, 70, 2048, 2, 32, 32, 4, 0, 0, 2);
+    test_transform_quant(&t, 80, 1024, 1, 32, 32, 1, 1, 0, 1);
+    test_transform_quant(&t, 5, 192, 1, 12, 16, 1, 1, 1, 1);
+    test_transform_quant(&t, 90, 192, 1, 12, 16, 1, 1, 1, 1);
+    test_transform_quant(&t, 3, 192, 1, 32, 6, 1, 1, 1, 1);
+    test_transform_quant(&t, 66, 192, 1, 32, 6, 1, 1, 1, 1);
+    test_transform_quant(&t, 9, 768, 1, 6, 128, 4, 1, 1, 1); /* kblocks 4 ∤ n1 = 6 */
     test_kv4_write(&t);
     test_attention(&t, 2, 2, 16, 128, (int[]){1000, 777}, 1);
     test_attention(&t, 1, 8, 64, 128, (int[]){8192}, 1);
     test_attention(&t, 1, 2, 8, 64, (int[]){100}, 37);
     test_attention(&t, 2, 4, 4, 128, (int[]){64, 64}, 64);
     test_refused(&t);
+    dev_free_all();
     return gpu_suite_end(&t);
 }
