@@ -77,7 +77,11 @@ static fq_recipe recipe_from_job(const job *j)
     r.alpha = q->alpha;
     r.clip_init = q->clip_init;
     r.scale_init = q->scale_init == JOB_SCALE_ONE_STYLE ? FQ_SCALE_ONE : FQ_SCALE_SQ;
-    r.init = q->init == JOB_INIT_IDENTITY ? FQ_INIT_IDENTITY : FQ_INIT_RANDOM;
+    r.init = q->init == JOB_INIT_IDENTITY   ? FQ_INIT_IDENTITY
+             : q->init == JOB_INIT_HADAMARD ? FQ_INIT_HADAMARD
+             : q->init == JOB_INIT_SMOOTHROT ? FQ_INIT_SMOOTHROT
+                                             : FQ_INIT_RANDOM;
+    r.smooth_alpha = q->smooth_alpha;
     r.direct_inv = q->direct_inv;
     r.separate_vtrans = q->separate_vtrans;
     r.share_act_clip = q->share_act_clip;
