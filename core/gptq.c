@@ -227,3 +227,28 @@ out:
     }
     return rc;
 }
+
+int gptq_output_error(const qlinear *l, const real *w, const real *H, double *err)
+{
+    if (!l || !w || !H || !err || l->out < 1 || l->in < 1)
+        return fq_error(WHERE ":gptq_output_error: NULL or empty argument");
+    size_t n = (size_t)l->out * l->in;
+    float *wq = fq_malloc(sizeof(float) * n, "dequantized weight");
+    real *delta = fq_malloc(sizeof(real) * n, "weight error");
+    real *dh = fq_malloc(sizeof(real) * n, "weight error times Hessian");
+    int rc = FQ_ERR;
+    if (wq && delta && dh && qlinear_dequantize(l, wq) == FQ_OK) {
+        for (size_t i = 0; i < n; i++)
+            delta[i] = w[i] - (real)wq[i];
+        real_gemm(0, 0, l->out, l->in, l->in, 1, delta, l->in, H, l->in, 0, dh, l->in);
+        double s = 0;
+        for (size_t i = 0; i < n; i++)
+            s += (double)dh[i] * (double)delta[i];
+        *err = s;
+        rc = FQ_OK;
+    }
+    free(wq);
+    free(delta);
+    free(dh);
+    return rc;
+}

@@ -47,4 +47,8 @@ int gptq_hessian_get(const gptq_hessian *h, real *out);
 int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int bits,
                   double damp, int block);
 
+/* tr((W − Ŵ) H (W − Ŵ)ᵀ) for the dequantized Ŵ of l: the layer-output error the codes
+ * cause, (2/N)·‖(W − Ŵ) Xᵀ‖² when H = (2/N) XᵀX (for logs: GPTQ against RTN). */
+int gptq_output_error(const qlinear *l, const real *w, const real *H, double *err);
+
 #endif

@@ -1,5 +1,6 @@
 /* layer_task.c — see layer_task.h. */
 #include "worker/layer_task.h"
+#include "coordinator/gptq_pass.h"
 #include "coordinator/layer_cache.h"
 #include "coordinator/progress.h"
 #include "atomic_file.h"
@@ -152,8 +153,19 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     calib_result res;
     /* calibrate_layer initialises P itself (and frees it on error) */
     int rc = calibrate_layer(&P, fp, c, &r, &st, &data, t->layer, &res);
-    if (rc == FQ_OK)
+    if (rc == FQ_OK && lc->j->quantization.weight_quantizer == JOB_WQ_GPTQ) {
+        /* RTN codes now (the layer's result and loss); W' for the GPTQ pass, written
+         * before the result so a finished result always has its W' */
+        float *merged[QL_NLINEAR];
+        rc = layer_reparam_keep(q, &P, fp, merged);
+        if (rc == FQ_OK) {
+            rc = gptq_merged_write(lc->cache_dir, t->layer, c, merged);
+            for (int i = 0; i < QL_NLINEAR; i++)
+                free(merged[i]);
+        }
+    } else if (rc == FQ_OK) {
         rc = layer_reparam(q, &P, fp);
+    }
     if (rc == FQ_OK)
         *loss_before = res.loss_before;
     fq_params_free(&P);

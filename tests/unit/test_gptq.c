@@ -4,7 +4,8 @@
  *    block size.
  * 2. On a small linear with correlated inputs, the quantity GPTQ minimises,
  *    ‖(W − Ŵ) Xᵀ‖², computed here in double from the dequantized weights, is below RTN's
- *    (the scales being equal, only the codes differ).
+ *    (the scales being equal, only the codes differ), and gptq_output_error gives the
+ *    same number through H.
  * 3. Bad input is refused with one line: an indefinite Hessian without damping, a NaN in
  *    the Hessian, odd input size for 4 bits, block 0, an empty accumulator. */
 #include <setjmp.h>
@@ -111,6 +112,12 @@ static void test_beats_rtn_on_correlated_inputs(void **state)
     double eg = output_error(&g, w, x, TOK), er = output_error(&r, w, x, TOK);
     fprintf(stderr, "output error: GPTQ %.4g, RTN %.4g (ratio %.3f)\n", eg, er, eg / er);
     assert_true(eg < er);
+    /* gptq_output_error is the same quantity through H: (2/N)·‖(W − Ŵ)Xᵀ‖² */
+    double pg, pr;
+    assert_int_equal(gptq_output_error(&g, w, H, &pg), 0);
+    assert_int_equal(gptq_output_error(&r, w, H, &pr), 0);
+    assert_true(fabs(pg - 2 * eg / TOK) <= 1e-3 * pg);
+    assert_true(fabs(pr - 2 * er / TOK) <= 1e-3 * pr);
     free_lin(&g);
     free_lin(&r);
     gptq_hessian_free(&acc);
