@@ -7,7 +7,8 @@
  * Then rank 0 runs the FP pass and the scheduler (coordinator/scheduler.h) while ranks ≥ 1
  * run the worker loop; with one rank, rank 0 calibrates every layer itself. At the end
  * rank 0 writes the head shard, the index and config.json, runs the eval section and
- * prints where the results are.
+ * prints where the results are. With `weight_quantizer: gptq`, rank 0 runs the sequential
+ * GPTQ pass (coordinator/gptq_pass.h) between the last layer and the head shard.
  */
 #include "coordinator/calib_data.h"
 #include "coordinator/commands.h"
@@ -16,6 +17,7 @@
 #include "coordinator/fp_pass.h"
 #include "coordinator/fp_pass_cuda.h"
 #include "coordinator/gpu_bind.h"
+#include "coordinator/gptq_pass.h"
 #include "coordinator/inspect.h"
 #include "coordinator/report.h"
 #include "coordinator/layer_result.h"
@@ -341,6 +343,14 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
                   .seqlen = j->calibration.seqlen, .batch = j->calibration.batch};
     if (fp_pass_init(&fp) != FQ_OK)
         return FQ_ERR;
+    int gptq = j->quantization.weight_quantizer == JOB_WQ_GPTQ, forgotten = 0;
+    if (gptq && gptq_pass_prepare(j->output, j->cache.dir, cs->cfg.n_layers, &forgotten) != FQ_OK) {
+        fp_pass_free(&fp);
+        return FQ_ERR;
+    }
+    if (forgotten)
+        printf("resume: %d finished layers lost their merged weights (cache removed) and are "
+               "calibrated again for GPTQ\n", forgotten);
     /* device: cuda: the FP pass runs its layers on this rank's GPU (gpu_bind: device 0 of
      * the node, before that GPU's worker has work) */
     fp_pass_cuda gfp;
@@ -353,6 +363,7 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
     int ndone = 0;
     if (!done || layer_result_scan(j->output, cs->cfg.n_layers, done, &ndone) != FQ_OK) {
         free(done);
+        fp_pass_cuda_free(&gfp);
         fp_pass_free(&fp);
         return FQ_ERR;
     }
@@ -383,6 +394,14 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
                    rep.workers[r].rank, rep.workers[r].host, rep.workers[r].device,
                    rep.workers[r].layers, rep.workers[r].busy_s, rep.workers[r].idle_s,
                    rep.workers[r].cache_read_s);
+    }
+    if (rc == FQ_OK && gptq) {
+        gptq_pass gp = {.j = j, .cfg = &cs->cfg, .ck = &cs->ck, .ids = cs->ids,
+                        .nsamples = j->calibration.nsamples, .seqlen = j->calibration.seqlen};
+        rc = gptq_pass_run(&gp);
+        if (rc == FQ_OK)
+            printf("gptq: %d layers quantized, %d reused, %.1f s\n", gp.layers_run,
+                   gp.layers_reused, gp.seconds);
     }
     json_t *rows = NULL;
     if (rc == FQ_OK)

@@ -37,7 +37,17 @@
 
 /* ---- the recipe: plain values, the lead maps the job file onto it ---- */
 typedef enum { FQ_SCALE_SQ = 0, FQ_SCALE_ONE = 1 } fq_scale_init;
-typedef enum { FQ_INIT_RANDOM = 0, FQ_INIT_IDENTITY = 1 } fq_transform_init;
+/* Initial factors (issue 10): random = Haar (official); identity; hadamard = normalised
+ * Hadamard factors of each factor's size (core/hadamard.h; sizes with no construction get
+ * its seeded random-orthogonal fallback); smoothrot = Hadamard factors with c_a = c_ug = 1
+ * and c_d the SmoothQuant scales of the smoothrot baseline (smooth_alpha), replacing
+ * scale_init. Every one is an exact start: the merged weights cancel the transforms. */
+typedef enum {
+    FQ_INIT_RANDOM = 0,
+    FQ_INIT_IDENTITY = 1,
+    FQ_INIT_HADAMARD = 2,
+    FQ_INIT_SMOOTHROT = 3
+} fq_transform_init;
 
 typedef struct {
     int w_bits, a_bits, kv_bits; /* 2..8, or 16 = not quantized */
@@ -48,6 +58,7 @@ typedef struct {
     double weight_decay; /* AdamW, every group */
     int warmup_steps;    /* 0: none; else linear ramp from 1% chained with the cosine */
     double alpha;        /* sq_style exponent */
+    double smooth_alpha; /* SmoothQuant exponent of the smoothrot init (c_d) */
     double clip_init;    /* initial value of every clip logit */
     fq_scale_init scale_init;
     fq_transform_init init;
@@ -114,9 +125,10 @@ typedef struct {
     size_t kvc[2];                               /* K, V: (cmax, cmin) */
 } fq_params;
 
-/* Allocate and initialise (§3.3 Haar-random or identity factors, λ = 1; §3.4 scales from
- * st, which may be NULL only for one_style; clip logits = clip_init). l supplies the
- * weights for sq_style. Deterministic in r->seed. */
+/* Allocate and initialise (factors per r->init: §3.3 Haar-random, identity or Hadamard;
+ * §3.4 scales from st, which may be NULL only for one_style without the smoothrot init;
+ * clip logits = clip_init). l supplies the weights for sq_style and smoothrot.
+ * Deterministic in r->seed. */
 int fq_params_init(fq_params *P, const llama_config *c, const fq_recipe *r,
                    const llama_layer *l, const fq_stats *st);
 void fq_params_free(fq_params *P);

@@ -5,7 +5,8 @@
  * | activation clips) so every AdamW group is one contiguous slice. Within the transforms
  * the factors come in a fixed order (L_a R_a L_ug R_ug M_k M_v, then per TP block
  * L_d R_d M_o), each Θ_U, Θ_V, λ (or M in direct form). Initialisation draws from one seeded
- * generator in that order, so a seed fixes every initial factor.
+ * generator in that order, so a seed fixes every initial factor. The Hadamard starts
+ * (issue 10) reuse core/hadamard.h's matrices and core/transform_init.h's inverse Cayley.
  */
 #include "fq_layer.h"
 #include "llama_capture.h"
@@ -17,8 +18,10 @@
 
 #include "cayley.h"
 #include "error.h"
+#include "hadamard.h"
 #include "kron.h"
 #include "rng.h"
+#include "transform_init.h"
 
 const char *const fq_group_names[FQ_NGROUPS] = {"transforms", "channel scales",
                                                 "weight clips", "activation clips"};
@@ -38,6 +41,7 @@ fq_recipe fq_recipe_defaults(void)
     r.weight_decay = 0.01;
     r.warmup_steps = 0;
     r.alpha = 0.3;
+    r.smooth_alpha = 0.5;
     r.clip_init = 4.0;
     r.scale_init = FQ_SCALE_SQ;
     r.init = FQ_INIT_RANDOM;
@@ -74,15 +78,19 @@ int fq_recipe_check(const fq_recipe *r, const llama_config *c)
                         r->warmup_steps);
     if (!(r->alpha >= 0 && r->alpha <= 1))
         return fq_error("%s: field 'alpha' is %g (expected 0..1)", where, r->alpha);
+    if (!(r->smooth_alpha >= 0 && r->smooth_alpha <= 1))
+        return fq_error("%s: field 'smooth_alpha' is %g (expected 0..1)", where,
+                        r->smooth_alpha);
     if (!isfinite(r->clip_init))
         return fq_error("%s: field 'clip_init' is %g (expected a finite logit)", where,
                         r->clip_init);
     if (r->scale_init != FQ_SCALE_SQ && r->scale_init != FQ_SCALE_ONE)
         return fq_error("%s: field 'scale_init' is %d (expected sq_style or one_style)", where,
                         (int)r->scale_init);
-    if (r->init != FQ_INIT_RANDOM && r->init != FQ_INIT_IDENTITY)
-        return fq_error("%s: field 'init' is %d (expected random or identity)", where,
-                        (int)r->init);
+    if (r->init != FQ_INIT_RANDOM && r->init != FQ_INIT_IDENTITY &&
+        r->init != FQ_INIT_HADAMARD && r->init != FQ_INIT_SMOOTHROT)
+        return fq_error("%s: field 'init' is %d (expected random, identity, hadamard or "
+                        "smoothrot)", where, (int)r->init);
     int T = r->tp_blocks;
     if (T < 1 || c->n_heads % T || c->n_kv_heads % T || c->intermediate % T)
         return fq_error("%s: field 'tp_blocks' is %d (expected >= 1 dividing the %d heads, "
@@ -223,6 +231,39 @@ static void sq_scale_init(real *c, const real *xmax, const real *const *ws, cons
     }
 }
 
+/* The smoothrot baseline's rule (worker/baseline_smoothrot.c, ALGORITHM §8) as a
+ * FlatQuant scale: s_j = max(x̄_j^α / max(w̄_j, 1e−5)^{1−α}, 1e−5) divides the activation,
+ * so c_j = 1/s_j multiplies it. w̄ over the rows of Wdown [d, f]. */
+static void smoothquant_scale_init(real *c, const real *xmax, const real *wdown, int d, int f,
+                                   double alpha)
+{
+    for (int j = 0; j < f; j++) {
+        double wm = 0;
+        for (long r = 0; r < d; r++)
+            wm = fmax(wm, fabs((double)wdown[r * f + j]));
+        double s = fmax(pow((double)xmax[j], alpha) / pow(fmax(wm, 1e-5), 1 - alpha), 1e-5);
+        c[j] = (real)(1 / s);
+    }
+}
+
+/* Factor F starts as the normalised Hadamard matrix of its size (seeded random-orthogonal
+ * where hadamard.h has no construction): M itself in direct form, else SVD-form
+ * parameters that reproduce it. */
+static int factor_init_hadamard(fq_params *P, const fq_factor *F, uint64_t seed,
+                                rng_state *rng)
+{
+    int k = F->k, is_random;
+    real *h = fq_malloc(sizeof(real) * (size_t)k * k, "Hadamard factor");
+    int rc = h ? hadamard_matrix(k, h, seed, &is_random) : FQ_ERR;
+    if (rc == FQ_OK && P->direct_inv)
+        memcpy(P->p + F->m, h, sizeof(real) * (size_t)k * k);
+    else if (rc == FQ_OK)
+        rc = factor_init_orthogonal(P->p + F->theta_u, P->p + F->theta_v, P->p + F->lambda,
+                                    h, k, rng);
+    free(h);
+    return rc == FQ_OK ? FQ_OK : fq_error_wrap("factor %s (%dx%d)", F->name, k, k);
+}
+
 int fq_params_init(fq_params *P, const llama_config *c, const fq_recipe *r,
                    const llama_layer *l, const fq_stats *st)
 {
@@ -232,10 +273,12 @@ int fq_params_init(fq_params *P, const llama_config *c, const fq_recipe *r,
     memset(P, 0, sizeof *P);
     if (fq_recipe_check(r, c))
         return fq_error_wrap("%s", where);
-    if (r->scale_init == FQ_SCALE_SQ &&
+    const int smoothrot = r->init == FQ_INIT_SMOOTHROT;
+    if ((r->scale_init == FQ_SCALE_SQ || smoothrot) &&
         (!st || !l || st->d != c->hidden || st->f != c->intermediate || st->tokens <= 0))
-        return fq_error("%s: sq_style scale init needs the layer weights and FP statistics "
-                        "over at least one token (expected fq_stats from the FP pass)", where);
+        return fq_error("%s: %s scale init needs the layer weights and FP statistics "
+                        "over at least one token (expected fq_stats from the FP pass)", where,
+                        smoothrot ? "the smoothrot" : "sq_style");
     P->cfg = *c;
     P->w_bits = r->w_bits;
     P->a_bits = r->a_bits;
@@ -319,12 +362,18 @@ int fq_params_init(fq_params *P, const llama_config *c, const fq_recipe *r,
         return FQ_ERR;
     }
 
-    /* Factors: Haar-random Θ (both U and V; M itself in direct form) or identity. */
+    /* Factors: Haar-random Θ (both U and V; M itself in direct form), identity, or a
+     * normalised Hadamard matrix of the factor's size (transform_init.h). */
     rng_state rng;
     rng_seed(&rng, r->seed);
     for (int i = 0; i < P->nfactors; i++) {
         fq_factor *F = &P->fac[i];
         int k = F->k;
+        if (r->init == FQ_INIT_HADAMARD || smoothrot) {
+            if (factor_init_hadamard(P, F, r->seed + (uint64_t)i, &rng))
+                goto fail;
+            continue;
+        }
         if (P->direct_inv) {
             real *M = P->p + F->m;
             if (r->init == FQ_INIT_RANDOM) {
@@ -344,7 +393,14 @@ int fq_params_init(fq_params *P, const llama_config *c, const fq_recipe *r,
             P->p[F->lambda + j] = 1;
     }
     /* Per-channel scales. */
-    if (r->scale_init == FQ_SCALE_ONE) {
+    if (smoothrot) {
+        /* the smoothrot baseline's scaling: down_proj input only, c = 1/s_SmoothQuant */
+        for (size_t j = P->group_off[FQ_G_SCALE]; j < P->group_off[FQ_G_WCLIP]; j++)
+            P->p[j] = 1;
+        if (!l->wdown)
+            return fq_params_free(P), fq_error("%s: layer weight down missing", where);
+        smoothquant_scale_init(P->p + P->c_d, st->down_in, l->wdown, d, f, r->smooth_alpha);
+    } else if (r->scale_init == FQ_SCALE_ONE) {
         for (size_t j = P->group_off[FQ_G_SCALE]; j < P->group_off[FQ_G_WCLIP]; j++)
             P->p[j] = 1;
     } else {

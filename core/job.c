@@ -172,6 +172,13 @@ int job_validate(const job *j)
     CHECK_DBL(q->quarot_kv_clip > 0 && q->quarot_kv_clip <= 1, "quantization.quarot_kv_clip",
               q->quarot_kv_clip, "a number in (0, 1]");
     CHECK_DBL(q->gptq_damp >= 0, "quantization.gptq_damp", q->gptq_damp, "a number >= 0");
+    if (q->weight_quantizer == JOB_WQ_GPTQ && q->method != JOB_METHOD_FLATQUANT)
+        return job_bad(j, "quantization.weight_quantizer",
+                       "expected rtn with method %s (the GPTQ pass runs on FlatQuant layers "
+                       "only), got gptq", job_method_name(q->method));
+    if (q->weight_quantizer == JOB_WQ_GPTQ && q->w_bits == JOB_BITS_NONE)
+        return job_bad(j, "quantization.weight_quantizer",
+                       "expected rtn when w_bits is 16 (no weight quantization), got gptq");
     if (j->calibrate) {
         const struct job_calibration *c = &j->calibration;
         if (c->n_text < 1)

@@ -5,7 +5,9 @@
  * GEMMs → RoPE → q·M_k^{−T}, k·M_k → K/V quantization → attention → M_oᵀ·O → quantize →
  * o_proj + residual → RMSNorm(γ2') → Kron(L_ug, R_ug) → quantize (up, gate) → SwiGLU →
  * Kron(L_d, R_d) → quantize → down_proj + residual. Block-diagonal (tensor-parallel)
- * transforms are applied block by block through a gather/scatter copy.
+ * transforms are applied block by block through a gather/scatter copy. An optional
+ * observer sees each linear's quantized input (the GPTQ pass's Hessians) at no cost when
+ * absent.
  */
 #include "qlayer_fwd.h"
 #include "error.h"
@@ -182,6 +184,23 @@ static int act_quant(real *out, const real *x, int rows, int k, int blocks, cons
 int qlayer_fwd(real *x, const qlayer_rt *l, const llama_config *c, const qconfig *qc,
                const rope_table *rope, int b, int s, qlayer_scratch *w)
 {
+    return qlayer_fwd_observed(x, l, c, qc, rope, b, s, w, NULL, NULL);
+}
+
+/* Hand a linear's input to the observer: FQ_OK to continue, 1 to stop, FQ_ERR. */
+#define OBSERVE(lin, xh, k)                                                                \
+    do {                                                                                   \
+        if (on) {                                                                          \
+            int orc_ = on(ctx, (lin), (xh), n, (k));                                       \
+            if (orc_ != 0)                                                                 \
+                return orc_ > 0 ? FQ_OK : FQ_ERR;                                          \
+        }                                                                                  \
+    } while (0)
+
+int qlayer_fwd_observed(real *x, const qlayer_rt *l, const llama_config *c, const qconfig *qc,
+                        const rope_table *rope, int b, int s, qlayer_scratch *w,
+                        qlayer_input_fn on, void *ctx)
+{
     int n = b * s, d = c->hidden, f = c->intermediate, h = c->n_heads, g = c->n_kv_heads,
         dh = c->head_dim, tb = qc->tp_blocks > 0 ? qc->tp_blocks : 1;
     if (n > w->n)
@@ -195,6 +214,7 @@ int qlayer_fwd(real *x, const qlayer_rt *l, const llama_config *c, const qconfig
     for (int p = QL_Q; p <= QL_V; p++) {
         if (act_quant(w->a, w->t, n, d, 1, qc, l->act_clip[p], w->scale) != FQ_OK)
             return FQ_ERR;
+        OBSERVE(p, w->a, d);
         linear_fwd(outs[p], w->a, l->w[p], n, d, widths[p]);
     }
     rope_fwd(w->q, b, s, h, dh, rope);
@@ -222,20 +242,24 @@ int qlayer_fwd(real *x, const qlayer_rt *l, const llama_config *c, const qconfig
     if (qkron_apply(w->t, w->att, n, &l->o_in, w->work) != FQ_OK ||
         act_quant(w->t, w->t, n, h * dh, tb, qc, l->act_clip[QL_O], w->scale) != FQ_OK)
         return FQ_ERR;
+    OBSERVE(QL_O, w->t, h * dh);
     real_gemm(0, 1, n, d, h * dh, 1, w->t, h * dh, l->w[QL_O], h * dh, 1, x, d);
     /* MLP block */
     rmsnorm_fwd(w->a, NULL, x, l->mlp_norm, n, d, (real)c->rms_eps);
     if (qkron_apply(w->t, w->a, n, &l->mlp_in, w->work) != FQ_OK ||
         act_quant(w->a, w->t, n, d, 1, qc, l->act_clip[QL_UP], w->scale) != FQ_OK)
         return FQ_ERR;
+    OBSERVE(QL_UP, w->a, d);
     linear_fwd(w->up, w->a, l->w[QL_UP], n, d, f);
     if (act_quant(w->a, w->t, n, d, 1, qc, l->act_clip[QL_GATE], w->scale) != FQ_OK)
         return FQ_ERR;
+    OBSERVE(QL_GATE, w->a, d);
     linear_fwd(w->gate, w->a, l->w[QL_GATE], n, d, f);
     swiglu_fwd(w->gate, w->gate, w->up, (size_t)n * f);
     if (qkron_apply(w->t, w->gate, n, &l->down_in, w->work) != FQ_OK ||
         act_quant(w->t, w->t, n, f, tb, qc, l->act_clip[QL_DOWN], w->scale) != FQ_OK)
         return FQ_ERR;
+    OBSERVE(QL_DOWN, w->t, f);
     real_gemm(0, 1, n, d, f, 1, w->t, f, l->w[QL_DOWN], f, 1, x, d);
     return FQ_OK;
 }

@@ -43,4 +43,15 @@ void qlayer_scratch_free(qlayer_scratch *w);
 int qlayer_fwd(real *x, const qlayer_rt *l, const llama_config *c, const qconfig *qc,
                const rope_table *rope, int b, int s, qlayer_scratch *w);
 
+/* Called with each linear's actual input — transformed and fake-quantized, x̂ [rows, k] —
+ * just before its GEMM (order q, k, v, o, up, gate, down). Return 0 to go on, 1 to stop
+ * the forward there (x is then left half-computed), FQ_ERR to fail it. The GPTQ pass
+ * collects its Hessians this way. */
+typedef int (*qlayer_input_fn)(void *ctx, int lin, const real *xhat, int rows, int k);
+
+/* qlayer_fwd with an observer of the linear inputs (on may be NULL). */
+int qlayer_fwd_observed(real *x, const qlayer_rt *l, const llama_config *c, const qconfig *qc,
+                        const rope_table *rope, int b, int s, qlayer_scratch *w,
+                        qlayer_input_fn on, void *ctx);
+
 #endif

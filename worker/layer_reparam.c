@@ -35,9 +35,17 @@ static void copy_f32(float *dst, const real *src, size_t n)
 
 int layer_reparam(qlayer *q, const fq_params *P, const llama_layer *l)
 {
+    return layer_reparam_keep(q, P, l, NULL);
+}
+
+int layer_reparam_keep(qlayer *q, const fq_params *P, const llama_layer *l,
+                       float *merged[QL_NLINEAR])
+{
     if (!q || !P || !P->p || !l)
         return fq_error(WHERE ":layer_reparam: NULL argument (expected qlayer, params, layer)");
     memset(q, 0, sizeof *q);
+    if (merged)
+        memset(merged, 0, sizeof(float *) * QL_NLINEAR);
     const llama_config *c = &P->cfg;
     const int d = c->hidden, dh = c->head_dim, T = P->T;
     qconfig qc = layer_reparam_qconfig(P);
@@ -85,7 +93,10 @@ int layer_reparam(qlayer *q, const fq_params *P, const llama_layer *l)
             goto fail;
         copy_f32(w, m.w[i], n);
         int rc = qlinear_quantize_rtn(&q->lin[i], w, out, in, P->w_bits);
-        free(w);
+        if (merged)
+            merged[i] = w;
+        else
+            free(w);
         if (rc) {
             fq_error_wrap("weight %s", qlinear_names[i]);
             goto fail;
@@ -96,5 +107,9 @@ int layer_reparam(qlayer *q, const fq_params *P, const llama_layer *l)
 fail:
     fq_merged_free(&m);
     qlayer_free(q);
+    for (int i = 0; merged && i < QL_NLINEAR; i++) {
+        free(merged[i]);
+        merged[i] = NULL;
+    }
     return fq_error_wrap(WHERE ":layer_reparam");
 }

@@ -18,5 +18,9 @@ qconfig layer_reparam_qconfig(const fq_params *P);
 
 /* Fill q (allocated here; qlayer_free releases it) from the trained P of layer l. */
 int layer_reparam(qlayer *q, const fq_params *P, const llama_layer *l);
+/* The same, also handing back the seven merged, clipped, unquantized weights (fp32,
+ * [out, in], malloc'ed; the caller frees them) that the GPTQ pass quantizes later. */
+int layer_reparam_keep(qlayer *q, const fq_params *P, const llama_layer *l,
+                       float *merged[QL_NLINEAR]);
 
 #endif

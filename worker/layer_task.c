@@ -1,5 +1,6 @@
 /* layer_task.c — see layer_task.h. */
 #include "worker/layer_task.h"
+#include "coordinator/gptq_pass.h"
 #include "coordinator/layer_cache.h"
 #include "coordinator/progress.h"
 #include "atomic_file.h"
@@ -79,7 +80,11 @@ static fq_recipe recipe_from_job(const job *j)
     r.alpha = q->alpha;
     r.clip_init = q->clip_init;
     r.scale_init = q->scale_init == JOB_SCALE_ONE_STYLE ? FQ_SCALE_ONE : FQ_SCALE_SQ;
-    r.init = q->init == JOB_INIT_IDENTITY ? FQ_INIT_IDENTITY : FQ_INIT_RANDOM;
+    r.init = q->init == JOB_INIT_IDENTITY   ? FQ_INIT_IDENTITY
+             : q->init == JOB_INIT_HADAMARD ? FQ_INIT_HADAMARD
+             : q->init == JOB_INIT_SMOOTHROT ? FQ_INIT_SMOOTHROT
+                                             : FQ_INIT_RANDOM;
+    r.smooth_alpha = q->smooth_alpha;
     r.direct_inv = q->direct_inv;
     r.separate_vtrans = q->separate_vtrans;
     r.share_act_clip = q->share_act_clip;
@@ -176,8 +181,19 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     } else {
         rc = calibrate_layer(&P, fp, c, &r, &st, &data, t->layer, &res);
     }
-    if (rc == FQ_OK)
+    if (rc == FQ_OK && lc->j->quantization.weight_quantizer == JOB_WQ_GPTQ) {
+        /* RTN codes now (the layer's result and loss); W' for the GPTQ pass, written
+         * before the result so a finished result always has its W' */
+        float *merged[QL_NLINEAR];
+        rc = layer_reparam_keep(q, &P, fp, merged);
+        if (rc == FQ_OK) {
+            rc = gptq_merged_write(lc->cache_dir, t->layer, c, merged);
+            for (int i = 0; i < QL_NLINEAR; i++)
+                free(merged[i]);
+        }
+    } else if (rc == FQ_OK) {
         rc = layer_reparam(q, &P, fp);
+    }
     if (rc == FQ_OK) {
         *loss_before = res.loss_before;
         /* On a GPU the trained fake-quant forward's MSE stands for the merged layer's: the

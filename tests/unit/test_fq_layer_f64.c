@@ -24,7 +24,9 @@
 
 #include "error.h"
 #include "fd_util.h"
+#include "cayley.h"
 #include "fq_layer.h"
+#include "hadamard.h"
 #include "llama_model.h"
 #include "quantizer.h"
 
@@ -120,6 +122,76 @@ static void test_random_bits16_equals_fp(void **state)
     r.tp_blocks = 1;
     r.direct_inv = 1;
     check_equals_fp(r, 1, 1e-10);
+}
+
+/* Issue 10's starting points: each must be exact (bits 16 ⇒ the FP layer) in SVD and
+ * direct form, with and without TP blocks, and the Hadamard ones must really start from
+ * the normalised Hadamard matrix of each factor's size (d 16 → 4 × 4, f 24 → 4 × 6 where
+ * 6 has no Hadamard matrix and hadamard.h's random-orthogonal fallback is used, h 4,
+ * dh 4; the SmoothQuant scales of smoothrot are checked against the baseline's own code in
+ * test_transform_init.c). */
+static void test_each_init_bits16_equals_fp(void **state)
+{
+    (void)state;
+    const fq_transform_init inits[] = {FQ_INIT_RANDOM, FQ_INIT_IDENTITY, FQ_INIT_HADAMARD,
+                                       FQ_INIT_SMOOTHROT};
+    for (int i = 0; i < 4; i++) {
+        fq_recipe r = recipe_bits(16);
+        r.init = inits[i];
+        check_equals_fp(r, 0, 1e-10);
+        r.tp_blocks = 2;
+        check_equals_fp(r, 0, 1e-10);
+        r.tp_blocks = 1;
+        r.direct_inv = 1;
+        check_equals_fp(r, 0, 1e-10);
+    }
+}
+
+static void test_hadamard_init_is_hadamard(void **state)
+{
+    (void)state;
+    fixture fx;
+    fixture_init(&fx, 11);
+    long nd = (long)fx.N * fx.c.hidden;
+    real *y_fp = alloc_real(nd);
+    fq_stats st;
+    fp_reference(&fx, y_fp, &st);
+    for (int direct = 0; direct < 2; direct++) {
+        fq_recipe r = recipe_bits(4);
+        r.init = FQ_INIT_HADAMARD;
+        r.direct_inv = direct;
+        fq_params P;
+        assert_ok(fq_params_init(&P, &fx.c, &r, &fx.l, &st));
+        for (int i = 0; i < P.nfactors; i++) {
+            int k = P.fac[i].k, is_random;
+            real *h = alloc_real((long)k * k), *m = alloc_real((long)k * k);
+            real *u = alloc_real((long)k * k), *v = alloc_real((long)k * k);
+            real *work = alloc_real(svd_factor_fwd_work(k));
+            assert_ok(hadamard_matrix(k, h, r.seed + (uint64_t)i, &is_random));
+            if (direct)
+                memcpy(m, P.p + P.fac[i].m, sizeof(real) * k * k);
+            else
+                assert_ok(svd_factor_fwd(m, NULL, u, v, P.p + P.fac[i].theta_u,
+                                         P.p + P.fac[i].theta_v, P.p + P.fac[i].lambda, k,
+                                         work));
+            double err = max_abs_diff(m, h, (long)k * k);
+            if (err > 1e-12)
+                fprintf(stderr, "factor %s: |M - H| = %.3g\n", P.fac[i].name, err);
+            assert_true(err <= 1e-12);
+            /* a real Hadamard factor has entries ±1/√k (6 is the random fallback) */
+            if (!is_random)
+                assert_true(fabs(fabs(m[k - 1]) - 1 / sqrt((double)k)) < 1e-12);
+            free(h);
+            free(m);
+            free(u);
+            free(v);
+            free(work);
+        }
+        fq_params_free(&P);
+    }
+    fq_stats_free(&st);
+    free(y_fp);
+    fixture_free(&fx);
 }
 
 /* ---- straight-through surrogate quantizers (record at the base point, then replay) ---- */
@@ -461,6 +533,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity_bits16_equals_fp),
+        cmocka_unit_test(test_each_init_bits16_equals_fp),
+        cmocka_unit_test(test_hadamard_init_is_hadamard),
         cmocka_unit_test(test_random_bits16_equals_fp),
         cmocka_unit_test(test_gradients_bits16),
         cmocka_unit_test(test_gradients_bits4_ste),

@@ -1,0 +1,254 @@
+/* gptq.c — GPTQ for one linear (gptq.h).
+ *
+ * Row-major throughout. The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU) is what the column
+ * loop reads: quantizing column i of a row leaves the error e = (w_i − ŵ_i) / U_ii, and
+ * the row's later columns j move by −e·U_ij. Rows are independent, so inside a block the
+ * loop runs row by row (each row's block stays in cache); after the block, one GEMM
+ * applies the block's errors E [out, B] to the rest: W[:, i2:] −= E · U[i1:i2, i2:].
+ *
+ * LAPACK is column-major; a symmetric matrix is the same in both orders, and dpotrf with
+ * uplo 'L' on the column-major view leaves, read row-major, the upper factor U with
+ * UᵀU = A in the upper triangle — exactly what the loop needs. dpotri 'L' likewise writes
+ * the inverse into the row-major upper triangle that the next dpotrf 'L' reads.
+ */
+#include "gptq.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#define WHERE "core/gptq.c"
+
+/* OpenBLAS's LAPACK (Fortran calling convention, hidden string lengths last). */
+void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info,
+             size_t uplo_len);
+void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info,
+             size_t uplo_len);
+
+int gptq_hessian_init(gptq_hessian *h, int n)
+{
+    if (!h)
+        return fq_error(WHERE ":gptq_hessian_init: NULL accumulator");
+    memset(h, 0, sizeof *h);
+    if (n < 1)
+        return fq_error(WHERE ":gptq_hessian_init: input size %d (expected >= 1)", n);
+    h->n = n;
+    h->sum = fq_calloc((size_t)n * n, sizeof(real), "GPTQ Hessian");
+    return h->sum ? FQ_OK : FQ_ERR;
+}
+
+void gptq_hessian_free(gptq_hessian *h)
+{
+    if (!h)
+        return;
+    free(h->sum);
+    memset(h, 0, sizeof *h);
+}
+
+int gptq_hessian_add(gptq_hessian *h, const real *x, long rows)
+{
+    if (!h || !h->sum || !x || rows < 0 || rows > INT32_MAX)
+        return fq_error(WHERE ":gptq_hessian_add: invalid arguments (expected an initialised "
+                        "accumulator and %ld >= 0 input rows)", rows);
+    if (rows == 0)
+        return FQ_OK;
+    real_gemm(1, 0, h->n, h->n, (int)rows, 1, x, h->n, x, h->n, 1, h->sum, h->n);
+    h->tokens += rows;
+    return FQ_OK;
+}
+
+int gptq_hessian_get(const gptq_hessian *h, real *out)
+{
+    if (!h || !h->sum || !out)
+        return fq_error(WHERE ":gptq_hessian_get: NULL argument");
+    if (h->tokens < 1)
+        return fq_error(WHERE ":gptq_hessian_get: no input rows were added (expected the "
+                        "linear's calibration inputs)");
+    real k = (real)(2.0 / (double)h->tokens);
+    size_t nn = (size_t)h->n * h->n;
+    for (size_t i = 0; i < nn; i++)
+        out[i] = k * h->sum[i];
+    return FQ_OK;
+}
+
+/* U (upper, row-major, H⁻¹ = UᵀU) of the damped Hessian, in place in a [n, n]. Dead
+ * inputs are marked in dead[]. */
+static int inverse_cholesky_upper(double *a, int n, double damp, uint8_t *dead)
+{
+    double mean = 0;
+    for (int i = 0; i < n; i++) {
+        double *d = &a[(size_t)i * n + i];
+        dead[i] = *d == 0;
+        if (dead[i])
+            *d = 1;
+        mean += *d;
+    }
+    mean /= n;
+    for (int i = 0; i < n; i++)
+        a[(size_t)i * n + i] += damp * mean;
+    int info = 0;
+    dpotrf_("L", &n, a, &n, &info, 1);
+    if (info > 0)
+        return fq_error(WHERE ":gptq_quantize: the damped Hessian is not positive definite "
+                        "(leading minor %d; expected a larger gptq_damp than %g)", info, damp);
+    if (info == 0)
+        dpotri_("L", &n, a, &n, &info, 1);
+    if (info == 0)
+        dpotrf_("L", &n, a, &n, &info, 1);
+    if (info != 0)
+        return fq_error(WHERE ":gptq_quantize: factorising the inverse Hessian failed "
+                        "(LAPACK info %d; expected a well-conditioned damped Hessian)", info);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            a[(size_t)i * n + j] = 0;
+    return FQ_OK;
+}
+
+static int store_codes(qlinear *l, int8_t *codes, int out, int in, int bits)
+{
+    size_t n = (size_t)out * in;
+    if (bits > 4) {
+        l->codes = (uint8_t *)codes;
+        return FQ_OK;
+    }
+    l->codes = fq_malloc(n / 2, "packed weight");
+    if (l->codes)
+        int4_pack(codes, n, l->codes);
+    free(codes);
+    return l->codes ? FQ_OK : FQ_ERR;
+}
+
+int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                  double damp, int block)
+{
+    if (!l || !w || !H)
+        return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight and "
+                        "Hessian)");
+    memset(l, 0, sizeof *l);
+    if (out < 1 || in < 1 || !((bits >= 2 && bits <= 8) || bits == 16) || !(damp >= 0) ||
+        !isfinite(damp) || block < 1)
+        return fq_error(WHERE ":gptq_quantize: shape [%d, %d], %d bits, damp %g, block %d "
+                        "(expected positive sizes, bits 2..8 or 16, damp >= 0, block >= 1)",
+                        out, in, bits, damp, block);
+    if (bits <= 4 && in % 2)
+        return fq_error(WHERE ":gptq_quantize: input size %d is odd (expected even for two "
+                        "codes per byte)", in);
+    size_t nw = (size_t)out * in, nh = (size_t)in * in;
+    if (bits == 16) {
+        float *f = fq_malloc(sizeof(float) * nw, "weight copy");
+        if (!f)
+            return FQ_ERR;
+        real_to_f32(w, nw, f);
+        int rc = qlinear_quantize_rtn(l, f, out, in, bits);
+        free(f);
+        return rc;
+    }
+    for (size_t i = 0; i < nh; i++)
+        if (!isfinite(H[i]))
+            return fq_error(WHERE ":gptq_quantize: Hessian element %zu is %g (expected finite "
+                            "inputs)", i, (double)H[i]);
+    double *hd = fq_malloc(sizeof(double) * nh, "GPTQ inverse Hessian");
+    real *U = fq_malloc(sizeof(real) * nh, "GPTQ inverse Hessian factor");
+    real *W = fq_malloc(sizeof(real) * nw, "GPTQ working weight");
+    real *E = fq_malloc(sizeof(real) * (size_t)out * (size_t)(block < in ? block : in),
+                        "GPTQ block errors");
+    uint8_t *dead = fq_malloc((size_t)in, "dead inputs");
+    int8_t *codes = fq_malloc(nw, "weight codes");
+    l->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
+    int rc = FQ_ERR;
+    if (!hd || !U || !W || !E || !dead || !codes || !l->scales)
+        goto out;
+    for (size_t i = 0; i < nh; i++)
+        hd[i] = (double)H[i];
+    if (inverse_cholesky_upper(hd, in, damp, dead) != FQ_OK)
+        goto out;
+    for (size_t i = 0; i < nh; i++)
+        U[i] = (real)hd[i];
+    /* the RTN scale of the clipped row, in float exactly as qlinear_quantize_rtn */
+    const float qmax = (float)((1 << (bits - 1)) - 1);
+    for (int r = 0; r < out; r++) {
+        float mx = 0;
+        for (int j = 0; j < in; j++) {
+            float v = (float)w[(size_t)r * in + j];
+            if (!isfinite(v)) {
+                fq_error(WHERE ":gptq_quantize: weight [%d, %d] is %g (expected finite)", r, j,
+                         (double)v);
+                goto out;
+            }
+            mx = fmaxf(mx, fabsf(v));
+        }
+        l->scales[r] = fmaxf(mx, 1e-5f) / qmax;
+    }
+    memcpy(W, w, sizeof(real) * nw);
+    for (int r = 0; r < out; r++)
+        for (int j = 0; j < in; j++)
+            if (dead[j])
+                W[(size_t)r * in + j] = 0;
+    for (int i1 = 0; i1 < in; i1 += block) {
+        int i2 = i1 + block < in ? i1 + block : in, nb = i2 - i1;
+        for (int r = 0; r < out; r++) {
+            real *wr = W + (size_t)r * in;
+            real *er = E + (size_t)r * nb;
+            const real s = (real)l->scales[r];
+            for (int i = i1; i < i2; i++) {
+                real c = rint(wr[i] / s);
+                c = fmin(fmax(c, -(real)qmax - 1), (real)qmax);
+                codes[(size_t)r * in + i] = (int8_t)c;
+                const real *ui = U + (size_t)i * in;
+                real e = (wr[i] - s * c) / ui[i];
+                for (int j = i + 1; j < i2; j++)
+                    wr[j] -= e * ui[j];
+                er[i - i1] = e;
+            }
+        }
+        if (i2 < in)
+            real_gemm(0, 0, out, in - i2, nb, -1, E, nb, U + (size_t)i1 * in + i2, in, 1,
+                      W + i2, in);
+    }
+    l->out = out;
+    l->in = in;
+    l->bits = bits;
+    rc = store_codes(l, codes, out, in, bits);
+    codes = NULL;
+out:
+    free(hd);
+    free(U);
+    free(W);
+    free(E);
+    free(dead);
+    free(codes);
+    if (rc != FQ_OK) {
+        free(l->codes);
+        free(l->scales);
+        memset(l, 0, sizeof *l);
+    }
+    return rc;
+}
+
+int gptq_output_error(const qlinear *l, const real *w, const real *H, double *err)
+{
+    if (!l || !w || !H || !err || l->out < 1 || l->in < 1)
+        return fq_error(WHERE ":gptq_output_error: NULL or empty argument");
+    size_t n = (size_t)l->out * l->in;
+    float *wq = fq_malloc(sizeof(float) * n, "dequantized weight");
+    real *delta = fq_malloc(sizeof(real) * n, "weight error");
+    real *dh = fq_malloc(sizeof(real) * n, "weight error times Hessian");
+    int rc = FQ_ERR;
+    if (wq && delta && dh && qlinear_dequantize(l, wq) == FQ_OK) {
+        for (size_t i = 0; i < n; i++)
+            delta[i] = w[i] - (real)wq[i];
+        real_gemm(0, 0, l->out, l->in, l->in, 1, delta, l->in, H, l->in, 0, dh, l->in);
+        double s = 0;
+        for (size_t i = 0; i < n; i++)
+            s += (double)dh[i] * (double)delta[i];
+        *err = s;
+        rc = FQ_OK;
+    }
+    free(wq);
+    free(delta);
+    free(dh);
+    return rc;
+}

@@ -1,0 +1,54 @@
+/* gptq.h — GPTQ weight quantization of one linear layer (ALGORITHM §5, GPTQ option;
+ * issue 10), CPU, for the sequential pass that runs after FlatQuant calibration.
+ *
+ * The idea. RTN rounds every weight to its nearest code on its own. GPTQ quantizes the
+ * input columns of W [out, in] one at a time and pushes each column's rounding error onto
+ * the columns not yet quantized, weighted by the inverse Hessian of the layer's inputs,
+ * H = (2/N) Σ x̂ x̂ᵀ, so that ‖(W − Ŵ) X‖² (not ‖W − Ŵ‖²) is what the codes minimise.
+ * The recipe is the official one: damping λ = damp · mean(diag H) added to the diagonal,
+ * dead inputs (H_ii = 0) get H_ii = 1 and a zero weight column, the upper Cholesky factor
+ * of H⁻¹ supplies the error weights, columns in natural order (no act-order), error
+ * propagation inside blocks of `block` columns with one GEMM for the rest of the row per
+ * block (the "lazy batch" update).
+ *
+ * The per-row scale is fixed BEFORE the pass from the (already clipped) row exactly as RTN
+ * sets it: s_r = max(max_j |W_rj|, 1e−5) / qmax in float (qlayer.h). So the learned clip is
+ * kept, and with H = I (no correlation between inputs) the codes are RTN's, bit for bit.
+ *
+ * Trade-offs: the factorisations (Cholesky, inverse, Cholesky of the inverse) run in
+ * float64 through OpenBLAS's LAPACK, since a 4-bit pass on an ill-conditioned fp32
+ * Hessian goes wrong silently; the column loop and the block GEMM run in `real` (fp32 in
+ * production, as the reference). Memory: the Hessian and its factor, in² doubles each.
+ */
+#ifndef FQ_GPTQ_H
+#define FQ_GPTQ_H
+
+#include "qlayer.h"
+#include "real.h"
+
+/* Σ x̂ x̂ᵀ over the tokens seen so far, for one linear input of size n. */
+typedef struct {
+    int n;
+    long tokens;
+    real *sum; /* [n, n], symmetric */
+} gptq_hessian;
+
+int gptq_hessian_init(gptq_hessian *h, int n);
+void gptq_hessian_free(gptq_hessian *h);
+/* Add rows × n inputs (row-major) to the sum (one GEMM). */
+int gptq_hessian_add(gptq_hessian *h, const real *x, long rows);
+/* H = (2 / tokens) · sum into out [n, n]; fails when no token was added. */
+int gptq_hessian_get(const gptq_hessian *h, real *out);
+
+/* Quantize w [out, in] with the Hessian H [in, in] into l (allocated; codes and scales
+ * exactly as qlinear_quantize_rtn lays them out, so every reader of qlayers works
+ * unchanged). bits 2..8 (16: the weight is copied, as RTN does); damp ≥ 0 (fraction of
+ * mean diag H, recipe 0.01); block ≥ 1 (recipe 128). */
+int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                  double damp, int block);
+
+/* tr((W − Ŵ) H (W − Ŵ)ᵀ) for the dequantized Ŵ of l: the layer-output error the codes
+ * cause, (2/N)·‖(W − Ŵ) Xᵀ‖² when H = (2/N) XᵀX (for logs: GPTQ against RTN). */
+int gptq_output_error(const qlinear *l, const real *w, const real *H, double *err);
+
+#endif

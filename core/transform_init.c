@@ -1,0 +1,137 @@
+/* transform_init.c — an orthogonal matrix as SVD-form factor parameters (transform_init.h).
+ *
+ * The inverse Cayley map solves (U + I)·A = 2(U − I) by Gauss-Jordan elimination with
+ * partial pivoting in float64 (k is a factor size: at most a few hundred). A pivot below
+ * 1e−8 means U is (numerically) at the eigenvalue −1 for that sign pattern: skip it.
+ */
+#include "transform_init.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#define WHERE "core/transform_init.c"
+#define SIGN_TRIES 16
+
+/* a [k, k] (overwritten) · X = b [k, k] (overwritten by X). Returns 0, or −1 if singular. */
+static int solve_f64(double *a, double *b, int k)
+{
+    for (int c = 0; c < k; c++) {
+        int piv = c;
+        for (int r = c + 1; r < k; r++)
+            if (fabs(a[(size_t)r * k + c]) > fabs(a[(size_t)piv * k + c]))
+                piv = r;
+        if (!(fabs(a[(size_t)piv * k + c]) > 1e-8))
+            return -1;
+        if (piv != c)
+            for (int j = 0; j < k; j++) {
+                double t = a[(size_t)c * k + j];
+                a[(size_t)c * k + j] = a[(size_t)piv * k + j];
+                a[(size_t)piv * k + j] = t;
+                t = b[(size_t)c * k + j];
+                b[(size_t)c * k + j] = b[(size_t)piv * k + j];
+                b[(size_t)piv * k + j] = t;
+            }
+        double inv = 1 / a[(size_t)c * k + c];
+        for (int j = 0; j < k; j++) {
+            a[(size_t)c * k + j] *= inv;
+            b[(size_t)c * k + j] *= inv;
+        }
+        for (int r = 0; r < k; r++) {
+            double f = a[(size_t)r * k + c];
+            if (r == c || f == 0)
+                continue;
+            for (int j = 0; j < k; j++) {
+                a[(size_t)r * k + j] -= f * a[(size_t)c * k + j];
+                b[(size_t)r * k + j] -= f * b[(size_t)c * k + j];
+            }
+        }
+    }
+    return 0;
+}
+
+/* A = 2(U + I)^{-1}(U − I) for U = Q·diag(sign); *amax = max |A|. */
+static int inverse_cayley(double *A, double *work, const real *q, const double *sign, int k,
+                          double *amax)
+{
+    double *upi = work;
+    size_t kk = (size_t)k * k;
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            double u = (double)q[(size_t)i * k + j] * sign[j];
+            upi[(size_t)i * k + j] = u + (i == j);
+            A[(size_t)i * k + j] = 2 * (u - (i == j));
+        }
+    if (solve_f64(upi, A, k))
+        return -1;
+    double m = 0;
+    for (size_t i = 0; i < kk; i++)
+        m = fmax(m, fabs(A[i]));
+    *amax = m;
+    return isfinite(m) ? 0 : -1;
+}
+
+int factor_init_orthogonal(real *theta_u, real *theta_v, real *lambda, const real *q, int k,
+                           rng_state *rng)
+{
+    if (!theta_u || !theta_v || !lambda || !q || !rng || k < 1)
+        return fq_error(WHERE ":factor_init_orthogonal: NULL argument or size %d (expected "
+                        "buffers and k >= 1)", k);
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            double dot = 0;
+            for (int r = 0; r < k; r++)
+                dot += (double)q[(size_t)r * k + i] * (double)q[(size_t)r * k + j];
+            if (!(fabs(dot - (i == j)) <= 1e-5))
+                return fq_error(WHERE ":factor_init_orthogonal: the %dx%d matrix is not "
+                                "orthogonal (column %d · column %d = %g; expected QᵀQ = I)", k,
+                                k, i, j, dot);
+        }
+    size_t kk = (size_t)k * k;
+    double *A = fq_malloc(sizeof(double) * kk, "inverse Cayley");
+    double *best = fq_malloc(sizeof(double) * kk, "inverse Cayley");
+    double *work = fq_malloc(sizeof(double) * kk, "inverse Cayley work");
+    double *sign = fq_malloc(sizeof(double) * (size_t)k, "sign pattern");
+    double *best_sign = fq_malloc(sizeof(double) * (size_t)k, "sign pattern");
+    int rc = FQ_ERR;
+    if (!A || !best || !work || !sign || !best_sign)
+        goto out;
+    double best_amax = INFINITY;
+    for (int t = 0; t < SIGN_TRIES; t++) {
+        /* every try draws k numbers, so the stream consumed does not depend on results */
+        for (int j = 0; j < k; j++) {
+            double u = rng_uniform(rng);
+            sign[j] = t == 0 || u < 0.5 ? 1.0 : -1.0;
+        }
+        double amax;
+        if (inverse_cayley(A, work, q, sign, k, &amax) == 0 && amax < best_amax) {
+            best_amax = amax;
+            memcpy(best, A, sizeof(double) * kk);
+            memcpy(best_sign, sign, sizeof(double) * (size_t)k);
+        }
+    }
+    if (!isfinite(best_amax)) {
+        fq_error(WHERE ":factor_init_orthogonal: no sign pattern of %d tries keeps the %dx%d "
+                 "matrix away from the eigenvalue -1 (expected a Cayley-reachable start)",
+                 SIGN_TRIES, k, k);
+        goto out;
+    }
+    /* Θ's strictly-lower triangle is A's; the rest is unused by the Cayley map: keep 0 */
+    memset(theta_u, 0, sizeof(real) * kk);
+    memset(theta_v, 0, sizeof(real) * kk);
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < i; j++)
+            theta_u[(size_t)i * k + j] = (real)best[(size_t)i * k + j];
+        lambda[i] = (real)best_sign[i];
+    }
+    rc = FQ_OK;
+out:
+    free(A);
+    free(best);
+    free(work);
+    free(sign);
+    free(best_sign);
+    return rc;
+}
