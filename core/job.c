@@ -62,6 +62,7 @@ int job_defaults(job *j)
     q->scale_init = JOB_SCALE_SQ_STYLE;
     q->init = JOB_INIT_RANDOM;
     q->weight_quantizer = JOB_WQ_RTN;
+    q->gpu_math = JOB_GPU_MATH_TF32;
     q->gptq_damp = 0.01;
     q->gptq_block = 128;
     q->seed = 0;

@@ -395,7 +395,7 @@ static const char *const quant_keys[] = {
     "lr", "clip_lr", "lr_min", "weight_decay", "warmup_steps", "alpha", "clip_init",
     "scale_init", "init", "weight_quantizer", "gptq_damp", "gptq_block", "direct_inv",
     "separate_vtrans", "share_act_clip", "smooth_alpha", "quarot_act_clip", "quarot_kv_clip",
-    "seed", NULL};
+    "gpu_math", "seed", NULL};
 static const char *const eval_keys[] = {"text", "seqlen", "methods", "max_windows", NULL};
 static const char *const report_keys[] = {"dir", NULL};
 
@@ -449,6 +449,11 @@ static int convert_quantization(conv *c, const yt_node *q, job *j)
     if (get_enum(c, q, p, "weight_quantizer", wq_names, &e) != FQ_OK)
         return FQ_ERR;
     z->weight_quantizer = (job_weight_quantizer)e;
+    static const char *const gpu_math_names[] = {"tf32", "fp32", NULL};
+    e = (int)z->gpu_math;
+    if (get_enum(c, q, p, "gpu_math", gpu_math_names, &e) != FQ_OK)
+        return FQ_ERR;
+    z->gpu_math = (job_gpu_math)e;
     return FQ_OK;
 }
 

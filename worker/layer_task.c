@@ -167,11 +167,14 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     /* calibrate_layer initialises P itself (and frees it on error) */
     int rc;
     if (lc->cuda) {
-        /* TF32 tensor cores for the linears and attention (the transforms stay fp32): the
-         * measured loss and gradient differences to fp32 are ≤ 1e-5 and ~1e-2 relative for
-         * 2–3× the speed (bench/NOTES.md, "GPU layer step"); the statistics above ran fp32 */
+        /* quantization.gpu_math: TF32 tensor cores (default) or fp32 for the linears and
+         * attention; the transforms stay fp32 either way. TF32 measured: loss ≤ 1e-5 and
+         * gradients ~1e-2 relative to fp32 for 2–3× the speed (bench/NOTES.md, "GPU layer
+         * step"). The statistics above always run fp32. */
 #ifdef FLATQ_HAVE_CUDA
-        rc = fq_cuda_set_math(lc->cuda, FQ_MATH_TF32);
+        rc = fq_cuda_set_math(lc->cuda, lc->j->quantization.gpu_math == JOB_GPU_MATH_FP32
+                                            ? FQ_MATH_FP32
+                                            : FQ_MATH_TF32);
         if (rc == FQ_OK)
             rc = calibrate_layer_cuda(lc->cuda, &P, fp, c, &r, &st, &data, t->layer, &res);
         fq_cuda_set_math(lc->cuda, FQ_MATH_FP32);
