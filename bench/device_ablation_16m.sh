@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# device_ablation_16m.sh — issue 10's ablation on flatq-llama-16m with the CUDA backend: each
+# named job of jobs/ablation/ (full 128 × 2048 recipe, one option changed) is calibrated
+# with device: cuda and its checkpoint scored on wiki.test.paper.txt at 2048 with the
+# fake-quant CPU evaluation (the reference; OPENBLAS threads = all cores) — and, when the
+# binary has the GPU runtime, also with `flatq eval --device cuda`.
+# Usage: bash bench/device_ablation_16m.sh default gptq smoothrot ... [-- extra --set args]
+set -uo pipefail
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export LD_LIBRARY_PATH="$PWD/.dev/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export FLATQ_DATA="$PWD/.dev/data" FLATQ_PROGRESS=plain
+out="${OUT:-/tmp/out}"
+np="${NP:-4}"
+text=$FLATQ_DATA/text/wikitext-2-raw/wiki.test.paper.txt
+names=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do names+=("$1"); shift; done
+[ "${1:-}" = -- ] && shift
+for n in "${names[@]}"; do
+    job=jobs/ablation/16m-$n.yaml
+    [ -f "$job" ] || job=jobs/flatq-llama-16m.yaml
+    t0=$(date +%s.%N)
+    OPENBLAS_NUM_THREADS=4 mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
+        bin/flatq calibrate "$job" --set device=cuda --set output=/tmp/abl-$n --set eval.methods=[flatquant] --set eval.max_windows=1 \
+        "$@" >"$out/abl-$n.calibrate.log" 2>&1
+    rc=$?
+    t1=$(date +%s.%N)
+    grep -E "layer [0-9]+ done|calibration:|gptq:|rank [0-9]+ \(" "$out/abl-$n.calibrate.log" | tail -12
+    if [ $rc -ne 0 ]; then echo "$n: calibrate failed ($rc)"; tail -5 "$out/abl-$n.calibrate.log"; continue; fi
+    OPENBLAS_NUM_THREADS=$(nproc) bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen 2048 \
+        --json >"$out/abl-$n.eval_cpu.json" 2>&1
+    t2=$(date +%s.%N)
+    printf 'ABL|%s|calib_s %.1f|cpu_eval_s %.1f|%s\n' "$n" "$(echo "$t1 - $t0" | bc)" \
+        "$(echo "$t2 - $t1" | bc)" "$(tr -d '\n' <"$out/abl-$n.eval_cpu.json" | grep -o '"ppl": *[0-9.]*' | head -1)"
+    if bin/flatq eval --help 2>&1 | grep -q -- --device; then
+        bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen 2048 --device cuda --json \
+            >"$out/abl-$n.eval_gpu.json" 2>&1
+        printf 'ABL|%s|gpu eval|%s\n' "$n" "$(tr -d '\n' <"$out/abl-$n.eval_gpu.json" | grep -o '"ppl": *[0-9.]*' | head -1)"
+    fi
+done
