@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # device_ablation_16m.sh — issue 10's ablation on flatq-llama-16m with the CUDA backend: each
 # named job of jobs/ablation/ (full 128 × 2048 recipe, one option changed) is calibrated
-# with device: cuda and its checkpoint scored on wiki.test.paper.txt at 2048 with the
-# fake-quant CPU evaluation (the reference; OPENBLAS threads = all cores) — and, when the
-# binary has the GPU runtime, also with `flatq eval --device cuda`.
+# with device: cuda; its layer shards come back under $OUT for the fake-quant CPU evaluation
+# off the device (CPU_EVAL=1 runs it here too), and when the binary has the GPU runtime the
+# checkpoint is also scored with `flatq eval --device cuda` (wiki.test.paper.txt, 2048).
 # Usage: bash bench/device_ablation_16m.sh default gptq smoothrot ... [-- extra --set args]
 set -uo pipefail
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -26,11 +26,16 @@ for n in "${names[@]}"; do
     t1=$(date +%s.%N)
     grep -E "layer [0-9]+ done|calibration:|gptq:|rank [0-9]+ \(" "$out/abl-$n.calibrate.log" | tail -12
     if [ $rc -ne 0 ]; then echo "$n: calibrate failed ($rc)"; tail -5 "$out/abl-$n.calibrate.log"; continue; fi
-    OPENBLAS_NUM_THREADS=$(nproc) bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen 2048 \
-        --json >"$out/abl-$n.eval_cpu.json" 2>&1
-    t2=$(date +%s.%N)
-    printf 'ABL|%s|calib_s %.1f|cpu_eval_s %.1f|%s\n' "$n" "$(echo "$t1 - $t0" | bc)" \
-        "$(echo "$t2 - $t1" | bc)" "$(tr -d '\n' <"$out/abl-$n.eval_cpu.json" | grep -o '"ppl": *[0-9.]*' | head -1)"
+    printf 'ABL|%s|calib_s %.1f\n' "$n" "$(echo "$t1 - $t0" | bc)"
+    # the layer shards and config travel back (the head shard is the FP model's, the same
+    # for every option): the fake-quant CPU eval then runs off the device
+    tar -C /tmp/abl-$n -czf "$out/abl-$n.layers.tgz" config.json model.safetensors.index.json \
+        $(cd /tmp/abl-$n && ls layer_*.safetensors layer_*.sha256 2>/dev/null)
+    if [ "${CPU_EVAL:-0}" = 1 ]; then
+        OPENBLAS_NUM_THREADS=$(nproc) bin/flatq eval --model /tmp/abl-$n --text "$text" \
+            --seqlen 2048 --json >"$out/abl-$n.eval_cpu.json" 2>&1
+        printf 'ABL|%s|cpu eval|%s\n' "$n" "$(tr -d '\n' <"$out/abl-$n.eval_cpu.json" | grep -o '"ppl": *[0-9.]*' | head -1)"
+    fi
     if bin/flatq eval --help 2>&1 | grep -q -- --device; then
         bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen 2048 --device cuda --json \
             >"$out/abl-$n.eval_gpu.json" 2>&1
