@@ -4,7 +4,8 @@
 # with device: cuda; its layer shards come back under $OUT for the fake-quant CPU evaluation
 # off the device (CPU_EVAL=1 runs it here too), and when the binary has the GPU runtime the
 # checkpoint is also scored with `flatq eval --device cuda` (wiki.test.paper.txt, 2048).
-# Usage: bash bench/device_ablation_16m.sh default gptq smoothrot ... [-- extra --set args]
+# Usage: bash bench/device_ablation_16m.sh default gptq smoothrot+quantization.epochs=30 ...
+#        [-- extra --set args for every run]
 set -uo pipefail
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export LD_LIBRARY_PATH="$PWD/.dev/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -15,13 +16,22 @@ text=$FLATQ_DATA/text/wikitext-2-raw/wiki.test.paper.txt
 names=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do names+=("$1"); shift; done
 [ "${1:-}" = -- ] && shift
-for n in "${names[@]}"; do
-    job=jobs/ablation/16m-$n.yaml
+for spec in "${names[@]}"; do
+    # NAME[+key=value...]: jobs/ablation/16m-NAME.yaml (or the base 16m job) with overrides
+    base=${spec%%+*}
+    sets=()
+    if [ "$base" != "$spec" ]; then
+        IFS=+ read -r -a kv <<<"${spec#*+}"
+        for x in "${kv[@]}"; do sets+=(--set "$x"); done
+    fi
+    n=$(echo "$spec" | tr -c 'A-Za-z0-9_\n-' _)
+    job=jobs/ablation/16m-$base.yaml
     [ -f "$job" ] || job=jobs/flatq-llama-16m.yaml
+    [ "$base" = stories260k ] && job=jobs/stories260K-accuracy.yaml
     t0=$(date +%s.%N)
     OPENBLAS_NUM_THREADS=4 mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
         bin/flatq calibrate "$job" --set device=cuda --set output=/tmp/abl-$n --set eval.methods=[flatquant] --set eval.max_windows=1 \
-        "$@" >"$out/abl-$n.calibrate.log" 2>&1
+        ${sets[@]+"${sets[@]}"} "$@" >"$out/abl-$n.calibrate.log" 2>&1
     rc=$?
     t1=$(date +%s.%N)
     grep -E "layer [0-9]+ done|calibration:|gptq:|rank [0-9]+ \(" "$out/abl-$n.calibrate.log" | tail -12
