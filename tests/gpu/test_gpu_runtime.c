@@ -1,0 +1,110 @@
+/* test_gpu_runtime.c — the GPU inference runtime (runtime/) against the CPU model of core/.
+ *
+ * On stories260K (bundled; override with FLATQ_TEST_MODEL, text with FLATQ_TEST_TEXT):
+ *   - window logits of the bf16 GPU model vs the fp32 CPU forward (llama_window_logits);
+ *   - the KV cache: a prefill of half the window followed by one-token decode steps gives
+ *     the logits of the whole-window forward at every position;
+ *   - batching: two different windows in one batch give each window's own logits;
+ *   - perplexity through the shared protocol (core/perplexity.c) within 0.5% of the CPU.
+ * One rank, no NCCL (tensor parallelism is checked by running bin/flatq under mpirun,
+ * see bench/gpu_runtime_check.sh). Rows "ROW|runtime|…" join tests/gpu/run.sh's table.
+ */
+#include "gpu_check.h"
+#include "llama_model.h"
+#include "perplexity.h"
+#include "runtime/gpu_model.h"
+#include "runtime/rt_ops.h"
+#include "tokenizer.h"
+
+static const char *env_or(const char *k, const char *dflt)
+{
+    const char *v = getenv(k);
+    return v && *v ? v : dflt;
+}
+
+typedef struct {
+    gpu_model *m;
+    gpu_suite *t;
+} gpu_runner;
+
+static int gpu_window(void *ctx, const int32_t *ids, int s, real *logits)
+{
+    gpu_runner *r = ctx;
+    const float *d;
+    int pos0 = 0;
+    if (gpu_model_forward(r->m, ids, 1, s, &pos0, 1, &d) != FQ_OK)
+        return FQ_ERR;
+    return rt_download(&r->t->ctx, logits, d, sizeof(float) * (size_t)s * r->m->cfg.vocab);
+}
+
+int main(void)
+{
+    gpu_suite t;
+    gpu_suite_begin(&t, "runtime", 8);
+    const char *dir = env_or("FLATQ_TEST_MODEL", "data/models/stories260K-hf");
+    const char *text = env_or("FLATQ_TEST_TEXT", "data/text/tinystories_sample.txt");
+    llama_model cpu;
+    tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (llama_model_load(dir, &cpu) != FQ_OK || tokenizer_load(dir, &tok) != FQ_OK ||
+        tokenizer_encode_file(tok, text, 1, &ids, &n) != FQ_OK)
+        gpu_die(&t, "load model/text");
+    int S = 128, V = cpu.cfg.vocab;
+    if (n < (size_t)(8 * S))
+        gpu_die(&t, "text shorter than 8 windows");
+    tp_comm one = {.tp = 1, .rank = 0, .device = 0};
+    gpu_model m;
+    gpu_call(&t, gpu_model_load(&m, dir, &t.ctx, &one, 2, S, 2 * S, 2 * S), "gpu_model_load");
+
+    /* 1. window logits vs the CPU forward */
+    llama_runner cr;
+    gpu_call(&t, llama_runner_init(&cr, &cpu, S), "llama_runner_init");
+    float *ref = gpu_host((size_t)S * V), *got = gpu_host((size_t)S * V);
+    gpu_runner gr = {&m, &t};
+    gpu_call(&t, llama_window_logits(&cr, ids, S, ref), "cpu logits");
+    gpu_call(&t, gpu_window(&gr, ids, S, got), "gpu logits");
+    gpu_check_rel(&t, "fp window logits vs CPU fp32", got, ref, (size_t)S * V, 3e-2);
+
+    /* 2. prefill S/2 then decode one token at a time: each step's logits = that row */
+    float *win = gpu_host_copy(got, (size_t)S * V), *step = gpu_host((size_t)S * V);
+    const float *d;
+    int pos = 0, half = S / 2;
+    gpu_call(&t, gpu_model_forward(&m, ids, 1, half, &pos, 0, &d), "prefill");
+    gpu_call(&t, rt_download(&t.ctx, step + (size_t)(half - 1) * V, d, sizeof(float) * V),
+             "download");
+    for (pos = half; pos < S; pos++) {
+        gpu_call(&t, gpu_model_forward(&m, ids + pos, 1, 1, &pos, 0, &d), "decode");
+        gpu_call(&t, rt_download(&t.ctx, step + (size_t)pos * V, d, sizeof(float) * V),
+                 "download");
+    }
+    gpu_check_rel(&t, "KV-cache decode vs window rows", step + (size_t)(half - 1) * V,
+                  win + (size_t)(half - 1) * V, (size_t)(S - half + 1) * V, 1e-2);
+
+    /* 3. a batch of two different windows: each equals its own single-window logits */
+    int32_t *two = malloc(sizeof(int32_t) * 2 * S);
+    memcpy(two, ids, sizeof(int32_t) * S);
+    memcpy(two + S, ids + 3 * S, sizeof(int32_t) * S);
+    float *b2 = gpu_host((size_t)2 * S * V), *single = gpu_host((size_t)2 * S * V);
+    int pos2[2] = {0, 0};
+    gpu_call(&t, gpu_model_forward(&m, two, 2, S, pos2, 1, &d), "batch forward");
+    gpu_call(&t, rt_download(&t.ctx, b2, d, sizeof(float) * 2 * S * V), "download");
+    memcpy(single, win, sizeof(float) * S * V);
+    gpu_call(&t, gpu_window(&gr, two + S, S, single + (size_t)S * V), "second window");
+    gpu_check_rel(&t, "batch of 2 vs single windows", b2, single, (size_t)2 * S * V, 1e-2);
+
+    /* 4. perplexity over 6 windows, same protocol as flatq eval */
+    ppl_result pc, pg;
+    gpu_call(&t, perplexity_eval(ids, n, S, V, 6, llama_window_logits, &cr, &pc), "cpu ppl");
+    gpu_call(&t, perplexity_eval(ids, n, S, V, 6, gpu_window, &gr, &pg), "gpu ppl");
+    double rel = fabs(pg.ppl / pc.ppl - 1);
+    printf("INFO|runtime|ppl cpu %.4f gpu %.4f\n", pc.ppl, pg.ppl);
+    gpu_report(&t, "fp ppl vs CPU (relative)", rel, 5e-3, rel <= 5e-3, "");
+
+    free(ref), free(got), free(win), free(step), free(two), free(b2), free(single), free(ids);
+    llama_runner_free(&cr);
+    gpu_model_free(&m);
+    llama_model_free(&cpu);
+    tokenizer_free(tok);
+    return gpu_suite_end(&t);
+}
