@@ -9,6 +9,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 /* Print "flatq: <last error>" to stderr and return exit code 1. */
 int cli_fail(void);

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "perplexity of a model (FP or quantized) on a text"},
     {"inspect", cmd_inspect, "per-layer quantization difficulty before/after each transform"},
     {"run", cmd_run, "generate text from a prompt (FP or quantized checkpoint)"},
+    {"synth", cmd_synth, "write a synthetic LLaMA-shaped checkpoint (benchmarks)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text file as JSON"},
     {"version", cmd_version, "print the version and the compiled backends"},
 };
