@@ -59,6 +59,18 @@ int fq_w4a4_gemm_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const fl
                       int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
                       const uint16_t *residual);
 
+/* Added for tests and benchmarks. The GEMM with a chosen kernel (path: FQ_W4A4_AUTO picks
+ * the decode kernel for M <= 16, else the tensor-core one), and the raw int32 accumulators
+ * acc [M, N] = Σ_j qx[t, j]·qw[o, j] over the whole K through the same kernels, so a test
+ * can compare them bit for bit with fq_w4a4_gemm_i32 (core/w4a4_ref.h). GPU-only limits,
+ * refused with an error: device buffers 16-byte aligned; kblocks <= 64 on the decode path. */
+enum { FQ_W4A4_AUTO = 0, FQ_W4A4_PREFILL = 1, FQ_W4A4_DECODE = 2 };
+int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const float *sx,
+                           int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
+                           const uint16_t *residual, int path);
+int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,
+                          int M, int N, int K, int path);
+
 typedef struct {
     int batch, kv_heads, max_ctx, dh;
     uint8_t *k_codes, *v_codes; /* [batch, kv_heads, max_ctx, dh/2] */

@@ -1,0 +1,505 @@
+/* bench_w4a4.cu — times the W4A4 kernels (kernels/w4a4_*.cu) on LLaMA-3-70B layer shapes
+ * and their TP=2/TP=4 slices against cuBLAS BF16 and cuBLASLt FP8 (e4m3) measured in the
+ * same program, and the KV4 decode attention against a BF16-KV kernel of the same design.
+ *
+ * Method (the nccl-tests habit): CUDA events around each repetition after 3 warm-ups,
+ * median of 20; every operand is random (never zeros); when one operand set fits in L2
+ * (50 MB on H100), the repetitions rotate over enough copies to exceed 256 MB, so
+ * bandwidth numbers are HBM numbers. Each row prints time, achieved TOPS or GB/s, % of
+ * the roofline (INT8/FP8 1979 and BF16 989 dense TFLOP/s datasheet, HBM bandwidth as
+ * MEASURED here by a 1 GiB device copy) and the speedups. Built by bench/bench_w4a4.sh.
+ */
+#include <algorithm>
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+extern "C" {
+#include "error.h"
+#include "kron.h"
+}
+#include "kernels/w4a4.h"
+
+#define CK(x)                                                                                \
+    do {                                                                                     \
+        cudaError_t e_ = (x);                                                                \
+        if (e_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(1);                                                                         \
+        }                                                                                    \
+    } while (0)
+#define CB(x)                                                                                \
+    do {                                                                                     \
+        int s_ = (int)(x);                                                                   \
+        if (s_ != 0) {                                                                       \
+            fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #x, s_);           \
+            exit(1);                                                                         \
+        }                                                                                    \
+    } while (0)
+#define FQ(x)                                                                                \
+    do {                                                                                     \
+        if ((x) != FQ_OK) {                                                                  \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, fq_errmsg());         \
+            exit(1);                                                                         \
+        }                                                                                    \
+    } while (0)
+
+static const double PEAK_INT8 = 1979e12, PEAK_BF16 = 989e12;
+static double g_bw = 3.0e12; /* replaced by the measured copy bandwidth */
+static fq_cuda_ctx g_ctx;
+static cudaStream_t g_st;
+static FILE *g_log;
+
+static void out(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (g_log) {
+        va_start(ap, fmt);
+        vfprintf(g_log, fmt, ap);
+        va_end(ap);
+        fflush(g_log);
+    }
+    fflush(stdout);
+}
+
+__global__ void fill_bytes(uint8_t *p, size_t n, uint32_t seed, uint8_t mask)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+        p[i] = (uint8_t)h & mask;
+    }
+}
+
+__global__ void fill_bf16(uint16_t *p, size_t n, uint32_t seed, float scale)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+        float u = ((h & 0xFFFFFF) / 16777216.0f - 0.5f) * 2.f * scale;
+        p[i] = __bfloat16_as_ushort(__float2bfloat16_rn(u));
+    }
+}
+
+__global__ void fill_f32(float *p, size_t n, float lo, float hi)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = lo + (hi - lo) * ((i * 2654435761u) % 1000) / 1000.f;
+}
+
+static void *dalloc(size_t bytes)
+{
+    void *p;
+    CK(cudaMalloc(&p, bytes < 16 ? 16 : bytes));
+    return p;
+}
+static uint8_t *rand_bytes(size_t n, uint32_t seed, uint8_t mask = 0xFF)
+{
+    uint8_t *p = (uint8_t *)dalloc(n);
+    fill_bytes<<<1024, 256, 0, g_st>>>(p, n, seed, mask);
+    return p;
+}
+static uint16_t *rand_bf16(size_t n, uint32_t seed, float scale = 1.f)
+{
+    uint16_t *p = (uint16_t *)dalloc(n * 2);
+    fill_bf16<<<1024, 256, 0, g_st>>>(p, n, seed, scale);
+    return p;
+}
+static float *rand_f32(size_t n, float lo, float hi)
+{
+    float *p = (float *)dalloc(n * 4);
+    fill_f32<<<1024, 256, 0, g_st>>>(p, n, lo, hi);
+    return p;
+}
+
+/* Median of 20 timed repetitions after 3 warm-ups; fn(rep) picks the operand copy. */
+template <class F> static double time_ms(F fn)
+{
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < 3; i++)
+        fn(i);
+    std::vector<float> v;
+    for (int i = 0; i < 20; i++) {
+        CK(cudaEventRecord(a, g_st));
+        fn(i);
+        CK(cudaEventRecord(b, g_st));
+        CK(cudaEventSynchronize(b));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        v.push_back(ms);
+    }
+    CK(cudaGetLastError());
+    std::sort(v.begin(), v.end());
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    return 0.5 * (v[9] + v[10]);
+}
+
+static int copies_for(size_t bytes)
+{
+    size_t c = (256ull << 20) / (bytes ? bytes : 1) + 1;
+    return (int)std::min<size_t>(c, 16);
+}
+
+/* ---------- cuBLAS BF16 and cuBLASLt FP8 ---------- */
+
+static cublasHandle_t g_blas;
+static cublasLtHandle_t g_lt;
+static void *g_ltws;
+static const size_t LT_WS = 64ull << 20;
+
+static void gemm_bf16(uint16_t *y, const uint16_t *x, const uint16_t *w, int M, int N, int K)
+{
+    float one = 1.f, zero = 0.f;
+    CB(cublasGemmEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, CUDA_R_16BF, K, x,
+                    CUDA_R_16BF, K, &zero, y, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT));
+}
+
+struct fp8_plan {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+    bool ok;
+};
+
+static fp8_plan fp8_make(int M, int N, int K)
+{
+    fp8_plan p;
+    memset(&p, 0, sizeof p);
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    CB(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CB(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CB(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    CB(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, K, N, K));
+    CB(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, K, M, K));
+    CB(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_16BF, N, M, N));
+    cublasLtMatmulPreference_t pref;
+    CB(cublasLtMatmulPreferenceCreate(&pref));
+    CB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                            &LT_WS, sizeof LT_WS));
+    cublasLtMatmulHeuristicResult_t res;
+    int n = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(g_lt, p.op, p.a, p.b, p.c, p.c, pref, 1,
+                                                      &res, &n);
+    p.ok = s == CUBLAS_STATUS_SUCCESS && n > 0;
+    if (p.ok)
+        p.algo = res.algo;
+    cublasLtMatmulPreferenceDestroy(pref);
+    return p;
+}
+
+static void fp8_run(fp8_plan &p, uint16_t *y, const uint8_t *x, const uint8_t *w)
+{
+    float one = 1.f, zero = 0.f;
+    CB(cublasLtMatmul(g_lt, p.op, &one, w, p.a, x, p.b, &zero, y, p.c, y, p.c, &p.algo, g_ltws,
+                      LT_WS, g_st));
+}
+
+static void fp8_free(fp8_plan &p)
+{
+    cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.c), cublasLtMatmulDescDestroy(p.op);
+}
+
+/* ---------- linear layers ---------- */
+
+struct shape {
+    const char *name;
+    int N, K, tp;
+};
+
+static void bench_linear(const shape &s, int M)
+{
+    const int N = s.N, K = s.K;
+    int n1, n2, fb;
+    FQ(kron_split(K, &n1, &n2, &fb));
+    const bool decode = M <= 16;
+    const size_t wq = (size_t)N * K / 2, wb = (size_t)N * K * 2, w8 = (size_t)N * K;
+    const int cq = copies_for(wq), cb = copies_for(wb), c8 = copies_for(w8);
+    std::vector<uint8_t *> Wq(cq), W8(c8);
+    std::vector<uint16_t *> Wb(cb);
+    for (int i = 0; i < cq; i++)
+        Wq[i] = rand_bytes(wq, 11 + i);
+    for (int i = 0; i < cb; i++)
+        Wb[i] = rand_bf16((size_t)N * K, 101 + i, 0.05f);
+    for (int i = 0; i < c8; i++)
+        W8[i] = rand_bytes(w8, 201 + i, 0xF7); /* 0xF7: never the e4m3 NaN pattern */
+    float *sw = rand_f32(N, 1e-3f, 2e-2f), *sx = rand_f32(M, 1e-2f, 1e-1f);
+    uint16_t *x = rand_bf16((size_t)M * K, 7, 2.f), *y = (uint16_t *)dalloc((size_t)M * N * 2);
+    uint8_t *qx = rand_bytes((size_t)M * K / 2, 5), *x8 = rand_bytes((size_t)M * K, 9, 0xF7);
+    float *L = rand_f32((size_t)n1 * n1, -0.1f, 0.1f), *R = rand_f32((size_t)n2 * n2, -0.1f, 0.1f);
+    CK(cudaStreamSynchronize(g_st));
+
+    double t_gemm = time_ms([&](int r) {
+        FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
+    });
+    fq_quant_dst d = {0.98f, 0.98f, qx, sx};
+    double t_quant = time_ms([&](int) {
+        FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
+    });
+    double t_lin = time_ms([&](int r) {
+        FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
+        FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
+    });
+    double t_bf = time_ms([&](int r) { gemm_bf16(y, x, Wb[r % cb], M, N, K); });
+    fp8_plan p8 = fp8_make(M, N, K);
+    double t_f8 = p8.ok ? time_ms([&](int r) { fp8_run(p8, y, x8, W8[r % c8]); }) : NAN;
+    fp8_free(p8);
+
+    const double flop = 2.0 * M * N * K;
+    if (decode) {
+        double bytes = wq + (double)M * K / 2 + (double)M * N * 2 + N * 4.0;
+        double floor_ms = bytes / g_bw * 1e3;
+        out("%-9s tp%d %6d %6d %6d | %8.4f %7.0f GB/s %5.1f%% | %8.4f | %8.4f | %8.4f %8.4f | %5.2fx %5.2fx | %5.2fx %5.2fx\n",
+            s.name, s.tp, M, N, K, t_gemm, bytes / t_gemm / 1e6, 100 * floor_ms / t_gemm,
+            t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin);
+    } else {
+        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak)\n",
+            s.name, s.tp, M, N, K, t_gemm, flop / t_gemm / 1e9, 100 * flop / t_gemm / 1e9 / (PEAK_INT8 / 1e12),
+            t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin,
+            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12));
+    }
+    for (auto p : Wq) cudaFree(p);
+    for (auto p : Wb) cudaFree(p);
+    for (auto p : W8) cudaFree(p);
+    cudaFree(sw), cudaFree(sx), cudaFree(x), cudaFree(y), cudaFree(qx), cudaFree(x8), cudaFree(L), cudaFree(R);
+}
+
+/* ---------- BF16-KV decode attention: the same split-context design, bf16 K/V ---------- */
+
+constexpr int BT = 128;
+
+template <int R, int DH>
+__global__ void __launch_bounds__(BT) attn_bf16_partial(const uint16_t *q, const uint16_t *kc,
+                                                         const uint16_t *vc, int kv_heads,
+                                                         int max_ctx, int ctx, int heads,
+                                                         int nsplit, int chunk, float *po,
+                                                         float *pml)
+{
+    constexpr int COLS = DH / 2, PL = BT / COLS;
+    __shared__ float qs[R][DH];
+    __shared__ float S[R][BT];
+    __shared__ float mrun[R], lrun[R], alpha[R];
+    __shared__ float red[PL][R][DH + 1];
+    const int split = blockIdx.x, bg = blockIdx.y, b = bg / kv_heads, g = bg % kv_heads;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int p0 = split * chunk, p1 = min(ctx, p0 + chunk);
+    for (int i = tid; i < R * DH; i += BT)
+        qs[i / DH][i % DH] = __bfloat162float(__ushort_as_bfloat16(q[((size_t)b * heads + g * R + i / DH) * DH + i % DH]));
+    if (tid < R)
+        mrun[tid] = -INFINITY, lrun[tid] = 0.f;
+    const size_t base = ((size_t)b * kv_heads + g) * max_ctx;
+    const int col = tid % COLS, pl = tid / COLS;
+    float o[R][2];
+#pragma unroll
+    for (int h = 0; h < R; h++)
+        o[h][0] = o[h][1] = 0.f;
+    for (int t0 = p0; t0 < p1; t0 += BT) {
+        __syncthreads();
+        const int p = t0 + tid;
+        float dot[R];
+#pragma unroll
+        for (int h = 0; h < R; h++)
+            dot[h] = -INFINITY;
+        if (p < p1) {
+#pragma unroll
+            for (int h = 0; h < R; h++)
+                dot[h] = 0.f;
+            const uint4 *kr = reinterpret_cast<const uint4 *>(kc + (base + p) * DH);
+#pragma unroll 4
+            for (int w = 0; w < DH / 8; w++) {
+                uint4 v = kr[w];
+                uint32_t ww[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float k0 = __uint_as_float(ww[e] << 16), k1 = __uint_as_float(ww[e] & 0xFFFF0000u);
+#pragma unroll
+                    for (int h = 0; h < R; h++)
+                        dot[h] = fmaf(qs[h][w * 8 + 2 * e], k0, fmaf(qs[h][w * 8 + 2 * e + 1], k1, dot[h]));
+                }
+            }
+#pragma unroll
+            for (int h = 0; h < R; h++)
+                dot[h] *= rsqrtf((float)DH);
+        }
+#pragma unroll
+        for (int h = 0; h < R; h++)
+            S[h][tid] = dot[h];
+        __syncthreads();
+        for (int h = warp; h < R; h += BT / 32) {
+            float v[BT / 32], mt = -INFINITY;
+#pragma unroll
+            for (int i = 0; i < BT / 32; i++)
+                v[i] = S[h][lane + 32 * i], mt = fmaxf(mt, v[i]);
+            for (int off = 16; off > 0; off >>= 1)
+                mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+            const float mold = mrun[h], mnew = fmaxf(mold, mt);
+            float sum = 0.f;
+#pragma unroll
+            for (int i = 0; i < BT / 32; i++) {
+                float e = __expf(v[i] - mnew);
+                S[h][lane + 32 * i] = e;
+                sum += e;
+            }
+            for (int off = 16; off > 0; off >>= 1)
+                sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            __syncwarp();
+            if (lane == 0) {
+                float al = __expf(mold - mnew);
+                alpha[h] = al, lrun[h] = lrun[h] * al + sum, mrun[h] = mnew;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int h = 0; h < R; h++)
+            o[h][0] *= alpha[h], o[h][1] *= alpha[h];
+        const int tend = min(BT, p1 - t0);
+        for (int i = pl; i < tend; i += PL) {
+            uint32_t v2 = reinterpret_cast<const uint32_t *>(vc + (base + t0 + i) * DH)[col];
+            float v0 = __uint_as_float(v2 << 16), v1 = __uint_as_float(v2 & 0xFFFF0000u);
+#pragma unroll
+            for (int h = 0; h < R; h++)
+                o[h][0] = fmaf(S[h][i], v0, o[h][0]), o[h][1] = fmaf(S[h][i], v1, o[h][1]);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < R; h++)
+        red[pl][h][2 * col] = o[h][0], red[pl][h][2 * col + 1] = o[h][1];
+    __syncthreads();
+    const size_t row0 = (size_t)b * heads + g * R;
+    for (int i = tid; i < R * DH; i += BT) {
+        float s = 0.f;
+        for (int l = 0; l < PL; l++)
+            s += red[l][i / DH][i % DH];
+        po[((row0 + i / DH) * nsplit + split) * DH + i % DH] = s;
+    }
+    if (tid < R) {
+        pml[((row0 + tid) * nsplit + split) * 2] = mrun[tid];
+        pml[((row0 + tid) * nsplit + split) * 2 + 1] = lrun[tid];
+    }
+}
+
+__global__ void attn_bf16_combine(uint16_t *out, const float *po, const float *pml, int rows,
+                                  int nsplit, int dh)
+{
+    const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows)
+        return;
+    const float *ml = pml + (size_t)row * nsplit * 2;
+    float m = -INFINITY, l = 0.f;
+    for (int s = 0; s < nsplit; s++)
+        m = fmaxf(m, ml[2 * s]);
+    for (int s = 0; s < nsplit; s++)
+        l += ml[2 * s + 1] * __expf(ml[2 * s] - m);
+    for (int j = lane; j < dh; j += 32) {
+        float acc = 0.f;
+        for (int s = 0; s < nsplit; s++)
+            acc += po[((size_t)row * nsplit + s) * dh + j] * __expf(ml[2 * s] - m);
+        out[(size_t)row * dh + j] = __bfloat16_as_ushort(__float2bfloat16_rn(acc / l));
+    }
+}
+
+static void bench_attention(int batch, int ctx)
+{
+    const int kv = 8, heads = 64, dh = 128;
+    const size_t slots = (size_t)batch * kv * ctx;
+    const size_t b4 = slots * (dh / 2 + 4) * 2, b16 = slots * dh * 2 * 2;
+    const int c4 = copies_for(b4), c16 = copies_for(b16);
+    std::vector<fq_kv4_cache> C4(c4);
+    std::vector<uint16_t *> K16(c16), V16(c16);
+    for (int i = 0; i < c4; i++) {
+        C4[i] = {batch, kv, ctx, dh, rand_bytes(slots * dh / 2, 300 + i), rand_bytes(slots * dh / 2, 400 + i),
+                 (uint16_t *)dalloc(slots * 4), (uint16_t *)dalloc(slots * 4)};
+        /* (scale, zero) pairs: fp16 0.05 and 8 */
+        std::vector<uint16_t> sz(slots * 2);
+        for (size_t j = 0; j < slots; j++)
+            sz[2 * j] = 0x2A66, sz[2 * j + 1] = 0x4800;
+        CK(cudaMemcpy(C4[i].k_sz, sz.data(), slots * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(C4[i].v_sz, sz.data(), slots * 4, cudaMemcpyHostToDevice));
+    }
+    for (int i = 0; i < c16; i++)
+        K16[i] = rand_bf16(slots * dh, 500 + i, 0.5f), V16[i] = rand_bf16(slots * dh, 600 + i);
+    uint16_t *q = rand_bf16((size_t)batch * heads * dh, 77), *o = (uint16_t *)dalloc((size_t)batch * heads * dh * 2);
+    std::vector<int> lens(batch, ctx);
+    CK(cudaStreamSynchronize(g_st));
+    double t4 = time_ms([&](int r) {
+        FQ(fq_attention_kv4_cuda(&g_ctx, o, q, &C4[r % c4], 1, lens.data(), heads));
+    });
+    int nsplit = std::max(1, std::min((528 + batch * kv - 1) / (batch * kv), (ctx + 255) / 256));
+    int chunk = ((ctx + nsplit - 1) / nsplit + BT - 1) / BT * BT;
+    nsplit = (ctx + chunk - 1) / chunk;
+    const int rows = batch * heads;
+    float *po = (float *)dalloc((size_t)rows * nsplit * dh * 4), *pml = (float *)dalloc((size_t)rows * nsplit * 8);
+    double t16 = time_ms([&](int r) {
+        attn_bf16_partial<8, 128><<<dim3(nsplit, batch * kv), BT, 0, g_st>>>(
+            q, K16[r % c16], V16[r % c16], kv, ctx, ctx, heads, nsplit, chunk, po, pml);
+        attn_bf16_combine<<<(rows + 7) / 8, 256, 0, g_st>>>(o, po, pml, rows, nsplit, dh);
+    });
+    out("attn decode b%-2d ctx %6d | kv4 %8.4f ms %6.0f GB/s %5.1f%% | bf16-kv %8.4f ms %6.0f GB/s %5.1f%% | %5.2fx\n",
+        batch, ctx, t4, b4 / t4 / 1e6, 100 * (b4 / g_bw * 1e3) / t4, t16, b16 / t16 / 1e6,
+        100 * (b16 / g_bw * 1e3) / t16, t16 / t4);
+    for (auto &c : C4)
+        cudaFree(c.k_codes), cudaFree(c.v_codes), cudaFree(c.k_sz), cudaFree(c.v_sz);
+    for (int i = 0; i < c16; i++)
+        cudaFree(K16[i]), cudaFree(V16[i]);
+    cudaFree(q), cudaFree(o), cudaFree(po), cudaFree(pml);
+}
+
+int main(int argc, char **argv)
+{
+    const char *logpath = argc > 1 ? argv[1] : NULL;
+    const char *only = argc > 2 ? argv[2] : "all";
+    if (logpath)
+        g_log = fopen(logpath, "w");
+    FQ(fq_cuda_init(&g_ctx, 0));
+    g_st = (cudaStream_t)g_ctx.stream;
+    g_blas = (cublasHandle_t)g_ctx.cublas;
+    CB(cublasSetStream(g_blas, g_st));
+    CB(cublasLtCreate(&g_lt));
+    g_ltws = dalloc(LT_WS);
+    char name[256];
+    FQ(fq_cuda_device_name(&g_ctx, name, sizeof name));
+    {
+        size_t n = 1ull << 30;
+        void *a = dalloc(n), *b = dalloc(n);
+        CK(cudaMemsetAsync(a, 1, n, g_st));
+        double t = time_ms([&](int) { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, g_st)); });
+        g_bw = 2.0 * n / (t * 1e-3);
+        cudaFree(a), cudaFree(b);
+    }
+    out("device: %s; measured copy bandwidth %.0f GB/s (read+write); rooflines INT8 %.0f, BF16 %.0f TFLOP/s\n",
+        name, g_bw / 1e9, PEAK_INT8 / 1e12, PEAK_BF16 / 1e12);
+    if (!strcmp(only, "all") || !strcmp(only, "attn")) {
+        for (int b : {1, 8})
+            for (int ctx : {8192, 16384, 32768})
+                bench_attention(b, ctx);
+    }
+    if (!strcmp(only, "all") || !strcmp(only, "linear")) {
+        out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
+        out("prefill rows: the same with TOPS and %% of INT8 peak\n");
+        const shape shapes[] = {
+            {"qkv", 10240, 8192, 1}, {"o", 8192, 8192, 1}, {"gate_up", 57344, 8192, 1}, {"down", 8192, 28672, 1},
+            {"qkv", 5120, 8192, 2},  {"o", 8192, 4096, 2}, {"gate_up", 28672, 8192, 2}, {"down", 8192, 14336, 2},
+            {"qkv", 2560, 8192, 4},  {"o", 8192, 2048, 4}, {"gate_up", 14336, 8192, 4}, {"down", 8192, 7168, 4},
+        };
+        const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
+        for (int M : Ms)
+            for (const shape &s : shapes)
+                bench_linear(s, M);
+    }
+    fq_cuda_free_ctx(&g_ctx);
+    return 0;
+}

@@ -1,0 +1,23 @@
+#!/bin/bash
+# bench/bench_w4a4.sh — build (where nvcc and the -dev headers are) or run the W4A4 kernel
+# benchmark (bench/bench_w4a4.cu). The Makefile's bench rule builds C files only, so this
+# script compiles the CUDA benchmark against build/libflatq.a with the Makefile's flags.
+#   bench/bench_w4a4.sh build            -> build/bench/bench_w4a4
+#   bench/bench_w4a4.sh run LOG [what]   -> runs it (what: all | linear | attn), table to LOG
+set -eu
+cd "$(dirname "$0")/.."
+case "${1:-build}" in
+build)
+    make --no-print-directory -j2 build/libflatq.a >/dev/null
+    mkdir -p build/bench
+    NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
+    "$NVCC" -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -Wall,-Wextra \
+        -Icore -I. bench/bench_w4a4.cu build/libflatq.a \
+        $(pkg-config --libs jansson libpcre2-8 yaml-0.1 openblas) \
+        -lcublasLt -lcublas -lnccl -lcudart -o build/bench/bench_w4a4
+    echo "built build/bench/bench_w4a4" ;;
+run)
+    exec build/bench/bench_w4a4 "${2:-/dev/null}" "${3:-all}" ;;
+*)
+    echo "usage: $0 build | run LOG [all|linear|attn]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,368 @@
+/* test_gpu_w4a4.c — kernels/w4a4_*.cu against the C references of core/w4a4_ref.c.
+ *
+ * Bit-exact: the GEMM's int32 accumulators (both kernels, K with a 64-element tail, the
+ * largest products over K = 28672), its bf16 outputs (the epilogue order is the
+ * reference's, kblocks 1 and > 1, block lengths that end mid-tile, with a residual and with
+ * y aliasing the residual), transform+quant codes and scales when the transform is
+ * identity, KV4 codes and (scale, zero) pairs, untouched cache slots.
+ * Measured: with random L, R the GPU sums the transform in another order than BLAS, so a
+ * value within an ulp of a rounding tie may take the neighbouring code: the check reports
+ * the fraction of differing codes (tolerance 1e-3, each off by exactly one) and the worst
+ * relative scale difference (1e-5). Attention (fp32, online softmax, bf16 output) against
+ * the float64 reference: ‖out − ref‖/‖ref‖ ≤ 5e-3 (bf16 output rounding alone is ~1e-3).
+ * Refused shapes return FQ_ERR before any launch.
+ */
+#include <cuda_runtime.h>
+
+#include "dtype.h"
+#include "gpu_check.h"
+#include "kernels/w4a4.h"
+#include "w4a4_ref.h"
+
+static void *dev_bytes(gpu_suite *t, size_t n) { return gpu_dev(t, (n + 3) / 4); }
+
+static void *dev_upload(gpu_suite *t, const void *h, size_t n)
+{
+    void *d = dev_bytes(t, n);
+    if (cudaMemcpy(d, h, n, cudaMemcpyHostToDevice) != cudaSuccess)
+        gpu_die(t, "cudaMemcpy H2D");
+    return d;
+}
+
+static void *dev_poison_bytes(gpu_suite *t, size_t n, int byte)
+{
+    void *d = dev_bytes(t, n);
+    if (cudaMemset(d, byte, n) != cudaSuccess)
+        gpu_die(t, "cudaMemset");
+    return d;
+}
+
+static void *host_fetch(gpu_suite *t, const void *d, size_t n)
+{
+    void *h = malloc(n ? n : 1);
+    if (!h || fq_cuda_sync(&t->ctx) || cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost) != cudaSuccess)
+        gpu_die(t, "download");
+    return h;
+}
+
+/* Bit-exact byte comparison; measured = differing elements of `elem` bytes. */
+static void check_bytes(gpu_suite *t, const char *check, const void *got, const void *ref,
+                        size_t n, size_t elem)
+{
+    size_t diff = 0, first = n;
+    for (size_t i = 0; i < n / elem; i++)
+        if (memcmp((const char *)got + i * elem, (const char *)ref + i * elem, elem)) {
+            if (first == n)
+                first = i;
+            diff++;
+        }
+    if (diff)
+        fprintf(stderr, "%s: %s: %zu of %zu differ, first at %zu\n", t->group, check, diff,
+                n / elem, first);
+    gpu_report(t, check, (double)diff, 0, diff == 0, " diff");
+}
+
+static void rand_packed(gpu_suite *t, uint8_t *p, size_t nbytes)
+{
+    for (size_t i = 0; i < nbytes; i++)
+        p[i] = (uint8_t)(gpu_uniform(t) * 256);
+}
+
+static void rand_bf16(gpu_suite *t, uint16_t *x, size_t n, double sd)
+{
+    float *f = gpu_host(n);
+    gpu_fill_normal(t, f, n, sd);
+    for (size_t i = 0; i < n; i++)
+        x[i] = fq_f32_to_bf16(f[i]);
+    free(f);
+}
+
+/* ---------- GEMM ---------- */
+
+static void test_gemm_i32(gpu_suite *t, int M, int N, int K, int path, int extreme)
+{
+    size_t bx = (size_t)M * K / 2, bw = (size_t)N * K / 2;
+    uint8_t *qx = malloc(bx), *qw = malloc(bw);
+    rand_packed(t, qx, bx);
+    rand_packed(t, qw, bw);
+    if (extreme) /* every code −8: the largest |acc| = 64·K */
+        memset(qx, 0x88, bx), memset(qw, 0x88, bw);
+    int32_t *ref = malloc(sizeof(int32_t) * M * N);
+    if (fq_w4a4_gemm_i32(ref, qx, qw, M, N, K))
+        gpu_die(t, "CPU fq_w4a4_gemm_i32");
+    uint8_t *d_qx = dev_upload(t, qx, bx), *d_qw = dev_upload(t, qw, bw);
+    int32_t *d_acc = dev_poison_bytes(t, sizeof(int32_t) * M * N, 0xA5);
+    gpu_call(t, fq_w4a4_gemm_i32_cuda(&t->ctx, d_acc, d_qx, d_qw, M, N, K, path),
+             "fq_w4a4_gemm_i32_cuda");
+    int32_t *got = host_fetch(t, d_acc, sizeof(int32_t) * M * N);
+    char name[96];
+    snprintf(name, sizeof name, "gemm i32 %s %dx%dx%d%s", path == FQ_W4A4_DECODE ? "decode" : "prefill",
+             M, N, K, extreme ? " all -8" : "");
+    check_bytes(t, name, got, ref, sizeof(int32_t) * M * N, sizeof(int32_t));
+    free(qx), free(qw), free(ref), free(got);
+}
+
+static void test_gemm_bf16(gpu_suite *t, int M, int N, int K, int kblocks, int path,
+                           int residual_mode /* 0 none, 1 separate, 2 y aliases it */)
+{
+    size_t bx = (size_t)M * K / 2, bw = (size_t)N * K / 2, ny = (size_t)M * N;
+    uint8_t *qx = malloc(bx), *qw = malloc(bw);
+    float *sx = gpu_host((size_t)M * kblocks), *sw = gpu_host(N);
+    uint16_t *res = malloc(sizeof(uint16_t) * ny), *ref = malloc(sizeof(uint16_t) * ny);
+    rand_packed(t, qx, bx);
+    rand_packed(t, qw, bw);
+    for (int i = 0; i < M * kblocks; i++)
+        sx[i] = (float)(0.01 + 0.2 * gpu_uniform(t));
+    for (int i = 0; i < N; i++)
+        sw[i] = (float)(0.001 + 0.02 * gpu_uniform(t));
+    rand_bf16(t, res, ny, 3.0);
+    if (fq_w4a4_gemm(ref, qx, sx, kblocks, qw, sw, M, N, K, residual_mode ? res : NULL))
+        gpu_die(t, "CPU fq_w4a4_gemm");
+    uint8_t *d_qx = dev_upload(t, qx, bx), *d_qw = dev_upload(t, qw, bw);
+    float *d_sx = gpu_dev_copy(t, sx, (size_t)M * kblocks), *d_sw = gpu_dev_copy(t, sw, N);
+    uint16_t *d_res = residual_mode ? dev_upload(t, res, sizeof(uint16_t) * ny) : NULL;
+    uint16_t *d_y = residual_mode == 2 ? d_res : dev_poison_bytes(t, sizeof(uint16_t) * ny, 0xFF);
+    gpu_call(t, fq_w4a4_gemm_path_cuda(&t->ctx, d_y, d_qx, d_sx, kblocks, d_qw, d_sw, M, N, K,
+                                       d_res, path), "fq_w4a4_gemm_path_cuda");
+    uint16_t *got = host_fetch(t, d_y, sizeof(uint16_t) * ny);
+    char name[96];
+    snprintf(name, sizeof name, "gemm bf16 %s %dx%dx%d kb%d%s",
+             path == FQ_W4A4_DECODE ? "decode" : "prefill", M, N, K, kblocks,
+             residual_mode == 2 ? " +res(in place)" : residual_mode ? " +res" : "");
+    check_bytes(t, name, got, ref, sizeof(uint16_t) * ny, sizeof(uint16_t));
+    free(qx), free(qw), free(sx), free(sw), free(res), free(ref), free(got);
+}
+
+/* ---------- transform + quantize ---------- */
+
+static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1, int n2,
+                                 int kblocks, int use_l, int use_r, int nc)
+{
+    size_t nx = (size_t)M * K;
+    uint16_t *x = malloc(sizeof(uint16_t) * nx);
+    rand_bf16(t, x, nx, 1.0);
+    for (int m = 0; m < M; m += 5)
+        x[(size_t)m * K + (m * 37) % K] = fq_f32_to_bf16(60.0f); /* outlier channels */
+    float *L = gpu_host((size_t)blocks * n1 * n1), *R = gpu_host((size_t)blocks * n2 * n2);
+    gpu_fill_normal(t, L, (size_t)blocks * n1 * n1, 1.0 / sqrt(n1));
+    gpu_fill_normal(t, R, (size_t)blocks * n2 * n2, 1.0 / sqrt(n2));
+    const float clips[3][2] = {{0.98f, 0.95f}, {0.8f, 1.0f}, {1.0f, 0.6f}};
+    fq_quant_dst hd[3], dd[3];
+    for (int p = 0; p < nc; p++) {
+        hd[p] = (fq_quant_dst){clips[p][0], clips[p][1], malloc(nx / 2),
+                               gpu_host((size_t)M * kblocks)};
+        dd[p] = (fq_quant_dst){clips[p][0], clips[p][1], dev_poison_bytes(t, nx / 2, 0xA5),
+                               gpu_dev_poison(t, (size_t)M * kblocks)};
+    }
+    if (fq_transform_quant(hd, nc, x, M, K, blocks, n1, n2, use_l ? L : NULL, use_r ? R : NULL,
+                           kblocks, 4))
+        gpu_die(t, "CPU fq_transform_quant");
+    uint16_t *d_x = dev_upload(t, x, sizeof(uint16_t) * nx);
+    float *d_L = gpu_dev_copy(t, L, (size_t)blocks * n1 * n1);
+    float *d_R = gpu_dev_copy(t, R, (size_t)blocks * n2 * n2);
+    gpu_call(t, fq_transform_quant_cuda(&t->ctx, dd, nc, d_x, M, K, blocks, n1, n2,
+                                        use_l ? d_L : NULL, use_r ? d_R : NULL, kblocks, 4),
+             "fq_transform_quant_cuda");
+    int exact = !use_l && !use_r;
+    for (int p = 0; p < nc; p++) {
+        uint8_t *codes = host_fetch(t, dd[p].codes, nx / 2);
+        float *scales = host_fetch(t, dd[p].scales, sizeof(float) * M * kblocks);
+        char name[96];
+        snprintf(name, sizeof name, "quant %s K%d b%d kb%d consumer %d",
+                 exact ? "identity" : use_r ? "L,R" : "L only", K, blocks, kblocks, p);
+        if (exact) {
+            check_bytes(t, name, codes, hd[p].codes, nx / 2, 1);
+            snprintf(name, sizeof name, "quant identity scales consumer %d", p);
+            gpu_check_exact(t, name, scales, hd[p].scales, (size_t)M * kblocks);
+        } else {
+            size_t diff = 0, far = 0;
+            for (size_t i = 0; i < nx; i++) {
+                int a = (codes[i / 2] >> (4 * (i & 1))) & 0xF, b = (hd[p].codes[i / 2] >> (4 * (i & 1))) & 0xF;
+                a = a >= 8 ? a - 16 : a, b = b >= 8 ? b - 16 : b;
+                diff += a != b;
+                far += abs(a - b) > 1;
+            }
+            double worst = 0;
+            for (int i = 0; i < M * kblocks; i++)
+                worst = fmax(worst, fabs((double)scales[i] - hd[p].scales[i]) / hd[p].scales[i]);
+            double frac = (double)diff / (double)nx;
+            if (far)
+                fprintf(stderr, "%s: %zu codes differ by more than one\n", name, far);
+            gpu_report(t, name, frac, 1e-3, frac <= 1e-3 && far == 0, " codes");
+            snprintf(name, sizeof name, "quant %s scales consumer %d", use_r ? "L,R" : "L only", p);
+            gpu_report(t, name, worst, 1e-5, worst <= 1e-5, "");
+        }
+        free(codes), free(scales);
+    }
+    for (int p = 0; p < nc; p++)
+        free(hd[p].codes), free(hd[p].scales);
+    free(x), free(L), free(R);
+}
+
+/* ---------- KV4 ---------- */
+
+typedef struct {
+    fq_kv4_cache h, d;
+    size_t code_bytes, sz_bytes;
+} kv_pair;
+
+static void kv_pair_init(gpu_suite *t, kv_pair *kp, int batch, int kv_heads, int max_ctx, int dh)
+{
+    size_t slots = (size_t)batch * kv_heads * max_ctx;
+    kp->code_bytes = slots * dh / 2;
+    kp->sz_bytes = slots * 2 * sizeof(uint16_t);
+    kp->h = (fq_kv4_cache){batch, kv_heads, max_ctx, dh, malloc(kp->code_bytes),
+                           malloc(kp->code_bytes), malloc(kp->sz_bytes), malloc(kp->sz_bytes)};
+    rand_packed(t, kp->h.k_codes, kp->code_bytes);
+    rand_packed(t, kp->h.v_codes, kp->code_bytes);
+    rand_packed(t, (uint8_t *)kp->h.k_sz, kp->sz_bytes);
+    rand_packed(t, (uint8_t *)kp->h.v_sz, kp->sz_bytes);
+    kp->d = kp->h;
+    kp->d.k_codes = dev_upload(t, kp->h.k_codes, kp->code_bytes);
+    kp->d.v_codes = dev_upload(t, kp->h.v_codes, kp->code_bytes);
+    kp->d.k_sz = dev_upload(t, kp->h.k_sz, kp->sz_bytes);
+    kp->d.v_sz = dev_upload(t, kp->h.v_sz, kp->sz_bytes);
+}
+
+static void kv_pair_free(kv_pair *kp)
+{
+    free(kp->h.k_codes), free(kp->h.v_codes), free(kp->h.k_sz), free(kp->h.v_sz);
+}
+
+/* Writes n_new tokens at pos0 into both caches and compares every byte. */
+static void kv_write_both(gpu_suite *t, kv_pair *kp, int n_new, const int *pos0, double sd,
+                          int check)
+{
+    size_t n = (size_t)kp->h.batch * n_new * kp->h.kv_heads * kp->h.dh;
+    uint16_t *k = malloc(sizeof(uint16_t) * n), *v = malloc(sizeof(uint16_t) * n);
+    rand_bf16(t, k, n, sd);
+    rand_bf16(t, v, n, sd * 0.5);
+    for (int j = 0; j < kp->h.dh; j++)
+        v[j] = 0; /* an all-zero head vector */
+    if (fq_kv4_write(&kp->h, k, v, n_new, pos0, 0.97f, 0.9f, 1.0f, 0.85f, 4))
+        gpu_die(t, "CPU fq_kv4_write");
+    uint16_t *d_k = dev_upload(t, k, sizeof(uint16_t) * n), *d_v = dev_upload(t, v, sizeof(uint16_t) * n);
+    gpu_call(t, fq_kv4_write_cuda(&t->ctx, &kp->d, d_k, d_v, n_new, pos0, 0.97f, 0.9f, 1.0f,
+                                  0.85f, 4), "fq_kv4_write_cuda");
+    if (check) {
+        char name[96];
+        const char *what[4] = {"k codes", "v codes", "k (scale,zero)", "v (scale,zero)"};
+        void *dp[4] = {kp->d.k_codes, kp->d.v_codes, kp->d.k_sz, kp->d.v_sz};
+        void *hp[4] = {kp->h.k_codes, kp->h.v_codes, kp->h.k_sz, kp->h.v_sz};
+        for (int i = 0; i < 4; i++) {
+            size_t bytes = i < 2 ? kp->code_bytes : kp->sz_bytes;
+            void *got = host_fetch(t, dp[i], bytes);
+            snprintf(name, sizeof name, "kv4 write %s (whole cache)", what[i]);
+            check_bytes(t, name, got, hp[i], bytes, 1);
+            free(got);
+        }
+    }
+    free(k), free(v);
+}
+
+static void test_kv4_write(gpu_suite *t)
+{
+    kv_pair kp;
+    kv_pair_init(t, &kp, 2, 8, 64, 128);
+    int pos0[2] = {3, 40};
+    kv_write_both(t, &kp, 5, pos0, 2.0, 1);
+    kv_pair_free(&kp);
+}
+
+static void test_attention(gpu_suite *t, int batch, int kv_heads, int heads, int dh,
+                           const int *ctx, int n_q)
+{
+    int max_ctx = 0;
+    for (int b = 0; b < batch; b++)
+        max_ctx = ctx[b] > max_ctx ? ctx[b] : max_ctx;
+    kv_pair kp;
+    kv_pair_init(t, &kp, batch, kv_heads, max_ctx, dh);
+    int zero[256] = {0};
+    kv_write_both(t, &kp, max_ctx, zero, 1.0, 0);
+    size_t nq = (size_t)batch * n_q * heads * dh;
+    uint16_t *q = malloc(sizeof(uint16_t) * nq), *ref = malloc(sizeof(uint16_t) * nq);
+    rand_bf16(t, q, nq, 1.0);
+    if (fq_attention_kv4(ref, q, &kp.h, n_q, ctx, heads))
+        gpu_die(t, "CPU fq_attention_kv4");
+    uint16_t *d_q = dev_upload(t, q, sizeof(uint16_t) * nq);
+    uint16_t *d_out = dev_poison_bytes(t, sizeof(uint16_t) * nq, 0xFF);
+    gpu_call(t, fq_attention_kv4_cuda(&t->ctx, d_out, d_q, &kp.d, n_q, ctx, heads),
+             "fq_attention_kv4_cuda");
+    uint16_t *got = host_fetch(t, d_out, sizeof(uint16_t) * nq);
+    float *gf = gpu_host(nq), *rf = gpu_host(nq);
+    for (size_t i = 0; i < nq; i++)
+        gf[i] = fq_bf16_to_f32(got[i]), rf[i] = fq_bf16_to_f32(ref[i]);
+    char name[96];
+    snprintf(name, sizeof name, "attn kv4 %s b%d h%d/%d dh%d ctx%d", n_q == 1 ? "decode" : "prefill",
+             batch, heads, kv_heads, dh, ctx[0]);
+    gpu_check_rel(t, name, gf, rf, nq, 5e-3);
+    free(q), free(ref), free(got), free(gf), free(rf);
+    kv_pair_free(&kp);
+}
+
+/* ---------- refused shapes ---------- */
+
+static void expect_refused(gpu_suite *t, const char *check, int rc, const char *needle)
+{
+    int ok = rc == FQ_ERR && strstr(fq_errmsg(), needle) != NULL;
+    if (!ok)
+        fprintf(stderr, "%s: rc %d, message \"%s\" (expected \"%s\")\n", check, rc, fq_errmsg(),
+                needle);
+    gpu_report(t, check, ok ? 0 : 1, 0, ok, " wrong");
+}
+
+static void test_refused(gpu_suite *t)
+{
+    uint8_t *qx = dev_bytes(t, 4096), *qw = dev_bytes(t, 4096);
+    float *s = gpu_dev(t, 64);
+    uint16_t *y = dev_bytes(t, 4096);
+    int32_t *acc = dev_bytes(t, 4096);
+    expect_refused(t, "refuse gemm K % 64", fq_w4a4_gemm_cuda(&t->ctx, y, qx, s, 1, qw, s, 2, 2, 96, NULL), "K = 96");
+    expect_refused(t, "refuse gemm M = 0", fq_w4a4_gemm_cuda(&t->ctx, y, qx, s, 1, qw, s, 0, 2, 64, NULL), "M = 0");
+    expect_refused(t, "refuse gemm kblocks", fq_w4a4_gemm_cuda(&t->ctx, y, qx, s, 3, qw, s, 2, 2, 128, NULL), "kblocks = 3");
+    expect_refused(t, "refuse gemm_i32 K % 64", fq_w4a4_gemm_i32_cuda(&t->ctx, acc, qx, qw, 1, 1, 65, 0), "K = 65");
+    expect_refused(t, "refuse decode M > 16", fq_w4a4_gemm_i32_cuda(&t->ctx, acc, qx, qw, 17, 1, 64, FQ_W4A4_DECODE), "M = 17");
+    expect_refused(t, "refuse unaligned qx", fq_w4a4_gemm_cuda(&t->ctx, y, qx + 8, s, 1, qw, s, 1, 1, 64, NULL), "aligned");
+    fq_quant_dst d = {0.9f, 0.9f, qx, s};
+    expect_refused(t, "refuse quant M = 0", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 0, 64, 1, 8, 8, NULL, NULL, 1, 4), "M = 0");
+    expect_refused(t, "refuse quant K % 64", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 1, 72, 1, 8, 9, NULL, NULL, 1, 4), "K = 72");
+    fq_kv4_cache c = {1, 1, 16, 96, qx, qw, y, y};
+    int ctx = 4;
+    expect_refused(t, "refuse attn dh 96", fq_attention_kv4_cuda(&t->ctx, y, y, &c, 1, &ctx, 1), "dh = 96");
+    c.dh = 64;
+    expect_refused(t, "refuse attn heads/kv 3", fq_attention_kv4_cuda(&t->ctx, y, y, &c, 1, &ctx, 3), "heads/kv_heads = 3");
+    ctx = 17;
+    expect_refused(t, "refuse attn ctx > max", fq_attention_kv4_cuda(&t->ctx, y, y, &c, 1, &ctx, 1), "ctx_len[0] = 17");
+    int pos = 15;
+    expect_refused(t, "refuse kv write past end", fq_kv4_write_cuda(&t->ctx, &c, y, y, 2, &pos, 1, 1, 1, 1, 4), "pos0[0] = 15");
+}
+
+int main(void)
+{
+    gpu_suite t;
+    gpu_suite_begin(&t, "w4a4", 7);
+    test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_PREFILL, 0);
+    test_gemm_i32(&t, 128, 256, 4096, FQ_W4A4_PREFILL, 0);
+    test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_PREFILL, 1);
+    test_gemm_i32(&t, 5, 77, 576, FQ_W4A4_DECODE, 0);
+    test_gemm_i32(&t, 16, 64, 28672, FQ_W4A4_DECODE, 1);
+    test_gemm_i32(&t, 1, 130, 8192, FQ_W4A4_DECODE, 0);
+    test_gemm_bf16(&t, 200, 136, 1024, 1, FQ_W4A4_PREFILL, 0);
+    test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_PREFILL, 1);
+    test_gemm_bf16(&t, 130, 96, 1152, 2, FQ_W4A4_PREFILL, 2); /* blocks of 576 end mid-tile */
+    test_gemm_bf16(&t, 7, 100, 576, 3, FQ_W4A4_DECODE, 1);
+    test_gemm_bf16(&t, 16, 48, 2048, 1, FQ_W4A4_DECODE, 2);
+    test_gemm_bf16(&t, 1, 33, 4096, 2, FQ_W4A4_DECODE, 0);
+    test_transform_quant(&t, 37, 4096, 1, 64, 64, 1, 0, 0, 3);
+    test_transform_quant(&t, 19, 2048, 2, 32, 32, 4, 0, 0, 1);
+    test_transform_quant(&t, 64, 4096, 1, 64, 64, 1, 1, 1, 3);
+    test_transform_quant(&t, 16, 2048, 2, 32, 32, 2, 1, 0, 1);
+    test_transform_quant(&t, 8, 28672, 1, 128, 224, 1, 1, 1, 1);
+    test_kv4_write(&t);
+    test_attention(&t, 2, 2, 16, 128, (int[]){1000, 777}, 1);
+    test_attention(&t, 1, 8, 64, 128, (int[]){8192}, 1);
+    test_attention(&t, 1, 2, 8, 64, (int[]){100}, 37);
+    test_attention(&t, 2, 4, 4, 128, (int[]){64, 64}, 64);
+    test_refused(&t);
+    return gpu_suite_end(&t);
+}
