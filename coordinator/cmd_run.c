@@ -34,8 +34,10 @@ static void run_usage(FILE *out)
             "  --device cuda runs on the GPU with a KV cache; under mpirun -np T each rank\n"
             "  drives one GPU (tensor parallelism). With --bench it times B random prompts\n"
             "  of P tokens (defaults 1, 128) and G decode steps (default 128) and prints\n"
-            "  the all-reduce share and GPU memory per rank. FLATQ_NCCL_TIMEOUT_S (default\n"
-            "  300) bounds every wait for the other ranks.\n");
+            "  the all-reduce share and GPU memory per rank; --batch 1,8,64 times each size\n"
+            "  on one loaded model (prompts of more than 16384 tokens in all are prefilled\n"
+            "  in chunks along the sequence). FLATQ_NCCL_TIMEOUT_S (default 300) bounds\n"
+            "  every wait for the other ranks.\n");
 }
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
@@ -49,6 +51,25 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return FQ_OK;
 }
 
+/* --batch B or a list B1,B2,... (at most 8): the bench loads the model once */
+static int parse_batches(const char *v, run_args *a)
+{
+    a->n_batches = 0;
+    a->batch = 0;
+    const char *p = v ? v : "";
+    do {
+        char *end;
+        long b = strtol(p, &end, 10);
+        if (end == p || b < 1 || b > 4096 || (*end && *end != ',') || a->n_batches == 8)
+            return fq_error("run: --batch: expected up to 8 comma-separated sizes in [1, 4096], "
+                            "got '%s'", v ? v : "");
+        a->batches[a->n_batches++] = b;
+        a->batch = b > a->batch ? b : a->batch;
+        p = *end ? end + 1 : end;
+    } while (*p);
+    return FQ_OK;
+}
+
 static int run_parse(int argc, char **argv, run_args *a)
 {
     memset(a, 0, sizeof *a);
@@ -56,6 +77,8 @@ static int run_parse(int argc, char **argv, run_args *a)
     a->max_new = 64;
     a->top_p = 0.9;
     a->batch = 1;
+    a->batches[0] = 1;
+    a->n_batches = 1;
     a->prompt_len = 128;
     a->gen_len = 128;
     for (int i = 1; i < argc; i++) {
@@ -88,11 +111,13 @@ static int run_parse(int argc, char **argv, run_args *a)
                 a->cuda = 1;
             else if (!v || strcmp(v, "cpu") != 0)
                 return fq_error("run: --device: expected cpu or cuda, got '%s'", v ? v : "");
-        } else if (strcmp(k, "--batch") == 0 || strcmp(k, "--prompt-len") == 0 ||
-                   strcmp(k, "--gen-len") == 0) {
+        } else if (strcmp(k, "--batch") == 0) {
+            if (parse_batches(v, a) != FQ_OK)
+                return FQ_ERR;
+        } else if (strcmp(k, "--prompt-len") == 0 || strcmp(k, "--gen-len") == 0) {
             if (parse_num(k, v, 1, 1 << 20, &x) != FQ_OK)
                 return FQ_ERR;
-            long *dst = k[2] == 'b' ? &a->batch : k[2] == 'p' ? &a->prompt_len : &a->gen_len;
+            long *dst = k[2] == 'p' ? &a->prompt_len : &a->gen_len;
             *dst = (long)x;
         } else if (strcmp(k, "--seed") == 0) {
             if (parse_num(k, v, 0, 9e15, &x) != FQ_OK)
@@ -106,7 +131,7 @@ static int run_parse(int argc, char **argv, run_args *a)
     }
     if (!a->model)
         return fq_error("run: MODEL_DIR is required (see flatq run --help)");
-    if (!a->cuda && (a->batch != 1 || a->prompt_len != 128 || a->gen_len != 128))
+    if (!a->cuda && ((a->n_batches != 1 || a->batch != 1) || a->prompt_len != 128 || a->gen_len != 128))
         return fq_error("run: --batch, --prompt-len and --gen-len need --device cuda (the CPU "
                         "bench times the --prompt)");
     return FQ_OK;

@@ -91,14 +91,43 @@ done:
     return rc;
 }
 
-static double gib(size_t b)
+/* Tokens per prefill forward: larger batches are prefilled in chunks along the sequence
+ * (the cache makes a chunk see the earlier ones), which bounds the activation memory. */
+#define BENCH_PREFILL_TOKENS 16384
+
+static long prefill_chunk(long B, long P)
 {
-    return (double)b / 1073741824.0;
+    long c = BENCH_PREFILL_TOKENS / B;
+    return c < 1 ? 1 : c > P ? P : c;
 }
 
-static int bench(gpu_session *s, const run_args *a, int rank)
+/* prefill of ids [B, P] in chunks, then argmax of each sequence's last logits into ids[0..B) */
+static int bench_prefill(gpu_session *s, int32_t *ids, int B, int P, int *pos)
 {
-    int B = (int)a->batch, P = (int)a->prompt_len, G = (int)a->gen_len, V = s->m.cfg.vocab;
+    int chunk = (int)prefill_chunk(B, P), V = s->m.cfg.vocab;
+    int32_t *part = fq_malloc(sizeof(int32_t) * (size_t)B * chunk, "prompt chunk");
+    if (!part)
+        return FQ_ERR;
+    const float *d = NULL;
+    int rc = FQ_OK;
+    for (int p0 = 0; p0 < P && rc == FQ_OK; p0 += chunk) {
+        int n = P - p0 < chunk ? P - p0 : chunk;
+        for (int b = 0; b < B; b++) {
+            pos[b] = p0;
+            memcpy(part + (size_t)b * n, ids + (size_t)b * P + p0, sizeof(int32_t) * n);
+        }
+        rc = gpu_model_forward(&s->m, part, B, n, pos, 0, &d);
+    }
+    free(part);
+    if (rc != FQ_OK || rt_argmax(&s->ctx, s->m.ids_d, d, B, V) != FQ_OK ||
+        tp_comm_wait(&s->comm, &s->ctx) != FQ_OK)
+        return FQ_ERR;
+    return rt_download(&s->ctx, ids, s->m.ids_d, sizeof(int32_t) * (size_t)B);
+}
+
+static int bench_one(gpu_session *s, const run_args *a, int B, int rank)
+{
+    int P = (int)a->prompt_len, G = (int)a->gen_len, V = s->m.cfg.vocab;
     int *pos = fq_malloc(sizeof(int) * (size_t)B, "positions");
     int32_t *ids = fq_malloc(sizeof(int32_t) * (size_t)B * P, "prompt ids");
     int rc = FQ_ERR;
@@ -108,22 +137,27 @@ static int bench(gpu_session *s, const run_args *a, int rank)
     rng_seed(&rng, (uint64_t)a->seed);
     for (size_t i = 0; i < (size_t)B * P; i++)
         ids[i] = (int32_t)(rng_next_u64(&rng) % (uint64_t)V);
-    for (int b = 0; b < B; b++)
-        pos[b] = 0;
-    if (step(s, ids, B, P, pos, NULL) != FQ_OK) /* warm-up: cuBLAS heuristics, caches */
+    /* warm-up on a short prefix: cuBLAS heuristics, first-touch of the caches */
+    int warm = P < 64 ? P : 64;
+    int32_t *w = fq_malloc(sizeof(int32_t) * (size_t)B * warm, "warm-up ids");
+    if (!w)
         goto done;
+    for (int b = 0; b < B; b++)
+        memcpy(w + (size_t)b * warm, ids + (size_t)b * P, sizeof(int32_t) * warm);
+    rc = bench_prefill(s, w, B, warm, pos);
+    free(w);
+    if (rc != FQ_OK)
+        goto done;
+    rc = FQ_ERR;
     MPI_Barrier(MPI_COMM_WORLD);
     s->comm.timing = 1;
     s->comm.allreduce_ms = 0;
     double t0 = progress_monotonic_seconds();
-    const float *d = NULL;
-    if (gpu_model_forward(&s->m, ids, B, P, pos, 0, &d) != FQ_OK ||
-        rt_argmax(&s->ctx, s->m.ids_d, d, B, V) != FQ_OK ||
-        tp_comm_wait(&s->comm, &s->ctx) != FQ_OK ||
-        rt_download(&s->ctx, ids, s->m.ids_d, sizeof(int32_t) * (size_t)B) != FQ_OK)
+    if (bench_prefill(s, ids, B, P, pos) != FQ_OK)
         goto done;
     double t_pre = progress_monotonic_seconds() - t0, ar_pre = s->comm.allreduce_ms / 1e3;
     s->comm.allreduce_ms = 0;
+    const float *d = NULL;
     t0 = progress_monotonic_seconds();
     for (int g = 0; g < G; g++) {
         for (int b = 0; b < B; b++)
@@ -135,31 +169,50 @@ static int bench(gpu_session *s, const run_args *a, int rank)
             goto done;
     }
     double t_dec = progress_monotonic_seconds() - t0, ar_dec = s->comm.allreduce_ms / 1e3;
+    s->comm.timing = 0;
     if (rank == 0) {
-        char name[256] = "?";
-        fq_cuda_device_name(&s->ctx, name, sizeof name);
         const gpu_model *m = &s->m;
-        printf("device      %s, tensor parallel %d\n", name, s->comm.tp);
-        printf("model       %s (%s, %d layers)\n", a->model,
-               m->quantized ? "W4A4KV4" : "BF16", m->cfg.n_layers);
-        printf("prefill     %d x %d tokens in %.4f s: %.0f tokens/s, all-reduce %.1f%%\n", B, P,
-               t_pre, (double)B * P / t_pre, 100 * ar_pre / t_pre);
-        printf("decode      %d x %d tokens in %.4f s: %.1f tokens/s, %.3f ms/step, "
-               "all-reduce %.1f%%\n", B, G, t_dec, (double)B * G / t_dec, 1e3 * t_dec / G,
-               100 * ar_dec / t_dec);
-        printf("memory      rank 0: weights %.3f GiB, KV cache %.3f GiB (batch %d, context "
-               "%d), activations %.3f GiB\n", gib(m->weight_bytes), gib(m->kv_bytes), B, P + G,
-               gib(m->scratch_bytes));
-        printf("BENCH|%s|%d|%d|%d|%d|%.1f|%.1f|%.2f|%.2f|%.4f|%.4f\n",
-               m->quantized ? "w4a4" : "bf16", s->comm.tp, B, P, G, (double)B * P / t_pre,
-               (double)B * G / t_dec, 100 * ar_pre / t_pre, 100 * ar_dec / t_dec,
-               gib(m->weight_bytes), gib(m->kv_bytes));
+        /* the cache for this batch: the model holds it for the largest batch */
+        double kv = (double)m->kv_bytes * B / (double)m->max_batch;
+        printf("batch %-4d  prefill %d x %d tokens (chunks of %ld) in %.4f s: %.0f tokens/s, "
+               "all-reduce %.1f%%\n", B, B, P, prefill_chunk(B, P), t_pre,
+               (double)B * P / t_pre, 100 * ar_pre / t_pre);
+        printf("            decode %d x %d tokens in %.4f s: %.1f tokens/s, %.3f ms/step, "
+               "all-reduce %.1f%%; KV cache %.3f GiB\n", B, G, t_dec, (double)B * G / t_dec,
+               1e3 * t_dec / G, 100 * ar_dec / t_dec, kv / 1073741824.0);
+        printf("BENCH|%s|tp=%d|layers=%d|batch=%d|prompt=%d|gen=%d|prefill_tps=%.1f|"
+               "decode_tps=%.2f|step_ms=%.4f|ar_prefill=%.2f|ar_decode=%.2f|weights_gib=%.4f|"
+               "kv_gib=%.4f\n", m->quantized ? "w4a4" : "bf16", s->comm.tp, m->cfg.n_layers, B, P,
+               G, (double)B * P / t_pre, (double)B * G / t_dec, 1e3 * t_dec / G,
+               100 * ar_pre / t_pre, 100 * ar_dec / t_dec, m->weight_bytes / 1073741824.0,
+               kv / 1073741824.0);
+        fflush(stdout);
     }
     rc = FQ_OK;
 done:
     free(pos);
     free(ids);
     return rc;
+}
+
+static int bench(gpu_session *s, const run_args *a, int rank)
+{
+    if (rank == 0) {
+        char name[256] = "?";
+        fq_cuda_device_name(&s->ctx, name, sizeof name);
+        const gpu_model *m = &s->m;
+        printf("device      %s, tensor parallel %d\n", name, s->comm.tp);
+        printf("model       %s (%s, %d layers)\n", a->model, m->quantized ? "W4A4KV4" : "BF16",
+               m->cfg.n_layers);
+        printf("memory      rank 0: weights %.3f GiB, KV cache %.3f GiB (batch %ld, context "
+               "%ld), activations %.3f GiB\n", m->weight_bytes / 1073741824.0,
+               m->kv_bytes / 1073741824.0, a->batch, a->prompt_len + a->gen_len,
+               m->scratch_bytes / 1073741824.0);
+    }
+    for (int i = 0; i < a->n_batches; i++)
+        if (bench_one(s, a, (int)a->batches[i], rank) != FQ_OK)
+            return FQ_ERR;
+    return FQ_OK;
 }
 
 int cmd_run_gpu(const run_args *a)
@@ -179,7 +232,7 @@ int cmd_run_gpu(const run_args *a)
                       tokenizer_encode(tok, a->prompt, strlen(a->prompt), 1, &ids, &n) != FQ_OK))
         goto fail;
     long ctx = a->bench ? a->prompt_len + a->gen_len : (long)n + a->max_new;
-    long toks = a->bench ? a->batch * a->prompt_len : (long)n;
+    long toks = a->bench ? a->batch * prefill_chunk(a->batch, a->prompt_len) : (long)n;
     if (ctx > (1L << 30) || toks > (1L << 30)) {
         fq_error("run: a context of %ld tokens and %ld prompt tokens (expected fewer)", ctx, toks);
         goto fail;

@@ -14,7 +14,9 @@ typedef struct {
     long seed;
     int bench;
     int cuda;                        /* --device cuda */
-    long batch, prompt_len, gen_len; /* GPU --bench shape */
+    long batch, prompt_len, gen_len; /* GPU --bench shape; batch: the largest of batches */
+    long batches[8];                 /* --batch 1,8,64: each timed on one loaded model */
+    int n_batches;
 } run_args;
 
 typedef struct {

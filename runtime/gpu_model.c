@@ -171,6 +171,12 @@ static int scratch_alloc(gpu_model *m)
             return fq_error_wrap("rank %d", p->rank);
         m->scratch_bytes += g;
     }
+    if (m->quantized) {
+        size_t pb = N * ((wide + 63) / 64 * 64) / 2;
+        if (rt_alloc((void **)&m->padded, pb, "padded codes") != FQ_OK)
+            return fq_error_wrap("rank %d", p->rank);
+        m->scratch_bytes += pb;
+    }
     if (m->quantized)
         for (int i = 0; i < 3; i++) {
             size_t cb = N * wide / 2, sb = N * (size_t)(p->blocks > 1 ? p->blocks : 1) * 4;
@@ -245,10 +251,12 @@ int gpu_model_load(gpu_model *m, const char *dir, fq_cuda_ctx *ctx, tp_comm *com
                           p->vocab_shard - p->vocab_real, &m->lm_head) != FQ_OK)
         goto fail;
     if (m->quantized) {
-        fq_error("%s: a quantized checkpoint needs the W4A4 kernels (kernels/w4a4.h), which "
-                 "this build does not have yet (expected an FP checkpoint, or --device cpu)",
-                 dir);
-        goto fail;
+        m->q = fq_calloc((size_t)c->n_layers, sizeof *m->q, "quantized layers");
+        if (!m->q)
+            goto fail;
+        for (int i = 0; i < c->n_layers; i++)
+            if (gpu_q_layer_load(m, &ck, i) != FQ_OK)
+                goto fail;
     } else {
         m->fp = fq_calloc((size_t)c->n_layers, sizeof *m->fp, "layers");
         if (!m->fp)
@@ -282,11 +290,14 @@ void gpu_model_free(gpu_model *m)
     if (m->fp)
         for (int i = 0; i < m->cfg.n_layers; i++)
             fp_layer_free(&m->fp[i]);
+    if (m->q)
+        for (int i = 0; i < m->cfg.n_layers; i++)
+            gpu_q_layer_free(&m->q[i]);
     free(m->fp);
     free(m->q);
     void *p[] = {m->embed, m->final_norm, m->lm_head, m->rope_cos, m->rope_sin, m->x, m->a,
                  m->qb, m->kb, m->vb, m->att, m->gate, m->up, m->codes[0], m->codes[1],
-                 m->codes[2], m->ascale[0], m->ascale[1], m->ascale[2], m->logits_part,
+                 m->codes[2], m->padded, m->ascale[0], m->ascale[1], m->ascale[2], m->logits_part,
                  m->gathered, m->logits, m->ids_d, m->pos0_d};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
         fq_cuda_free(p[i]);
@@ -326,12 +337,13 @@ int gpu_model_forward(gpu_model *m, const int32_t *ids, int B, int n, const int 
         rt_embed_bf16(ctx, m->x, m->embed, m->ids_d, N, d) != FQ_OK)
         return FQ_ERR;
     for (int i = 0; i < c->n_layers; i++) {
-        int rc = gpu_fp_layer_fwd(m, i, B, n, pos0);
+        int rc = m->quantized ? gpu_q_layer_fwd(m, i, B, n, pos0)
+                             : gpu_fp_layer_fwd(m, i, B, n, pos0);
         if (rc != FQ_OK)
             return fq_error_wrap("rank %d: layer %d", p->rank, i);
     }
     /* the rows whose logits are wanted: all tokens, or each sequence's last */
-    if (all_logits) {
+    if (all_logits || n == 1) { /* the wanted rows are all of x */
         if (rt_rmsnorm_bf16(ctx, m->a, m->x, m->final_norm, N, d, (float)c->rms_eps) != FQ_OK)
             return FQ_ERR;
     } else {

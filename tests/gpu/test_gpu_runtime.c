@@ -5,16 +5,45 @@
  *   - the KV cache: a prefill of half the window followed by one-token decode steps gives
  *     the logits of the whole-window forward at every position;
  *   - batching: two different windows in one batch give each window's own logits;
- *   - perplexity through the shared protocol (core/perplexity.c) within 0.5% of the CPU.
+ *   - perplexity through the shared protocol (core/perplexity.c) within 0.5% of the CPU;
+ *   - the W4A4KV4 path: an RTN W4A4KV4 checkpoint of the same model, written here in
+ *     flatq's format (its f = 172 also exercises the zero-padding to the GEMM's K granule
+ *     of 64), run by the real kernels vs the fake-quant CPU forward (core/qmodel.c):
+ *     logits and perplexity (0.5%).
  * One rank, no NCCL (tensor parallelism is checked by running bin/flatq under mpirun,
  * see bench/gpu_runtime_check.sh). Rows "ROW|runtime|…" join tests/gpu/run.sh's table.
  */
 #include "gpu_check.h"
 #include "llama_model.h"
 #include "perplexity.h"
+#include "qformat.h"
+#include "qmodel.h"
+#include "worker/baseline_rtn.h"
 #include "runtime/gpu_model.h"
 #include "runtime/rt_ops.h"
 #include "tokenizer.h"
+
+/* An RTN W4A4KV4 checkpoint of the FP model in dir `out` (flatq's format). */
+static int write_rtn_checkpoint(const llama_model *fp, const char *src, const char *out)
+{
+    qconfig qc = {.w_bits = 4, .a_bits = 4, .kv_bits = 4, .tp_blocks = 1};
+    snprintf(qc.method, sizeof qc.method, "rtn");
+    for (int i = 0; i < fp->cfg.n_layers; i++) {
+        qlayer q = {0};
+        char path[4096];
+        snprintf(path, sizeof path, "%s/layer_%03d.safetensors", out, i);
+        int rc = baseline_rtn_layer(&fp->layers[i], &fp->cfg, &qc, &q);
+        if (rc == FQ_OK)
+            rc = qlayer_write_file(path, i, &q);
+        qlayer_free(&q);
+        if (rc != FQ_OK)
+            return FQ_ERR;
+    }
+    if (qcheckpoint_write_head(out, &fp->cfg, fp->embed, fp->final_norm,
+                               fp->lm_head == fp->embed ? NULL : fp->lm_head) != FQ_OK)
+        return FQ_ERR;
+    return qcheckpoint_finish(out, src, &fp->cfg, &qc);
+}
 
 static const char *env_or(const char *k, const char *dflt)
 {
@@ -100,6 +129,28 @@ int main(void)
     double rel = fabs(pg.ppl / pc.ppl - 1);
     printf("INFO|runtime|ppl cpu %.4f gpu %.4f\n", pc.ppl, pg.ppl);
     gpu_report(&t, "fp ppl vs CPU (relative)", rel, 5e-3, rel <= 5e-3, "");
+
+    /* 5. W4A4KV4: real kernels vs the fake-quant CPU forward of the same checkpoint */
+    char qdir[] = "/tmp/flatq-gpu-rtn-XXXXXX";
+    qmodel qm;
+    qmodel_runner qr;
+    gpu_model gq;
+    if (!mkdtemp(qdir) || write_rtn_checkpoint(&cpu, dir, qdir) != FQ_OK ||
+        qmodel_load(qdir, &qm) != FQ_OK || qmodel_runner_init(&qr, &qm, S) != FQ_OK)
+        gpu_die(&t, "RTN checkpoint");
+    gpu_call(&t, gpu_model_load(&gq, qdir, &t.ctx, &one, 1, S, S, S), "gpu_model_load (W4A4)");
+    gpu_runner gqr = {&gq, &t};
+    gpu_call(&t, qmodel_window_logits(&qr, ids, S, ref), "cpu fake-quant logits");
+    gpu_call(&t, gpu_window(&gqr, ids, S, got), "gpu W4A4 logits");
+    gpu_check_rel(&t, "w4a4 window logits vs CPU fake-quant", got, ref, (size_t)S * V, 5e-2);
+    gpu_call(&t, perplexity_eval(ids, n, S, V, 6, qmodel_window_logits, &qr, &pc), "cpu q ppl");
+    gpu_call(&t, perplexity_eval(ids, n, S, V, 6, gpu_window, &gqr, &pg), "gpu q ppl");
+    rel = fabs(pg.ppl / pc.ppl - 1);
+    printf("INFO|runtime|w4a4 ppl cpu fake-quant %.4f gpu %.4f\n", pc.ppl, pg.ppl);
+    gpu_report(&t, "w4a4 ppl vs CPU fake-quant (relative)", rel, 5e-3, rel <= 5e-3, "");
+    gpu_model_free(&gq);
+    qmodel_runner_free(&qr);
+    qmodel_free(&qm);
 
     free(ref), free(got), free(win), free(step), free(two), free(b2), free(single), free(ids);
     llama_runner_free(&cr);
