@@ -171,12 +171,6 @@ static int scratch_alloc(gpu_model *m)
             return fq_error_wrap("rank %d", p->rank);
         m->scratch_bytes += g;
     }
-    if (m->quantized) {
-        size_t pb = N * ((wide + 63) / 64 * 64) / 2;
-        if (rt_alloc((void **)&m->padded, pb, "padded codes") != FQ_OK)
-            return fq_error_wrap("rank %d", p->rank);
-        m->scratch_bytes += pb;
-    }
     if (m->quantized)
         for (int i = 0; i < 3; i++) {
             size_t cb = N * wide / 2, sb = N * (size_t)(p->blocks > 1 ? p->blocks : 1) * 4;
@@ -297,7 +291,7 @@ void gpu_model_free(gpu_model *m)
     free(m->q);
     void *p[] = {m->embed, m->final_norm, m->lm_head, m->rope_cos, m->rope_sin, m->x, m->a,
                  m->qb, m->kb, m->vb, m->att, m->gate, m->up, m->codes[0], m->codes[1],
-                 m->codes[2], m->padded, m->ascale[0], m->ascale[1], m->ascale[2], m->logits_part,
+                 m->codes[2], m->ascale[0], m->ascale[1], m->ascale[2], m->logits_part,
                  m->gathered, m->logits, m->ids_d, m->pos0_d};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
         fq_cuda_free(p[i]);

@@ -41,8 +41,6 @@ typedef struct {
     float *Mk, *Mk_inv_t, *Mv;       /* fp32 [dh, dh]; Mv NULL unless separate_vtrans */
     uint8_t *qw[QL_NLINEAR];         /* packed nibbles, this rank's slices */
     float *sw[QL_NLINEAR];           /* per-row scales */
-    int kpad[QL_NLINEAR];            /* K of the GEMM: input channels rounded up to 64 with
-                                      * zero codes (the kernels' K granule) */
     float act_clip[QL_NLINEAR][2], kv_clip[2][2];
     void *kv4;                       /* fq_kv4_cache (kernels/w4a4.h) */
 } gpu_q_layer;
@@ -64,7 +62,6 @@ typedef struct {
     /* scratch for max_tokens tokens */
     uint16_t *x, *a, *qb, *kb, *vb, *att, *gate, *up;
     uint8_t *codes[3];
-    uint8_t *padded;      /* codes widened to a K multiple of 64 */
     float *ascale[3];
     int max_logit_rows;          /* rows of logits one forward may return */
     float *logits_part;          /* [max_logit_rows, vocab_shard] this rank's vocab slice */

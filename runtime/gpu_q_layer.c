@@ -11,7 +11,9 @@
  *
  * Slicing: column-parallel weights keep whole output rows (contiguous in the file);
  * row-parallel ones keep a byte range of every row, so the shard boundary must fall on a
- * whole byte (even channel index), which the loader checks. T_d and M_o blocks belong to
+ * whole byte (even channel index), which the loader checks. Shapes the kernels do not
+ * take (K not a multiple of 64, a GQA group they do not instantiate) are refused by the
+ * kernels at the first forward with their own one-line error. T_d and M_o blocks belong to
  * ranks whole (tp_plan guarantees it), each with its own activation scale, so the
  * partial products are exactly the fake-quant ones summed by the all-reduce.
  */
@@ -45,20 +47,19 @@ static int upload_blocks(gpu_model *m, float **dst, const float *src, int b0, in
     return gpu_model_upload_f32(m, dst, src + (size_t)b0 * per, (size_t)nb * per, what);
 }
 
-/* rows r0 .. r0+nr and input channels c0 .. c0+nc (even) of a packed [out, in/2] weight,
- * each row zero-padded to kpad channels, and the scales of those rows */
+/* rows r0 .. r0+nr and input channels c0 .. c0+nc (even) of a packed [out, in/2] weight
+ * and the scales of those rows */
 static int upload_slice(gpu_model *m, gpu_q_layer *g, const qlayer *q, int i, int r0, int nr,
                         int c0, int nc)
 {
     const qlinear *l = &q->lin[i];
-    g->kpad[i] = (nc + 63) / 64 * 64;
-    size_t rb = (size_t)l->in / 2, nb = (size_t)nc / 2, pb = (size_t)g->kpad[i] / 2;
-    uint8_t *h = fq_calloc((size_t)nr * pb, 1, "weight slice");
+    size_t rb = (size_t)l->in / 2, nb = (size_t)nc / 2;
+    uint8_t *h = fq_malloc((size_t)nr * nb, "weight slice");
     if (!h)
         return FQ_ERR;
     for (int r = 0; r < nr; r++)
-        memcpy(h + (size_t)r * pb, l->codes + (size_t)(r0 + r) * rb + c0 / 2, nb);
-    int rc = upload_bytes(m, (void **)&g->qw[i], h, (size_t)nr * pb, 0, "packed weight");
+        memcpy(h + (size_t)r * nb, l->codes + (size_t)(r0 + r) * rb + c0 / 2, nb);
+    int rc = upload_bytes(m, (void **)&g->qw[i], h, (size_t)nr * nb, 0, "packed weight");
     free(h);
     if (rc != FQ_OK)
         return FQ_ERR;
@@ -133,16 +134,6 @@ int gpu_q_layer_load(gpu_model *m, const void *ckp, int layer)
         upload_slice(m, g, &q, QL_UP, p->ffn0, p->ffn, 0, d) != FQ_OK ||
         upload_slice(m, g, &q, QL_DOWN, 0, d, p->ffn0, p->ffn) != FQ_OK)
         goto done;
-    for (int i = 0; i < QL_NLINEAR; i++) {
-        int k = i == QL_O ? p->heads * dh : i == QL_DOWN ? p->ffn : d;
-        int kb = i == QL_O || i == QL_DOWN ? p->blocks : 1;
-        if (g->kpad[i] != k && kb > 1) {
-            fq_error(F ":gpu_q_layer_load: rank %d: layer %d: %s has %d input channels in %d "
-                     "scale blocks (expected a multiple of 64 when a rank holds several blocks, "
-                     "or one block per rank)", p->rank, layer, qlinear_names[i], k, kb);
-            goto done;
-        }
-    }
     memcpy(g->act_clip, q.act_clip, sizeof g->act_clip);
     memcpy(g->kv_clip, q.kv_clip, sizeof g->kv_clip);
     fq_kv4_cache *kv = fq_calloc(1, sizeof *kv, "KV4 cache");
@@ -186,18 +177,12 @@ void gpu_q_layer_free(gpu_q_layer *l)
     memset(l, 0, sizeof *l);
 }
 
-/* y = W4A4 GEMM of consumer `slot`'s codes with linear i (K channels, padded to kpad) */
+/* y = W4A4 GEMM of consumer `slot`'s codes [N, K/2] with linear i */
 static int q_gemm(gpu_model *m, const gpu_q_layer *l, uint16_t *y, int slot, int kblocks, int i,
                   int N, int out, int K, const uint16_t *residual)
 {
-    const uint8_t *codes = m->codes[slot];
-    if (l->kpad[i] != K) {
-        if (rt_pad_rows_u8(m->ctx, m->padded, codes, N, K / 2, l->kpad[i] / 2) != FQ_OK)
-            return FQ_ERR;
-        codes = m->padded;
-    }
-    return fq_w4a4_gemm_cuda(m->ctx, y, codes, m->ascale[slot], kblocks, l->qw[i], l->sw[i], N,
-                             out, l->kpad[i], residual);
+    return fq_w4a4_gemm_cuda(m->ctx, y, m->codes[slot], m->ascale[slot], kblocks, l->qw[i],
+                             l->sw[i], N, out, K, residual);
 }
 
 static fq_quant_dst dst_of(const gpu_model *m, const gpu_q_layer *l, int slot, int linear)
@@ -233,6 +218,10 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
         pos[b] = pos0[b];
         len[b] = pos0[b] + n;
     }
+    /* the kernels take the batch size from the cache: this forward's first B sequences
+     * (the cache's layout does not depend on how many sequences it holds) */
+    fq_kv4_cache kv = *(const fq_kv4_cache *)l->kv4;
+    kv.batch = B;
     /* attention */
     fq_quant_dst qkv[3] = {dst_of(m, l, 0, QL_Q), dst_of(m, l, 1, QL_K), dst_of(m, l, 2, QL_V)};
     if (rt_rmsnorm_bf16(ctx, m->a, m->x, l->attn_norm, N, d, eps) != FQ_OK ||
@@ -247,9 +236,9 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
         rt_vec_transform_bf16(ctx, m->qb, N * p->heads, dh, l->Mk_inv_t) != FQ_OK ||
         rt_vec_transform_bf16(ctx, m->kb, N * p->kv_heads, dh, l->Mk) != FQ_OK ||
         (l->Mv && rt_vec_transform_bf16(ctx, m->vb, N * p->kv_heads, dh, l->Mv) != FQ_OK) ||
-        fq_kv4_write_cuda(ctx, l->kv4, m->kb, m->vb, n, pos, l->kv_clip[0][0], l->kv_clip[0][1],
+        fq_kv4_write_cuda(ctx, &kv, m->kb, m->vb, n, pos, l->kv_clip[0][0], l->kv_clip[0][1],
                           l->kv_clip[1][0], l->kv_clip[1][1], m->qc.kv_bits) != FQ_OK ||
-        fq_attention_kv4_cuda(ctx, m->att, m->qb, l->kv4, n, len, p->heads) != FQ_OK)
+        fq_attention_kv4_cuda(ctx, m->att, m->qb, &kv, n, len, p->heads) != FQ_OK)
         return FQ_ERR;
     fq_quant_dst o = dst_of(m, l, 0, QL_O);
     if (fq_transform_quant_cuda(ctx, &o, 1, m->att, N, hl, nb, l->o_in.n1, l->o_in.n2,

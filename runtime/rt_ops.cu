@@ -451,25 +451,3 @@ int rt_f32_from_bf16(fq_cuda_ctx *ctx, float *dst, const uint16_t *src, size_t n
     return FQ_OK;
 }
 
-__global__ void pad_rows_kernel(uint8_t *dst, const uint8_t *src, int rows, int sw, int dw)
-{
-    size_t total = (size_t)rows * dw;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / dw;
-        int c = (int)(i % dw);
-        dst[i] = c < sw ? src[r * sw + c] : 0;
-    }
-}
-
-int rt_pad_rows_u8(fq_cuda_ctx *ctx, uint8_t *dst, const uint8_t *src, int rows, int src_w,
-                   int dst_w)
-{
-    ARGCHECK(rows > 0 && src_w > 0 && dst_w >= src_w, "rt_pad_rows_u8",
-             "rows=%d src_w=%d dst_w=%d (expected positive, dst_w >= src_w)", rows, src_w,
-             dst_w);
-    pad_rows_kernel<<<fq_grid((size_t)rows * dst_w, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
-        dst, src, rows, src_w, dst_w);
-    LAUNCH_CHECK(F, "rt_pad_rows_u8", "pad_rows_kernel");
-    return FQ_OK;
-}

@@ -66,10 +66,6 @@ int rt_gather_vocab(fq_cuda_ctx *ctx, float *out, const float *parts, int T, int
                     int V);
 /* ids [n] = argmax of each row of logits [n, V] (lowest index on ties, like the CPU). */
 int rt_argmax(fq_cuda_ctx *ctx, int32_t *ids, const float *logits, int n, int V);
-/* dst [rows, dst_w] bytes ← src [rows, src_w] with zeros after each row (dst_w >= src_w):
- * packed activation codes widened to the GEMM's K multiple (a zero code adds nothing). */
-int rt_pad_rows_u8(fq_cuda_ctx *ctx, uint8_t *dst, const uint8_t *src, int rows, int src_w,
-                   int dst_w);
 /* Elementwise bf16 ← fp32 (for uploads converted on the GPU) and back. */
 int rt_bf16_from_f32(fq_cuda_ctx *ctx, uint16_t *dst, const float *src, size_t n);
 int rt_f32_from_bf16(fq_cuda_ctx *ctx, float *dst, const uint16_t *src, size_t n);
