@@ -58,6 +58,7 @@ int gpu_session_open(gpu_session *s, const char *dir, int max_batch, int max_ctx
                         "call MPI_Init)");
     }
     int rc = tp_comm_pick_device(&s->comm, timeout_from_env());
+#ifdef FLATQ_HAVE_CUDA
     if (rc == FQ_OK) {
         rc = fq_cuda_init(&s->ctx, s->comm.device);
         if (rc == FQ_OK)
@@ -65,6 +66,7 @@ int gpu_session_open(gpu_session *s, const char *dir, int max_batch, int max_ctx
         else
             fq_error_wrap("rank %d", s->comm.rank);
     }
+#endif
     if (agree(s, rc, "starting its GPU") != FQ_OK)
         goto fail;
     rc = tp_comm_init(&s->comm, &s->ctx);
@@ -94,8 +96,10 @@ void gpu_session_close(gpu_session *s)
         gpu_model_free(&s->m);
     if (s->have_comm)
         tp_comm_free(&s->comm);
+#ifdef FLATQ_HAVE_CUDA
     if (s->have_ctx)
         fq_cuda_free_ctx(&s->ctx);
+#endif
     memset(s, 0, sizeof *s);
 }
 
