@@ -74,7 +74,7 @@ static const char *bundled_tokenizer(char *buf, size_t cap)
 /* bos/eos ids of the model the tokenizer comes from (its config.json), if any. */
 static void tokenizer_special_ids(const char *tok, synth_spec *s)
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX + 64];
     size_t n = strlen(tok);
     if (n >= 5 && strcmp(tok + n - 5, ".json") == 0) {
         const char *slash = strrchr(tok, '/');

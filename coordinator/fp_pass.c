@@ -23,8 +23,7 @@ void fp_pass_free(fp_pass *p)
     p->x = NULL;
 }
 
-/* Replace x by what the cache holds for it (the rounding of the cache dtype). */
-static int round_like_cache(fp_pass *p, int boundary)
+int fp_pass_commit_boundary(fp_pass *p, int boundary)
 {
     if (layer_cache_write(p->cache_dir, boundary, p->fingerprint, p->dtype, p->x,
                           (size_t)p->nsamples, (size_t)p->seqlen, (size_t)p->cfg->hidden) != FQ_OK) {
@@ -63,6 +62,13 @@ static int load_boundary(fp_pass *p, int boundary)
     return FQ_OK;
 }
 
+int fp_pass_load_input(fp_pass *p, int boundary)
+{
+    if (boundary < 1 || p->x_boundary == boundary - 1)
+        return FQ_OK;
+    return load_boundary(p, boundary - 1);
+}
+
 static int compute_boundary(fp_pass *p, int boundary)
 {
     const llama_config *c = p->cfg;
@@ -77,7 +83,7 @@ static int compute_boundary(fp_pass *p, int boundary)
         llama_embed_fwd(p->x, embed, c->hidden, p->ids, p->nsamples * p->seqlen);
         free(embed);
     } else {
-        if (p->x_boundary != boundary - 1 && load_boundary(p, boundary - 1) != FQ_OK)
+        if (fp_pass_load_input(p, boundary) != FQ_OK)
             return FQ_ERR;
         llama_layer layer;
         rope_table rope;
@@ -103,7 +109,7 @@ static int compute_boundary(fp_pass *p, int boundary)
         llama_layer_free(&layer);
     }
     p->seconds += progress_monotonic_seconds() - t0;
-    if (round_like_cache(p, boundary) != FQ_OK)
+    if (fp_pass_commit_boundary(p, boundary) != FQ_OK)
         return fq_error_wrap("FP pass, boundary %d", boundary);
     return FQ_OK;
 }

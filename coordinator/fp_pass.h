@@ -32,4 +32,10 @@ void fp_pass_free(fp_pass *p);
 /* scheduler callback: make boundary b (b = 0, 1, ... in order). */
 int fp_pass_produce(void *ctx, int boundary);
 
+/* The pieces another backend (fp_pass_cuda.h) shares with this one, so both write the
+ * same caches: make x hold boundary−1 (reading it from the cache when needed), and write x
+ * as `boundary` then round x like the cache stores it (bf16/fp16/fp32). */
+int fp_pass_load_input(fp_pass *p, int boundary);
+int fp_pass_commit_boundary(fp_pass *p, int boundary);
+
 #endif
