@@ -60,7 +60,8 @@ static int parse_batches(const char *v, run_args *a)
     do {
         char *end;
         long b = strtol(p, &end, 10);
-        if (end == p || b < 1 || b > 4096 || (*end && *end != ',') || a->n_batches == 8)
+        if (end == p || b < 1 || b > 4096 || (*end && *end != ',') ||
+            (*end == ',' && !end[1]) || a->n_batches == 8)
             return fq_error("run: --batch: expected up to 8 comma-separated sizes in [1, 4096], "
                             "got '%s'", v ? v : "");
         a->batches[a->n_batches++] = b;

@@ -36,7 +36,13 @@ static void test_run_refuses_bad_flags(void **state)
     char *a2[] = {"run", MODEL, "--bench", "--batch", "8"};
     expect_fail(5, a2, cmd_run, "need --device cuda");
     char *a3[] = {"run", MODEL, "--device", "cuda", "--batch", "0"};
-    expect_fail(6, a3, cmd_run, "--batch: expected a number in [1,");
+    expect_fail(6, a3, cmd_run, "--batch: expected up to 8 comma-separated sizes");
+    char *a5[] = {"run", MODEL, "--device", "cuda", "--batch", "1,,8"};
+    expect_fail(6, a5, cmd_run, "got '1,,8'");
+    char *a6[] = {"run", MODEL, "--device", "cuda", "--batch", "1,2,3,4,5,6,7,8,9"};
+    expect_fail(6, a6, cmd_run, "up to 8");
+    char *a7[] = {"run", MODEL, "--device", "cuda", "--batch", "8,"};
+    expect_fail(6, a7, cmd_run, "got '8,'");
     char *a4[] = {"run", MODEL, "--device", "cuda", "--gen-len", "x"};
     expect_fail(6, a4, cmd_run, "--gen-len");
 }
