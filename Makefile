@@ -7,7 +7,7 @@
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make deps       install missing Debian packages (scripts/deps.sh)
 #
-# Every .c under core/ worker/ coordinator/ goes into one static library, so a new
+# Every .c under core/ worker/ coordinator/ runtime/ goes into one static library, so a new
 # file needs no Makefile edit; tests/unit/test_*.c each become one cmocka binary.
 
 SAN ?= 0
@@ -36,7 +36,7 @@ LDLIBS := $(PKG_LIBS) -lm -lpthread
 # CUDA backend: compiled whenever nvcc exists (CI compiles it without a GPU).
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; })
 CUDA_ARCH ?= -gencode=arch=compute_90a,code=sm_90a
-CU_SRCS := $(wildcard kernels/*.cu)
+CU_SRCS := $(wildcard kernels/*.cu runtime/*.cu)
 ifeq ($(NO_CUDA),0)
 ifneq ($(NVCC),)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
@@ -47,7 +47,7 @@ LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas
 endif
 endif
 
-LIB_SRCS := $(filter-out coordinator/main.c,$(wildcard core/*.c worker/*.c coordinator/*.c))
+LIB_SRCS := $(filter-out coordinator/main.c,$(wildcard core/*.c worker/*.c coordinator/*.c runtime/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CU_OBJS := $(if $(HAVE_CUDA),$(CU_SRCS:%.cu=$(BUILD)/%.cu.o))
 LIB := $(BUILD)/libflatq.a
@@ -118,7 +118,7 @@ gpu-tests:
 endif
 
 # nvcc writes no dependency files: the .cu objects depend on the kernel headers by hand.
-$(CU_OBJS): kernels/flatq_cuda.h kernels/cuda_common.cuh core/error.h
+$(CU_OBJS): kernels/flatq_cuda.h kernels/cuda_common.cuh core/error.h $(wildcard runtime/*.h)
 
 $(BUILD)/gpu-tests/%: tests/gpu/%.c tests/gpu/gpu_check.h kernels/flatq_cuda.h $(LIB)
 	@mkdir -p $(dir $@)

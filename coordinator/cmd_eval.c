@@ -9,6 +9,12 @@
  * The text is tokenized once with the model's tokenizer (BOS first) and scored in
  * non-overlapping windows (core/perplexity.h). --max-chars keeps the first C characters
  * (code points) of the file, for the reference numbers quoted on text prefixes.
+ *
+ * --device cuda (or the job's `device: cuda`) scores the FP checkpoint or the quantized
+ * one on the GPU runtime (runtime/gpu_session.h) through the same windows and the same
+ * NLL code; under mpirun -np T the model is split over T GPUs and rank 0 prints.
+ * On-the-fly baselines (rtn, quarot, smoothrot) have no checkpoint to load and stay on the
+ * CPU.
  */
 #include "coordinator/commands.h"
 #include "coordinator/eval_job.h"
@@ -17,10 +23,13 @@
 #include "fileio.h"
 #include "llama_model.h"
 #include "perplexity.h"
+#include "qformat.h"
+#include "runtime/gpu_session.h"
 #include "tokenizer.h"
 #include "utf8.h"
 
 #include <jansson.h>
+#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +40,7 @@ static void eval_usage(FILE *out)
             "usage: flatq eval JOB.yaml [--set key=value ...] [--json]\n"
             "       flatq eval --model DIR --text FILE [--seqlen N] [--max-windows K]\n"
             "                  [--max-chars C] [--method fp|rtn|quarot] [--w-bits B] [--a-bits B]\n"
-            "                  [--kv-bits B] [--json]\n"
+            "                  [--kv-bits B] [--device cpu|cuda] [--json]\n"
             "  Perplexity: the text is tokenized once (BOS first), cut into non-overlapping\n"
             "  windows of N tokens (default 2048; the last partial one dropped), each scored\n"
             "  on its own; ppl = exp(mean NLL over all predicted tokens).\n"
@@ -41,6 +50,8 @@ static void eval_usage(FILE *out)
             "                   --w-bits/--a-bits/\n"
             "                   --kv-bits, default 4/4/4; 16 = not quantized)\n"
             "  --json           print JSON instead of a table\n"
+            "  --device cuda    run the FP or quantized checkpoint on the GPU (tensor\n"
+            "                   parallel under mpirun -np T; rank 0 prints)\n"
             "  DIR may also be a quantized checkpoint written by flatq calibrate.\n");
 }
 
@@ -49,6 +60,7 @@ typedef struct {
     int seqlen;
     long max_windows, max_chars;
     int json;
+    int cuda;
     job_method method;
     long bits[3]; /* w, a, kv */
 } eval_args;
@@ -90,6 +102,11 @@ static int eval_parse(int argc, char **argv, eval_args *a)
         } else if (strcmp(k, "--max-chars") == 0) {
             if (parse_long(k, v, 1, &a->max_chars) != FQ_OK)
                 return FQ_ERR;
+        } else if (strcmp(k, "--device") == 0) {
+            if (v && strcmp(v, "cuda") == 0)
+                a->cuda = 1;
+            else if (!v || strcmp(v, "cpu") != 0)
+                return fq_error("eval: --device: expected cpu or cuda, got '%s'", v ? v : "");
         } else if (strcmp(k, "--method") == 0) {
             if (v && strcmp(v, "fp") == 0)
                 a->method = JOB_METHOD_FP;
@@ -111,13 +128,17 @@ static int eval_parse(int argc, char **argv, eval_args *a)
         } else
             return fq_error("eval: unknown argument '%s' (expected --model, --text, --seqlen, "
                             "--max-windows, --max-chars, --method, --w-bits, --a-bits, "
-                            "--kv-bits or --json)", k);
+                            "--kv-bits, --device or --json)", k);
         if (!v)
             return fq_error("eval: %s needs a value", k);
         i++;
     }
     if (!a->model || !a->text)
         return fq_error("eval: --model DIR and --text FILE are required (see flatq eval --help)");
+    if (a->cuda && a->method != JOB_METHOD_FP)
+        return fq_error("eval: --method %s with --device cuda: the on-the-fly baselines run on "
+                        "the CPU (expected --method fp, or a quantized checkpoint as --model)",
+                        job_method_name(a->method));
     return FQ_OK;
 }
 
@@ -163,7 +184,21 @@ static int eval_job_mode(int argc, char **argv)
         return cli_fail();
     }
     json_t *rows = NULL;
-    int rc = eval_job_run(&j, json ? NULL : stdout, &rows);
+    int rank = 0, init = 0;
+    if (j.device == JOB_DEVICE_CUDA) {
+        MPI_Initialized(&init);
+        if (!init)
+            MPI_Init(NULL, NULL);
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    }
+    int rc = eval_job_run(&j, json || rank ? NULL : stdout, &rows);
+    if (j.device == JOB_DEVICE_CUDA && !init)
+        MPI_Finalize();
+    if (rank != 0) {
+        json_decref(rows);
+        job_free(&j);
+        return rc == FQ_OK ? 0 : 1;
+    }
     if (rc == FQ_OK && json) {
         char *s = json_dumps(rows, JSON_REAL_PRECISION(17));
         if (s)
@@ -173,6 +208,60 @@ static int eval_job_mode(int argc, char **argv)
     json_decref(rows);
     job_free(&j);
     return rc == FQ_OK ? 0 : cli_fail();
+}
+
+static void eval_print(const eval_args *a, const ppl_result *res, int quantized)
+{
+    double tps = res->seconds > 0 ? (double)(res->windows * (size_t)a->seqlen) / res->seconds : 0;
+    if (a->json) {
+        json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:f, s:I, s:I, s:I, s:f, s:f}", "model",
+                              a->model, "text", a->text, "seqlen", a->seqlen, "ppl", res->ppl,
+                              "nll", res->nll, "tokens", (json_int_t)res->tokens, "windows",
+                              (json_int_t)res->windows, "predicted", (json_int_t)res->predicted,
+                              "seconds", res->seconds, "tokens_per_second", tps);
+        char *s = o ? json_dumps(o, JSON_REAL_PRECISION(17)) : NULL;
+        if (s)
+            printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    } else {
+        printf("model      %s%s\ntext       %s\nseqlen     %d\ntokens     %zu\nwindows    %zu\n"
+               "predicted  %zu\nnll        %.6f\nppl        %.4f\nseconds    %.2f (%.0f tokens/s)\n",
+               a->model, quantized ? " (quantized)" : "", a->text, a->seqlen, res->tokens,
+               res->windows, res->predicted, res->nll, res->ppl, res->seconds, tps);
+    }
+}
+
+/* --device cuda: every rank tokenizes and runs the windows; rank 0 prints */
+static int eval_gpu(const eval_args *a)
+{
+    int init = 0, rank = 0, print = 1, rc = 1;
+    MPI_Initialized(&init);
+    if (!init)
+        MPI_Init(NULL, NULL);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    ppl_result res;
+    qconfig qc;
+    int quantized = qconfig_load(a->model, &qc);
+    if (quantized < 0 || tokenizer_load(a->model, &tok) != FQ_OK ||
+        eval_tokenize(tok, a->text, a->max_chars, &ids, &n) != FQ_OK ||
+        gpu_ppl(a->model, ids, n, a->seqlen, (size_t)a->max_windows, &res, &print) != FQ_OK) {
+        if (print)
+            cli_fail();
+        goto done;
+    }
+    if (rank == 0)
+        eval_print(a, &res, quantized == 1);
+    rc = 0;
+done:
+    free(ids);
+    tokenizer_free(tok);
+    if (!init)
+        MPI_Finalize();
+    return rc;
 }
 
 int cmd_eval(int argc, char **argv)
@@ -199,6 +288,8 @@ int cmd_eval(int argc, char **argv)
     snprintf(qc.method, sizeof qc.method, "%s", job_method_name(a.method));
     int rc = 1;
     memset(&e, 0, sizeof e);
+    if (a.cuda)
+        return eval_gpu(&a);
     if (eval_model_open(&e, a.model, a.method, &qc, NULL, a.seqlen) != FQ_OK ||
         tokenizer_load(a.model, &tok) != FQ_OK ||
         eval_tokenize(tok, a.text, a.max_chars, &ids, &n) != FQ_OK ||
@@ -206,24 +297,7 @@ int cmd_eval(int argc, char **argv)
         cli_fail();
         goto done;
     }
-    double tps = res.seconds > 0 ? (double)(res.windows * (size_t)a.seqlen) / res.seconds : 0;
-    if (a.json) {
-        json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:f, s:I, s:I, s:I, s:f, s:f}", "model",
-                              a.model, "text", a.text, "seqlen", a.seqlen, "ppl", res.ppl, "nll",
-                              res.nll, "tokens", (json_int_t)res.tokens, "windows",
-                              (json_int_t)res.windows, "predicted", (json_int_t)res.predicted,
-                              "seconds", res.seconds, "tokens_per_second", tps);
-        char *s = o ? json_dumps(o, JSON_REAL_PRECISION(17)) : NULL;
-        if (s)
-            printf("%s\n", s);
-        free(s);
-        json_decref(o);
-    } else {
-        printf("model      %s%s\ntext       %s\nseqlen     %d\ntokens     %zu\nwindows    %zu\n"
-               "predicted  %zu\nnll        %.6f\nppl        %.4f\nseconds    %.2f (%.0f tokens/s)\n",
-               a.model, e.quantized ? " (quantized)" : "", a.text, a.seqlen, res.tokens,
-               res.windows, res.predicted, res.nll, res.ppl, res.seconds, tps);
-    }
+    eval_print(&a, &res, e.quantized);
     rc = 0;
 done:
     eval_model_close(&e);

@@ -4,9 +4,11 @@
  *
  * This is the CPU reference of generation: each new token re-runs the window (no KV
  * cache), which is exact and simple and fast enough for the small models flatq tests on.
- * The GPU path with KV caches and tensor parallelism is a separate runtime.
+ * --device cuda hands over to the GPU runtime (cmd_run_gpu.c: KV caches, tensor
+ * parallelism under mpirun, --bench with batch/prompt/generation lengths).
  */
 #include "coordinator/commands.h"
+#include "coordinator/run_common.h"
 #include "coordinator/eval_model.h"
 #include "coordinator/progress.h"
 #include "error.h"
@@ -22,21 +24,21 @@ static void run_usage(FILE *out)
 {
     fprintf(out,
             "usage: flatq run MODEL_DIR [--prompt TEXT] [--max-new N] [--temperature T]\n"
-            "                 [--top-p P] [--seed S] [--bench]\n"
+            "                 [--top-p P] [--seed S] [--bench] [--device cpu|cuda]\n"
+            "                 [--batch B --prompt-len P --gen-len G]\n"
             "  Generates up to N tokens (default 64) after the prompt (BOS first) and prints\n"
             "  them as they come. Temperature 0 (default) is greedy; otherwise tokens are\n"
             "  sampled from the top-p nucleus (default 0.9) with the seed (default 0).\n"
             "  MODEL_DIR is an FP checkpoint or a quantized one written by flatq calibrate.\n"
-            "  --bench prints prefill and decode tokens/s instead of the text.\n");
+            "  --bench prints prefill and decode tokens/s instead of the text.\n"
+            "  --device cuda runs on the GPU with a KV cache; under mpirun -np T each rank\n"
+            "  drives one GPU (tensor parallelism). With --bench it times B random prompts\n"
+            "  of P tokens (defaults 1, 128) and G decode steps (default 128) and prints\n"
+            "  the all-reduce share and GPU memory per rank; --batch 1,8,64 times each size\n"
+            "  on one loaded model (prompts of more than 16384 tokens in all are prefilled\n"
+            "  in chunks along the sequence). FLATQ_NCCL_TIMEOUT_S (default 300) bounds\n"
+            "  every wait for the other ranks.\n");
 }
-
-typedef struct {
-    const char *model, *prompt;
-    long max_new;
-    double temperature, top_p;
-    long seed;
-    int bench;
-} run_args;
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
 {
@@ -49,12 +51,37 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return FQ_OK;
 }
 
+/* --batch B or a list B1,B2,... (at most 8): the bench loads the model once */
+static int parse_batches(const char *v, run_args *a)
+{
+    a->n_batches = 0;
+    a->batch = 0;
+    const char *p = v ? v : "";
+    do {
+        char *end;
+        long b = strtol(p, &end, 10);
+        if (end == p || b < 1 || b > 4096 || (*end && *end != ',') ||
+            (*end == ',' && !end[1]) || a->n_batches == 8)
+            return fq_error("run: --batch: expected up to 8 comma-separated sizes in [1, 4096], "
+                            "got '%s'", v ? v : "");
+        a->batches[a->n_batches++] = b;
+        a->batch = b > a->batch ? b : a->batch;
+        p = *end ? end + 1 : end;
+    } while (*p);
+    return FQ_OK;
+}
+
 static int run_parse(int argc, char **argv, run_args *a)
 {
     memset(a, 0, sizeof *a);
     a->prompt = "Once upon a time";
     a->max_new = 64;
     a->top_p = 0.9;
+    a->batch = 1;
+    a->batches[0] = 1;
+    a->n_batches = 1;
+    a->prompt_len = 128;
+    a->gen_len = 128;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x;
@@ -80,59 +107,35 @@ static int run_parse(int argc, char **argv, run_args *a)
         } else if (strcmp(k, "--top-p") == 0) {
             if (parse_num(k, v, 1e-6, 1, &a->top_p) != FQ_OK)
                 return FQ_ERR;
+        } else if (strcmp(k, "--device") == 0) {
+            if (v && strcmp(v, "cuda") == 0)
+                a->cuda = 1;
+            else if (!v || strcmp(v, "cpu") != 0)
+                return fq_error("run: --device: expected cpu or cuda, got '%s'", v ? v : "");
+        } else if (strcmp(k, "--batch") == 0) {
+            if (parse_batches(v, a) != FQ_OK)
+                return FQ_ERR;
+        } else if (strcmp(k, "--prompt-len") == 0 || strcmp(k, "--gen-len") == 0) {
+            if (parse_num(k, v, 1, 1 << 20, &x) != FQ_OK)
+                return FQ_ERR;
+            long *dst = k[2] == 'p' ? &a->prompt_len : &a->gen_len;
+            *dst = (long)x;
         } else if (strcmp(k, "--seed") == 0) {
             if (parse_num(k, v, 0, 9e15, &x) != FQ_OK)
                 return FQ_ERR;
             a->seed = (long)x;
         } else
             return fq_error("run: unknown argument '%s' (expected --prompt, --max-new, "
-                            "--temperature, --top-p, --seed or --bench)", k);
+                            "--temperature, --top-p, --seed, --device, --batch, --prompt-len, "
+                            "--gen-len or --bench)", k);
         i++;
     }
     if (!a->model)
         return fq_error("run: MODEL_DIR is required (see flatq run --help)");
+    if (!a->cuda && ((a->n_batches != 1 || a->batch != 1) || a->prompt_len != 128 || a->gen_len != 128))
+        return fq_error("run: --batch, --prompt-len and --gen-len need --device cuda (the CPU "
+                        "bench times the --prompt)");
     return FQ_OK;
-}
-
-typedef struct {
-    int id;
-    double p;
-} cand;
-
-static int cand_desc(const void *x, const void *y)
-{
-    const cand *a = x, *b = y;
-    return (a->p < b->p) - (a->p > b->p);
-}
-
-/* Next token from one row of logits: argmax, or a top-p sample at the temperature. */
-static int next_token(const real *logits, int vocab, const run_args *a, rng_state *rng,
-                      cand *work)
-{
-    int best = 0;
-    for (int v = 1; v < vocab; v++)
-        if (logits[v] > logits[best])
-            best = v;
-    if (a->temperature <= 0)
-        return best;
-    double sum = 0, mx = logits[best];
-    for (int v = 0; v < vocab; v++) {
-        work[v].id = v;
-        work[v].p = exp(((double)logits[v] - mx) / a->temperature);
-        sum += work[v].p;
-    }
-    qsort(work, (size_t)vocab, sizeof *work, cand_desc);
-    double keep = 0;
-    int n = 0;
-    while (n < vocab && (n == 0 || keep < a->top_p * sum))
-        keep += work[n++].p;
-    double u = rng_uniform(rng) * keep;
-    for (int i = 0; i < n; i++) {
-        u -= work[i].p;
-        if (u <= 0)
-            return work[i].id;
-    }
-    return work[n - 1].id;
 }
 
 /* logits for the last position of ids[0..n) through the model's window function */
@@ -153,12 +156,14 @@ int cmd_run(int argc, char **argv)
     run_args a;
     if (run_parse(argc, argv, &a) != FQ_OK)
         return cli_fail();
+    if (a.cuda)
+        return cmd_run_gpu(&a);
     tokenizer *tok = NULL;
     eval_model e;
     int32_t *ids = NULL, *all = NULL;
     size_t n = 0;
     real *logits = NULL;
-    cand *work = NULL;
+    run_cand *work = NULL;
     int rc = 1;
     memset(&e, 0, sizeof e);
     if (tokenizer_load(a.model, &tok) != FQ_OK ||
@@ -181,7 +186,7 @@ int cmd_run(int argc, char **argv)
     }
     all = fq_malloc(sizeof(int32_t) * (size_t)cap, "tokens");
     logits = fq_malloc(sizeof(real) * (size_t)cap * e.vocab, "logits");
-    work = fq_malloc(sizeof(cand) * (size_t)e.vocab, "sampling");
+    work = fq_malloc(sizeof(run_cand) * (size_t)e.vocab, "sampling");
     if (!all || !logits || !work) {
         cli_fail();
         goto done;
@@ -204,7 +209,7 @@ int cmd_run(int argc, char **argv)
         }
         if (k == 0)
             t_first = progress_monotonic_seconds() - t0;
-        int next = next_token(row, e.vocab, &a, &rng, work);
+        int next = run_next_token(row, e.vocab, &a, &rng, work);
         all[len++] = next;
         if (!a.bench) {
             char *piece;

@@ -2,6 +2,8 @@
 #include "coordinator/eval_job.h"
 #include "coordinator/eval_model.h"
 #include "error.h"
+#include "qformat.h"
+#include "runtime/gpu_session.h"
 #include "tokenizer.h"
 
 #include <stdlib.h>
@@ -44,9 +46,22 @@ int eval_job_run(const job *j, FILE *out, json_t **rows)
             eval_model e;
             ppl_result res;
             const char *dir = eval_job_model_dir(j, m);
-            if (eval_model_open(&e, dir, m, &qc, j, j->eval.seqlen) != FQ_OK ||
-                eval_model_ppl(&e, ids, n, j->eval.seqlen, (size_t)j->eval.max_windows, &res) !=
-                    FQ_OK) {
+            qconfig saved;
+            /* device cuda: the FP model and a checkpoint on disk run on the GPU runtime;
+             * baselines built in memory have nothing to load there and stay on the CPU */
+            int on_gpu = j->device == JOB_DEVICE_CUDA &&
+                         (m == JOB_METHOD_FP || qconfig_load(dir, &saved) == 1);
+            memset(&e, 0, sizeof e);
+            if (on_gpu) {
+                int print;
+                if (gpu_ppl(dir, ids, n, j->eval.seqlen, (size_t)j->eval.max_windows, &res,
+                            &print) != FQ_OK) {
+                    fq_error_wrap("eval %s on %s (cuda)", job_method_name(m), j->eval.text[t]);
+                    rc = FQ_ERR;
+                }
+            } else if (eval_model_open(&e, dir, m, &qc, j, j->eval.seqlen) != FQ_OK ||
+                       eval_model_ppl(&e, ids, n, j->eval.seqlen, (size_t)j->eval.max_windows,
+                                      &res) != FQ_OK) {
                 fq_error_wrap("eval %s on %s", job_method_name(m), j->eval.text[t]);
                 rc = FQ_ERR;
             }
@@ -59,11 +74,12 @@ int eval_job_run(const job *j, FILE *out, json_t **rows)
                 fflush(out);
             }
             json_array_append_new(
-                *rows, json_pack("{s:s, s:s, s:i, s:f, s:f, s:I, s:I, s:I, s:f}", "method",
+                *rows, json_pack("{s:s, s:s, s:i, s:f, s:f, s:I, s:I, s:I, s:f, s:s}", "method",
                                  job_method_name(m), "text", j->eval.text[t], "seqlen",
                                  j->eval.seqlen, "ppl", res.ppl, "nll", res.nll, "tokens",
                                  (json_int_t)res.tokens, "windows", (json_int_t)res.windows,
-                                 "predicted", (json_int_t)res.predicted, "seconds", res.seconds));
+                                 "predicted", (json_int_t)res.predicted, "seconds", res.seconds,
+                                 "device", on_gpu ? "cuda" : "cpu"));
         }
         free(ids);
     }

@@ -1,0 +1,137 @@
+/* gpu_session.c — open/close a rank's GPU model and score windows with it (see
+ * gpu_session.h). */
+#include "runtime/gpu_session.h"
+#include "error.h"
+#include "runtime/rt_ops.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F "runtime/gpu_session.c"
+
+int gpu_session_rank(void)
+{
+    int init = 0, rank = 0;
+    MPI_Initialized(&init);
+    if (init)
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    return rank;
+}
+
+/* every rank learns whether all succeeded; the lowest failing rank prints */
+static int agree(gpu_session *s, int ok, const char *what)
+{
+    int tp = 1, rank = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &tp);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int mine = ok == FQ_OK ? tp : rank, first = mine;
+    if (tp > 1)
+        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first == tp)
+        return FQ_OK;
+    s->print_error = rank == first;
+    if (ok == FQ_OK)
+        fq_error(F ":gpu_session_open: rank %d stops: rank %d failed while %s", rank, first,
+                 what);
+    return FQ_ERR;
+}
+
+static double timeout_from_env(void)
+{
+    const char *v = getenv("FLATQ_NCCL_TIMEOUT_S");
+    double t = v ? atof(v) : 0;
+    return t > 0 ? t : 300;
+}
+
+int gpu_session_open(gpu_session *s, const char *dir, int max_batch, int max_ctx,
+                     int max_tokens, int max_logit_rows)
+{
+    if (!s || !dir)
+        return fq_error(F ":gpu_session_open: NULL session or directory (expected both)");
+    memset(s, 0, sizeof *s);
+    int init = 0;
+    MPI_Initialized(&init);
+    if (!init) {
+        s->print_error = 1;
+        return fq_error(F ":gpu_session_open: MPI is not initialised (expected the command to "
+                        "call MPI_Init)");
+    }
+    int rc = tp_comm_pick_device(&s->comm, timeout_from_env());
+#ifdef FLATQ_HAVE_CUDA
+    if (rc == FQ_OK) {
+        rc = fq_cuda_init(&s->ctx, s->comm.device);
+        if (rc == FQ_OK)
+            s->have_ctx = 1;
+        else
+            fq_error_wrap("rank %d", s->comm.rank);
+    }
+#endif
+    if (agree(s, rc, "starting its GPU") != FQ_OK)
+        goto fail;
+    rc = tp_comm_init(&s->comm, &s->ctx);
+    s->have_comm = rc == FQ_OK;
+    if (agree(s, rc, "joining the NCCL communicator") != FQ_OK)
+        goto fail;
+    rc = gpu_model_load(&s->m, dir, &s->ctx, &s->comm, max_batch, max_ctx, max_tokens,
+                        max_logit_rows);
+    s->have_model = rc == FQ_OK;
+    if (agree(s, rc, "loading the model") != FQ_OK)
+        goto fail;
+    return FQ_OK;
+fail:
+    {
+        int pe = s->print_error;
+        gpu_session_close(s);
+        s->print_error = pe;
+    }
+    return FQ_ERR;
+}
+
+void gpu_session_close(gpu_session *s)
+{
+    if (!s)
+        return;
+    if (s->have_model)
+        gpu_model_free(&s->m);
+    if (s->have_comm)
+        tp_comm_free(&s->comm);
+#ifdef FLATQ_HAVE_CUDA
+    if (s->have_ctx)
+        fq_cuda_free_ctx(&s->ctx);
+#endif
+    memset(s, 0, sizeof *s);
+}
+
+int gpu_session_window_logits(void *ctx, const int32_t *ids, int n, real *logits)
+{
+    gpu_session *s = ctx;
+    _Static_assert(sizeof(real) == sizeof(float), "the GPU runtime returns fp32 logits");
+    const float *d = NULL;
+    int pos0 = 0;
+    s->print_error = 1;
+    if (gpu_model_forward(&s->m, ids, 1, n, &pos0, 1, &d) != FQ_OK ||
+        tp_comm_wait(&s->comm, &s->ctx) != FQ_OK)
+        return FQ_ERR;
+#ifdef FLATQ_HAVE_CUDA
+    return rt_download(&s->ctx, logits, d, sizeof(float) * (size_t)n * s->m.cfg.vocab);
+#else
+    (void)logits;
+    return FQ_ERR;
+#endif
+}
+
+int gpu_ppl(const char *dir, const int32_t *ids, size_t n, int seqlen, size_t max_windows,
+            ppl_result *out, int *print_error)
+{
+    gpu_session s;
+    *print_error = 1;
+    if (gpu_session_open(&s, dir, 1, seqlen, seqlen, seqlen) != FQ_OK) {
+        *print_error = s.print_error;
+        return FQ_ERR;
+    }
+    int rc = perplexity_eval(ids, n, seqlen, s.m.cfg.vocab, max_windows,
+                             gpu_session_window_logits, &s, out);
+    gpu_session_close(&s);
+    return rc;
+}

@@ -1,0 +1,453 @@
+/* rt_ops.cu — the small bf16 kernels of the inference runtime (see rt_ops.h).
+ *
+ * These are memory-bound elementwise and per-row ops around the GEMMs, written plainly:
+ * one thread block per row where a row reduction is needed (RMSNorm, argmax), a grid-stride
+ * loop otherwise. The FP model's attention reads a bf16 KV cache with one block per
+ * (sequence, query, head): four warps split the keys, lanes split the head dimension, each
+ * warp keeps an online softmax and the warps merge at the end — simple, exact in fp32,
+ * and good enough next to the GEMMs at the model sizes flatq serves (kernels/ holds the
+ * tuned W4A4 and KV4 attention).
+ */
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/cuda_common.cuh"
+#include "runtime/rt_ops.h"
+
+#define F "runtime/rt_ops.cu"
+
+__device__ __forceinline__ float bf(uint16_t u)
+{
+    return __uint_as_float((uint32_t)u << 16);
+}
+
+__device__ __forceinline__ uint16_t to_bf(float f)
+{
+    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
+#define ARGCHECK(cond, fn, ...)                                                              \
+    do {                                                                                     \
+        if (!(cond))                                                                         \
+            return fq_error(F ":" fn ": " __VA_ARGS__);                                       \
+    } while (0)
+
+/* ---- memory ---- */
+
+int rt_alloc(void **dptr, size_t bytes, const char *what)
+{
+    ARGCHECK(dptr, "rt_alloc", "NULL pointer for %s (expected an address)", what);
+    *dptr = NULL;
+    cudaError_t e = cudaMalloc(dptr, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        *dptr = NULL;
+        size_t fr = 0, tot = 0;
+        (void)cudaGetLastError();
+        cudaMemGetInfo(&fr, &tot);
+        return fq_error(F ":rt_alloc: cannot allocate %.1f MiB of GPU memory for %s: %s "
+                        "(%.1f of %.1f GiB free; expected a smaller model, batch or context, "
+                        "or more tensor-parallel ranks)", bytes / 1048576.0, what,
+                        cudaGetErrorString(e), fr / 1073741824.0, tot / 1073741824.0);
+    }
+    return FQ_OK;
+}
+
+int rt_upload(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, CTX_STREAM(ctx)), F,
+             "rt_upload", "cudaMemcpyAsync");
+    CU_CHECK(cudaStreamSynchronize(CTX_STREAM(ctx)), F, "rt_upload", "cudaStreamSynchronize");
+    return FQ_OK;
+}
+
+int rt_download(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, CTX_STREAM(ctx)), F,
+             "rt_download", "cudaMemcpyAsync");
+    CU_CHECK(cudaStreamSynchronize(CTX_STREAM(ctx)), F, "rt_download",
+             "cudaStreamSynchronize");
+    return FQ_OK;
+}
+
+int rt_memset0(fq_cuda_ctx *ctx, void *dst, size_t bytes)
+{
+    CU_CHECK(cudaMemsetAsync(dst, 0, bytes, CTX_STREAM(ctx)), F, "rt_memset0",
+             "cudaMemsetAsync");
+    return FQ_OK;
+}
+
+int rt_mem_info(size_t *free_bytes, size_t *total_bytes)
+{
+    CU_CHECK(cudaMemGetInfo(free_bytes, total_bytes), F, "rt_mem_info", "cudaMemGetInfo");
+    return FQ_OK;
+}
+
+/* ---- elementwise and per-row ops ---- */
+
+__global__ void embed_kernel(uint16_t *x, const uint16_t *embed, const int32_t *ids, int n,
+                             int d)
+{
+    size_t total = (size_t)n * d;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t t = i / d, c = i % d;
+        x[i] = embed[(size_t)ids[t] * d + c];
+    }
+}
+
+int rt_embed_bf16(fq_cuda_ctx *ctx, uint16_t *x, const uint16_t *embed, const int32_t *ids,
+                  int n, int d)
+{
+    ARGCHECK(n > 0 && d > 0, "rt_embed_bf16", "n=%d d=%d (expected positive)", n, d);
+    embed_kernel<<<fq_grid((size_t)n * d, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+        x, embed, ids, n, d);
+    LAUNCH_CHECK(F, "rt_embed_bf16", "embed_kernel");
+    return FQ_OK;
+}
+
+__global__ void rmsnorm_kernel(uint16_t *out, const uint16_t *x, const float *gamma, int d,
+                               float eps)
+{
+    __shared__ float sh[32];
+    const uint16_t *row = x + (size_t)blockIdx.x * d;
+    float ss = 0;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float v = bf(row[c]);
+        ss += v * v;
+    }
+    ss = block_sum(ss, sh);
+    float r = rsqrtf(ss / d + eps);
+    uint16_t *o = out + (size_t)blockIdx.x * d;
+    for (int c = threadIdx.x; c < d; c += blockDim.x)
+        o[c] = to_bf(gamma[c] * (bf(row[c]) * r));
+}
+
+int rt_rmsnorm_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *x, const float *gamma,
+                    int n, int d, float eps)
+{
+    ARGCHECK(n > 0 && d > 0, "rt_rmsnorm_bf16", "n=%d d=%d (expected positive)", n, d);
+    rmsnorm_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, x, gamma, d, eps);
+    LAUNCH_CHECK(F, "rt_rmsnorm_bf16", "rmsnorm_kernel");
+    return FQ_OK;
+}
+
+/* one thread per (token, head, i < dh/2): rotates the pair (i, i + dh/2) */
+__global__ void rope_kernel(uint16_t *x, int B, int n, int heads, int dh, const int32_t *pos0,
+                            const float *cs, const float *sn)
+{
+    int half = dh / 2;
+    size_t total = (size_t)B * n * heads * half;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
+         t += (size_t)gridDim.x * blockDim.x) {
+        int i = (int)(t % half);
+        size_t vec = t / half; /* (b, token, head) */
+        size_t tok = vec / heads;
+        int b = (int)(tok / n), p = pos0[b] + (int)(tok % n);
+        uint16_t *u = x + vec * dh;
+        float c = cs[(size_t)p * half + i], s = sn[(size_t)p * half + i];
+        float u1 = bf(u[i]), u2 = bf(u[i + half]);
+        u[i] = to_bf(u1 * c - u2 * s);
+        u[i + half] = to_bf(u2 * c + u1 * s);
+    }
+}
+
+int rt_rope_bf16(fq_cuda_ctx *ctx, uint16_t *x, int B, int n, int heads, int dh,
+                 const int32_t *pos0, const float *cos, const float *sin)
+{
+    ARGCHECK(B > 0 && n > 0 && heads > 0 && dh > 0 && dh % 2 == 0, "rt_rope_bf16",
+             "B=%d n=%d heads=%d dh=%d (expected positive sizes, dh even)", B, n, heads, dh);
+    size_t total = (size_t)B * n * heads * (dh / 2);
+    rope_kernel<<<fq_grid(total, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(x, B, n, heads, dh,
+                                                                             pos0, cos, sin);
+    LAUNCH_CHECK(F, "rt_rope_bf16", "rope_kernel");
+    return FQ_OK;
+}
+
+/* one block per vector: stage it in shared memory, then y[j] = Σ_i x[i] M[i, j] */
+__global__ void vec_transform_kernel(uint16_t *x, int dh, const float *M)
+{
+    extern __shared__ float xs[];
+    uint16_t *v = x + (size_t)blockIdx.x * dh;
+    for (int i = threadIdx.x; i < dh; i += blockDim.x)
+        xs[i] = bf(v[i]);
+    __syncthreads();
+    for (int j = threadIdx.x; j < dh; j += blockDim.x) {
+        float acc = 0;
+        for (int i = 0; i < dh; i++)
+            acc += xs[i] * M[(size_t)i * dh + j];
+        v[j] = to_bf(acc);
+    }
+}
+
+int rt_vec_transform_bf16(fq_cuda_ctx *ctx, uint16_t *x, int nvec, int dh, const float *M)
+{
+    ARGCHECK(nvec > 0 && dh > 0 && dh <= 4096, "rt_vec_transform_bf16",
+             "nvec=%d dh=%d (expected positive, dh <= 4096)", nvec, dh);
+    int threads = dh < 128 ? 32 * ((dh + 31) / 32) : 128;
+    vec_transform_kernel<<<nvec, threads, sizeof(float) * dh, CTX_STREAM(ctx)>>>(x, dh, M);
+    LAUNCH_CHECK(F, "rt_vec_transform_bf16", "vec_transform_kernel");
+    return FQ_OK;
+}
+
+__global__ void swiglu_kernel(uint16_t *out, const uint16_t *gate, const uint16_t *up, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float g = bf(gate[i]);
+        out[i] = to_bf(g / (1.0f + expf(-g)) * bf(up[i]));
+    }
+}
+
+int rt_swiglu_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *gate, const uint16_t *up,
+                   size_t n)
+{
+    ARGCHECK(n > 0, "rt_swiglu_bf16", "n=0 (expected elements)");
+    swiglu_kernel<<<fq_grid(n, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, gate, up, n);
+    LAUNCH_CHECK(F, "rt_swiglu_bf16", "swiglu_kernel");
+    return FQ_OK;
+}
+
+__global__ void kv_write_kernel(uint16_t *kc, uint16_t *vc, const uint16_t *k,
+                                const uint16_t *v, int B, int n, int g, int dh, int max_ctx,
+                                const int32_t *pos0)
+{
+    size_t total = (size_t)B * n * g * dh;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int e = (int)(i % dh);
+        size_t r = i / dh;
+        int hh = (int)(r % g);
+        size_t tok = r / g;
+        int b = (int)(tok / n), p = pos0[b] + (int)(tok % n);
+        size_t dst = (((size_t)b * g + hh) * max_ctx + p) * dh + e;
+        kc[dst] = k[i];
+        vc[dst] = v[i];
+    }
+}
+
+int rt_kv_write_bf16(fq_cuda_ctx *ctx, uint16_t *kc, uint16_t *vc, const uint16_t *k,
+                     const uint16_t *v, int B, int n, int g, int dh, int max_ctx,
+                     const int32_t *pos0)
+{
+    ARGCHECK(B > 0 && n > 0 && g > 0 && dh > 0 && n <= max_ctx, "rt_kv_write_bf16",
+             "B=%d n=%d g=%d dh=%d max_ctx=%d (expected positive sizes, n <= max_ctx)", B, n,
+             g, dh, max_ctx);
+    size_t total = (size_t)B * n * g * dh;
+    kv_write_kernel<<<fq_grid(total, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+        kc, vc, k, v, B, n, g, dh, max_ctx, pos0);
+    LAUNCH_CHECK(F, "rt_kv_write_bf16", "kv_write_kernel");
+    return FQ_OK;
+}
+
+#define ATT_WARPS 4
+#define ATT_MAX_PER_LANE 8 /* dh <= 256 */
+
+/* grid (B·n, h); four warps split the keys 0..pos, lanes split dh */
+__global__ void attention_kernel(uint16_t *out, const uint16_t *q, const uint16_t *kc,
+                                 const uint16_t *vc, int n, int h, int g, int dh, int max_ctx,
+                                 const int32_t *pos0)
+{
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
+    __shared__ float so[ATT_WARPS][ATT_MAX_PER_LANE * 32];
+    int tok = blockIdx.x, head = blockIdx.y, b = tok / n;
+    int pos = pos0[b] + tok % n, kvh = head / (h / g);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int per = (dh + 31) / 32;
+    float scale = rsqrtf((float)dh);
+    const uint16_t *qv = q + ((size_t)tok * h + head) * dh;
+    float qr[ATT_MAX_PER_LANE], acc[ATT_MAX_PER_LANE];
+    for (int e = 0; e < per; e++) {
+        int c = lane + 32 * e;
+        qr[e] = c < dh ? bf(qv[c]) * scale : 0.0f;
+        acc[e] = 0;
+    }
+    const uint16_t *K = kc + ((size_t)b * g + kvh) * max_ctx * dh;
+    const uint16_t *V = vc + ((size_t)b * g + kvh) * max_ctx * dh;
+    float m = -INFINITY, l = 0;
+    for (int j = warp; j <= pos; j += ATT_WARPS) {
+        const uint16_t *kr = K + (size_t)j * dh;
+        float s = 0;
+        for (int e = 0; e < per; e++) {
+            int c = lane + 32 * e;
+            if (c < dh)
+                s += qr[e] * bf(kr[c]);
+        }
+        for (int o = 16; o > 0; o >>= 1)
+            s += __shfl_xor_sync(0xffffffffu, s, o);
+        float mn = fmaxf(m, s), corr = __expf(m - mn), p = __expf(s - mn);
+        l = l * corr + p;
+        const uint16_t *vr = V + (size_t)j * dh;
+        for (int e = 0; e < per; e++) {
+            int c = lane + 32 * e;
+            acc[e] = acc[e] * corr + (c < dh ? p * bf(vr[c]) : 0.0f);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+    for (int e = 0; e < per; e++)
+        so[warp][lane + 32 * e] = acc[e];
+    __syncthreads();
+    if (warp == 0) {
+        float M = -INFINITY;
+        for (int w = 0; w < ATT_WARPS; w++)
+            M = fmaxf(M, sm[w]);
+        float L = 0;
+        for (int w = 0; w < ATT_WARPS; w++)
+            L += sm[w] == -INFINITY ? 0.0f : sl[w] * __expf(sm[w] - M);
+        uint16_t *ov = out + ((size_t)tok * h + head) * dh;
+        for (int e = 0; e < per; e++) {
+            int c = lane + 32 * e;
+            if (c >= dh)
+                continue;
+            float o = 0;
+            for (int w = 0; w < ATT_WARPS; w++)
+                if (sm[w] != -INFINITY)
+                    o += so[w][c] * __expf(sm[w] - M);
+            ov[c] = to_bf(o / L);
+        }
+    }
+}
+
+int rt_attention_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q, const uint16_t *kc,
+                      const uint16_t *vc, int B, int n, int h, int g, int dh, int max_ctx,
+                      const int32_t *pos0)
+{
+    ARGCHECK(B > 0 && n > 0 && g > 0 && h % g == 0 && dh > 0 && dh <= 32 * ATT_MAX_PER_LANE,
+             "rt_attention_bf16", "B=%d n=%d h=%d g=%d dh=%d (expected positive sizes, g "
+             "dividing h, dh <= %d)", B, n, h, g, dh, 32 * ATT_MAX_PER_LANE);
+    ARGCHECK((size_t)B * n <= 0x7fffffffu && h <= 65535, "rt_attention_bf16",
+             "B·n=%zu h=%d (expected a launchable grid)", (size_t)B * n, h);
+    dim3 grid((unsigned)(B * n), (unsigned)h);
+    attention_kernel<<<grid, 32 * ATT_WARPS, 0, CTX_STREAM(ctx)>>>(out, q, kc, vc, n, h, g, dh,
+                                                                   max_ctx, pos0);
+    LAUNCH_CHECK(F, "rt_attention_bf16", "attention_kernel");
+    return FQ_OK;
+}
+
+/* ---- GEMMs (cuBLAS, row-major through the transposed view, see cuda_common.cuh) ---- */
+
+static int gemm_ex(fq_cuda_ctx *ctx, void *y, cudaDataType_t yt, const uint16_t *x,
+                   const uint16_t *w, int n, int in, int o, float beta, const char *where)
+{
+    ARGCHECK(n > 0 && in > 0 && o > 0, "rt_linear", "%s: n=%d in=%d o=%d (expected positive)",
+             where, n, in, o);
+    float alpha = 1.0f;
+    cublasStatus_t s = cublasGemmEx(CTX_CUBLAS(ctx), CUBLAS_OP_T, CUBLAS_OP_N, o, n, in, &alpha,
+                                    w, CUDA_R_16BF, in, x, CUDA_R_16BF, in, &beta, y, yt, o,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return fq_error(F ":%s: cublasGemmEx failed with status %d for n=%d in=%d o=%d "
+                        "(expected success)", where, (int)s, n, in, o);
+    return FQ_OK;
+}
+
+int rt_linear_bf16(fq_cuda_ctx *ctx, uint16_t *y, const uint16_t *x, const uint16_t *w, int n,
+                   int in, int o, int accumulate)
+{
+    return gemm_ex(ctx, y, CUDA_R_16BF, x, w, n, in, o, accumulate ? 1.0f : 0.0f,
+                   "rt_linear_bf16");
+}
+
+int rt_linear_bf16_f32(fq_cuda_ctx *ctx, float *y, const uint16_t *x, const uint16_t *w, int n,
+                       int in, int o)
+{
+    return gemm_ex(ctx, y, CUDA_R_32F, x, w, n, in, o, 0.0f, "rt_linear_bf16_f32");
+}
+
+/* ---- logits ---- */
+
+__global__ void gather_vocab_kernel(float *out, const float *parts, int T, int n, int Vs, int V)
+{
+    size_t total = (size_t)n * V;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t t = i / V;
+        int v = (int)(i % V), r = v / Vs, c = v % Vs;
+        out[i] = parts[((size_t)r * n + t) * Vs + c];
+    }
+    (void)T;
+}
+
+int rt_gather_vocab(fq_cuda_ctx *ctx, float *out, const float *parts, int T, int n, int Vs,
+                    int V)
+{
+    ARGCHECK(T > 0 && n > 0 && Vs > 0 && V > 0 && (long long)T * Vs >= V, "rt_gather_vocab",
+             "T=%d n=%d Vs=%d V=%d (expected T·Vs >= V)", T, n, Vs, V);
+    gather_vocab_kernel<<<fq_grid((size_t)n * V, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+        out, parts, T, n, Vs, V);
+    LAUNCH_CHECK(F, "rt_gather_vocab", "gather_vocab_kernel");
+    return FQ_OK;
+}
+
+__global__ void argmax_kernel(int32_t *ids, const float *logits, int V)
+{
+    __shared__ float sv[FQ_BLOCK];
+    __shared__ int si[FQ_BLOCK];
+    const float *row = logits + (size_t)blockIdx.x * V;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int v = threadIdx.x; v < V; v += blockDim.x)
+        if (row[v] > best) { /* strided: the first maximum of this thread's share */
+            best = row[v];
+            bi = v;
+        }
+    sv[threadIdx.x] = best;
+    si[threadIdx.x] = bi;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            float ov = sv[threadIdx.x + s];
+            int oi = si[threadIdx.x + s];
+            if (ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
+                sv[threadIdx.x] = ov;
+                si[threadIdx.x] = oi;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        ids[blockIdx.x] = si[0] == 0x7fffffff ? 0 : si[0];
+}
+
+int rt_argmax(fq_cuda_ctx *ctx, int32_t *ids, const float *logits, int n, int V)
+{
+    ARGCHECK(n > 0 && V > 0, "rt_argmax", "n=%d V=%d (expected positive)", n, V);
+    argmax_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(ids, logits, V);
+    LAUNCH_CHECK(F, "rt_argmax", "argmax_kernel");
+    return FQ_OK;
+}
+
+__global__ void bf16_from_f32_kernel(uint16_t *dst, const float *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = to_bf(src[i]);
+}
+
+__global__ void f32_from_bf16_kernel(float *dst, const uint16_t *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = bf(src[i]);
+}
+
+int rt_bf16_from_f32(fq_cuda_ctx *ctx, uint16_t *dst, const float *src, size_t n)
+{
+    ARGCHECK(n > 0, "rt_bf16_from_f32", "n=0 (expected elements)");
+    bf16_from_f32_kernel<<<fq_grid(n, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(dst, src, n);
+    LAUNCH_CHECK(F, "rt_bf16_from_f32", "bf16_from_f32_kernel");
+    return FQ_OK;
+}
+
+int rt_f32_from_bf16(fq_cuda_ctx *ctx, float *dst, const uint16_t *src, size_t n)
+{
+    ARGCHECK(n > 0, "rt_f32_from_bf16", "n=0 (expected elements)");
+    f32_from_bf16_kernel<<<fq_grid(n, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(dst, src, n);
+    LAUNCH_CHECK(F, "rt_f32_from_bf16", "f32_from_bf16_kernel");
+    return FQ_OK;
+}
+

@@ -1,0 +1,170 @@
+/* test_gpu_runtime.c — the GPU inference runtime (runtime/) against the CPU model of core/.
+ *
+ * On stories260K (bundled; override with FLATQ_TEST_MODEL, text with FLATQ_TEST_TEXT):
+ *   - window logits of the bf16 GPU model vs the fp32 CPU forward (llama_window_logits);
+ *   - the KV cache: a prefill of half the window followed by one-token decode steps gives
+ *     the logits of the whole-window forward at every position;
+ *   - batching: two different windows in one batch give each window's own logits;
+ *   - perplexity through the shared protocol (core/perplexity.c) within 0.5% of the CPU;
+ *   - the W4A4KV4 path: an RTN W4A4KV4 checkpoint of the same model, written here in
+ *     flatq's format, run by the real kernels vs the fake-quant CPU forward
+ *     (core/qmodel.c): logits and perplexity (0.5%). FLATQ_TEST_QMODEL_SRC names another FP
+ *     model for it (stories260K's f = 172 is not a multiple of 64, which the W4A4 kernels
+ *     refuse: that check then FAILS, loudly, with the kernels' message).
+ * One rank, no NCCL (tensor parallelism is checked by running bin/flatq under mpirun,
+ * see bench/gpu_runtime_check.sh). Rows "ROW|runtime|…" join tests/gpu/run.sh's table.
+ */
+#include "gpu_check.h"
+#include "llama_model.h"
+#include "perplexity.h"
+#include "qformat.h"
+#include "qmodel.h"
+#include "worker/baseline_rtn.h"
+#include "runtime/gpu_model.h"
+#include "runtime/rt_ops.h"
+#include "tokenizer.h"
+
+/* An RTN W4A4KV4 checkpoint of the FP model in dir `out` (flatq's format). */
+static int write_rtn_checkpoint(const llama_model *fp, const char *src, const char *out)
+{
+    qconfig qc = {.w_bits = 4, .a_bits = 4, .kv_bits = 4, .tp_blocks = 1};
+    snprintf(qc.method, sizeof qc.method, "rtn");
+    for (int i = 0; i < fp->cfg.n_layers; i++) {
+        qlayer q = {0};
+        char path[4096];
+        snprintf(path, sizeof path, "%s/layer_%03d.safetensors", out, i);
+        int rc = baseline_rtn_layer(&fp->layers[i], &fp->cfg, &qc, &q);
+        if (rc == FQ_OK)
+            rc = qlayer_write_file(path, i, &q);
+        qlayer_free(&q);
+        if (rc != FQ_OK)
+            return FQ_ERR;
+    }
+    if (qcheckpoint_write_head(out, &fp->cfg, fp->embed, fp->final_norm,
+                               fp->lm_head == fp->embed ? NULL : fp->lm_head) != FQ_OK)
+        return FQ_ERR;
+    return qcheckpoint_finish(out, src, &fp->cfg, &qc);
+}
+
+static const char *env_or(const char *k, const char *dflt)
+{
+    const char *v = getenv(k);
+    return v && *v ? v : dflt;
+}
+
+typedef struct {
+    gpu_model *m;
+    gpu_suite *t;
+} gpu_runner;
+
+static int gpu_window(void *ctx, const int32_t *ids, int s, real *logits)
+{
+    gpu_runner *r = ctx;
+    const float *d;
+    int pos0 = 0;
+    if (gpu_model_forward(r->m, ids, 1, s, &pos0, 1, &d) != FQ_OK)
+        return FQ_ERR;
+    return rt_download(&r->t->ctx, logits, d, sizeof(float) * (size_t)s * r->m->cfg.vocab);
+}
+
+int main(void)
+{
+    gpu_suite t;
+    gpu_suite_begin(&t, "runtime", 8);
+    const char *dir = env_or("FLATQ_TEST_MODEL", "data/models/stories260K-hf");
+    const char *text = env_or("FLATQ_TEST_TEXT", "data/text/tinystories_sample.txt");
+    llama_model cpu;
+    tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (llama_model_load(dir, &cpu) != FQ_OK || tokenizer_load(dir, &tok) != FQ_OK ||
+        tokenizer_encode_file(tok, text, 1, &ids, &n) != FQ_OK)
+        gpu_die(&t, "load model/text");
+    int S = 128, V = cpu.cfg.vocab;
+    if (n < (size_t)(8 * S))
+        gpu_die(&t, "text shorter than 8 windows");
+    tp_comm one = {.tp = 1, .rank = 0, .device = 0};
+    gpu_model m;
+    gpu_call(&t, gpu_model_load(&m, dir, &t.ctx, &one, 2, S, 2 * S, 2 * S), "gpu_model_load");
+
+    /* 1. window logits vs the CPU forward */
+    llama_runner cr;
+    gpu_call(&t, llama_runner_init(&cr, &cpu, S), "llama_runner_init");
+    float *ref = gpu_host((size_t)S * V), *got = gpu_host((size_t)S * V);
+    gpu_runner gr = {&m, &t};
+    gpu_call(&t, llama_window_logits(&cr, ids, S, ref), "cpu logits");
+    gpu_call(&t, gpu_window(&gr, ids, S, got), "gpu logits");
+    gpu_check_rel(&t, "fp window logits vs CPU fp32", got, ref, (size_t)S * V, 3e-2);
+
+    /* 2. prefill S/2 then decode one token at a time: each step's logits = that row */
+    float *win = gpu_host_copy(got, (size_t)S * V), *step = gpu_host((size_t)S * V);
+    const float *d;
+    int pos = 0, half = S / 2;
+    gpu_call(&t, gpu_model_forward(&m, ids, 1, half, &pos, 0, &d), "prefill");
+    gpu_call(&t, rt_download(&t.ctx, step + (size_t)(half - 1) * V, d, sizeof(float) * V),
+             "download");
+    for (pos = half; pos < S; pos++) {
+        gpu_call(&t, gpu_model_forward(&m, ids + pos, 1, 1, &pos, 0, &d), "decode");
+        gpu_call(&t, rt_download(&t.ctx, step + (size_t)pos * V, d, sizeof(float) * V),
+                 "download");
+    }
+    gpu_check_rel(&t, "KV-cache decode vs window rows", step + (size_t)(half - 1) * V,
+                  win + (size_t)(half - 1) * V, (size_t)(S - half + 1) * V, 1e-2);
+
+    /* 3. a batch of two different windows: each equals its own single-window logits */
+    int32_t *two = malloc(sizeof(int32_t) * 2 * S);
+    memcpy(two, ids, sizeof(int32_t) * S);
+    memcpy(two + S, ids + 3 * S, sizeof(int32_t) * S);
+    float *b2 = gpu_host((size_t)2 * S * V), *single = gpu_host((size_t)2 * S * V);
+    int pos2[2] = {0, 0};
+    gpu_call(&t, gpu_model_forward(&m, two, 2, S, pos2, 1, &d), "batch forward");
+    gpu_call(&t, rt_download(&t.ctx, b2, d, sizeof(float) * 2 * S * V), "download");
+    memcpy(single, win, sizeof(float) * S * V);
+    gpu_call(&t, gpu_window(&gr, two + S, S, single + (size_t)S * V), "second window");
+    gpu_check_rel(&t, "batch of 2 vs single windows", b2, single, (size_t)2 * S * V, 1e-2);
+
+    /* 4. perplexity over 6 windows, same protocol as flatq eval */
+    ppl_result pc, pg;
+    gpu_call(&t, perplexity_eval(ids, n, S, V, 6, llama_window_logits, &cr, &pc), "cpu ppl");
+    gpu_call(&t, perplexity_eval(ids, n, S, V, 6, gpu_window, &gr, &pg), "gpu ppl");
+    double rel = fabs(pg.ppl / pc.ppl - 1);
+    printf("INFO|runtime|ppl cpu %.4f gpu %.4f\n", pc.ppl, pg.ppl);
+    gpu_report(&t, "fp ppl vs CPU (relative)", rel, 5e-3, rel <= 5e-3, "");
+
+    /* 5. W4A4KV4: real kernels vs the fake-quant CPU forward of the same checkpoint */
+    char qdir[] = "/tmp/flatq-gpu-rtn-XXXXXX";
+    qmodel qm;
+    qmodel_runner qr;
+    gpu_model gq;
+    const char *qsrc = env_or("FLATQ_TEST_QMODEL_SRC", dir);
+    llama_model qfp;
+    if (llama_model_load(qsrc, &qfp) != FQ_OK)
+        gpu_die(&t, "load FLATQ_TEST_QMODEL_SRC");
+    if (!mkdtemp(qdir) || write_rtn_checkpoint(&qfp, qsrc, qdir) != FQ_OK ||
+        qmodel_load(qdir, &qm) != FQ_OK || qmodel_runner_init(&qr, &qm, S) != FQ_OK)
+        gpu_die(&t, "RTN checkpoint");
+    int Vq = qfp.cfg.vocab;
+    float *qref = gpu_host((size_t)S * Vq), *qgot = gpu_host((size_t)S * Vq);
+    gpu_call(&t, gpu_model_load(&gq, qdir, &t.ctx, &one, 1, S, S, S), "gpu_model_load (W4A4)");
+    gpu_runner gqr = {&gq, &t};
+    gpu_call(&t, qmodel_window_logits(&qr, ids, S, qref), "cpu fake-quant logits");
+    gpu_call(&t, gpu_window(&gqr, ids, S, qgot), "gpu W4A4 logits");
+    gpu_check_rel(&t, "w4a4 window logits vs CPU fake-quant", qgot, qref, (size_t)S * Vq, 5e-2);
+    gpu_call(&t, perplexity_eval(ids, n, S, Vq, 4, qmodel_window_logits, &qr, &pc), "cpu q ppl");
+    gpu_call(&t, perplexity_eval(ids, n, S, Vq, 4, gpu_window, &gqr, &pg), "gpu q ppl");
+    rel = fabs(pg.ppl / pc.ppl - 1);
+    printf("INFO|runtime|w4a4 ppl cpu fake-quant %.4f gpu %.4f\n", pc.ppl, pg.ppl);
+    gpu_report(&t, "w4a4 ppl vs CPU fake-quant (relative)", rel, 5e-3, rel <= 5e-3, "");
+    gpu_model_free(&gq);
+    qmodel_runner_free(&qr);
+    qmodel_free(&qm);
+    llama_model_free(&qfp);
+    free(qref), free(qgot);
+
+    free(ref), free(got), free(win), free(step), free(two), free(b2), free(single), free(ids);
+    llama_runner_free(&cr);
+    gpu_model_free(&m);
+    llama_model_free(&cpu);
+    tokenizer_free(tok);
+    return gpu_suite_end(&t);
+}
