@@ -1,7 +1,8 @@
 /* test_transform_init.c — issue 10's starting points, the parts the float64 layer test
  * (test_fq_layer_f64.c: exactness and "M is the Hadamard matrix") does not cover:
  * 1. factor_init_orthogonal reaches matrices a plain Cayley map cannot (H_2, a reflection,
- *    and −I), and refuses a matrix that is not orthogonal, naming it.
+ *    −I, and the Sylvester H_64 / H_128 that no sign pattern alone reaches), and refuses a
+ *    matrix that is not orthogonal, naming it.
  * 2. init smoothrot's per-channel scales are the smoothrot baseline's own: c_d = 1/s with s
  *    from worker/baseline_smoothrot.c (a separate implementation), c_a = c_ug = 1.
  * 3. The recipe refuses smooth_alpha out of [0, 1] and an unknown init. */
@@ -17,6 +18,7 @@
 #include "cayley.h"
 #include "error.h"
 #include "fq_layer.h"
+#include "hadamard.h"
 #include "transform_init.h"
 #include "worker/baseline_smoothrot.h"
 
@@ -51,6 +53,19 @@ static void test_orthogonal_targets(void **state)
     const real minus_i[9] = {-1, 0, 0, 0, -1, 0, 0, 0, -1};
     assert_true(reached_error(h2, 2) < 1e-6);
     assert_true(reached_error(minus_i, 3) < 1e-6);
+    /* the normalised Sylvester Hadamard matrices of size 64 and 128 (flatq-llama-16m's and
+     * LLaMA's M_k): every sign pattern keeps the eigenvalue −1, so the start needs the
+     * random right factor */
+    for (int n = 64; n <= 128; n *= 2) {
+        real *h = alloc_real(n * n);
+        int is_random = -1;
+        assert_ok(hadamard_matrix(n, h, 0, &is_random));
+        assert_int_equal(is_random, 0);
+        double e = reached_error(h, n);
+        print_message("H_%d reached to %.3g\n", n, e);
+        assert_true(e < 1e-5);
+        free(h);
+    }
     const real skewed[4] = {1, 0.5f, 0, 1};
     real tu[4], tv[4], lam[2];
     rng_state rng;
