@@ -212,17 +212,7 @@ int cmd_run(int argc, char **argv)
         int next = run_next_token(row, e.vocab, &a, &rng, work);
         all[len++] = next;
         if (!a.bench) {
-            char *piece;
-            size_t plen;
-            /* decode the whole continuation and print the new bytes: multi-byte
-             * characters split across tokens come out whole */
-            if (tokenizer_decode(tok, all + n, (size_t)(len - (int)n), &piece, &plen) == FQ_OK) {
-                if (plen > printed)
-                    fwrite(piece + printed, 1, plen - printed, stdout);
-                printed = plen;
-                free(piece);
-                fflush(stdout);
-            }
+            run_print_new_text(tok, all + n, (size_t)(len - (int)n), &printed);
         }
         if (next == eos)
             break;

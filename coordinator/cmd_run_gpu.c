@@ -68,15 +68,7 @@ static int generate(gpu_session *s, const run_args *a, const tokenizer *tok, con
         int next = run_next_token(row, V, a, &rng, work);
         all[len++] = next;
         if (rank == 0) {
-            char *piece;
-            size_t plen;
-            if (tokenizer_decode(tok, all + n, (size_t)(len - n), &piece, &plen) == FQ_OK) {
-                if (plen > printed)
-                    fwrite(piece + printed, 1, plen - printed, stdout);
-                printed = plen;
-                free(piece);
-                fflush(stdout);
-            }
+            run_print_new_text(tok, all + n, (size_t)(len - n), &printed);
         }
         if (next == eos)
             break;

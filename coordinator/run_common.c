@@ -1,7 +1,9 @@
 /* run_common.c — the next-token rule of `flatq run` (see run_common.h). */
 #include "coordinator/run_common.h"
+#include "error.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static int cand_desc(const void *x, const void *y)
@@ -37,4 +39,17 @@ int run_next_token(const real *logits, int vocab, const run_args *a, rng_state *
             return work[i].id;
     }
     return work[n - 1].id;
+}
+
+void run_print_new_text(const tokenizer *tok, const int32_t *ids, size_t n, size_t *printed)
+{
+    char *piece;
+    size_t plen;
+    if (!tok || !printed || tokenizer_decode(tok, ids, n, &piece, &plen) != FQ_OK)
+        return; /* a token the tokenizer cannot decode prints nothing; generation goes on */
+    if (plen > *printed)
+        fwrite(piece + *printed, 1, plen - *printed, stdout);
+    *printed = plen;
+    free(piece);
+    fflush(stdout);
 }

@@ -4,8 +4,12 @@
 #ifndef FQ_RUN_COMMON_H
 #define FQ_RUN_COMMON_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "real.h"
 #include "rng.h"
+#include "tokenizer.h"
 
 typedef struct {
     const char *model, *prompt;
@@ -27,6 +31,10 @@ typedef struct {
 /* Next token from one row of logits [vocab]; work holds vocab candidates. */
 int run_next_token(const real *logits, int vocab, const run_args *a, rng_state *rng,
                    run_cand *work);
+
+/* Streaming output: decode the whole continuation ids [n] and print the bytes past *printed
+ * (updated), so multi-byte characters split across tokens come out whole. */
+void run_print_new_text(const tokenizer *tok, const int32_t *ids, size_t n, size_t *printed);
 
 /* `flatq run --device cuda` (coordinator/cmd_run_gpu.c); returns the exit code. */
 int cmd_run_gpu(const run_args *a);
