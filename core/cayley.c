@@ -7,15 +7,19 @@
 #include "error.h"
 
 /* Solves go to LAPACK's LU with partial pivoting (OpenBLAS ships it): for the k = 224
- * factors of a 70B layer the former scalar Gauss-Jordan loop took ~20 ms per solve, gesv
- * a fraction of a millisecond. LAPACK is column-major; the callers below arrange their
+ * factors of a 70B layer the former scalar Gauss-Jordan loop took ~20-30 ms per solve,
+ * gesv a few milliseconds. LAPACK is column-major; the callers below arrange their
  * row-major arrays so that the column-major solve gives the row-major answer (each says
- * why). No LAPACKE header on Debian's OpenBLAS packages, so the Fortran symbols are
- * declared here (LP64: 32-bit integers). */
+ * why). OpenBLAS's threaded getrf rounds differently with different thread counts, which
+ * would make a layer's bytes depend on how many ranks share the node; so each solve runs
+ * on one thread (restored after). No LAPACKE header on Debian's OpenBLAS packages, so
+ * the symbols are declared here (LP64: 32-bit integers). */
 extern void sgesv_(const int *n, const int *nrhs, float *a, const int *lda, int *ipiv,
                    float *b, const int *ldb, int *info);
 extern void dgesv_(const int *n, const int *nrhs, double *a, const int *lda, int *ipiv,
                    double *b, const int *ldb, int *info);
+extern int openblas_get_num_threads(void);
+extern void openblas_set_num_threads(int n);
 
 /* Column-major A Z = B for n right-hand sides, A destroyed, B becomes Z. Returns 0, -1 when
  * A is singular, -2 when the pivot table cannot be allocated. */
@@ -24,11 +28,16 @@ static int lu_solve_real(real *A, real *B, int n)
     int *ipiv = malloc(sizeof(int) * (size_t)n), info = 0;
     if (!ipiv)
         return -2;
+    const int threads = openblas_get_num_threads();
+    if (threads > 1)
+        openblas_set_num_threads(1);
 #ifdef FQ_REAL_F64
     dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
 #else
     sgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
 #endif
+    if (threads > 1)
+        openblas_set_num_threads(threads);
     free(ipiv);
     return info == 0 ? 0 : -1;
 }
@@ -38,7 +47,12 @@ static int lu_solve_f64(double *A, double *B, int n)
     int *ipiv = malloc(sizeof(int) * (size_t)n), info = 0;
     if (!ipiv)
         return -2;
+    const int threads = openblas_get_num_threads();
+    if (threads > 1)
+        openblas_set_num_threads(1);
     dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
+    if (threads > 1)
+        openblas_set_num_threads(threads);
     free(ipiv);
     return info == 0 ? 0 : -1;
 }
