@@ -6,9 +6,10 @@
  * Why the multi-step checks are shaped as they are (measured on the CPU, bench/NOTES.md
  * "GPU layer step", parity): training through 4-bit codes is chaotic. The CPU loop run in
  * fp32 and in float64 on this same fixture drifts apart by 1.7e-3 in epoch 1's MSE, 1.9e-2
- * in epoch 2's and 1.8e-2 in the final loss (up to 2.2e-2 over four fixture seeds), its
- * trained parameters by up to 15% of how far training moved them: the same size as the
- * GPU-vs-CPU drift. A rounding difference flips a code, and AdamW's step is ±lr whatever
+ * to 3.7e-2 in epoch 2's (Gauss-Jordan or LAPACK factor solves) and 1.8e-2 in the final
+ * loss (other fixture seeds: up to 2.2e-2), its trained parameters by up to 15% of how far
+ * training moved them: the same size as the GPU-vs-CPU drift (H200: 1.8e-3, 3.8e-2,
+ * 3.8e-2). A rounding difference flips a code, and AdamW's step is ±lr whatever
  * the gradient's size. With every quantizer off (bits 16) the objective is flat: the
  * transforms cancel exactly, every gradient is rounding noise, AdamW turns that noise into
  * ±lr steps and even fp32 vs float64 parameters drift 4e-2 apart, so there a trajectory
@@ -20,12 +21,14 @@
  *  - W4A4KV4 at a trained point: one step (forward, loss, backward) from the CPU's
  *    parameters after 6 steps, on both backends: y, loss 1e-5, transform/scale gradients
  *    1e-5, clip-logit gradients 1e-4 (as test_gpu_fq_layer, but off the initial point).
- *  - W4A4KV4 after 3 epochs: each epoch's MSE and the loss after within 5e-2 of the CPU
- *    (2.3× the largest fp32-vs-float64 spread above); training lowered the loss by ≥ 10%
+ *  - W4A4KV4 after 3 epochs: epochs 1, 2 and the loss after within 1e-1 of the CPU
+ *    (2.7× the largest fp32-vs-float64 spread above); training lowered the loss by ≥ 10%
  *    (the CPU: 19%); per group ‖p_gpu − p_cpu‖ ≤ 0.35 ‖p_cpu − p_init‖ (fp32 vs float64:
  *    ≤ 0.15; a dead or sign-flipped group gives ~1 or ~2).
  *  - bits 16: the loss before and after 3 epochs ≤ 1e-10 × mean(Y²) on both backends (the
  *    weight-side inverses still cancel the activation side after the parameters moved).
+ *  - the loop with FQ_MATH_BF16 (linears on bf16 codes): loss before within 1e-2 (attention
+ *    in tensor-core math flips codes), loss after within the chaotic 1e-1.
  *  - the streamed plan gives the resident plan's bytes; two runs give the same bytes; a NaN
  *    input stops the layer with an error naming it.
  */
@@ -202,12 +205,12 @@ static void test_quantized(gpu_suite *t, fixture *f)
     for (int e = 1; e < EPOCHS; e++) {
         char name[64];
         snprintf(name, sizeof name, "w4a4kv4 epoch %d MSE vs CPU (chaotic)", e);
-        rel_report(t, name, lg.mse[e], lc.mse[e], 5e-2);
+        rel_report(t, name, lg.mse[e], lc.mse[e], 1e-1);
     }
     for (int e = 0; e < EPOCHS; e++)
         printf("INFO|epoch %d MSE sum: CPU %.9e GPU %.9e rel %.2e\n", e, lc.mse[e], lg.mse[e],
                rel_of(lg.mse[e], lc.mse[e]));
-    rel_report(t, "w4a4kv4 loss after vs CPU (chaotic)", rg.loss_after, rc.loss_after, 5e-2);
+    rel_report(t, "w4a4kv4 loss after vs CPU (chaotic)", rg.loss_after, rc.loss_after, 1e-1);
     double gain = 1 - rg.loss_after / rg.loss_before;
     gpu_report(t, "w4a4kv4 training lowers the loss (share)", gain, 0.1,
                isfinite(gain) && gain >= 0.1, " (min)");
@@ -219,9 +222,11 @@ static void test_quantized(gpu_suite *t, fixture *f)
         size_t lo = Pc.group_off[gi], n = Pc.group_off[gi + 1] - lo;
         double moved = dist(Pc.p + lo, P0.p + lo, n), apart = dist(Pg.p + lo, Pc.p + lo, n);
         double ratio = moved > 0 ? apart / moved : INFINITY;
-        snprintf(name, sizeof name, "trained p[%s]: |gpu-cpu| / |cpu-init|",
+        snprintf(name, sizeof name, "trained p[%s]: dist(gpu,cpu) / dist(cpu,init)",
                  fq_group_names[gi]);
         gpu_report(t, name, ratio, 0.35, ratio <= 0.35, "");
+        printf("INFO|p[%s]: moved %.3e from init, GPU vs CPU %.3e\n", fq_group_names[gi],
+               moved, apart);
     }
     gpu_check_exact(t, "repeat run: same p (bytes)", Pg2.p, Pg.p, Pg.n);
     gpu_check_exact(t, "streamed plan: same p (bytes)", Ps.p, Pg.p, Pg.n);
@@ -232,6 +237,21 @@ static void test_quantized(gpu_suite *t, fixture *f)
                rg.peak_device_bytes > 0, " B");
 
     step_at_trained_point(t, f, &Pc);
+
+    /* the production math of the bench's fastest mode: linears on bf16 codes, attention
+     * on tensor cores; chaotic like the fp32 loop, so held to the same span */
+    fq_params Pb;
+    calib_result rb;
+    calib_data db = {NS, SEQ, f->x, f->y, NULL, NULL, NULL, NULL, 0};
+    gpu_call(t, fq_cuda_set_math(&t->ctx, FQ_MATH_BF16), "fq_cuda_set_math");
+    gpu_call(t, calibrate_layer_cuda(&t->ctx, &Pb, &f->L.l, &f->c, &r, &f->st, &db, 0, &rb),
+             "calibrate_layer_cuda (bf16 codes)");
+    gpu_call(t, fq_cuda_set_math(&t->ctx, FQ_MATH_FP32), "fq_cuda_set_math");
+    printf("INFO|bf16 codes: loss before %.9e after %.9e\n", rb.loss_before, rb.loss_after);
+    rel_report(t, "bf16 codes loop: loss before vs CPU", rb.loss_before, rc.loss_before, 1e-2);
+    rel_report(t, "bf16 codes loop: loss after vs CPU (chaotic)", rb.loss_after, rc.loss_after,
+               1e-1);
+    fq_params_free(&Pb);
 
     fq_params_free(&Pc);
     fq_params_free(&P0);
