@@ -13,12 +13,12 @@
  *
  * Each epoch's mean loss is printed (the outlier-divergence watch); --epochs E runs E
  * epochs of --steps steps (480 steps = --steps 32 --epochs 15), --loop-only skips (1)+(2),
- * --exact-transforms keeps the transforms' GEMMs on SGEMM in the tensor-core modes (the
- * previous version, for comparison; default: split TF32). bf16 = linears on bf16 codes.
+ * --split-transforms runs the transforms' GEMMs as split TF32 in the tensor-core modes
+ * (measured slower; default: SGEMM). bf16 = the linears on bf16 codes.
  *
  *   build/bench/bench_layer_step_cuda [--shapes 16m,8b,70b] [--math fp32,tf32,bf16]
  *                                     [--steps N] [--seq S] [--epochs E] [--loop-only]
- *                                     [--exact-transforms]
+ *                                     [--split-transforms]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,7 +267,7 @@ static void bench_shape(fq_cuda_ctx *ctx, const shape *sh, const int *maths, int
 int main(int argc, char **argv)
 {
     const char *shape_list = "16m,8b,70b", *math_list = "fp32,tf32,bf16";
-    int steps = 3, seq = 2048, epochs = 2, loop_only = 0, exact = 0;
+    int steps = 3, seq = 2048, epochs = 2, loop_only = 0, split = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--shapes") && i + 1 < argc)
             shape_list = argv[++i];
@@ -281,11 +281,11 @@ int main(int argc, char **argv)
             epochs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--loop-only"))
             loop_only = 1;
-        else if (!strcmp(argv[i], "--exact-transforms"))
-            exact = 1;
+        else if (!strcmp(argv[i], "--split-transforms"))
+            split = 1;
         else {
             fprintf(stderr, "usage: %s [--shapes 16m,8b,70b] [--math fp32,tf32,bf16] "
-                            "[--steps N] [--seq S] [--epochs E] [--loop-only] [--exact-transforms]\n", argv[0]);
+                            "[--steps N] [--seq S] [--epochs E] [--loop-only] [--split-transforms]\n", argv[0]);
             return 2;
         }
     }
@@ -307,9 +307,9 @@ int main(int argc, char **argv)
     char name[256];
     if (fq_cuda_init(&ctx, 0) || fq_cuda_device_name(&ctx, name, sizeof name))
         DIE("fq_cuda_init");
-    ctx.exact_transforms = exact;
+    ctx.split_transforms = split;
     printf("device: %s; transforms' GEMMs in tensor-core modes: %s\n", name,
-           exact ? "SGEMM (--exact-transforms)" : "split TF32");
+           split ? "split TF32 (--split-transforms)" : "SGEMM");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (strstr(shape_list, shapes[i].name))
             bench_shape(&ctx, &shapes[i], maths, nmath, steps, seq, epochs, loop_only);

@@ -50,7 +50,7 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
         return fq_error(F ":fq_cuda_init: NULL context (expected a pointer)");
     ctx->device = device;
     ctx->math = FQ_MATH_FP32;
-    ctx->exact_transforms = 0;
+    ctx->split_transforms = 0;
     ctx->split = NULL;
     ctx->split_cap = 0;
     ctx->cublas = NULL;
@@ -256,7 +256,10 @@ static size_t operand_extent(int rows, int cols, int ld, long long stride, int b
  * C = α(A_lo·B_hi + A_hi·B_lo + A_hi·B_hi) + β·C (the small terms first; A_lo·B_lo,
  * ~2^-22 relative, is dropped). The split copies live in ctx->split; the operands are
  * re-read from there with the caller's strides. Trade-off: two extra passes over each
- * operand and 3 GEMMs, against SIMT fp32 SGEMM at a fraction of tensor-core speed. */
+ * operand and 3 GEMMs, against SIMT fp32 SGEMM at a fraction of tensor-core speed. Measured
+ * on H200 (bench/NOTES.md "GPU layer step", v3): the transforms' GEMMs have small inner
+ * sizes (k = 64..224) and are bound by memory traffic, not FLOPs, so the extra passes cost
+ * more than the tensor cores save (70B weight side 105 → 143 ms): kept opt-in, off. */
 static int gemm_split_tf32(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
                            float alpha, const float *a, int lda, long long stride_a,
                            const float *b, int ldb, long long stride_b, float beta, float *c,
@@ -297,7 +300,7 @@ int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m
                                float *c, int ldc, long long stride_c, int batch,
                                const char *where)
 {
-    if (ctx->math != FQ_MATH_FP32 && !ctx->exact_transforms)
+    if (ctx->math != FQ_MATH_FP32 && ctx->split_transforms)
         return gemm_split_tf32(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
                                stride_b, beta, c, ldc, stride_c, batch, where);
     return gemm_strided_math(ctx, FQ_MATH_FP32, trans_a, trans_b, m, n, k, alpha, a, lda,

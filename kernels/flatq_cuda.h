@@ -33,9 +33,10 @@ extern "C" {
  * (CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF), for the linears and the attention; with
  * FQ_MATH_BF16 the fake-quantized linears of the layer step run on bf16 codes
  * (kernels/linear_codes_cuda.h). The transforms' GEMMs (kron, vec, head) keep fp32
- * accuracy in every mode: plain SGEMM in FP32 mode, split TF32 ("3xTF32": a = a_hi + a_lo,
- * three tensor-core products, about 2^-21 relative) in the tensor-core modes unless
- * exact_transforms is set. Everything that is not a GEMM stays fp32. */
+ * accuracy in every mode: plain SGEMM, or split TF32 ("3xTF32": a = a_hi + a_lo, three
+ * tensor-core products, about 2^-21 relative) in a tensor-core mode when split_transforms
+ * is set (measured slower on these memory-bound shapes, so off by default). Everything
+ * that is not a GEMM stays fp32. */
 typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mode;
 
 typedef struct {
@@ -43,7 +44,7 @@ typedef struct {
     void *cublas;   /* cublasHandle_t */
     void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
     int math;       /* fq_math_mode of every GEMM issued through this context */
-    int exact_transforms; /* 1: transform GEMMs as plain SGEMM even in tensor-core modes */
+    int split_transforms; /* 1: transform GEMMs as split TF32 in tensor-core modes (else SGEMM) */
     float *split;   /* device scratch of the split-TF32 GEMMs, grown on demand */
     size_t split_cap;
 } fq_cuda_ctx;

@@ -205,10 +205,11 @@ int main(void)
         {"w4a4kv4 TF32", 4, 4, 4, 1, 0, 0, FQ_MATH_TF32, 1.0, 1.0, 1.0, -1},
         /* linears on bf16 codes, everything else fp32: the forward is exact (integer sums
          * below 2^24, scales applied in fp32), so y as tight as fp32; the backward rounds
-         * the gradient operand to bf16 (2^-9 relative), hence the looser gradient rows.
+         * the gradient operand to bf16 (2^-9 relative), hence the looser gradient rows
+         * (H200: y ≤ 3.3e-7, gradients ≤ 9.9e-3 against a first guess of 1e-2, now 2e-2).
          * T2: o/down keep fp32 (two scales per row), the other five run on codes. */
-        {"w4a4kv4 codes", 4, 4, 4, 1, 0, 0, FQ_MATH_FP32, 1e-5, 1e-2, 1e-2, 1},
-        {"w4a4kv4 T2 codes", 4, 4, 4, 2, 0, 0, FQ_MATH_FP32, 1e-5, 1e-2, 1e-2, 1},
+        {"w4a4kv4 codes", 4, 4, 4, 1, 0, 0, FQ_MATH_FP32, 1e-5, 2e-2, 2e-2, 1},
+        {"w4a4kv4 T2 codes", 4, 4, 4, 2, 0, 0, FQ_MATH_FP32, 1e-5, 2e-2, 2e-2, 1},
         {"w4a16 codes (not used)", 4, 16, 16, 1, 0, 0, FQ_MATH_FP32, 1e-5, 1e-5, 1e-4, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
