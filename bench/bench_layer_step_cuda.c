@@ -11,8 +11,14 @@
  * included), timed between the two epoch logs: ms per step, the 480-step layer time, the
  * achieved TFLOP/s of the linears (6·params·tokens per step) and the peak device memory.
  *
+ * Each epoch's mean loss is printed (the outlier-divergence watch); --epochs E runs E
+ * epochs of --steps steps (480 steps = --steps 32 --epochs 15), --loop-only skips (1)+(2),
+ * --split-transforms runs the transforms' GEMMs as split TF32 in the tensor-core modes
+ * (measured slower; default: SGEMM). bf16 = the linears on bf16 codes.
+ *
  *   build/bench/bench_layer_step_cuda [--shapes 16m,8b,70b] [--math fp32,tf32,bf16]
- *                                     [--steps N] [--seq S]
+ *                                     [--steps N] [--seq S] [--epochs E] [--loop-only]
+ *                                     [--split-transforms]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,16 +76,20 @@ static float *hbuf(size_t n)
 }
 
 typedef struct {
-    double t[4];
-    int n;
+    double t[64];
+    int n, steps;
+    const char *math;
 } epoch_times;
 
+/* Epoch end: the time, and the epoch's mean loss (the outlier-divergence watch). */
 static void on_epoch(void *ctx, const calib_epoch_log *lg)
 {
-    (void)lg;
     epoch_times *et = ctx;
-    if (et->n < 4)
+    if (et->n < 64)
         et->t[et->n++] = now();
+    printf("  %s epoch %2d: mean MSE %.6e, lr %.3e, t %.2f s\n", et->math, lg->epoch,
+           lg->mse_sum / et->steps, lg->lr_transform, et->n > 1 ? et->t[et->n - 1] - et->t[0] : 0.0);
+    fflush(stdout);
 }
 
 static double rel(const float *a, const float *b, size_t n)
@@ -100,7 +110,7 @@ static double rel(const float *a, const float *b, size_t n)
     } while (0)
 
 static void bench_shape(fq_cuda_ctx *ctx, const shape *sh, const int *maths, int nmath,
-                        int steps, int seq)
+                        int steps, int seq, int epochs, int loop_only)
 {
     llama_config c;
     memset(&c, 0, sizeof c);
@@ -149,14 +159,14 @@ static void bench_shape(fq_cuda_ctx *ctx, const shape *sh, const int *maths, int
     fq_recipe r = fq_recipe_defaults();
     r.scale_init = FQ_SCALE_ONE;
     r.batch = B;
-    r.epochs = 2;
+    r.epochs = epochs;
     const double flops = 6.0 * params * N;
     printf("\n== %s layer: d %d, heads %d/%d x %d, f %d; %.3f G linear params; batch %d x %d "
            "tokens; %.1f TFLOP of linears per step\n", sh->name, d, sh->h, sh->g, sh->dh, sh->f,
            params / 1e9, B, seq, flops / 1e12);
 
     /* (1) + (2): direct steps on one tape */
-    {
+    if (!loop_only) {
         fq_params P;
         rope_table rope;
         fq_tape_cuda *tp;
@@ -228,6 +238,8 @@ static void bench_shape(fq_cuda_ctx *ctx, const shape *sh, const int *maths, int
     for (int mi = 0; mi < nmath; mi++) {
         epoch_times et;
         memset(&et, 0, sizeof et);
+        et.steps = steps;
+        et.math = math_names[maths[mi]];
         calib_data data = {nsamples, seq, x, y, NULL, NULL, on_epoch, &et, 0};
         fq_params P;
         calib_result res;
@@ -237,7 +249,8 @@ static void bench_shape(fq_cuda_ctx *ctx, const shape *sh, const int *maths, int
             printf("%-5s failed: %s\n", math_names[maths[mi]], fq_errmsg());
             continue;
         }
-        double step = (et.t[1] - et.t[0]) / steps;
+        /* epochs after the first (warm-up, allocation) */
+        double step = (et.t[et.n - 1] - et.t[0]) / ((double)(et.n - 1) * steps);
         printf("%-5s %10.2f %12.2f %10.1f %12.2f %12.5e %12.5e\n", math_names[maths[mi]],
                step * 1e3, step * 480, flops / step / 1e12,
                res.peak_device_bytes / 1073741824.0, res.loss_before, res.loss_after);
@@ -254,7 +267,7 @@ static void bench_shape(fq_cuda_ctx *ctx, const shape *sh, const int *maths, int
 int main(int argc, char **argv)
 {
     const char *shape_list = "16m,8b,70b", *math_list = "fp32,tf32,bf16";
-    int steps = 3, seq = 2048;
+    int steps = 3, seq = 2048, epochs = 2, loop_only = 0, split = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--shapes") && i + 1 < argc)
             shape_list = argv[++i];
@@ -264,14 +277,21 @@ int main(int argc, char **argv)
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seq") && i + 1 < argc)
             seq = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--epochs") && i + 1 < argc)
+            epochs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--loop-only"))
+            loop_only = 1;
+        else if (!strcmp(argv[i], "--split-transforms"))
+            split = 1;
         else {
             fprintf(stderr, "usage: %s [--shapes 16m,8b,70b] [--math fp32,tf32,bf16] "
-                            "[--steps N] [--seq S]\n", argv[0]);
+                            "[--steps N] [--seq S] [--epochs E] [--loop-only] [--split-transforms]\n", argv[0]);
             return 2;
         }
     }
-    if (steps < 1 || seq < 2) {
-        fprintf(stderr, "bench: --steps %d --seq %d (expected >= 1 and >= 2)\n", steps, seq);
+    if (steps < 1 || seq < 2 || epochs < 2 || epochs > 64) {
+        fprintf(stderr, "bench: --steps %d --seq %d --epochs %d (expected >= 1, >= 2 and "
+                        "2..64)\n", steps, seq, epochs);
         return 2;
     }
     int maths[3], nmath = 0;
@@ -287,10 +307,12 @@ int main(int argc, char **argv)
     char name[256];
     if (fq_cuda_init(&ctx, 0) || fq_cuda_device_name(&ctx, name, sizeof name))
         DIE("fq_cuda_init");
-    printf("device: %s\n", name);
+    ctx.split_transforms = split;
+    printf("device: %s; transforms' GEMMs in tensor-core modes: %s\n", name,
+           split ? "split TF32 (--split-transforms)" : "SGEMM");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (strstr(shape_list, shapes[i].name))
-            bench_shape(&ctx, &shapes[i], maths, nmath, steps, seq);
+            bench_shape(&ctx, &shapes[i], maths, nmath, steps, seq, epochs, loop_only);
     fq_cuda_free_ctx(&ctx);
     return 0;
 }

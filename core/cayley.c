@@ -1,56 +1,69 @@
 /* cayley.c — Cayley map, SVD-form factors, direct-form inverse, Haar init (cayley.h). */
 #include "cayley.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 
-/* Solve B X = C in place by Gauss-Jordan with partial pivoting: B (n×n) is destroyed,
- * C (n×n) becomes X. Returns 0, or -1 when a pivot is zero or not finite. */
-#define DEFINE_GJ_SOLVE(name, T)                                                         \
-    static int name(T *B, T *C, int n)                                                   \
-    {                                                                                    \
-        for (int col = 0; col < n; col++) {                                              \
-            int piv = col;                                                               \
-            T best = fabs(B[(long)col * n + col]);                                       \
-            for (int r = col + 1; r < n; r++) {                                          \
-                T v = fabs(B[(long)r * n + col]);                                        \
-                if (v > best) {                                                          \
-                    best = v;                                                            \
-                    piv = r;                                                             \
-                }                                                                        \
-            }                                                                            \
-            if (!(best > 0) || !isfinite(best))                                          \
-                return -1;                                                               \
-            if (piv != col)                                                              \
-                for (int j = 0; j < n; j++) {                                            \
-                    T t = B[(long)col * n + j];                                          \
-                    B[(long)col * n + j] = B[(long)piv * n + j];                         \
-                    B[(long)piv * n + j] = t;                                            \
-                    t = C[(long)col * n + j];                                            \
-                    C[(long)col * n + j] = C[(long)piv * n + j];                         \
-                    C[(long)piv * n + j] = t;                                            \
-                }                                                                        \
-            T inv = 1 / B[(long)col * n + col];                                          \
-            for (int j = 0; j < n; j++) {                                                \
-                B[(long)col * n + j] *= inv;                                             \
-                C[(long)col * n + j] *= inv;                                             \
-            }                                                                            \
-            for (int r = 0; r < n; r++) {                                                \
-                T f = B[(long)r * n + col];                                              \
-                if (r == col || f == 0)                                                  \
-                    continue;                                                            \
-                for (int j = 0; j < n; j++) {                                            \
-                    B[(long)r * n + j] -= f * B[(long)col * n + j];                      \
-                    C[(long)r * n + j] -= f * C[(long)col * n + j];                      \
-                }                                                                        \
-            }                                                                            \
-        }                                                                                \
-        return 0;                                                                        \
-    }
+/* Solves go to LAPACK's LU with partial pivoting (OpenBLAS ships it): for the k = 224
+ * factors of a 70B layer the former scalar Gauss-Jordan loop took ~20-30 ms per solve,
+ * gesv a few milliseconds. LAPACK is column-major; the callers below arrange their
+ * row-major arrays so that the column-major solve gives the row-major answer (each says
+ * why). OpenBLAS's threaded getrf rounds differently with different thread counts, which
+ * would make a layer's bytes depend on how many ranks share the node; so each solve runs
+ * on one thread (restored after). No LAPACKE header on Debian's OpenBLAS packages, so
+ * the symbols are declared here (LP64: 32-bit integers). */
+extern void sgesv_(const int *n, const int *nrhs, float *a, const int *lda, int *ipiv,
+                   float *b, const int *ldb, int *info);
+extern void dgesv_(const int *n, const int *nrhs, double *a, const int *lda, int *ipiv,
+                   double *b, const int *ldb, int *info);
+extern int openblas_get_num_threads(void);
+extern void openblas_set_num_threads(int n);
 
-DEFINE_GJ_SOLVE(gj_solve_real, real)
-DEFINE_GJ_SOLVE(gj_solve_f64, double)
+/* Column-major A Z = B for n right-hand sides, A destroyed, B becomes Z. Returns 0, -1 when
+ * A is singular, -2 when the pivot table cannot be allocated. */
+static int lu_solve_real(real *A, real *B, int n)
+{
+    int *ipiv = malloc(sizeof(int) * (size_t)n), info = 0;
+    if (!ipiv)
+        return -2;
+    const int threads = openblas_get_num_threads();
+    if (threads > 1)
+        openblas_set_num_threads(1);
+#ifdef FQ_REAL_F64
+    dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
+#else
+    sgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
+#endif
+    if (threads > 1)
+        openblas_set_num_threads(threads);
+    free(ipiv);
+    return info == 0 ? 0 : -1;
+}
+
+static int lu_solve_f64(double *A, double *B, int n)
+{
+    int *ipiv = malloc(sizeof(int) * (size_t)n), info = 0;
+    if (!ipiv)
+        return -2;
+    const int threads = openblas_get_num_threads();
+    if (threads > 1)
+        openblas_set_num_threads(1);
+    dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
+    if (threads > 1)
+        openblas_set_num_threads(threads);
+    free(ipiv);
+    return info == 0 ? 0 : -1;
+}
+
+static int all_finite_f64(const double *x, long n)
+{
+    for (long i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
 
 static int all_finite(const real *x, long n)
 {
@@ -77,7 +90,13 @@ int cayley_fwd(real *U, const real *theta, int k, real *work)
             work[(long)i * k + j] = id - a / 2;
             U[(long)i * k + j] = id + a / 2;
         }
-    if (gj_solve_real(work, U, k) != 0)
+    /* Row-major B = I − A/2 and C = I + A/2 read column-major are Bᵀ and Cᵀ; solving
+     * Bᵀ Z = Cᵀ gives Z = (C B⁻¹)ᵀ, and C B⁻¹ = B⁻¹ C because both are polynomials in A:
+     * Z read row-major is the wanted U. */
+    int rc = lu_solve_real(work, U, k);
+    if (rc == -2)
+        return fq_error("core/cayley.c:cayley_fwd: out of memory for %d pivot indices", k);
+    if (rc != 0)
         return fq_error("core/cayley.c:cayley_fwd: singular Cayley system of size %d "
                         "(expected finite theta; this means NaN/Inf upstream)", k);
     return FQ_OK;
@@ -201,13 +220,17 @@ int direct_inv_fwd(real *M_invT, const real *M, int k, double *work)
         return fq_error("core/cayley.c:direct_inv_fwd: size %d (expected positive)", k);
     const long kk = (long)k * k;
     double *B = work, *X = work + kk;
-    /* Solve Mᵀ X = I, so X = M^{-T} directly. */
+    /* B row-major holds Mᵀ, which column-major is M: solving M Z = I gives Z = M⁻¹ column-
+     * major, that is M^{-T} row-major, directly. */
     for (int i = 0; i < k; i++)
         for (int j = 0; j < k; j++) {
             B[(long)i * k + j] = (double)M[(long)j * k + i];
             X[(long)i * k + j] = i == j ? 1.0 : 0.0;
         }
-    if (gj_solve_f64(B, X, k) != 0)
+    int rc = lu_solve_f64(B, X, k);
+    if (rc == -2)
+        return fq_error("core/cayley.c:direct_inv_fwd: out of memory for %d pivot indices", k);
+    if (rc != 0 || !all_finite_f64(X, kk))
         return fq_error("core/cayley.c:direct_inv_fwd: a %dx%d factor is singular or holds "
                         "NaN/Inf (expected an invertible finite matrix)", k, k);
     for (long i = 0; i < kk; i++)

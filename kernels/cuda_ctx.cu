@@ -50,6 +50,9 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
         return fq_error(F ":fq_cuda_init: NULL context (expected a pointer)");
     ctx->device = device;
     ctx->math = FQ_MATH_FP32;
+    ctx->split_transforms = 0;
+    ctx->split = NULL;
+    ctx->split_cap = 0;
     ctx->cublas = NULL;
     ctx->stream = NULL;
     int count = 0;
@@ -92,6 +95,9 @@ void fq_cuda_free_ctx(fq_cuda_ctx *ctx)
         cudaStreamDestroy(CTX_STREAM(ctx));
     ctx->cublas = NULL;
     ctx->stream = NULL;
+    cudaFree(ctx->split);
+    ctx->split = NULL;
+    ctx->split_cap = 0;
 }
 
 int fq_cuda_device_name(const fq_cuda_ctx *ctx, char *buf, size_t cap)
@@ -225,12 +231,78 @@ int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int 
                              b, ldb, stride_b, beta, c, ldc, stride_c, batch, where);
 }
 
+/* hi = x rounded to TF32's 10 mantissa bits (to nearest, so |lo| ≤ 2^-11·|x|),
+ * lo = x − hi (exact in fp32). */
+static __global__ void split_tf32_kernel(float *hi, float *lo, const float *x, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        float h = isfinite(v) ? __uint_as_float((__float_as_uint(v) + 0x1000u) & 0xffffe000u) : v;
+        if (isinf(h) && isfinite(v)) /* rounding up overflowed: cut instead */
+            h = __uint_as_float(__float_as_uint(v) & 0xffffe000u);
+        hi[i] = h;
+        lo[i] = v - h;
+    }
+}
+
+/* Elements a strided operand spans: (batch − 1)·stride + (rows − 1)·ld + cols. */
+static size_t operand_extent(int rows, int cols, int ld, long long stride, int batch)
+{
+    return (size_t)(batch - 1) * (size_t)stride + (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+}
+
+/* C = α·A·B + β·C at about fp32 accuracy on tensor cores: A = A_hi + A_lo, B likewise,
+ * C = α(A_lo·B_hi + A_hi·B_lo + A_hi·B_hi) + β·C (the small terms first; A_lo·B_lo,
+ * ~2^-22 relative, is dropped). The split copies live in ctx->split; the operands are
+ * re-read from there with the caller's strides. Trade-off: two extra passes over each
+ * operand and 3 GEMMs, against SIMT fp32 SGEMM at a fraction of tensor-core speed. Measured
+ * on H200 (bench/NOTES.md "GPU layer step", v3): the transforms' GEMMs have small inner
+ * sizes (k = 64..224) and are bound by memory traffic, not FLOPs, so the extra passes cost
+ * more than the tensor cores save (70B weight side 105 → 143 ms): kept opt-in, off. */
+static int gemm_split_tf32(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                           float alpha, const float *a, int lda, long long stride_a,
+                           const float *b, int ldb, long long stride_b, float beta, float *c,
+                           int ldc, long long stride_c, int batch, const char *where)
+{
+    if (m <= 0 || n <= 0 || k <= 0 || batch <= 0)
+        return fq_error(F ":%s: GEMM shape %d x %d x %d, batch %d (expected positive sizes)",
+                        where, m, n, k, batch);
+    const size_t ea = operand_extent(trans_a ? k : m, trans_a ? m : k, lda, stride_a, batch);
+    const size_t eb = operand_extent(trans_b ? n : k, trans_b ? k : n, ldb, stride_b, batch);
+    const size_t need = 2 * (ea + eb);
+    if (need > ctx->split_cap) {
+        cudaFree(ctx->split);
+        ctx->split = NULL;
+        ctx->split_cap = 0;
+        if (fq_cuda_alloc(&ctx->split, need, "split-TF32 GEMM scratch"))
+            return fq_error_wrap(F ":%s", where);
+        ctx->split_cap = need;
+    }
+    float *ah = ctx->split, *al = ah + ea, *bh = al + ea, *bl = bh + eb;
+    split_tf32_kernel<<<fq_grid(ea, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(ah, al, a, ea);
+    LAUNCH_CHECK(F, where, "split_tf32_kernel");
+    split_tf32_kernel<<<fq_grid(eb, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(bh, bl, b, eb);
+    LAUNCH_CHECK(F, where, "split_tf32_kernel");
+    if (gemm_strided_math(ctx, FQ_MATH_TF32, trans_a, trans_b, m, n, k, alpha, al, lda,
+                          stride_a, bh, ldb, stride_b, beta, c, ldc, stride_c, batch, where) ||
+        gemm_strided_math(ctx, FQ_MATH_TF32, trans_a, trans_b, m, n, k, alpha, ah, lda,
+                          stride_a, bl, ldb, stride_b, 1.0f, c, ldc, stride_c, batch, where) ||
+        gemm_strided_math(ctx, FQ_MATH_TF32, trans_a, trans_b, m, n, k, alpha, ah, lda,
+                          stride_a, bh, ldb, stride_b, 1.0f, c, ldc, stride_c, batch, where))
+        return FQ_ERR;
+    return FQ_OK;
+}
+
 int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
                                float alpha, const float *a, int lda, long long stride_a,
                                const float *b, int ldb, long long stride_b, float beta,
                                float *c, int ldc, long long stride_c, int batch,
                                const char *where)
 {
+    if (ctx->math != FQ_MATH_FP32 && ctx->split_transforms)
+        return gemm_split_tf32(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                               stride_b, beta, c, ldc, stride_c, batch, where);
     return gemm_strided_math(ctx, FQ_MATH_FP32, trans_a, trans_b, m, n, k, alpha, a, lda,
                              stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch, where);
 }

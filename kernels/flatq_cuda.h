@@ -30,8 +30,13 @@ extern "C" {
 
 /* GEMM math of a context: FP32 (the default; what the tests compare at 1e-5), or tensor
  * cores with fp32 inputs rounded to TF32 or to bf16 inside cuBLAS, accumulating in fp32
- * (CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF), for the linears and the attention. The
- * transforms (kron, chscale, vec, head) and everything that is not a GEMM stay fp32. */
+ * (CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF), for the linears and the attention; with
+ * FQ_MATH_BF16 the fake-quantized linears of the layer step run on bf16 codes
+ * (kernels/linear_codes_cuda.h). The transforms' GEMMs (kron, vec, head) keep fp32
+ * accuracy in every mode: plain SGEMM, or split TF32 ("3xTF32": a = a_hi + a_lo, three
+ * tensor-core products, about 2^-21 relative) in a tensor-core mode when split_transforms
+ * is set (measured slower on these memory-bound shapes, so off by default). Everything
+ * that is not a GEMM stays fp32. */
 typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mode;
 
 typedef struct {
@@ -39,6 +44,9 @@ typedef struct {
     void *cublas;   /* cublasHandle_t */
     void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
     int math;       /* fq_math_mode of every GEMM issued through this context */
+    int split_transforms; /* 1: transform GEMMs as split TF32 in tensor-core modes (else SGEMM) */
+    float *split;   /* device scratch of the split-TF32 GEMMs, grown on demand */
+    size_t split_cap;
 } fq_cuda_ctx;
 
 /* ---- context and memory (kernels/cuda_ctx.cu) ---- */

@@ -27,9 +27,10 @@ extern "C" {
 }
 #include "kernels/cuda_common.cuh"
 #include "kernels/fq_layer_cuda.h"
+#include "kernels/linear_codes_cuda.h"
 
 #define F "kernels/fq_layer_cuda.cu"
-#define MAX_ALLOCS 128
+#define MAX_ALLOCS 192
 #define LOSS_BLOCKS 256
 /* Same meaning as core/fq_layer.c: σ(100) = 1 in fp32, "no clipping". */
 #define NO_CLIP_LOGIT 100.0f
@@ -59,6 +60,13 @@ struct fq_tape_cuda {
     float *t1, *t2, *t3, *k1, *k2, *k3, *k4, *s1, *s2, *s3, *s4, *s5;
     float *work, *gat0, *gat1, *gat2, *att, *attscr, *rowg;
     double *lsum;
+    /* bf16-code linears (linear_codes_cuda.h): weight and input codes per linear, the
+     * input scales they pair with, a bf16 gradient copy and an fp32 accumulator; made on
+     * first use. codes_mode: -1 follow ctx->math (FQ_MATH_BF16), 0 off, 1 on. */
+    int codes_mode, codes_made;
+    uint16_t *qw[QL_NLINEAR], *qa[QL_NLINEAR], *gyb;
+    const float *xsc[QL_NLINEAR];
+    float *cacc;
     void *allocs[MAX_ALLOCS];
     int nallocs;
     size_t bytes;
@@ -248,6 +256,73 @@ static float *dbuf(fq_tape_cuda *tp, size_t n, const char *what)
 static float *dpar(const fq_tape_cuda *tp, size_t off) { return tp->dp + (off - tp->pbase); }
 static float *dgrad(const fq_tape_cuda *tp, size_t off) { return tp->dg + (off - tp->pbase); }
 
+/* ---- linears on bf16 codes ---- */
+
+static int gemm(fq_tape_cuda *tp, int ta, int tb, int m, int n, int k, float alpha,
+                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* Whether linear lin runs on codes this step: asked for, both operands quantized by
+ * per-row scales (one block per row), and the integer sums exact in fp32. */
+static int codes_on(const fq_tape_cuda *tp, const fq_params *P, int lin)
+{
+    const int want = tp->codes_mode < 0 ? tp->ctx->math == FQ_MATH_BF16 : tp->codes_mode;
+    const int blocks = lin == QL_O || lin == QL_DOWN ? P->T : 1;
+    return want && P->a_bits != 16 && P->w_bits != 16 && blocks == 1 &&
+           codes_gemm_exact(P->a_bits, P->w_bits, fq_linear_in(&P->cfg, lin));
+}
+
+static int codes_make(fq_tape_cuda *tp, const fq_params *P)
+{
+    if (tp->codes_made)
+        return FQ_OK;
+    size_t most = 1, in_most = 1;
+    for (int lin = 0; lin < QL_NLINEAR; lin++) {
+        const size_t out = (size_t)fq_linear_out(&P->cfg, lin), in = fq_linear_in(&P->cfg, lin);
+        /* two bf16 per float slot */
+        if (!(tp->qw[lin] = (uint16_t *)dbuf(tp, (out * in + 1) / 2, "weight codes (bf16)")) ||
+            !(tp->qa[lin] = (uint16_t *)dbuf(tp, ((size_t)tp->N * in + 1) / 2,
+                                             "input codes (bf16)")))
+            return FQ_ERR;
+        most = out > most ? out : most;
+        in_most = in > in_most ? in : in_most;
+    }
+    most = most > in_most ? most : in_most;
+    if (!(tp->gyb = (uint16_t *)dbuf(tp, ((size_t)tp->N * most + 1) / 2, "gradient (bf16)")) ||
+        !(tp->cacc = dbuf(tp, (size_t)tp->N * P->cfg.hidden, "code GEMM accumulator")))
+        return FQ_ERR;
+    tp->codes_made = 1;
+    return FQ_OK;
+}
+
+int fq_tape_cuda_set_linear_codes(fq_tape_cuda *tp, int mode)
+{
+    if (!tp || mode < -1 || mode > 1)
+        return fq_error(F ":fq_tape_cuda_set_linear_codes: %s (expected a tape and -1, 0 or 1)",
+                        tp ? "bad mode" : "NULL tape");
+    tp->codes_mode = mode;
+    return FQ_OK;
+}
+
+/* y = X̂·Ŵᵀ (+ y when accumulate) for linear lin, X̂ = xh [N, in] with per-row scales xsc. */
+static int linear_fwd(fq_tape_cuda *tp, const fq_params *P, int lin, const float *xh,
+                      const float *xsc, float *y, int accumulate)
+{
+    const int out = fq_linear_out(&P->cfg, lin), in = fq_linear_in(&P->cfg, lin), N = tp->N;
+    if (!codes_on(tp, P, lin))
+        return gemm(tp, 0, 1, N, out, in, 1.0f, xh, in, tp->wh[lin], in,
+                    accumulate ? 1.0f : 0.0f, y, out);
+    float *acc = accumulate ? tp->cacc : y;
+    tp->xsc[lin] = xsc;
+    if (codes_make(tp, P) ||
+        codes_bf16_cuda(tp->ctx, tp->qw[lin], tp->wh[lin], tp->wsc[lin], out, in) ||
+        codes_bf16_cuda(tp->ctx, tp->qa[lin], xh, xsc, N, in) ||
+        fq_gemm_bf16_cuda(tp->ctx, 0, 1, N, out, in, tp->qa[lin], in, tp->qw[lin], in, acc,
+                          out) ||
+        codes_epilogue_cuda(tp->ctx, y, acc, xsc, tp->wsc[lin], N, out, accumulate))
+        return fq_error_wrap(F ":linear_fwd: %s on codes", qlinear_names[lin]);
+    return FQ_OK;
+}
+
 static int dcopy(fq_tape_cuda *tp, float *dst, const float *src, size_t n, const char *where)
 {
     CU_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice,
@@ -317,6 +392,7 @@ int fq_tape_cuda_create(fq_tape_cuda **out, fq_cuda_ctx *ctx, const fq_params *P
     if (!tp)
         return FQ_ERR;
     tp->ctx = ctx;
+    tp->codes_mode = -1;
     tp->b = b;
     tp->s = s;
     tp->N = (int)N;
@@ -680,10 +756,9 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
     fq_cuda_ctx *ctx = tp->ctx;
     const llama_config *c = &P->cfg;
     const int N = tp->N, b = tp->b, s = tp->s, d = c->hidden, f = c->intermediate,
-              h = c->n_heads, g = c->n_kv_heads, dh = c->head_dim, qd = h * dh, kd = g * dh,
-              T = P->T;
+              h = c->n_heads, g = c->n_kv_heads, dh = c->head_dim, qd = h * dh, T = P->T;
     const float eps = (float)c->rms_eps;
-    int lin_of[3] = {QL_Q, QL_K, QL_V}, rows_of[3] = {qd, kd, kd};
+    int lin_of[3] = {QL_Q, QL_K, QL_V};
     float *proj[3] = {tp->Q, tp->K, tp->V};
     blk_factors bf;
     const float *vin;
@@ -710,8 +785,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
             goto fail;
         /* 5: projections */
         prof(tp, FQ_PROF_GEMM);
-        if (gemm(tp, 0, 1, N, rows_of[i], d, 1.0f, tp->Ah[i], d, tp->wh[lin_of[i]], d, 0.0f,
-                 proj[i], rows_of[i]))
+        if (linear_fwd(tp, P, lin_of[i], tp->Ah[i], tp->asc[i], proj[i], 0))
             goto fail;
     }
     /* 6–8: RoPE, M_k on k and M_k^{-T} on q, KV quantization */
@@ -755,7 +829,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
         goto fail;
     prof(tp, FQ_PROF_GEMM);
     if (dcopy(tp, tp->X2, x, (size_t)N * d, "fq_layer_fwd_cuda") ||
-        gemm(tp, 0, 1, N, d, qd, 1.0f, tp->Oh, qd, tp->wh[QL_O], qd, 1.0f, tp->X2, d))
+        linear_fwd(tp, P, QL_O, tp->Oh, tp->osc, tp->X2, 1))
         goto fail;
     /* 12–14: RMSNorm2, ∘ c_ug, Kron(L_ug, R_ug), up/gate quantization, SwiGLU */
     prof(tp, FQ_PROF_OTHER);
@@ -771,8 +845,8 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
         act_q(tp, P, tp->Bh[1], tp->bsc[1], tp->B2, N, d, 1, QL_GATE))
         goto fail;
     prof(tp, FQ_PROF_GEMM);
-    if (gemm(tp, 0, 1, N, f, d, 1.0f, tp->Bh[0], d, tp->wh[QL_UP], d, 0.0f, tp->Hu, f) ||
-        gemm(tp, 0, 1, N, f, d, 1.0f, tp->Bh[1], d, tp->wh[QL_GATE], d, 0.0f, tp->Hg, f))
+    if (linear_fwd(tp, P, QL_UP, tp->Bh[0], tp->bsc[0], tp->Hu, 0) ||
+        linear_fwd(tp, P, QL_GATE, tp->Bh[1], tp->bsc[1], tp->Hg, 0))
         goto fail;
     prof(tp, FQ_PROF_OTHER);
     if (swiglu_fwd_cuda(ctx, tp->Z, tp->Hg, tp->Hu, (size_t)N * f))
@@ -793,7 +867,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
         goto fail;
     prof(tp, FQ_PROF_GEMM);
     if (dcopy(tp, y, tp->X2, (size_t)N * d, "fq_layer_fwd_cuda") ||
-        gemm(tp, 0, 1, N, d, f, 1.0f, tp->Zh, f, tp->wh[QL_DOWN], f, 1.0f, y, d))
+        linear_fwd(tp, P, QL_DOWN, tp->Zh, tp->zsc, y, 1))
         goto fail;
     prof(tp, FQ_PROF_OTHER);
     return FQ_OK;
@@ -922,9 +996,21 @@ static int linear_q_bwd(fq_tape_cuda *tp, const fq_params *P, int lin, float *gx
     const llama_config *c = &P->cfg;
     const int out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
     prof(tp, FQ_PROF_GEMM);
-    if ((gx && gemm(tp, 0, 0, tp->N, in, out, 1.0f, gy, out, tp->wh[lin], in, 0.0f, gx, in)) ||
-        gemm(tp, 1, 0, out, in, tp->N, 1.0f, gy, out, xh, in, 0.0f, tp->gw0, in))
+    if (codes_on(tp, P, lin)) {
+        /* G_X̂ = (G_Y·diag(s_w))·Q_w and G_Ŵ = (diag(s_x)·G_Y)ᵀ·Q_x: the codes of the
+         * forward, the gradient scaled and rounded to bf16 */
+        if ((gx && (scaled_bf16_cuda(tp->ctx, tp->gyb, gy, NULL, tp->wsc[lin], tp->N, out) ||
+                    fq_gemm_bf16_cuda(tp->ctx, 0, 0, tp->N, in, out, tp->gyb, out, tp->qw[lin],
+                                      in, gx, in))) ||
+            scaled_bf16_cuda(tp->ctx, tp->gyb, gy, tp->xsc[lin], NULL, tp->N, out) ||
+            fq_gemm_bf16_cuda(tp->ctx, 1, 0, out, in, tp->N, tp->gyb, out, tp->qa[lin], in,
+                              tp->gw0, in))
+            return fq_error_wrap(F ":linear_q_bwd: %s on codes", qlinear_names[lin]);
+    } else if ((gx && gemm(tp, 0, 0, tp->N, in, out, 1.0f, gy, out, tp->wh[lin], in, 0.0f, gx,
+                           in)) ||
+               gemm(tp, 1, 0, out, in, tp->N, 1.0f, gy, out, xh, in, 0.0f, tp->gw0, in)) {
         return FQ_ERR;
+    }
     prof(tp, FQ_PROF_WEIGHTS);
     if (weight_bwd(tp, P, lin))
         return fq_error_wrap("weight %s", qlinear_names[lin]);

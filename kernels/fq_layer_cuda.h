@@ -43,6 +43,13 @@ int fq_layer_loss_cuda(fq_tape_cuda *tp, const float *y, const float *target, fl
 /* P->g = ∂L/∂p for the last forward given g_y (device); overwritten, not accumulated. */
 int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y);
 
+/* The seven linears as bf16 GEMMs on the quantization codes (kernels/linear_codes_cuda.h:
+ * the forward exact, the backward's gradient operand rounded to bf16): mode -1 (the
+ * default) when the context's math is FQ_MATH_BF16, 1 always, 0 never. Applies only where
+ * both operands are quantized with one scale per row and the sums stay exact (4-bit
+ * codes: any width; 8-bit: up to 1024); elsewhere the linears follow the context's math. */
+int fq_tape_cuda_set_linear_codes(fq_tape_cuda *tp, int mode);
+
 /* Time per op group (bench): when on, every group boundary synchronises the stream and
  * the wall time since the last boundary is charged to the group that ran. */
 enum {

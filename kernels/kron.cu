@@ -7,7 +7,8 @@
  * The factor gradient g_L = Σ_r Z_r G_rᵀ contracts over rows and n2 together; there the
  * data are permuted to [n1, rows·n2] (one cheap kernel) so it is a single SGEMM rather
  * than `rows` small products plus a reduction. Work buffer sizes match the CPU's.
- * All GEMMs are fp32 in every ctx->math mode (fq_gemm_strided_exact_cuda); small factors (n1, n2 ≤ 128) make the batched
+ * All GEMMs keep fp32 accuracy in every ctx->math mode (fq_gemm_strided_exact_cuda: SGEMM,
+ * or split TF32 when ctx->split_transforms); small factors (n1, n2 ≤ 128) make the batched
  * products latency-bound, which the fused transform+quantize kernel will address.
  */
 #include "kernels/cuda_common.cuh"
