@@ -32,7 +32,7 @@ typedef enum { JOB_SCALE_SQ_STYLE = 0, JOB_SCALE_ONE_STYLE } job_scale_init;
 typedef enum { JOB_INIT_RANDOM = 0, JOB_INIT_IDENTITY, JOB_INIT_HADAMARD, JOB_INIT_SMOOTHROT } job_init;
 typedef enum { JOB_WQ_RTN = 0, JOB_WQ_GPTQ } job_weight_quantizer;
 /* GEMM math of the CUDA calibration backend for the linears and attention */
-typedef enum { JOB_GPU_MATH_TF32 = 0, JOB_GPU_MATH_FP32 } job_gpu_math;
+typedef enum { JOB_GPU_MATH_TF32 = 0, JOB_GPU_MATH_FP32, JOB_GPU_MATH_BF16 } job_gpu_math;
 
 /* Bits value meaning "not quantized" (W4A16 = a_bits 16). */
 #define JOB_BITS_NONE 16

@@ -137,7 +137,8 @@ static void print_quantization(outbuf *b, const struct job_quantization *q, cons
     ob_printf(b, "%sdirect_inv: %s\n%sseparate_vtrans: %s\n%sshare_act_clip: %s\n", ind,
               bool_name(q->direct_inv), ind, bool_name(q->separate_vtrans), ind,
               bool_name(q->share_act_clip));
-    ob_printf(b, "%sgpu_math: %s\n", ind, q->gpu_math == JOB_GPU_MATH_FP32 ? "fp32" : "tf32");
+    static const char *const gpu_math_names[] = {"tf32", "fp32", "bf16"};
+    ob_printf(b, "%sgpu_math: %s\n", ind, gpu_math_names[q->gpu_math % 3]);
     ob_printf(b, "%sseed: %llu\n", ind, (unsigned long long)q->seed);
 }
 

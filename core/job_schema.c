@@ -449,7 +449,7 @@ static int convert_quantization(conv *c, const yt_node *q, job *j)
     if (get_enum(c, q, p, "weight_quantizer", wq_names, &e) != FQ_OK)
         return FQ_ERR;
     z->weight_quantizer = (job_weight_quantizer)e;
-    static const char *const gpu_math_names[] = {"tf32", "fp32", NULL};
+    static const char *const gpu_math_names[] = {"tf32", "fp32", "bf16", NULL};
     e = (int)z->gpu_math;
     if (get_enum(c, q, p, "gpu_math", gpu_math_names, &e) != FQ_OK)
         return FQ_ERR;
