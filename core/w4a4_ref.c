@@ -103,13 +103,18 @@ int w4a4_check_quant(const char *where, const fq_quant_dst *dst, int nconsumers,
         return fq_error("%s: nconsumers = %d (expected 1..3)", where, nconsumers);
     if (M <= 0)
         return fq_error("%s: M = %d (expected at least one token)", where, M);
-    if (K <= 0 || K % 64 || K > W4A4_MAX_K)
-        return fq_error("%s: K = %d (expected a positive multiple of 64, at most %d)", where, K,
+    if (K <= 0 || K > W4A4_MAX_K)
+        return fq_error("%s: K = %d (expected 1..%d real values per token)", where, K,
                         W4A4_MAX_K);
     if (blocks <= 0 || n1 <= 0 || n2 <= 0 || (long)blocks * n1 * n2 != K)
         return fq_error("%s: blocks·n1·n2 = %d·%d·%d (expected positive factors with product "
                         "K = %d)", where, blocks, n1, n2, K);
-    if (kblocks <= 0 || kblocks % blocks || K % kblocks || (K / kblocks) % 64)
+    /* A padded row (K % 64 != 0) has one K-block: the GEMM applies per-block scales only
+     * at 64-element step ends, which a block of a padded row would not fall on. */
+    if (K % 64 && kblocks != 1)
+        return fq_error("%s: kblocks = %d with K = %d (expected 1: a K that is not a multiple "
+                        "of 64 is padded and takes one scale per token)", where, kblocks, K);
+    if (kblocks <= 0 || kblocks % blocks || K % kblocks || (K % 64 == 0 && (K / kblocks) % 64))
         return fq_error("%s: kblocks = %d (expected a multiple of blocks = %d dividing K = %d "
                         "into blocks of a multiple of 64)", where, kblocks, blocks, K);
     if (check_bits4(where, bits))
@@ -217,7 +222,8 @@ int fq_transform_quant(const fq_quant_dst *dst, int nconsumers, const uint16_t *
     real *scale = malloc((size_t)M * kblocks * sizeof(real));
     real *work = malloc((size_t)kron_fwd_work(M, n) * sizeof(real));
     real *Lb = malloc((size_t)n1 * n1 * sizeof(real)), *Rb = malloc((size_t)n2 * n2 * sizeof(real));
-    int8_t *codes = malloc((size_t)K);
+    const int Kp = fq_w4a4_padded_k(K);
+    int8_t *codes = calloc((size_t)Kp, 1); /* codes K..Kp-1 stay 0: the row padding */
     int rc = FQ_ERR;
     if (!xb || !yb || !y || !out || !scale || !work || !Lb || !Rb || !codes) {
         fq_error("%s: out of memory for M = %d, K = %d", where, M, K);
@@ -257,7 +263,7 @@ int fq_transform_quant(const fq_quant_dst *dst, int nconsumers, const uint16_t *
                 real s = scale[(size_t)t * kblocks + j / blen];
                 codes[j] = (int8_t)rint(out[(size_t)t * K + j] / s);
             }
-            if (w4a4_pack_s4(dst[p].codes + (size_t)t * (K / 2), codes, (size_t)K)) {
+            if (w4a4_pack_s4(dst[p].codes + (size_t)t * (Kp / 2), codes, (size_t)Kp)) {
                 fq_error_wrap("%s", where);
                 goto done;
             }

@@ -7,17 +7,22 @@
  * 4-bit asymmetric per (token, KV head) with an fp16 (scale, zero) pair.
  *
  * Layouts (shared by the C references in core/w4a4_ref.h, the kernels and the runtime):
- *   packed int4 [rows, K/2] uint8: element 2k in the low nibble, 2k+1 in the high one, two's
+ *   packed int4 [rows, Kp/2] uint8: element 2k in the low nibble, 2k+1 in the high one, two's
  *     complement (the checkpoint's qweight layout, core/FORMAT.md), codes in [−8, 7];
- *   activation scales [rows, kblocks] fp32: kblocks contiguous blocks of K/kblocks values
- *     each have their own per-token scale (kblocks > 1: the TP per-block scales of §7);
+ *     Kp = fq_w4a4_padded_k(K) = round_up(K, 64): a row of K real values is stored with
+ *     codes K..Kp−1 equal to 0, which add nothing to the int32 sums, so the GEMM runs on
+ *     whole 64-element steps. Kp = K whenever K % 64 == 0 (the layout is then unchanged);
+ *     the runtime pads the checkpoint's weight rows at load;
+ *   activation scales [rows, kblocks] fp32: kblocks contiguous blocks of K/kblocks REAL
+ *     values each have their own per-token scale (kblocks > 1: the TP per-block scales of
+ *     §7; a K that is not a multiple of 64 takes kblocks = 1 only);
  *   bf16 tensors are uint16_t bit patterns in C (core/dtype.h converts);
  *   KV4 cache: codes [batch, kv_heads, max_ctx, dh/2] uint8 (unsigned nibbles 0..15, same
  *     low/high order), (scale, zero) [batch, kv_heads, max_ctx, 2] fp16 bit patterns; the
  *     dequantized value is scale·(code − zero).
  *
  * Every function takes the calibration context (fq_cuda_ctx: device, stream, cuBLAS) first,
- * checks its shapes at the boundary (K not a multiple of the packing, M = 0, a kblocks that
+ * checks its shapes at the boundary (a GEMM K not a multiple of 64, M = 0, a kblocks that
  * does not divide K, dh odd …) and returns FQ_OK or FQ_ERR with fq_error() naming the
  * function and the offending argument. All pointers except clip ratios are DEVICE memory.
  */
@@ -33,8 +38,15 @@
 extern "C" {
 #endif
 
+/* The packed row length, in codes, of a row of K real values (two codes per byte). */
+#define FQ_W4A4_ROW_QUANTUM 64
+static inline int fq_w4a4_padded_k(int K)
+{
+    return (K + FQ_W4A4_ROW_QUANTUM - 1) / FQ_W4A4_ROW_QUANTUM * FQ_W4A4_ROW_QUANTUM;
+}
+
 /* One consumer of a transformed activation: its clip ratios (σ(cmax), σ(cmin)) and where
- * its codes [M, K/2] and scales [M, kblocks] go. q, k, v share one transform of the
+ * its codes [M, Kp/2] and scales [M, kblocks] go. q, k, v share one transform of the
  * attention input; gate and up share one of the MLP input (ALGORITHM §6 step 2). */
 typedef struct {
     float kmax, kmin;
@@ -47,13 +59,18 @@ typedef struct {
  * y_b = L_bᵀ·X_b·R_b on each block's [n1, n2] view (K = blocks·n1·n2; L [blocks, n1, n1],
  * R [blocks, n2, n2] fp32; either may be NULL for identity: the o_proj input is L = M_o
  * blocks with R = NULL on the [h, dh] view). kblocks (scales per token) is a multiple of
- * blocks (usually equal: one scale per TP block); 1 ≤ nconsumers ≤ 3; fp32 accumulation. */
+ * blocks (usually equal: one scale per TP block); 1 ≤ nconsumers ≤ 3; fp32 accumulation.
+ * K is the real length (1..W4A4_MAX_K): the transform and the scales see only the K real
+ * values, each code row is written Kp = fq_w4a4_padded_k(K) long with zero codes after K.
+ * K % 64 != 0 needs blocks = kblocks = 1 (one transform block, one scale per token). */
 int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int nconsumers,
                             const uint16_t *x, int M, int K, int blocks, int n1, int n2,
                             const float *L, const float *R, int kblocks, int bits);
 
 /* y [M, N] bf16 = Σ_b (Σ_{j∈block b} qx[t, j]·qw[o, j])·sx[t, b]·sw[o] (+ residual [M, N]
- * bf16 when not NULL; y may equal residual). int32 accumulation is exact. K % 64 == 0.
+ * bf16 when not NULL; y may equal residual). int32 accumulation is exact. K here is the
+ * PACKED row length Kp (a multiple of 64; rows of qx and qw are K/2 bytes): pass
+ * fq_w4a4_padded_k(real K), with kblocks = 1 whenever the real K was padded.
  * Chooses a tensor-core prefill kernel or a bandwidth-bound decode kernel (small M). */
 int fq_w4a4_gemm_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const float *sx,
                       int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
@@ -65,7 +82,7 @@ int fq_w4a4_gemm_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const fl
  * can compare them bit for bit with fq_w4a4_gemm_i32 (core/w4a4_ref.h). GPU-only limits,
  * refused with an error: K <= 131072 (also in C); device buffers 16-byte aligned; kblocks <=
  * 64 on the decode path; a transform block n1·n2 <= 28672; attention: dh a power of two in
- * 8..256, heads/kv_heads in {1, 2, 4, 8, 16}, batch <= 256, n_q <= 65535. A KV scale beyond
+ * 8..256, heads/kv_heads in 1..32, batch <= 256, n_q <= 65535. A KV scale beyond
  * the fp16 range is written as inf on the GPU (the C reference refuses it). */
 enum { FQ_W4A4_AUTO = 0, FQ_W4A4_PREFILL = 1, FQ_W4A4_DECODE = 2 };
 int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const float *sx,

@@ -18,9 +18,15 @@
  * splits and writes bf16. Decode (n_q = 1) uses many splits to fill the GPU; prefill
  * (n_q > 1) runs one CTA per query position and re-reads K/V through L2 — correct, but
  * not a flash-attention kernel (bench/NOTES.md says what that costs).
- * Limits (refused): dh a power of two in 8..256; heads/kv_heads in {1, 2, 4, 8, 16};
- * batch <= 256 (per-sequence positions travel in the kernel parameters, so a call needs
- * no host-to-device copy and never waits for the stream).
+ * GQA groups: the kernel is instantiated for R = 1, 2, 4, 8, 16 heads per CTA; a group r
+ * that is not one of those runs on the next larger R with the extra head slots masked
+ * (zero queries, nothing written: r = 3 → R = 4, r = 6 → R = 8), and r > 16 on R = 16
+ * with ceil(r/16) CTAs per KV head, each serving its own run of query heads (r = 32 reads
+ * K/V twice). Groups 1, 2, 4, 8, 16 take exactly the code path they always took.
+ * Limits (refused): dh a power of two in 8..256 (the V pass loads 2 or 4 code bytes per
+ * thread at offsets that must stay aligned); heads/kv_heads in 1..32; batch <= 256
+ * (per-sequence positions travel in the kernel parameters, so a call needs no
+ * host-to-device copy and never waits for the stream).
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -101,6 +107,7 @@ struct attn_args {
     fq_kv4_cache c;
     int ctx_len[MAX_BATCH];
     int n_q, heads, nsplit, chunk;
+    int r, nhc; /* query heads per KV head; CTAs (runs of at most R heads) per KV head */
     float *part_o;  /* [batch, n_q, heads, nsplit, dh] */
     float *part_ml; /* [batch, n_q, heads, nsplit, 2] */
 };
@@ -118,8 +125,10 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
     __shared__ float mrun[R], lrun[R], alpha[R];
     __shared__ float red[PL][DH + 1];
 
-    const int split = blockIdx.x, bg = blockIdx.y, qi = blockIdx.z;
+    const int split = blockIdx.x, bg = blockIdx.y / a.nhc, qi = blockIdx.z;
     const int b = bg / a.c.kv_heads, g = bg % a.c.kv_heads;
+    /* this CTA's query heads: hq0 .. hq0 + rn − 1 (rn < R only for a masked group) */
+    const int h0 = (blockIdx.y % a.nhc) * R, rn = min(R, a.r - h0), hq0 = g * a.r + h0;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int ctx = a.ctx_len[b], pos = ctx - a.n_q + qi;
     const int p0 = split * a.chunk, p1 = min(pos + 1, p0 + a.chunk);
@@ -127,8 +136,8 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
 
     for (int i = tid; i < R * DH; i += AT_THREADS) {
         int h = i / DH, j = i % DH;
-        const uint16_t *qv = a.q + (((size_t)b * a.n_q + qi) * a.heads + g * R + h) * DH;
-        qs[h][j] = __bfloat162float(__ushort_as_bfloat16(qv[j]));
+        const uint16_t *qv = a.q + (((size_t)b * a.n_q + qi) * a.heads + hq0 + h) * DH;
+        qs[h][j] = h < rn ? __bfloat162float(__ushort_as_bfloat16(qv[j])) : 0.f;
     }
     if (tid < R) {
         mrun[tid] = -INFINITY;
@@ -284,7 +293,7 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
         }
     }
     /* merge the position lanes head by head, write this split's partial result */
-    const size_t row0 = ((size_t)b * a.n_q + qi) * a.heads + g * R;
+    const size_t row0 = ((size_t)b * a.n_q + qi) * a.heads + hq0;
 #pragma unroll
     for (int h = 0; h < R; h++) {
         __syncthreads();
@@ -292,14 +301,14 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
         for (int e = 0; e < DPT; e++)
             red[pl][cw * DPT + e] = o[h][e] - wz[h];
         __syncthreads();
-        for (int j = tid; j < DH; j += AT_THREADS) {
+        for (int j = tid; j < DH && h < rn; j += AT_THREADS) {
             float sum = 0.f;
             for (int l = 0; l < PL; l++)
                 sum += red[l][j];
             a.part_o[((row0 + h) * a.nsplit + split) * DH + j] = sum;
         }
     }
-    if (tid < R) {
+    if (tid < rn) {
         float *ml = a.part_ml + ((row0 + tid) * a.nsplit + split) * 2;
         ml[0] = p0 < p1 ? mrun[tid] : -INFINITY;
         ml[1] = p0 < p1 ? lrun[tid] : 0.f;
@@ -394,14 +403,20 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
                         "query)", where, n_q);
     if (dh < 8 || dh > 256 || (dh & (dh - 1)))
         return fq_error("%s: dh = %d (expected a power of two in 8..256 on the GPU)", where, dh);
-    if (r != 1 && r != 2 && r != 4 && r != 8 && r != 16)
-        return fq_error("%s: heads/kv_heads = %d (expected 1, 2, 4, 8 or 16 on the GPU)", where, r);
+    if (r < 1 || r > 32)
+        return fq_error("%s: heads/kv_heads = %d (expected 1..32 on the GPU)", where, r);
+    /* heads per CTA: the smallest instantiated R >= r, at most 16 */
+    const int R = r <= 1 ? 1 : r <= 2 ? 2 : r <= 4 ? 4 : r <= 8 ? 8 : 16;
+    const int nhc = (r + R - 1) / R;
+    if ((long)cache->batch * cache->kv_heads * nhc > 65535)
+        return fq_error("%s: batch·kv_heads = %d·%d (expected at most %d on the GPU: one grid "
+                        "row per KV head)", where, cache->batch, cache->kv_heads, 65535 / nhc);
     int maxctx = 0;
     for (int b = 0; b < cache->batch; b++)
         maxctx = ctx_len[b] > maxctx ? ctx_len[b] : maxctx;
     /* Splits: enough CTAs to fill the GPU when there are few (batch·kv_heads·n_q), never
      * chunks shorter than AT_SPLIT_MIN positions. */
-    const long groups = (long)cache->batch * cache->kv_heads * n_q;
+    const long groups = (long)cache->batch * cache->kv_heads * nhc * n_q;
     int nsplit = (int)((528 + groups - 1) / groups);
     int maxsplit = (maxctx + AT_SPLIT_MIN - 1) / AT_SPLIT_MIN;
     nsplit = nsplit < 1 ? 1 : (nsplit > maxsplit ? maxsplit : nsplit);
@@ -432,11 +447,13 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
     a.heads = heads;
     a.nsplit = nsplit;
     a.chunk = chunk;
+    a.r = r;
+    a.nhc = nhc;
     a.part_o = part;
     a.part_ml = part + rows * nsplit * dh;
-    dim3 grid(nsplit, cache->batch * cache->kv_heads, n_q);
+    dim3 grid(nsplit, cache->batch * cache->kv_heads * nhc, n_q);
     int rc;
-    switch (r) {
+    switch (R) {
     case 1: rc = dispatch_dh<1>(grid, st, a); break;
     case 2: rc = dispatch_dh<2>(grid, st, a); break;
     case 4: rc = dispatch_dh<4>(grid, st, a); break;

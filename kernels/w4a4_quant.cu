@@ -17,6 +17,10 @@
  * Hopper allows a CTA), so a single transform block may not exceed 28672 values.
  * The scale rule is the C rule to the bit: m = max(ymax,0)·κmax, l = min(ymin,0)·κmin,
  * t = max(−l, m), s = t/7 (1 when t = 0), q = clamp(rint(y/s), −8, 7) with IEEE division.
+ * Padded rows (K % 64 != 0, e.g. stories260K's f = 172): a third kernel, one CTA per token
+ * with scalar loads (the rows of x are not 16-byte aligned then) and one K-block; it
+ * writes the Kp = round_up(K, 64) long code row with zero codes after K. It is kept apart
+ * so the kernels of K % 64 == 0 run exactly as before; it is not tuned (small models).
  */
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -154,6 +158,70 @@ __device__ __forceinline__ void quant_pack(uint8_t *out8, const float *y, int le
             word |= ((uint32_t)(int)q & 0xFu) << (4 * e);
         }
         out[i] = word;
+    }
+}
+
+/* The code row of a padded token: words of 8 codes over Kp, zero after the K real values
+ * (the same quantization as quant_pack element by element). */
+__device__ __forceinline__ void quant_pack_padded(uint8_t *out8, const float *y, int K, int Kp,
+                                                  float s, int qmax)
+{
+    uint32_t *out = reinterpret_cast<uint32_t *>(out8);
+    for (int i = threadIdx.x; i < Kp / 8; i += blockDim.x) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int j = i * 8 + e;
+            if (j >= K)
+                break;
+            float q = rintf(__fdiv_rn(y[j], s));
+            q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
+            word |= ((uint32_t)(int)q & 0xFu) << (4 * e);
+        }
+        out[i] = word;
+    }
+}
+
+/* Padded rows: one CTA per token, blocks = kblocks = 1, the whole row of K values in shared
+ * memory (X, then Z at a 16-byte aligned offset), codes written Kp long. */
+template <int RB>
+__global__ void __launch_bounds__(FQ_BLOCK)
+    transform_quant_padded_kernel(quant_dsts d, int nc, const uint16_t *__restrict__ x, int K,
+                                  int Kp, int n1, int n2, const float *__restrict__ L,
+                                  const float *__restrict__ R, int qmax)
+{
+    extern __shared__ __align__(16) float sm[];
+    __shared__ float red[32];
+    const int t = blockIdx.x, tid = threadIdx.x;
+    float *X = sm, *Z = sm + (K + 3) / 4 * 4;
+    const uint16_t *xt = x + (size_t)t * K;
+    for (int i = tid; i < K; i += blockDim.x)
+        X[i] = __uint_as_float((uint32_t)xt[i] << 16);
+    __syncthreads();
+    float *Y = X;
+    if (R) {
+        xr_product<RB>(Z, n2, 0, X, n1, n2, R, 0, n2);
+        __syncthreads();
+        Y = Z;
+    }
+    if (L) {
+        float *dst = Y == X ? Z : X;
+        lz_product<RB>(dst, n2, 0, Y, n2, 0, n1, L, n2);
+        __syncthreads();
+        Y = dst;
+    }
+    float mx = -INFINITY, mn = INFINITY;
+    for (int e = tid; e < K; e += blockDim.x) {
+        mx = fmaxf(mx, Y[e]);
+        mn = fminf(mn, Y[e]);
+    }
+    mx = block_max(mx, red);
+    mn = block_min(mn, red);
+    for (int p = 0; p < nc; p++) {
+        const float s = sym_scale(mx, mn, d.kmax[p], d.kmin[p], qmax);
+        if (tid == 0)
+            d.scales[p][t] = s;
+        quant_pack_padded(d.codes[p] + (size_t)t * (Kp / 2), Y, K, Kp, s, qmax);
     }
 }
 
@@ -315,6 +383,25 @@ extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst
     }
     const int qmax = (1 << (bits - 1)) - 1, sub = kblocks / blocks;
     cudaStream_t st = CTX_STREAM(ctx);
+    if (K % 64) { /* padded rows; the checks above left blocks = kblocks = 1 */
+        const size_t smem = sizeof(float) * (2 * (size_t)((K + 3) / 4 * 4));
+        const int Kp = fq_w4a4_padded_k(K);
+        if (n1 % 8 == 0) {
+            CU_CHECK(cudaFuncSetAttribute(transform_quant_padded_kernel<8>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                     FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
+            transform_quant_padded_kernel<8><<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, Kp,
+                                                                        n1, n2, L, R, qmax);
+        } else {
+            CU_CHECK(cudaFuncSetAttribute(transform_quant_padded_kernel<1>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                     FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
+            transform_quant_padded_kernel<1><<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, Kp,
+                                                                        n1, n2, L, R, qmax);
+        }
+        LAUNCH_CHECK(FILE_, "fq_transform_quant_cuda", "transform_quant_padded_kernel");
+        return FQ_OK;
+    }
     /* Few tokens: split each token over column blocks (decode); the K-blocks must then be
      * whole rows of the [n1, n2] view. Many tokens: one CTA per token (prefill). */
     if (M <= SPLIT_MAX_M && n1 % sub == 0) {

@@ -9,6 +9,7 @@
  */
 #include "runtime/gpu_model.h"
 #include "error.h"
+#include "kernels/w4a4.h"
 #include "llama_model.h"
 #include "qformat.h"
 #include "runtime/rt_ops.h"
@@ -173,7 +174,7 @@ static int scratch_alloc(gpu_model *m)
     }
     if (m->quantized)
         for (int i = 0; i < 3; i++) {
-            size_t cb = N * wide / 2, sb = N * (size_t)(p->blocks > 1 ? p->blocks : 1) * 4;
+            size_t cb = N * (size_t)fq_w4a4_padded_k((int)wide) / 2, sb = N * (size_t)(p->blocks > 1 ? p->blocks : 1) * 4;
             if (rt_alloc((void **)&m->codes[i], cb, "activation codes") != FQ_OK ||
                 rt_alloc((void **)&m->ascale[i], sb, "activation scales") != FQ_OK)
                 return fq_error_wrap("rank %d", p->rank);

@@ -11,9 +11,12 @@
  *
  * Slicing: column-parallel weights keep whole output rows (contiguous in the file);
  * row-parallel ones keep a byte range of every row, so the shard boundary must fall on a
- * whole byte (even channel index), which the loader checks. Shapes the kernels do not
- * take (K not a multiple of 64, a GQA group they do not instantiate) are refused by the
- * kernels at the first forward with their own one-line error. T_d and M_o blocks belong to
+ * whole byte (even channel index), which the loader checks. Every weight row is uploaded
+ * padded to Kp = fq_w4a4_padded_k(K) codes (zero codes after the real K, kernels/w4a4.h),
+ * the row length the activation codes have too, so an input width that is not a multiple
+ * of 64 (stories260K's f = 172) runs; each GEMM is given Kp. Shapes the kernels still do
+ * not take (a padded K with several TP blocks on one rank) are refused by the kernels at
+ * the first forward with their own one-line error. T_d and M_o blocks belong to
  * ranks whole (tp_plan guarantees it), each with its own activation scale, so the
  * partial products are exactly the fake-quant ones summed by the all-reduce.
  */
@@ -47,19 +50,19 @@ static int upload_blocks(gpu_model *m, float **dst, const float *src, int b0, in
     return gpu_model_upload_f32(m, dst, src + (size_t)b0 * per, (size_t)nb * per, what);
 }
 
-/* rows r0 .. r0+nr and input channels c0 .. c0+nc (even) of a packed [out, in/2] weight
- * and the scales of those rows */
+/* rows r0 .. r0+nr and input channels c0 .. c0+nc (even) of a packed [out, in/2] weight,
+ * each row padded with zero codes to fq_w4a4_padded_k(nc), and the scales of those rows */
 static int upload_slice(gpu_model *m, gpu_q_layer *g, const qlayer *q, int i, int r0, int nr,
                         int c0, int nc)
 {
     const qlinear *l = &q->lin[i];
-    size_t rb = (size_t)l->in / 2, nb = (size_t)nc / 2;
-    uint8_t *h = fq_malloc((size_t)nr * nb, "weight slice");
+    size_t rb = (size_t)l->in / 2, nb = (size_t)nc / 2, pb = (size_t)fq_w4a4_padded_k(nc) / 2;
+    uint8_t *h = fq_calloc((size_t)nr * pb, 1, "weight slice");
     if (!h)
         return FQ_ERR;
     for (int r = 0; r < nr; r++)
-        memcpy(h + (size_t)r * nb, l->codes + (size_t)(r0 + r) * rb + c0 / 2, nb);
-    int rc = upload_bytes(m, (void **)&g->qw[i], h, (size_t)nr * nb, 0, "packed weight");
+        memcpy(h + (size_t)r * pb, l->codes + (size_t)(r0 + r) * rb + c0 / 2, nb);
+    int rc = upload_bytes(m, (void **)&g->qw[i], h, (size_t)nr * pb, 0, "packed weight");
     free(h);
     if (rc != FQ_OK)
         return FQ_ERR;
@@ -177,12 +180,12 @@ void gpu_q_layer_free(gpu_q_layer *l)
     memset(l, 0, sizeof *l);
 }
 
-/* y = W4A4 GEMM of consumer `slot`'s codes [N, K/2] with linear i */
+/* y = W4A4 GEMM of consumer `slot`'s codes [N, Kp/2] with linear i (K real inputs) */
 static int q_gemm(gpu_model *m, const gpu_q_layer *l, uint16_t *y, int slot, int kblocks, int i,
                   int N, int out, int K, const uint16_t *residual)
 {
     return fq_w4a4_gemm_cuda(m->ctx, y, m->codes[slot], m->ascale[slot], kblocks, l->qw[i],
-                             l->sw[i], N, out, K, residual);
+                             l->sw[i], N, out, fq_w4a4_padded_k(K), residual);
 }
 
 static fq_quant_dst dst_of(const gpu_model *m, const gpu_q_layer *l, int slot, int linear)

@@ -6,11 +6,13 @@
  *     the logits of the whole-window forward at every position;
  *   - batching: two different windows in one batch give each window's own logits;
  *   - perplexity through the shared protocol (core/perplexity.c) within 0.5% of the CPU;
- *   - the W4A4KV4 path: an RTN W4A4KV4 checkpoint of the same model, written here in
- *     flatq's format, run by the real kernels vs the fake-quant CPU forward
- *     (core/qmodel.c): logits and perplexity (0.5%). FLATQ_TEST_QMODEL_SRC names another FP
- *     model for it (stories260K's f = 172 is not a multiple of 64, which the W4A4 kernels
- *     refuse: that check then FAILS, loudly, with the kernels' message).
+ *   - the W4A4KV4 path on both models the accuracy claims are made on: an RTN W4A4KV4
+ *     checkpoint, written here in flatq's format through the CPU code (baseline_rtn,
+ *     qformat), run by the real kernels vs the fake-quant CPU forward (core/qmodel.c):
+ *     window logits and perplexity over the first 4 windows (0.5%). On stories260K
+ *     (f = 172: padded W4A4 rows) and on flatq-llama-16m (GQA group 3, T_d 32 × 32) from
+ *     $FLATQ_DATA/models (default ../shared/data; FLATQ_TEST_QMODEL_16M overrides the model
+ *     directory). A missing 16m model is a FAIL row naming the path, not a skip.
  * One rank, no NCCL (tensor parallelism is checked by running bin/flatq under mpirun,
  * see bench/gpu_runtime_check.sh). Rows "ROW|runtime|…" join tests/gpu/run.sh's table.
  */
@@ -23,6 +25,8 @@
 #include "runtime/gpu_model.h"
 #include "runtime/rt_ops.h"
 #include "tokenizer.h"
+
+#include <unistd.h>
 
 /* An RTN W4A4KV4 checkpoint of the FP model in dir `out` (flatq's format). */
 static int write_rtn_checkpoint(const llama_model *fp, const char *src, const char *out)
@@ -65,6 +69,64 @@ static int gpu_window(void *ctx, const int32_t *ids, int s, real *logits)
     if (gpu_model_forward(r->m, ids, 1, s, &pos0, 1, &d) != FQ_OK)
         return FQ_ERR;
     return rt_download(&r->t->ctx, logits, d, sizeof(float) * (size_t)s * r->m->cfg.vocab);
+}
+
+/* W4A4KV4 on the FP model in src_dir (tokenized text `text`, tokens from its own tokenizer):
+ * an RTN checkpoint written in a temporary directory, the real kernels vs the fake-quant CPU
+ * forward of the same checkpoint. Rows are labelled "w4a4 <label> …". */
+static void check_w4a4_model(gpu_suite *t, const char *label, const char *src_dir,
+                             const char *text, int S)
+{
+    char what[160];
+    llama_model fp;
+    tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (llama_model_load(src_dir, &fp) != FQ_OK || tokenizer_load(src_dir, &tok) != FQ_OK ||
+        tokenizer_encode_file(tok, text, 1, &ids, &n) != FQ_OK) {
+        snprintf(what, sizeof what, "w4a4 %s: load %s with text %s", label, src_dir, text);
+        gpu_die(t, what);
+    }
+    if (n < (size_t)(4 * S)) {
+        snprintf(what, sizeof what, "w4a4 %s: text shorter than 4 windows", label);
+        gpu_die(t, what);
+    }
+    printf("INFO|runtime|w4a4 %s: d %d, heads %d/%d, dh %d, f %d, layers %d\n", label,
+           fp.cfg.hidden, fp.cfg.n_heads, fp.cfg.n_kv_heads, fp.cfg.head_dim,
+           fp.cfg.intermediate, fp.cfg.n_layers);
+    char qdir[] = "/tmp/flatq-gpu-rtn-XXXXXX";
+    qmodel qm;
+    qmodel_runner qr;
+    gpu_model gq;
+    if (!mkdtemp(qdir) || write_rtn_checkpoint(&fp, src_dir, qdir) != FQ_OK ||
+        qmodel_load(qdir, &qm) != FQ_OK || qmodel_runner_init(&qr, &qm, S) != FQ_OK) {
+        snprintf(what, sizeof what, "w4a4 %s: RTN checkpoint", label);
+        gpu_die(t, what);
+    }
+    tp_comm one = {.tp = 1, .rank = 0, .device = 0};
+    int V = fp.cfg.vocab;
+    float *ref = gpu_host((size_t)S * V), *got = gpu_host((size_t)S * V);
+    snprintf(what, sizeof what, "gpu_model_load (W4A4 %s)", label);
+    gpu_call(t, gpu_model_load(&gq, qdir, &t->ctx, &one, 1, S, S, S), what);
+    gpu_runner gr = {&gq, t};
+    gpu_call(t, qmodel_window_logits(&qr, ids, S, ref), "cpu fake-quant logits");
+    snprintf(what, sizeof what, "gpu W4A4 logits (%s)", label);
+    gpu_call(t, gpu_window(&gr, ids, S, got), what);
+    snprintf(what, sizeof what, "w4a4 %s window logits vs CPU fake-quant", label);
+    gpu_check_rel(t, what, got, ref, (size_t)S * V, 5e-2);
+    ppl_result pc, pg;
+    gpu_call(t, perplexity_eval(ids, n, S, V, 4, qmodel_window_logits, &qr, &pc), "cpu q ppl");
+    gpu_call(t, perplexity_eval(ids, n, S, V, 4, gpu_window, &gr, &pg), "gpu q ppl");
+    double rel = fabs(pg.ppl / pc.ppl - 1);
+    printf("INFO|runtime|w4a4 %s ppl cpu fake-quant %.4f gpu %.4f\n", label, pc.ppl, pg.ppl);
+    snprintf(what, sizeof what, "w4a4 %s ppl vs CPU fake-quant (relative)", label);
+    gpu_report(t, what, rel, 5e-3, rel <= 5e-3, "");
+    gpu_model_free(&gq);
+    qmodel_runner_free(&qr);
+    qmodel_free(&qm);
+    llama_model_free(&fp);
+    tokenizer_free(tok);
+    free(ref), free(got), free(ids);
 }
 
 int main(void)
@@ -131,35 +193,27 @@ int main(void)
     printf("INFO|runtime|ppl cpu %.4f gpu %.4f\n", pc.ppl, pg.ppl);
     gpu_report(&t, "fp ppl vs CPU (relative)", rel, 5e-3, rel <= 5e-3, "");
 
-    /* 5. W4A4KV4: real kernels vs the fake-quant CPU forward of the same checkpoint */
-    char qdir[] = "/tmp/flatq-gpu-rtn-XXXXXX";
-    qmodel qm;
-    qmodel_runner qr;
-    gpu_model gq;
-    const char *qsrc = env_or("FLATQ_TEST_QMODEL_SRC", dir);
-    llama_model qfp;
-    if (llama_model_load(qsrc, &qfp) != FQ_OK)
-        gpu_die(&t, "load FLATQ_TEST_QMODEL_SRC");
-    if (!mkdtemp(qdir) || write_rtn_checkpoint(&qfp, qsrc, qdir) != FQ_OK ||
-        qmodel_load(qdir, &qm) != FQ_OK || qmodel_runner_init(&qr, &qm, S) != FQ_OK)
-        gpu_die(&t, "RTN checkpoint");
-    int Vq = qfp.cfg.vocab;
-    float *qref = gpu_host((size_t)S * Vq), *qgot = gpu_host((size_t)S * Vq);
-    gpu_call(&t, gpu_model_load(&gq, qdir, &t.ctx, &one, 1, S, S, S), "gpu_model_load (W4A4)");
-    gpu_runner gqr = {&gq, &t};
-    gpu_call(&t, qmodel_window_logits(&qr, ids, S, qref), "cpu fake-quant logits");
-    gpu_call(&t, gpu_window(&gqr, ids, S, qgot), "gpu W4A4 logits");
-    gpu_check_rel(&t, "w4a4 window logits vs CPU fake-quant", qgot, qref, (size_t)S * Vq, 5e-2);
-    gpu_call(&t, perplexity_eval(ids, n, S, Vq, 4, qmodel_window_logits, &qr, &pc), "cpu q ppl");
-    gpu_call(&t, perplexity_eval(ids, n, S, Vq, 4, gpu_window, &gqr, &pg), "gpu q ppl");
-    rel = fabs(pg.ppl / pc.ppl - 1);
-    printf("INFO|runtime|w4a4 ppl cpu fake-quant %.4f gpu %.4f\n", pc.ppl, pg.ppl);
-    gpu_report(&t, "w4a4 ppl vs CPU fake-quant (relative)", rel, 5e-3, rel <= 5e-3, "");
-    gpu_model_free(&gq);
-    qmodel_runner_free(&qr);
-    qmodel_free(&qm);
-    llama_model_free(&qfp);
-    free(qref), free(qgot);
+    /* 5. W4A4KV4: real kernels vs the fake-quant CPU forward of the same checkpoint, on
+     * stories260K (padded rows: f = 172) and flatq-llama-16m (GQA group 3) */
+    check_w4a4_model(&t, "stories260K", dir, text, S);
+    char m16[4096], t16[4096];
+    const char *data = env_or("FLATQ_DATA", "../shared/data");
+    snprintf(m16, sizeof m16, "%s", env_or("FLATQ_TEST_QMODEL_16M", ""));
+    if (!*m16)
+        snprintf(m16, sizeof m16, "%s/models/flatq-llama-16m", data);
+    snprintf(t16, sizeof t16, "%s/text/tinystories/tinystories_sample.txt", data);
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/config.json", m16);
+    FILE *pf = fopen(probe, "r");
+    if (!pf || access(t16, R_OK) != 0) {
+        fprintf(stderr, "runtime: flatq-llama-16m W4A4 check NOT RUN: %s or %s missing (set "
+                "FLATQ_DATA to the shared data directory)\n", probe, t16);
+        gpu_report(&t, "w4a4 16m model + text found (FLATQ_DATA)", 1, 0, 0, " missing");
+    } else {
+        check_w4a4_model(&t, "16m", m16, t16, S);
+    }
+    if (pf)
+        fclose(pf);
 
     free(ref), free(got), free(win), free(step), free(two), free(b2), free(single), free(ids);
     llama_runner_free(&cr);

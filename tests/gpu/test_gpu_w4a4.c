@@ -10,6 +10,12 @@
  * the fraction of differing codes (tolerance 1e-3, each off by exactly one) and the worst
  * relative scale difference (1e-5). Attention (fp32, online softmax, bf16 output) against
  * the float64 reference: ‖out − ref‖/‖ref‖ ≤ 5e-3 (bf16 output rounding alone is ~1e-3).
+ * Padded rows (K % 64 != 0: stories260K's f = 172 as T_d 2 × 86; rows of round_up(K, 64)
+ * codes, zero after K) get the same checks: transform+quant codes over the whole padded row
+ * (bit-exact with identity transforms, the code-difference rate with random ones) and the
+ * GEMM on padded rows bit-exact, both paths. 16m's K = 1024 as 32 × 32 too. Attention
+ * also for GQA groups the kernel masks (3 with dh 64 as in flatq-llama-16m, 6) and splits
+ * over several CTAs (24, 32).
  * Refused shapes return FQ_ERR before any launch.
  */
 #include <cuda_runtime.h>
@@ -171,12 +177,64 @@ static void test_gemm_bf16(gpu_suite *t, int M, int N, int K, int kblocks, int p
     free(qx), free(qw), free(sx), free(sw), free(res), free(ref), free(got);
 }
 
+/* Rows of K real codes padded with zero codes to Kp = round_up(K, 64), as the runtime
+ * uploads weights and the quantizer writes activations: bf16 outputs bit-exact with the
+ * reference on the padded rows, and the reference's int32 sums equal the sums over K. */
+static void test_gemm_padded(gpu_suite *t, int M, int N, int K, int path)
+{
+    const int Kp = fq_w4a4_padded_k(K);
+    size_t bx = (size_t)M * Kp / 2, bw = (size_t)N * Kp / 2, ny = (size_t)M * N;
+    uint8_t *qx = malloc(bx), *qw = malloc(bw);
+    rand_packed(t, qx, bx);
+    rand_packed(t, qw, bw);
+    for (int r = 0; r < M + N; r++) { /* zero codes K..Kp-1 of every row */
+        uint8_t *row = r < M ? qx + (size_t)r * Kp / 2 : qw + (size_t)(r - M) * Kp / 2;
+        for (int j = K; j < Kp; j++)
+            row[j / 2] &= (uint8_t)(j & 1 ? 0x0F : 0xF0);
+    }
+    float *sx = gpu_host(M), *sw = gpu_host(N);
+    for (int i = 0; i < M; i++)
+        sx[i] = (float)(0.01 + 0.2 * gpu_uniform(t));
+    for (int i = 0; i < N; i++)
+        sw[i] = (float)(0.001 + 0.02 * gpu_uniform(t));
+    uint16_t *ref = malloc(sizeof(uint16_t) * ny);
+    int32_t *acc = malloc(sizeof(int32_t) * ny);
+    if (fq_w4a4_gemm(ref, qx, sx, 1, qw, sw, M, N, Kp, NULL) ||
+        fq_w4a4_gemm_i32(acc, qx, qw, M, N, Kp))
+        gpu_die(t, "CPU fq_w4a4_gemm (padded)");
+    size_t wrong = 0; /* the padding must add nothing: an independent sum over K */
+    for (int m = 0; m < M; m++)
+        for (int o = 0; o < N; o++) {
+            long sum = 0;
+            for (int j = 0; j < K; j++) {
+                int a = (qx[(size_t)m * Kp / 2 + j / 2] >> (4 * (j & 1))) & 0xF;
+                int b = (qw[(size_t)o * Kp / 2 + j / 2] >> (4 * (j & 1))) & 0xF;
+                sum += (long)(a >= 8 ? a - 16 : a) * (b >= 8 ? b - 16 : b);
+            }
+            wrong += sum != acc[(size_t)m * N + o];
+        }
+    char name[96];
+    snprintf(name, sizeof name, "gemm padded ref i32 K%d->%d", K, Kp);
+    gpu_report(t, name, (double)wrong, 0, wrong == 0, " diff");
+    uint8_t *d_qx = dev_upload(t, qx, bx), *d_qw = dev_upload(t, qw, bw);
+    float *d_sx = dev_floats_copy(t, sx, M), *d_sw = dev_floats_copy(t, sw, N);
+    uint16_t *d_y = dev_poison_bytes(t, sizeof(uint16_t) * ny, 0xFF);
+    gpu_call(t, fq_w4a4_gemm_path_cuda(&t->ctx, d_y, d_qx, d_sx, 1, d_qw, d_sw, M, N, Kp, NULL,
+                                       path), "fq_w4a4_gemm_path_cuda (padded)");
+    uint16_t *got = host_fetch(t, d_y, sizeof(uint16_t) * ny);
+    snprintf(name, sizeof name, "gemm bf16 %s padded %dx%dx%d->%d",
+             path == FQ_W4A4_DECODE ? "decode" : "prefill", M, N, K, Kp);
+    check_bytes(t, name, got, ref, sizeof(uint16_t) * ny, sizeof(uint16_t));
+    free(qx), free(qw), free(sx), free(sw), free(ref), free(acc), free(got);
+}
+
 /* ---------- transform + quantize ---------- */
 
 static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1, int n2,
                                  int kblocks, int use_l, int use_r, int nc)
 {
-    size_t nx = (size_t)M * K;
+    /* nx real inputs, nq codes (rows padded to Kp) */
+    size_t nx = (size_t)M * K, nq = (size_t)M * fq_w4a4_padded_k(K);
     uint16_t *x = malloc(sizeof(uint16_t) * nx);
     rand_bf16(t, x, nx, 1.0);
     for (int m = 0; m < M; m += 5)
@@ -187,9 +245,9 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
     const float clips[3][2] = {{0.98f, 0.95f}, {0.8f, 1.0f}, {1.0f, 0.6f}};
     fq_quant_dst hd[3], dd[3];
     for (int p = 0; p < nc; p++) {
-        hd[p] = (fq_quant_dst){clips[p][0], clips[p][1], malloc(nx / 2),
+        hd[p] = (fq_quant_dst){clips[p][0], clips[p][1], malloc(nq / 2),
                                gpu_host((size_t)M * kblocks)};
-        dd[p] = (fq_quant_dst){clips[p][0], clips[p][1], dev_poison_bytes(t, nx / 2, 0xA5),
+        dd[p] = (fq_quant_dst){clips[p][0], clips[p][1], dev_poison_bytes(t, nq / 2, 0xA5),
                                dev_floats_poison(t, (size_t)M * kblocks)};
     }
     if (fq_transform_quant(hd, nc, x, M, K, blocks, n1, n2, use_l ? L : NULL, use_r ? R : NULL,
@@ -203,18 +261,18 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
              "fq_transform_quant_cuda");
     int exact = !use_l && !use_r;
     for (int p = 0; p < nc; p++) {
-        uint8_t *codes = host_fetch(t, dd[p].codes, nx / 2);
+        uint8_t *codes = host_fetch(t, dd[p].codes, nq / 2);
         float *scales = host_fetch(t, dd[p].scales, sizeof(float) * M * kblocks);
         char name[96];
         snprintf(name, sizeof name, "quant %s K%d b%d kb%d consumer %d",
                  exact ? "identity" : use_r ? "L,R" : "L only", K, blocks, kblocks, p);
         if (exact) {
-            check_bytes(t, name, codes, hd[p].codes, nx / 2, 1);
+            check_bytes(t, name, codes, hd[p].codes, nq / 2, 1);
             snprintf(name, sizeof name, "quant identity scales consumer %d", p);
             gpu_check_exact(t, name, scales, hd[p].scales, (size_t)M * kblocks);
         } else {
             size_t diff = 0, far = 0;
-            for (size_t i = 0; i < nx; i++) {
+            for (size_t i = 0; i < nq; i++) {
                 int a = (codes[i / 2] >> (4 * (i & 1))) & 0xF, b = (hd[p].codes[i / 2] >> (4 * (i & 1))) & 0xF;
                 a = a >= 8 ? a - 16 : a, b = b >= 8 ? b - 16 : b;
                 diff += a != b;
@@ -223,7 +281,7 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
             double worst = 0;
             for (int i = 0; i < M * kblocks; i++)
                 worst = fmax(worst, fabs((double)scales[i] - hd[p].scales[i]) / hd[p].scales[i]);
-            double frac = (double)diff / (double)nx;
+            double frac = (double)diff / (double)nq;
             if (far)
                 fprintf(stderr, "%s: %zu codes differ by more than one\n", name, far);
             gpu_report(t, name, frac, 1e-3, frac <= 1e-3 && far == 0, " codes");
@@ -363,12 +421,12 @@ static void test_refused(gpu_suite *t)
     expect_refused(t, "refuse unaligned qx", fq_w4a4_gemm_cuda(&t->ctx, y, qx + 8, s, 1, qw, s, 1, 1, 64, NULL), "aligned");
     fq_quant_dst d = {0.9f, 0.9f, qx, s};
     expect_refused(t, "refuse quant M = 0", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 0, 64, 1, 8, 8, NULL, NULL, 1, 4), "M = 0");
-    expect_refused(t, "refuse quant K % 64", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 1, 72, 1, 8, 9, NULL, NULL, 1, 4), "K = 72");
+    expect_refused(t, "refuse quant padded K, kblocks 2", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 1, 172, 2, 2, 43, NULL, NULL, 2, 4), "kblocks = 2 with K = 172");
     fq_kv4_cache c = {1, 1, 16, 96, qx, qw, y, y};
     int ctx = 4;
     expect_refused(t, "refuse attn dh 96", fq_attention_kv4_cuda(&t->ctx, y, y, &c, 1, &ctx, 1), "dh = 96");
     c.dh = 64;
-    expect_refused(t, "refuse attn heads/kv 3", fq_attention_kv4_cuda(&t->ctx, y, y, &c, 1, &ctx, 3), "heads/kv_heads = 3");
+    expect_refused(t, "refuse attn heads/kv 33", fq_attention_kv4_cuda(&t->ctx, y, y, &c, 1, &ctx, 33), "heads/kv_heads = 33");
     ctx = 17;
     expect_refused(t, "refuse attn ctx > max", fq_attention_kv4_cuda(&t->ctx, y, y, &c, 1, &ctx, 1), "ctx_len[0] = 17");
     int pos = 15;
@@ -406,11 +464,31 @@ int main(void)
     test_transform_quant(&t, 3, 192, 1, 32, 6, 1, 1, 1, 1);
     test_transform_quant(&t, 66, 192, 1, 32, 6, 1, 1, 1, 1);
     test_transform_quant(&t, 9, 768, 1, 6, 128, 4, 1, 1, 1); /* kblocks 4 ∤ n1 = 6 */
+    /* padded rows: stories260K's down input (f = 172, T_d 2 × 86), both kernels' M ranges,
+     * identity (bit-exact) and random L, R; an odd K; 16m's T_d 32 × 32 on K = 1024 */
+    test_transform_quant(&t, 37, 172, 1, 2, 86, 1, 0, 0, 3);
+    test_transform_quant(&t, 12, 172, 1, 2, 86, 1, 1, 1, 1);
+    test_transform_quant(&t, 100, 172, 1, 2, 86, 1, 1, 1, 2);
+    test_transform_quant(&t, 70, 172, 1, 2, 86, 1, 1, 0, 1);
+    test_transform_quant(&t, 60, 35, 1, 5, 7, 1, 1, 1, 1);
+    test_transform_quant(&t, 3, 1024, 1, 32, 32, 1, 1, 1, 2);
+    test_transform_quant(&t, 130, 1024, 1, 32, 32, 1, 1, 1, 1);
+    test_gemm_padded(&t, 300, 130, 172, FQ_W4A4_PREFILL);
+    test_gemm_padded(&t, 5, 64, 172, FQ_W4A4_DECODE);
+    test_gemm_padded(&t, 1, 40, 35, FQ_W4A4_DECODE);
+    test_gemm_padded(&t, 20, 33, 35, FQ_W4A4_PREFILL);
     test_kv4_write(&t);
     test_attention(&t, 2, 2, 16, 128, (int[]){1000, 777}, 1);
     test_attention(&t, 1, 8, 64, 128, (int[]){8192}, 1);
     test_attention(&t, 1, 2, 8, 64, (int[]){100}, 37);
     test_attention(&t, 2, 4, 4, 128, (int[]){64, 64}, 64);
+    /* GQA groups beyond 1, 2, 4, 8, 16: 16m's 6/2 (group 3, dh 64), 6, 24, 32 */
+    test_attention(&t, 2, 2, 6, 64, (int[]){600, 333}, 1);
+    test_attention(&t, 1, 2, 6, 64, (int[]){128}, 40);
+    test_attention(&t, 1, 2, 12, 64, (int[]){300}, 1);
+    test_attention(&t, 1, 1, 6, 32, (int[]){90}, 90);
+    test_attention(&t, 1, 1, 24, 64, (int[]){513}, 1);
+    test_attention(&t, 1, 2, 64, 128, (int[]){200}, 3);
     test_refused(&t);
     dev_free_all();
     return gpu_suite_end(&t);

@@ -5,13 +5,15 @@
  * - nibble layout: element 2k in the low nibble, two's complement, every value round-trips;
  * - transform + quantize: the transform recomputed as a dense (L ⊗ R) product in float64,
  *   scales to 1e-5, codes equal clamp(rint(y/s)) except within 1e-3 of a rounding tie;
- *   codes·scale equal the fake-quant output exactly;
+ *   codes·scale equal the fake-quant output exactly; rows are round_up(K, 64) codes long
+ *   with zero codes after K (stories260K's K = 172 as 2 × 86, 16m's 1024 as 32 × 32);
+ * - padded GEMM: rows of K = 172 real codes padded to 192 give the int64 sum over the 172;
  * - GEMM: int32 accumulators equal an int64 sum over the unpacked codes; the dequantized
  *   float64 GEMM equals Σ_b acc_b·sx_b·sw to 1e-12; bf16 outputs within one bf16 rounding;
  * - KV4: codes and zero points equal the double-precision rule, dequantized values equal
  *   the fake-quant output up to the fp16 rounding of the scale; untouched slots stay;
  * - attention: equals core/llama_ops.c attention_fwd on the dequantized cache (bf16 out);
- *   decode (n_q = 1) equals the last prefill row;
+ *   decode (n_q = 1) equals the last prefill row; GQA groups 2, 3 (dh 64) and 6;
  * - bad shapes are refused with a message naming the argument.
  */
 #include <setjmp.h>
@@ -86,7 +88,7 @@ static void bf16_fill(uint16_t *x, size_t n, double sd)
 static void check_transform_quant(int M, int blocks, int n1, int n2, int kblocks, int use_l,
                                   int use_r)
 {
-    const int n = n1 * n2, K = blocks * n, blen = K / kblocks;
+    const int n = n1 * n2, K = blocks * n, blen = K / kblocks, Kp = fq_w4a4_padded_k(K);
     uint16_t *x = malloc(sizeof(uint16_t) * M * K);
     float *L = malloc(sizeof(float) * blocks * n1 * n1), *R = malloc(sizeof(float) * blocks * n2 * n2);
     bf16_fill(x, (size_t)M * K, 1.0);
@@ -100,7 +102,8 @@ static void check_transform_quant(int M, int blocks, int n1, int n2, int kblocks
     for (int p = 0; p < 2; p++) {
         dst[p].kmax = clips[p][0];
         dst[p].kmin = clips[p][1];
-        dst[p].codes = malloc((size_t)M * K / 2);
+        dst[p].codes = malloc((size_t)M * Kp / 2);
+        memset(dst[p].codes, 0xAB, (size_t)M * Kp / 2); /* padding must be overwritten */
         dst[p].scales = malloc(sizeof(float) * M * kblocks);
     }
     if (fq_transform_quant(dst, 2, x, M, K, blocks, n1, n2, use_l ? L : NULL, use_r ? R : NULL,
@@ -142,13 +145,15 @@ static void check_transform_quant(int M, int blocks, int n1, int n2, int kblocks
             memcpy(yall + (size_t)t * K + b * n, yf + t * n, sizeof(real) * n);
     }
 
-    int8_t *codes = malloc((size_t)K);
+    int8_t *codes = malloc((size_t)Kp);
     for (int p = 0; p < 2; p++) {
         assert_int_equal(quant_act_sym_ratio(fq, fs, yall, M, K, kblocks, 4, dst[p].kmax,
                                              dst[p].kmin), FQ_OK);
         int ambiguous = 0;
         for (int t = 0; t < M; t++) {
-            assert_int_equal(w4a4_unpack_s4(codes, dst[p].codes + (size_t)t * K / 2, K), FQ_OK);
+            assert_int_equal(w4a4_unpack_s4(codes, dst[p].codes + (size_t)t * Kp / 2, Kp), FQ_OK);
+            for (int j = K; j < Kp; j++)
+                assert_int_equal(codes[j], 0);
             for (int kb = 0; kb < kblocks; kb++) {
                 double mx = 0, mn = 0;
                 for (int j = kb * blen; j < (kb + 1) * blen; j++) {
@@ -189,6 +194,10 @@ static void test_transform_quant(void **state)
     check_transform_quant(5, 2, 8, 16, 4, 1, 1); /* block-diagonal (TP) with 2 scales/block */
     check_transform_quant(4, 4, 8, 8, 4, 1, 0);  /* R = identity: the o_proj input form */
     check_transform_quant(3, 1, 8, 8, 1, 0, 0);  /* no transform */
+    check_transform_quant(4, 1, 2, 86, 1, 1, 1); /* stories260K's down input: K = 172 → 192 */
+    check_transform_quant(3, 1, 2, 86, 1, 0, 0);
+    check_transform_quant(2, 1, 5, 7, 1, 1, 1);  /* odd K = 35: one row of 64 */
+    check_transform_quant(2, 1, 32, 32, 1, 1, 1); /* 16m's T_d: K = 1024 */
 }
 
 /* ---------- GEMM ---------- */
@@ -241,12 +250,49 @@ static void check_gemm(int M, int N, int K, int kblocks, int with_residual)
     free(cx), free(cw), free(qx), free(qw), free(sx), free(sw), free(y), free(res), free(acc);
 }
 
+/* Rows of K real codes padded with zeros to Kp: the sums over Kp are the sums over K. */
+static void check_gemm_padded(int M, int N, int K)
+{
+    const int Kp = fq_w4a4_padded_k(K);
+    int8_t *cx = calloc((size_t)M * Kp, 1), *cw = calloc((size_t)N * Kp, 1);
+    uint8_t *qx = malloc((size_t)M * Kp / 2), *qw = malloc((size_t)N * Kp / 2);
+    float *sx = malloc(sizeof(float) * M), *sw = malloc(sizeof(float) * N);
+    uint16_t *y = malloc(sizeof(uint16_t) * M * N);
+    int32_t *acc = malloc(sizeof(int32_t) * M * N);
+    for (int t = 0; t < M; t++)
+        for (int j = 0; j < K; j++)
+            cx[(size_t)t * Kp + j] = (int8_t)(urand() * 16) - 8;
+    for (int o = 0; o < N; o++)
+        for (int j = 0; j < K; j++)
+            cw[(size_t)o * Kp + j] = (int8_t)(urand() * 16) - 8;
+    for (int t = 0; t < M; t++)
+        sx[t] = (float)(0.01 + urand() * 0.1);
+    for (int o = 0; o < N; o++)
+        sw[o] = (float)(0.001 + urand() * 0.01);
+    assert_int_equal(w4a4_pack_s4(qx, cx, (size_t)M * Kp), FQ_OK);
+    assert_int_equal(w4a4_pack_s4(qw, cw, (size_t)N * Kp), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm_i32(acc, qx, qw, M, N, Kp), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm(y, qx, sx, 1, qw, sw, M, N, Kp, NULL), FQ_OK);
+    for (int t = 0; t < M; t++)
+        for (int o = 0; o < N; o++) {
+            int64_t full = 0;
+            for (int j = 0; j < K; j++)
+                full += cx[(size_t)t * Kp + j] * cw[(size_t)o * Kp + j];
+            assert_int_equal(acc[t * N + o], full);
+            double want = (double)full * sx[t] * sw[o];
+            assert_true(fabs(fq_bf16_to_f32(y[t * N + o]) - want) <= fabs(want) / 256 + 1e-30);
+        }
+    free(cx), free(cw), free(qx), free(qw), free(sx), free(sw), free(y), free(acc);
+}
+
 static void test_gemm(void **state)
 {
     (void)state;
     check_gemm(3, 5, 192, 1, 0);
     check_gemm(4, 7, 256, 4, 1);
     check_gemm(1, 9, 64, 1, 1);
+    check_gemm_padded(3, 6, 172);
+    check_gemm_padded(2, 4, 35);
 }
 
 /* ---------- KV4 write and attention ---------- */
@@ -343,15 +389,13 @@ static void test_kv4_write(void **state)
     cache_free(&cb);
 }
 
-static void test_attention(void **state)
+static void check_attention(int G, int H, int dh, int S)
 {
-    (void)state;
-    const int G = 2, H = 4, dh = 8, S = 7;
     cache_box cb;
     cache_alloc(&cb, 1, G, 10, dh);
     uint16_t *k = malloc(sizeof(uint16_t) * S * G * dh), *v = malloc(sizeof(uint16_t) * S * G * dh);
     uint16_t *q = malloc(sizeof(uint16_t) * S * H * dh), *out = malloc(sizeof(uint16_t) * S * H * dh);
-    uint16_t out1[4 * 8];
+    uint16_t *out1 = malloc(sizeof(uint16_t) * H * dh);
     bf16_fill(k, (size_t)S * G * dh, 1.0);
     bf16_fill(v, (size_t)S * G * dh, 1.0);
     bf16_fill(q, (size_t)S * H * dh, 1.0);
@@ -361,14 +405,14 @@ static void test_attention(void **state)
     /* decode: only the last query, same context */
     assert_int_equal(fq_attention_kv4(out1, q + (size_t)(S - 1) * H * dh, &cb.c, 1, &ctx, H),
                      FQ_OK);
-    assert_memory_equal(out1, out + (size_t)(S - 1) * H * dh, sizeof out1);
+    assert_memory_equal(out1, out + (size_t)(S - 1) * H * dh, sizeof(uint16_t) * H * dh);
     /* independent: llama_ops attention on the dequantized cache */
     real *qr = malloc(sizeof(real) * S * H * dh), *kr = malloc(sizeof(real) * S * G * dh);
     real *vr = malloc(sizeof(real) * S * G * dh), *o = malloc(sizeof(real) * S * H * dh);
     real *scratch = malloc(sizeof(real) * S * S);
     for (int i = 0; i < S * H * dh; i++)
         qr[i] = fq_bf16_to_f32(q[i]);
-    uint8_t codes[8];
+    uint8_t *codes = malloc((size_t)dh);
     for (int t = 0; t < S; t++)
         for (int g = 0; g < G; g++) {
             size_t slot = (size_t)g * 10 + t;
@@ -391,7 +435,16 @@ static void test_attention(void **state)
     }
     assert_true(sqrt(num / den) < 4e-3);
     free(k), free(v), free(q), free(out), free(qr), free(kr), free(vr), free(o), free(scratch);
+    free(out1), free(codes);
     cache_free(&cb);
+}
+
+static void test_attention(void **state)
+{
+    (void)state;
+    check_attention(2, 4, 8, 7);
+    check_attention(2, 6, 64, 5); /* flatq-llama-16m: group 3, dh 64 */
+    check_attention(1, 6, 16, 6); /* group 6 */
 }
 
 /* ---------- refused shapes ---------- */
@@ -421,7 +474,9 @@ static void test_bad_shapes(void **state)
     float scales[4];
     fq_quant_dst d = {0.9f, 0.9f, codes, scales};
     expect_err(fq_transform_quant(&d, 1, x, 0, 64, 1, 8, 8, NULL, NULL, 1, 4), "M = 0");
-    expect_err(fq_transform_quant(&d, 1, x, 1, 96, 1, 8, 12, NULL, NULL, 1, 4), "K = 96");
+    expect_err(fq_transform_quant(&d, 1, x, 1, 0, 1, 8, 8, NULL, NULL, 1, 4), "K = 0");
+    expect_err(fq_transform_quant(&d, 1, x, 1, 172, 2, 2, 43, NULL, NULL, 2, 4),
+               "kblocks = 2 with K = 172");
     expect_err(fq_transform_quant(&d, 1, x, 1, 64, 1, 8, 4, NULL, NULL, 1, 4), "blocks·n1·n2");
     expect_err(fq_transform_quant(&d, 0, x, 1, 64, 1, 8, 8, NULL, NULL, 1, 4), "nconsumers = 0");
     expect_err(fq_transform_quant(&d, 1, x, 1, 128, 2, 8, 8, NULL, NULL, 1, 4), "kblocks = 1");
