@@ -106,7 +106,7 @@ static void data_fingerprint(const job *j, const char *model_fp, char hex[65])
     sha256_ctx h;
     sha256_init(&h);
     char line[512];
-    int k = snprintf(line, sizeof line, "flatq-cache-v1 %s n=%d s=%d seed=%llu dtype=%s\n",
+    int k = snprintf(line, sizeof line, "flatq-cache-v2 %s n=%d s=%d seed=%llu dtype=%s\n",
                      model_fp, j->calibration.nsamples, j->calibration.seqlen,
                      (unsigned long long)j->calibration.seed, job_cache_dtype_name(j->cache.dtype));
     sha256_update(&h, line, (size_t)k);

@@ -201,7 +201,9 @@ int job_canonical(const job *j, char **text)
     outbuf b = {0};
     const struct job_calibration *c = &j->calibration;
     const struct job_quantization *q = &j->quantization;
-    ob_printf(&b, "flatq-job-canonical v1\nmodel=");
+    /* v2: calibration.text is read as stripped rows joined with "\n\n" (ALGORITHM §4.1);
+     * outputs calibrated on v1's raw text are not resumed into */
+    ob_printf(&b, "flatq-job-canonical v2\nmodel=");
     ob_quoted(&b, j->model);
     ob_printf(&b, "\ntp=%d\ncache.dtype=%s\ncalibration.text=", j->tp,
               job_cache_dtype_name(j->cache.dtype));
