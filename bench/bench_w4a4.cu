@@ -26,6 +26,7 @@ extern "C" {
 #include "error.h"
 #include "kron.h"
 }
+#include "kernels/cuda_common.cuh"
 #include "kernels/w4a4.h"
 
 #define CK(x)                                                                                \
@@ -339,29 +340,8 @@ __global__ void __launch_bounds__(BT) attn_bf16_partial(const uint16_t *q, const
         for (int h = 0; h < R; h++)
             S[h][tid] = dot[h];
         __syncthreads();
-        for (int h = warp; h < R; h += BT / 32) {
-            float v[BT / 32], mt = -INFINITY;
-#pragma unroll
-            for (int i = 0; i < BT / 32; i++)
-                v[i] = S[h][lane + 32 * i], mt = fmaxf(mt, v[i]);
-            for (int off = 16; off > 0; off >>= 1)
-                mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
-            const float mold = mrun[h], mnew = fmaxf(mold, mt);
-            float sum = 0.f;
-#pragma unroll
-            for (int i = 0; i < BT / 32; i++) {
-                float e = __expf(v[i] - mnew);
-                S[h][lane + 32 * i] = e;
-                sum += e;
-            }
-            for (int off = 16; off > 0; off >>= 1)
-                sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            __syncwarp();
-            if (lane == 0) {
-                float al = __expf(mold - mnew);
-                alpha[h] = al, lrun[h] = lrun[h] * al + sum, mrun[h] = mnew;
-            }
-        }
+        for (int h = warp; h < R; h += BT / 32)
+            online_softmax_tile_warp<BT>(S[h], mrun[h], lrun[h], alpha[h], lane);
         __syncthreads();
 #pragma unroll
         for (int h = 0; h < R; h++)

@@ -83,6 +83,41 @@ __device__ inline float block_min(float v, float *sh)
     return -block_max(-v, sh);
 }
 
+/* One warp folds a tile of NT attention scores (row[lane + 32·i]) into a running softmax
+ * (m: max so far, l: sum so far): row ← exp(row − m_new); lane 0 stores the rescale
+ * factor alpha = exp(m_old − m_new) for the output accumulator and the new m and l.
+ * Shared by the KV4 attention kernels and the BF16-KV baseline of bench/bench_w4a4.cu. */
+template <int NT>
+__device__ __forceinline__ void online_softmax_tile_warp(float *row, float &m, float &l,
+                                                         float &alpha, int lane)
+{
+    float v[NT / 32], mt = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < NT / 32; i++) {
+        v[i] = row[lane + 32 * i];
+        mt = fmaxf(mt, v[i]);
+    }
+    for (int off = 16; off > 0; off >>= 1)
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+    const float mold = m, mnew = fmaxf(mold, mt);
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < NT / 32; i++) {
+        float e = __expf(v[i] - mnew);
+        row[lane + 32 * i] = e;
+        sum += e;
+    }
+    for (int off = 16; off > 0; off >>= 1)
+        sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    __syncwarp();
+    if (lane == 0) {
+        float al = __expf(mold - mnew);
+        alpha = al;
+        l = l * al + sum;
+        m = mnew;
+    }
+}
+
 /* cuBLAS is column-major: a row-major [M,N] matrix is its column-major transpose, so
  * row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands. */
 int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,

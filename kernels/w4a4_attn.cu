@@ -234,33 +234,8 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
         }
         __syncthreads();
         /* online softmax: warp w serves heads w, w+4, ... */
-        for (int h = warp; h < R; h += AT_THREADS / 32) {
-            float v[AT_TILE / 32], mt = -INFINITY;
-#pragma unroll
-            for (int i = 0; i < AT_TILE / 32; i++) {
-                v[i] = S[h][lane + 32 * i];
-                mt = fmaxf(mt, v[i]);
-            }
-            for (int off = 16; off > 0; off >>= 1)
-                mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
-            const float mold = mrun[h], mnew = fmaxf(mold, mt);
-            float sum = 0.f;
-#pragma unroll
-            for (int i = 0; i < AT_TILE / 32; i++) {
-                float e = __expf(v[i] - mnew);
-                S[h][lane + 32 * i] = e;
-                sum += e;
-            }
-            for (int off = 16; off > 0; off >>= 1)
-                sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            __syncwarp();
-            if (lane == 0) {
-                float al = __expf(mold - mnew);
-                alpha[h] = al;
-                lrun[h] = lrun[h] * al + sum;
-                mrun[h] = mnew;
-            }
-        }
+        for (int h = warp; h < R; h += AT_THREADS / 32)
+            online_softmax_tile_warp<AT_TILE>(S[h], mrun[h], lrun[h], alpha[h], lane);
         __syncthreads();
         /* V: thread = (DPT dims, position lane) */
 #pragma unroll
