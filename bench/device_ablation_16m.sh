@@ -27,7 +27,8 @@ for spec in "${names[@]}"; do
     n=$(echo "$spec" | tr -c 'A-Za-z0-9_\n-' _)
     job=jobs/ablation/16m-$base.yaml
     [ -f "$job" ] || job=jobs/flatq-llama-16m.yaml
-    [ "$base" = stories260k ] && job=jobs/stories260K-accuracy.yaml
+    seqlen=2048
+    [ "$base" = stories260k ] && job=jobs/stories260K-accuracy.yaml && seqlen=512
     t0=$(date +%s.%N)
     OPENBLAS_NUM_THREADS=4 mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
         bin/flatq calibrate "$job" --set device=cuda --set output=/tmp/abl-$n --set eval.methods=[flatquant] --set eval.max_windows=1 \
@@ -36,19 +37,27 @@ for spec in "${names[@]}"; do
     t1=$(date +%s.%N)
     grep -E "layer [0-9]+ done|calibration:|gptq:|rank [0-9]+ \(" "$out/abl-$n.calibrate.log" | tail -12
     if [ $rc -ne 0 ]; then echo "$n: calibrate failed ($rc)"; tail -5 "$out/abl-$n.calibrate.log"; continue; fi
-    printf 'ABL|%s|calib_s %.1f\n' "$n" "$(echo "$t1 - $t0" | bc)"
+    printf 'ABL|%s|calib_s %s\n' "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
     # the layer shards and config travel back (the head shard is the FP model's, the same
     # for every option): the fake-quant CPU eval then runs off the device
     tar -C /tmp/abl-$n -czf "$out/abl-$n.layers.tgz" config.json model.safetensors.index.json \
         $(cd /tmp/abl-$n && ls layer_*.safetensors layer_*.sha256 2>/dev/null)
-    if [ "${CPU_EVAL:-0}" = 1 ]; then
-        OPENBLAS_NUM_THREADS=$(nproc) bin/flatq eval --model /tmp/abl-$n --text "$text" \
-            --seqlen 2048 --json >"$out/abl-$n.eval_cpu.json" 2>&1
-        printf 'ABL|%s|cpu eval|%s\n' "$n" "$(tr -d '\n' <"$out/abl-$n.eval_cpu.json" | grep -o '"ppl": *[0-9.]*' | head -1)"
-    fi
     if bin/flatq eval --help 2>&1 | grep -q -- --device; then
-        bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen 2048 --device cuda --json \
+        bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen $seqlen --device cuda --json \
             >"$out/abl-$n.eval_gpu.json" 2>&1
         printf 'ABL|%s|gpu eval|%s\n' "$n" "$(tr -d '\n' <"$out/abl-$n.eval_gpu.json" | grep -o '"ppl": *[0-9.]*' | head -1)"
+    fi
+    # the fake-quant CPU eval of the same checkpoint (CPU_EVAL=1), on its first
+    # CPU_EVAL_WINDOWS windows (0: all) beside the GPU eval of the same windows
+    if [ "${CPU_EVAL:-0}" = 1 ]; then
+        w=${CPU_EVAL_WINDOWS:-0}
+        [ "$base" = stories260k ] && w=0
+        OPENBLAS_NUM_THREADS=${CPU_EVAL_THREADS:-$(nproc)} bin/flatq eval --model /tmp/abl-$n \
+            --text "$text" --seqlen $seqlen --max-windows "$w" --json >"$out/abl-$n.eval_cpu.json" 2>&1
+        bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen $seqlen --max-windows "$w" \
+            --device cuda --json >"$out/abl-$n.eval_gpu_w.json" 2>&1
+        printf 'ABL|%s|%s windows|cpu %s|gpu %s\n' "$n" "$w" \
+            "$(tr -d '\n' <"$out/abl-$n.eval_cpu.json" | grep -o '"ppl": *[0-9.]*' | head -1)" \
+            "$(tr -d '\n' <"$out/abl-$n.eval_gpu_w.json" | grep -o '"ppl": *[0-9.]*' | head -1)"
     fi
 done

@@ -323,7 +323,7 @@ static int coordinator_finish(calib_setup *cs, json_t **eval_rows)
     *eval_rows = NULL;
     if (cs->j.evaluate && cs->j.eval.n_text > 0) {
         printf("eval:\n");
-        if (eval_job_run(&cs->j, stdout, eval_rows) != FQ_OK)
+        if (eval_job_run(&cs->j, MPI_COMM_SELF, stdout, eval_rows) != FQ_OK)
             goto done;
     }
     rc = FQ_OK;

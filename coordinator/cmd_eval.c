@@ -191,7 +191,7 @@ static int eval_job_mode(int argc, char **argv)
             MPI_Init(NULL, NULL);
         MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     }
-    int rc = eval_job_run(&j, json || rank ? NULL : stdout, &rows);
+    int rc = eval_job_run(&j, MPI_COMM_WORLD, json || rank ? NULL : stdout, &rows);
     if (j.device == JOB_DEVICE_CUDA && !init)
         MPI_Finalize();
     if (rank != 0) {
@@ -248,7 +248,7 @@ static int eval_gpu(const eval_args *a)
     int quantized = qconfig_load(a->model, &qc);
     if (quantized < 0 || tokenizer_load(a->model, &tok) != FQ_OK ||
         eval_tokenize(tok, a->text, a->max_chars, &ids, &n) != FQ_OK ||
-        gpu_ppl(a->model, ids, n, a->seqlen, (size_t)a->max_windows, &res, &print) != FQ_OK) {
+        gpu_ppl(MPI_COMM_WORLD, a->model, ids, n, a->seqlen, (size_t)a->max_windows, &res, &print) != FQ_OK) {
         if (print)
             cli_fail();
         goto done;

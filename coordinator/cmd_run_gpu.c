@@ -229,7 +229,7 @@ int cmd_run_gpu(const run_args *a)
         fq_error("run: a context of %ld tokens and %ld prompt tokens (expected fewer)", ctx, toks);
         goto fail;
     }
-    if (gpu_session_open(&s, a->model, a->bench ? (int)a->batch : 1, (int)ctx, (int)toks,
+    if (gpu_session_open(&s, MPI_COMM_WORLD, a->model, a->bench ? (int)a->batch : 1, (int)ctx, (int)toks,
                          a->bench ? (int)a->batch : 1) != FQ_OK) {
         print = s.print_error;
         goto fail;

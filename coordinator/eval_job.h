@@ -6,11 +6,15 @@
 #include "job.h"
 
 #include <jansson.h>
+#include <mpi.h>
 #include <stdio.h>
 
 /* Runs the job's eval section; prints a table to `out` as rows finish; *rows receives a
  * JSON array of {method, text, seqlen, ppl, nll, tokens, windows, predicted, seconds}. */
-int eval_job_run(const job *j, FILE *out, json_t **rows);
+/* mpi: the ranks that run a device-cuda evaluation together (tensor parallelism over
+ * them); MPI_COMM_SELF where one rank evaluates alone, as the coordinator of a calibrate
+ * job does while its workers have finished. */
+int eval_job_run(const job *j, MPI_Comm mpi, FILE *out, json_t **rows);
 
 /* Which directory to score for a method: the job's own method (when the job calibrates)
  * is the calibrated checkpoint in the output dir; fp and the baselines use the model. */

@@ -23,11 +23,11 @@ int gpu_session_rank(void)
 static int agree(gpu_session *s, int ok, const char *what)
 {
     int tp = 1, rank = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &tp);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(s->comm.mpi, &tp);
+    MPI_Comm_rank(s->comm.mpi, &rank);
     int mine = ok == FQ_OK ? tp : rank, first = mine;
     if (tp > 1)
-        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, s->comm.mpi);
     if (first == tp)
         return FQ_OK;
     s->print_error = rank == first;
@@ -44,8 +44,8 @@ static double timeout_from_env(void)
     return t > 0 ? t : 300;
 }
 
-int gpu_session_open(gpu_session *s, const char *dir, int max_batch, int max_ctx,
-                     int max_tokens, int max_logit_rows)
+int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batch,
+                     int max_ctx, int max_tokens, int max_logit_rows)
 {
     if (!s || !dir)
         return fq_error(F ":gpu_session_open: NULL session or directory (expected both)");
@@ -57,7 +57,7 @@ int gpu_session_open(gpu_session *s, const char *dir, int max_batch, int max_ctx
         return fq_error(F ":gpu_session_open: MPI is not initialised (expected the command to "
                         "call MPI_Init)");
     }
-    int rc = tp_comm_pick_device(&s->comm, timeout_from_env());
+    int rc = tp_comm_pick_device(&s->comm, mpi, timeout_from_env());
 #ifdef FLATQ_HAVE_CUDA
     if (rc == FQ_OK) {
         rc = fq_cuda_init(&s->ctx, s->comm.device);
@@ -121,12 +121,12 @@ int gpu_session_window_logits(void *ctx, const int32_t *ids, int n, real *logits
 #endif
 }
 
-int gpu_ppl(const char *dir, const int32_t *ids, size_t n, int seqlen, size_t max_windows,
-            ppl_result *out, int *print_error)
+int gpu_ppl(MPI_Comm mpi, const char *dir, const int32_t *ids, size_t n, int seqlen,
+            size_t max_windows, ppl_result *out, int *print_error)
 {
     gpu_session s;
     *print_error = 1;
-    if (gpu_session_open(&s, dir, 1, seqlen, seqlen, seqlen) != FQ_OK) {
+    if (gpu_session_open(&s, mpi, dir, 1, seqlen, seqlen, seqlen) != FQ_OK) {
         *print_error = s.print_error;
         return FQ_ERR;
     }

@@ -22,16 +22,16 @@ typedef struct {
     int print_error; /* this rank should print the error that made open/forward fail */
 } gpu_session;
 
-int gpu_session_open(gpu_session *s, const char *dir, int max_batch, int max_ctx,
-                     int max_tokens, int max_logit_rows);
+int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batch,
+                     int max_ctx, int max_tokens, int max_logit_rows);
 void gpu_session_close(gpu_session *s);
 
 /* window_logits_fn over an open session (ctx = gpu_session *): logits [s, V] on the host. */
 int gpu_session_window_logits(void *ctx, const int32_t *ids, int s, real *logits);
 
 /* Perplexity of the checkpoint dir on the GPU(s), the protocol of core/perplexity.h. */
-int gpu_ppl(const char *dir, const int32_t *ids, size_t n, int seqlen, size_t max_windows,
-            ppl_result *out, int *print_error);
+int gpu_ppl(MPI_Comm mpi, const char *dir, const int32_t *ids, size_t n, int seqlen,
+            size_t max_windows, ppl_result *out, int *print_error);
 
 /* This process's rank in MPI_COMM_WORLD (0 without MPI). */
 int gpu_session_rank(void);

@@ -19,16 +19,17 @@ static double now_s(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int tp_comm_pick_device(tp_comm *c, double timeout_s)
+int tp_comm_pick_device(tp_comm *c, MPI_Comm mpi, double timeout_s)
 {
     if (!c)
         return fq_error(F ":tp_comm_pick_device: NULL communicator (expected a pointer)");
     memset(c, 0, sizeof *c);
     c->timeout_s = timeout_s > 0 ? timeout_s : 300;
-    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &c->tp);
+    c->mpi = mpi;
+    MPI_Comm_rank(mpi, &c->rank);
+    MPI_Comm_size(mpi, &c->tp);
     MPI_Comm node;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_split_type(mpi, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
     MPI_Comm_rank(node, &c->local_rank);
     MPI_Comm_free(&node);
     int count = 0;
@@ -55,12 +56,12 @@ int tp_comm_init(tp_comm *c, fq_cuda_ctx *ctx)
             ok = fq_error(F ":tp_comm_init: rank 0: ncclGetUniqueId failed: %s",
                           ncclGetErrorString(r));
     }
-    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&ok, 1, MPI_INT, 0, c->mpi);
     if (ok != FQ_OK)
         return c->rank == 0 ? FQ_ERR
                             : fq_error(F ":tp_comm_init: rank %d: rank 0 could not make the "
                                        "NCCL id", c->rank);
-    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, c->mpi);
     ncclComm_t comm;
     ncclResult_t r = ncclCommInitRank(&comm, c->tp, id, c->rank);
     if (r != ncclSuccess)
@@ -187,9 +188,10 @@ int tp_comm_wait(tp_comm *c, fq_cuda_ctx *ctx)
 
 #else /* the CPU-only build: the entry points explain themselves */
 
-int tp_comm_pick_device(tp_comm *c, double timeout_s)
+int tp_comm_pick_device(tp_comm *c, MPI_Comm mpi, double timeout_s)
 {
     (void)timeout_s;
+    (void)mpi;
     if (c)
         memset(c, 0, sizeof *c);
     return fq_error(F ":tp_comm_pick_device: flatq was built without the CUDA backend "

@@ -19,6 +19,7 @@
 #ifndef FQ_TP_COMM_H
 #define FQ_TP_COMM_H
 
+#include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,7 @@
 
 typedef struct {
     int tp, rank, local_rank, device;
+    MPI_Comm mpi;      /* the ranks of this tensor-parallel group (MPI_COMM_SELF: one) */
     double timeout_s;
     void *nccl;        /* ncclComm_t, NULL with one rank */
     int timing;        /* bracket collectives with events */
@@ -39,7 +41,7 @@ typedef struct {
 
 /* Ranks and device from MPI_COMM_WORLD (MPI must be initialised). Fills rank, tp,
  * local_rank and device (local_rank modulo the visible GPUs). */
-int tp_comm_pick_device(tp_comm *c, double timeout_s);
+int tp_comm_pick_device(tp_comm *c, MPI_Comm mpi, double timeout_s);
 /* Make the NCCL communicator on ctx's device (collective over MPI_COMM_WORLD). */
 int tp_comm_init(tp_comm *c, fq_cuda_ctx *ctx);
 void tp_comm_free(tp_comm *c);
