@@ -6,7 +6,8 @@
 # minus caches), so the checkpoint has LAYERS (default 3) decoder layers, and every run is
 # repeated with 1 layer (the same shards, config.json saying 1 layer): the difference gives
 # the time of one decoder layer, and 80 layers are extrapolated as head + 80 x layer
-# (bench/NOTES.md). flatq synth writes the checkpoint (and with W4A4=1 its quantized twin).
+# (bench/NOTES.md). flatq synth writes the checkpoint (and with W4A4=1 its quantized twin,
+# with TP_BLOCKS (default 8) transform blocks so that TP = 1, 2, 4 and 8 can all load it).
 set -u
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 export LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -22,7 +23,7 @@ TPS=${TPS:-1 2}
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
 dir=${SYNTH_DIR:-/tmp/synth70b}
 q=""
-[ "${W4A4:-0}" = 1 ] && q=--quantized
+[ "${W4A4:-0}" = 1 ] && q="--quantized --tp-blocks ${TP_BLOCKS:-8}"
 t0=$(date +%s)
 [ -f "$dir/config.json" ] || bin/flatq synth "$dir" --shape llama-3-70b --layers "$L" $q || exit 1
 echo "synth: $(( $(date +%s) - t0 )) s, $(du -sh "$dir" | cut -f1)"

@@ -5,7 +5,8 @@
 #   STREAMS="default default+seed=1;smoothrot;stories260k stories260k+tp=4" bash bench/device_round.sh
 # ';' separates streams (run concurrently), spaces separate runs of a stream (in order).
 # Everything a run leaves (logs, layer shards, eval JSON) goes into one tar under $OUT, split
-# into 15 MB parts (the device tool returns at most 8 files): results.tgz.NN, plus summary.txt.
+# into 15 MB parts (the device tool returns at most 8 files): results.tgz.NN, plus summary.txt,
+# also when DEADLINE_S (default 540) passes first: set it below the call's time limit.
 # Expects bin/flatq, build/gpu-tests/, .dev/lib and .dev/data carried along.
 set -u
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
@@ -19,15 +20,18 @@ mkdir -p "$final"
 nvidia-smi -L | tee "$summary"
 t_start=$(date +%s)
 
+pids=()
 if [ "${SKIP_GPU_TESTS:-0}" != 1 ]; then
     (GPU_TESTS_PREBUILT=1 GPU_TESTS_LOG_DIR="$work/gputests" timeout "${GPU_TESTS_S:-200}" \
         bash tests/gpu/run.sh >"$work/gpu-tests.txt" 2>&1
      echo "RESULT|gpu-tests|rc=$?" >>"$work/gpu-tests.txt") &
+    pids+=($!)
 fi
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
     (timeout "${SANITIZE_S:-300}" compute-sanitizer --tool memcheck --leak-check full \
         --error-exitcode 3 build/gpu-tests/test_gpu_w4a4 >"$work/sanitizer.txt" 2>&1
      echo "RESULT|compute-sanitizer memcheck test_gpu_w4a4|rc=$?" >>"$work/sanitizer.txt") &
+    pids+=($!)
 fi
 i=0
 IFS=';' read -r -a streams <<<"${STREAMS:-}"
@@ -36,14 +40,25 @@ for s in "${streams[@]}"; do
     # shellcheck disable=SC2086
     (OUT=$work timeout "${STREAM_S:-480}" bash bench/device_ablation_16m.sh $s \
         >"$work/stream$i.txt" 2>&1; echo "RESULT|stream $i|rc=$?" >>"$work/stream$i.txt") &
+    pids+=($!)
 done
-wait
-{
-    echo "== wall $(($(date +%s) - t_start)) s"
-    tail -n 80 "$work/gpu-tests.txt" 2>/dev/null
-    tail -n 15 "$work/sanitizer.txt" 2>/dev/null
-    for f in "$work"/stream*.txt; do echo "== $f"; cat "$f"; done
-} >>"$summary"
-cat "$summary"
-tar -C /tmp -czf /tmp/results.tgz round && split -b 15m -d /tmp/results.tgz "$final/results.tgz."
-ls -la "$final"
+# what is there goes back even when the call is stopped at its limit (SIGTERM): the
+# summary and the tar are written by this trap, not only after the last stream
+finish() {
+    trap - EXIT TERM INT
+    {
+        echo "== wall $(($(date +%s) - t_start)) s"
+        tail -n 80 "$work/gpu-tests.txt" 2>/dev/null
+        tail -n 15 "$work/sanitizer.txt" 2>/dev/null
+        for f in "$work"/stream*.txt; do echo "== $f"; cat "$f"; done
+    } >>"$summary"
+    cat "$summary"
+    tar -C /tmp -czf /tmp/results.tgz round && split -b 15m -d /tmp/results.tgz "$final/results.tgz."
+    ls -la "$final"
+    exit 0
+}
+trap finish EXIT TERM INT
+(sleep "${DEADLINE_S:-540}"; kill -TERM $$) &
+watchdog=$!
+[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+kill "$watchdog" 2>/dev/null

@@ -17,8 +17,7 @@ t_start=$(date +%s)
 elapsed() { echo $(($(date +%s) - t_start)); }
 text=.dev/data/text/wikitext-2-raw/wiki.test.paper.txt
 nvidia-smi -L
-mpi() { mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE \
-    -x FLATQ_NCCL_TIMEOUT_S "$@"; }
+MPI="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE"
 ppl_of() { tr -d '\n' | grep -o '"ppl": *[0-9.]*' | head -1 | grep -o '[0-9.]*$'; }
 
 echo "== 1. TP=1 vs TP=2, same checkpoint"
@@ -27,13 +26,13 @@ for ck in .dev/ckpt/*/; do
     name=$(basename "$ck")
     a=$(timeout 120 bin/flatq eval --model "$ck" --text "$text" --seqlen 2048 --device cuda \
         --json 2>>"$out/tp.err" | ppl_of)
-    b=$(timeout 120 mpi -np 2 bin/flatq eval --model "$ck" --text "$text" --seqlen 2048 \
+    b=$(timeout 120 $MPI -np 2 bin/flatq eval --model "$ck" --text "$text" --seqlen 2048 \
         --device cuda --json 2>>"$out/tp.err" | ppl_of)
     awk -v n="$name" -v a="$a" -v b="$b" 'BEGIN { if (a == "" || b == "") { print "RESULT|" n "|tp1 " a "|tp2 " b "|FAIL (missing)"; exit }
         r = b / a - 1; if (r < 0) r = -r
         printf "RESULT|%s|tp1 %.4f|tp2 %.4f|rel %.2e|%s\n", n, a, b, r, r <= 1e-3 ? "PASS" : "FAIL" }'
     for tp in 1 2; do
-        timeout 60 mpi -np $tp bin/flatq run "$ck" --device cuda --bench --batch 1,8,64 \
+        timeout 60 $MPI -np $tp bin/flatq run "$ck" --device cuda --bench --batch 1,8,64 \
             --prompt-len 512 --gen-len 32 2>&1 | grep -v '^$' | sed "s/^/$name tp$tp| /"
     done
 done

@@ -396,8 +396,12 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
                    rep.workers[r].cache_read_s);
     }
     if (rc == FQ_OK && gptq) {
+        /* quantization.gptq_nsamples: the Hessians from the first windows only (they are a
+         * random sample already); the pass's cost is its forwards, linear in windows */
+        int ns = j->calibration.nsamples, gn = j->quantization.gptq_nsamples;
         gptq_pass gp = {.j = j, .cfg = &cs->cfg, .ck = &cs->ck, .ids = cs->ids,
-                        .nsamples = j->calibration.nsamples, .seqlen = j->calibration.seqlen};
+                        .nsamples = gn > 0 && gn < ns ? gn : ns,
+                        .seqlen = j->calibration.seqlen};
         rc = gptq_pass_run(&gp);
         if (rc == FQ_OK)
             printf("gptq: %d layers quantized, %d reused, %.1f s\n", gp.layers_run,

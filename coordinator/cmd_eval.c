@@ -251,6 +251,12 @@ static int eval_gpu(const eval_args *a)
         gpu_ppl(MPI_COMM_WORLD, a->model, ids, n, a->seqlen, (size_t)a->max_windows, &res, &print) != FQ_OK) {
         if (print)
             cli_fail();
+        int size = 1;
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+        if (size > 1) { /* a peer may sit in a collective that will never complete */
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
         goto done;
     }
     if (rank == 0)

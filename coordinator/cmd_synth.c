@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: flatq synth OUT_DIR --shape NAME --layers N [--seed S] [--quantized]\n"
+    "usage: flatq synth OUT_DIR --shape NAME --layers N [--seed S] [--quantized [--tp-blocks T]]\n"
     "                   [--tokenizer PATH] [--threads T]\n"
     "  Write a synthetic LLaMA-shaped checkpoint: config.json, sharded bf16 safetensors\n"
     "  (<= 5 GB each) with model.safetensors.index.json, and a tokenizer.json.\n"
@@ -34,6 +34,8 @@ static const char usage[] =
     "  --seed S         64-bit seed (default 0); same seed, same bytes\n"
     "  --quantized      also write flatq's W4A4KV4 format of the same weights (RTN, identity\n"
     "                   transforms, clip ratios 0.98) into OUT_DIR/quantized\n"
+    "  --tp-blocks T    the quantized copy's transform blocks (default 1): tensor-parallel\n"
+    "                   degrees dividing T can run it, as after a `tp: T` calibration\n"
     "  --tokenizer PATH tokenizer.json or a model directory holding one (default: the\n"
     "                   bundled stories260K tokenizer)\n"
     "  --threads T      worker threads (default: all CPUs)\n";
@@ -105,6 +107,7 @@ int cmd_synth(int argc, char **argv)
     const char *out = NULL, *shape = NULL, *tok = NULL;
     long long layers = -1, seed = 0, threads = 0;
     int quantized = 0;
+    long long tp_blocks = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
@@ -123,9 +126,13 @@ int cmd_synth(int argc, char **argv)
             tok = argv[++i];
         else if (strcmp(a, "--quantized") == 0)
             quantized = 1;
+        else if (strcmp(a, "--tp-blocks") == 0 && has_val) {
+            if (parse_long("--tp-blocks", argv[++i], 1, 1024, &tp_blocks) != FQ_OK)
+                return cli_fail();
+        }
         else if (a[0] == '-' && a[1]) {
             fq_error("synth: unknown option or missing value '%s' (expected --shape NAME, "
-                     "--layers N, --seed S, --quantized, --tokenizer PATH, --threads T)", a);
+                     "--layers N, --seed S, --quantized, --tp-blocks T, --tokenizer PATH, --threads T)", a);
             return cli_fail();
         } else if (!out)
             out = a;
@@ -167,7 +174,7 @@ int cmd_synth(int argc, char **argv)
     if (quantized) {
         char qdir[PATH_MAX];
         snprintf(qdir, sizeof qdir, "%s/quantized", out);
-        if (synth_write_quantized(&s, out, qdir) != FQ_OK)
+        if (synth_write_quantized(&s, out, qdir, (int)tp_blocks) != FQ_OK)
             return cli_fail();
         printf("synth: %s: W4A4KV4 (RTN, identity transforms) in %.1f s\n", qdir,
                progress_monotonic_seconds() - t1);

@@ -49,6 +49,7 @@ int job_defaults(job *j)
     q->kv_sym = false;
     q->kv_group = 0;
     q->epochs = 15;
+    q->restarts = 1;
     q->warmup_steps = 0;
     q->lr = 5e-3;
     q->clip_lr = 5e-2;
@@ -65,6 +66,7 @@ int job_defaults(job *j)
     q->gpu_math = JOB_GPU_MATH_TF32;
     q->gptq_damp = 0.01;
     q->gptq_block = 128;
+    q->gptq_nsamples = 0;
     q->seed = 0;
     j->eval.seqlen = 2048;
     j->eval.methods[0] = JOB_METHOD_FP;
@@ -155,9 +157,13 @@ int job_validate(const job *j)
     CHECK_INT(q->kv_group >= 0, "quantization.kv_group", q->kv_group,
               "0 (one group per head) or a positive divisor of the head dim");
     CHECK_INT(q->epochs >= 1, "quantization.epochs", q->epochs, "an integer >= 1");
+    CHECK_INT(q->restarts >= 1 && q->restarts <= 64, "quantization.restarts", q->restarts,
+              "an integer in 1..64");
     CHECK_INT(q->warmup_steps >= 0, "quantization.warmup_steps", q->warmup_steps,
               "an integer >= 0");
     CHECK_INT(q->gptq_block >= 1, "quantization.gptq_block", q->gptq_block, "an integer >= 1");
+    CHECK_INT(q->gptq_nsamples >= 0, "quantization.gptq_nsamples", q->gptq_nsamples,
+              "an integer >= 0 (0: every calibration window)");
     CHECK_DBL(q->lr >= 0, "quantization.lr", q->lr, "a number >= 0");
     CHECK_DBL(q->clip_lr >= 0, "quantization.clip_lr", q->clip_lr, "a number >= 0");
     CHECK_DBL(q->lr_min >= 0, "quantization.lr_min", q->lr_min, "a number >= 0");

@@ -72,6 +72,7 @@ typedef struct job {
         bool w_sym, a_sym, kv_sym;
         int kv_group;             /* 0 = one group per head vector */
         int epochs, warmup_steps;
+        int restarts;             /* trainings per layer (seeds seed, seed+1, ...); the lowest loss is kept */
         double lr, clip_lr, lr_min, weight_decay;
         double alpha, clip_init, smooth_alpha, quarot_act_clip, quarot_kv_clip;
         job_scale_init scale_init;
@@ -80,6 +81,7 @@ typedef struct job {
         job_gpu_math gpu_math;
         double gptq_damp;         /* fraction of mean(diag H) */
         int gptq_block;
+        int gptq_nsamples;        /* windows the GPTQ pass uses (the first ones); 0 = all */
         bool direct_inv, separate_vtrans, share_act_clip;
         uint64_t seed;            /* transform initialisation RNG */
     } quantization;

@@ -110,8 +110,8 @@ static void print_quantization(outbuf *b, const struct job_quantization *q, cons
               ind, q->kv_bits);
     ob_printf(b, "%sw_sym: %s\n%sa_sym: %s\n%skv_sym: %s\n", ind, bool_name(q->w_sym), ind,
               bool_name(q->a_sym), ind, bool_name(q->kv_sym));
-    ob_printf(b, "%skv_group: %d\n%sepochs: %d\n%swarmup_steps: %d\n", ind, q->kv_group, ind,
-              q->epochs, ind, q->warmup_steps);
+    ob_printf(b, "%skv_group: %d\n%sepochs: %d\n%swarmup_steps: %d\n%srestarts: %d\n", ind,
+              q->kv_group, ind, q->epochs, ind, q->warmup_steps, ind, q->restarts);
     const struct {
         const char *name;
         double v;
@@ -130,7 +130,8 @@ static void print_quantization(outbuf *b, const struct job_quantization *q, cons
         ob_double(b, d[i].v);
         ob_printf(b, "\n");
     }
-    ob_printf(b, "%sgptq_block: %d\n", ind, q->gptq_block);
+    ob_printf(b, "%sgptq_block: %d\n%sgptq_nsamples: %d\n", ind, q->gptq_block, ind,
+              q->gptq_nsamples);
     ob_printf(b, "%sscale_init: %s\n%sinit: %s\n%sweight_quantizer: %s\n", ind,
               scale_init_names[q->scale_init & 1], ind, init_names[q->init & 3], ind,
               wq_names[q->weight_quantizer & 1]);
@@ -230,6 +231,11 @@ int job_canonical(const job *j, char **text)
               scale_init_names[q->scale_init & 1], init_names[q->init & 3],
               wq_names[q->weight_quantizer & 1], q->direct_inv, q->separate_vtrans,
               q->share_act_clip, (unsigned long long)q->seed);
+    /* only when used: jobs without it keep their canonical form (and resumable outputs) */
+    if (q->restarts != 1)
+        ob_printf(&b, "quantization.restarts=%d\n", q->restarts);
+    if (q->gptq_nsamples != 0)
+        ob_printf(&b, "quantization.gptq_nsamples=%d\n", q->gptq_nsamples);
     if (b.failed) {
         free(b.p);
         return fq_error("out of memory building the job's canonical form");

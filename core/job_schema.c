@@ -391,9 +391,9 @@ static const char *const top_keys[] = {"include", "model", "output", "device", "
 static const char *const cache_keys[] = {"dir", "dtype", "delete_consumed", NULL};
 static const char *const calib_keys[] = {"text", "nsamples", "seqlen", "seed", "batch", NULL};
 static const char *const quant_keys[] = {
-    "method", "w_bits", "a_bits", "kv_bits", "w_sym", "a_sym", "kv_sym", "kv_group", "epochs",
+    "method", "w_bits", "a_bits", "kv_bits", "w_sym", "a_sym", "kv_sym", "kv_group", "epochs", "restarts",
     "lr", "clip_lr", "lr_min", "weight_decay", "warmup_steps", "alpha", "clip_init",
-    "scale_init", "init", "weight_quantizer", "gptq_damp", "gptq_block", "direct_inv",
+    "scale_init", "init", "weight_quantizer", "gptq_damp", "gptq_block", "gptq_nsamples", "direct_inv",
     "separate_vtrans", "share_act_clip", "smooth_alpha", "quarot_act_clip", "quarot_kv_clip",
     "gpu_math", "seed", NULL};
 static const char *const eval_keys[] = {"text", "seqlen", "methods", "max_windows", NULL};
@@ -420,6 +420,7 @@ static int convert_quantization(conv *c, const yt_node *q, job *j)
         get_bool(c, q, p, "kv_sym", &z->kv_sym) ||
         get_int(c, q, p, "kv_group", "an integer >= 0", &z->kv_group) ||
         get_int(c, q, p, "epochs", "an integer >= 1", &z->epochs) ||
+        get_int(c, q, p, "restarts", "an integer in 1..64", &z->restarts) ||
         get_int(c, q, p, "warmup_steps", "an integer >= 0", &z->warmup_steps) ||
         get_double(c, q, p, "lr", "a number >= 0", &z->lr) ||
         get_double(c, q, p, "clip_lr", "a number >= 0", &z->clip_lr) ||
@@ -432,6 +433,7 @@ static int convert_quantization(conv *c, const yt_node *q, job *j)
         get_double(c, q, p, "quarot_kv_clip", "a number in (0, 1]", &z->quarot_kv_clip) ||
         get_double(c, q, p, "gptq_damp", "a number >= 0", &z->gptq_damp) ||
         get_int(c, q, p, "gptq_block", "an integer >= 1", &z->gptq_block) ||
+        get_int(c, q, p, "gptq_nsamples", "an integer >= 0", &z->gptq_nsamples) ||
         get_bool(c, q, p, "direct_inv", &z->direct_inv) ||
         get_bool(c, q, p, "separate_vtrans", &z->separate_vtrans) ||
         get_bool(c, q, p, "share_act_clip", &z->share_act_clip) ||

@@ -735,21 +735,29 @@ static int write_quant_head(const synth_spec *s, const llama_config *c, const ch
     return rc;
 }
 
-int synth_write_quantized(const synth_spec *s, const char *src_dir, const char *qdir)
+int synth_write_quantized(const synth_spec *s, const char *src_dir, const char *qdir,
+                          int tp_blocks)
 {
     if (!s || !src_dir || !qdir || !qdir[0])
         return fq_error(F ":synth_write_quantized: spec or directories missing (expected all)");
-    if (make_dir(qdir) != FQ_OK)
-        return FQ_ERR;
     llama_config c;
     synth_spec_config(s, &c);
+    /* identity transforms in tp_blocks diagonal blocks (and per-block activation scales):
+     * the layout a `tp: T` calibration writes, so TP degrees dividing T can run it */
+    if (tp_blocks < 1 || c.n_heads % tp_blocks || c.n_kv_heads % tp_blocks ||
+        c.intermediate % tp_blocks)
+        return fq_error(F ":synth_write_quantized: tp_blocks %d (expected >= 1 dividing the %d "
+                        "heads, %d KV heads and intermediate size %d)", tp_blocks, c.n_heads,
+                        c.n_kv_heads, c.intermediate);
+    if (make_dir(qdir) != FQ_OK)
+        return FQ_ERR;
     qconfig qc;
     memset(&qc, 0, sizeof qc);
     qc.w_bits = 4;
     qc.a_bits = 4;
     qc.kv_bits = 4;
     qc.kv_sym = 0;
-    qc.tp_blocks = 1;
+    qc.tp_blocks = tp_blocks;
     snprintf(qc.method, sizeof qc.method, "rtn");
     static const int lin_kind[QL_NLINEAR] = {K_Q, K_K, K_V, K_O, K_GATE, K_UP, K_DOWN};
     char path[4096];

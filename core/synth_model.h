@@ -91,6 +91,7 @@ int synth_copy_tokenizer(const char *tok, const char *dir);
 /* Write flatq's quantized format of the same weights into qdir: identity transforms,
  * W4 RTN per output row, every clip ratio 0.98, method "rtn", W4A4KV4; tokenizer and
  * config copied from src_dir (a checkpoint synth_write_checkpoint wrote). */
-int synth_write_quantized(const synth_spec *s, const char *src_dir, const char *qdir);
+int synth_write_quantized(const synth_spec *s, const char *src_dir, const char *qdir,
+                          int tp_blocks);
 
 #endif

@@ -142,6 +142,16 @@ static fq_quant_dst dst_of(const w4a4_layer_ws *w, const qlayer *q, int slot, in
     return d;
 }
 
+/* RMSNorm(x; γ) into w->a, then one transform shared by ndst consumers' quantizations
+ * (q/k/v, or gate/up), as the runtime's fused transform + quantize */
+static int norm_transform_quant(w4a4_layer_ws *w, const uint16_t *x, const float *gamma,
+                                const qkron *k, const fq_quant_dst *dst, int ndst, int s, int d,
+                                float eps)
+{
+    rmsnorm_bf16(w->a, x, gamma, s, d, eps);
+    return fq_transform_quant(dst, ndst, w->a, s, d, 1, k->n1, k->n2, k->L, k->R, 1, 4);
+}
+
 /* Hand slot `slot`'s dequantized codes (K real columns, kblocks scales) to the observer:
  * FQ_OK to go on, 1 to stop, FQ_ERR. */
 static int observe(qlayer_input_fn on, void *ctx, int lin, const w4a4_layer_ws *w, int slot,
@@ -199,9 +209,7 @@ int w4a4_layer_ref_observed(uint16_t *x, const qlayer *q, const llama_config *c,
     float eps = (float)c->rms_eps;
     int pos = 0, len = s;
     fq_quant_dst qkv[3] = {dst_of(w, q, 0, QL_Q), dst_of(w, q, 1, QL_K), dst_of(w, q, 2, QL_V)};
-    rmsnorm_bf16(w->a, x, q->attn_norm, s, d, eps);
-    if (fq_transform_quant(qkv, 3, w->a, s, d, 1, q->attn_in.n1, q->attn_in.n2, q->attn_in.L,
-                           q->attn_in.R, 1, 4) != FQ_OK)
+    if (norm_transform_quant(w, x, q->attn_norm, &q->attn_in, qkv, 3, s, d, eps) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: attention input");
     OBSERVE(QL_Q, 0, d, 1);
     OBSERVE(QL_K, 1, d, 1);
@@ -226,9 +234,7 @@ int w4a4_layer_ref_observed(uint16_t *x, const qlayer *q, const llama_config *c,
     if (gemm(x, w, 0, ob, &q->lin[QL_O], s, x) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: o_proj");
     fq_quant_dst gu[2] = {dst_of(w, q, 0, QL_GATE), dst_of(w, q, 1, QL_UP)};
-    rmsnorm_bf16(w->a, x, q->mlp_norm, s, d, eps);
-    if (fq_transform_quant(gu, 2, w->a, s, d, 1, q->mlp_in.n1, q->mlp_in.n2, q->mlp_in.L,
-                           q->mlp_in.R, 1, 4) != FQ_OK)
+    if (norm_transform_quant(w, x, q->mlp_norm, &q->mlp_in, gu, 2, s, d, eps) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: MLP input");
     OBSERVE(QL_UP, 1, d, 1);
     OBSERVE(QL_GATE, 0, d, 1);

@@ -146,6 +146,37 @@ static void on_epoch(void *ctx, const calib_epoch_log *log)
                  log->mse_sum / (e->steps_per_epoch > 0 ? e->steps_per_epoch : 1));
 }
 
+/* One training of the layer's parameters on the CPU or the rank's GPU
+ * (calibrate_layer[_cuda] initialise P themselves and free it on error). */
+static int train_layer(const layer_task_ctx *lc, layer_task *t, const llama_layer *fp,
+                       const fq_recipe *r, const fq_stats *st, const calib_data *data,
+                       fq_params *P, calib_result *res)
+{
+    const llama_config *c = lc->cfg;
+    int rc;
+    if (lc->cuda) {
+        /* quantization.gpu_math: TF32 tensor cores (default), fp32, or bf16 (the linears'
+         * forward on the exact integer codes in bf16, backward gradients in bf16) for the
+         * linears and attention; the transforms stay fp32 in every mode. Measured against
+         * fp32 (bench/NOTES.md, "GPU layer step"): TF32 loss ≤ 1e-5, bf16 ≤ 7e-5 relative;
+         * bf16 is the fastest on 8B/70B shapes, TF32 on small ones. Statistics: fp32. */
+#ifdef FLATQ_HAVE_CUDA
+        static const int math_of[] = {[JOB_GPU_MATH_TF32] = FQ_MATH_TF32,
+                                      [JOB_GPU_MATH_FP32] = FQ_MATH_FP32,
+                                      [JOB_GPU_MATH_BF16] = FQ_MATH_BF16};
+        rc = fq_cuda_set_math(lc->cuda, math_of[lc->j->quantization.gpu_math % 3]);
+        if (rc == FQ_OK)
+            rc = calibrate_layer_cuda(lc->cuda, P, fp, c, r, st, data, t->layer, res);
+        fq_cuda_set_math(lc->cuda, FQ_MATH_FP32);
+#else
+        rc = calibrate_layer_cuda(lc->cuda, P, fp, c, r, st, data, t->layer, res);
+#endif
+    } else {
+        rc = calibrate_layer(P, fp, c, r, st, data, t->layer, res);
+    }
+    return rc;
+}
+
 /* FlatQuant: learn the layer's parameters, then merge and quantize them (§4.3, §5). */
 static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_layer *fp,
                            const float *x, const float *y, int n, int s, qlayer *q,
@@ -160,32 +191,41 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
         fq_stats_free(&st);
         return FQ_ERR;
     }
-    epoch_log_ctx ectx = {t, epochs, (n + r.batch - 1) / r.batch};
-    calib_data data = {.nsamples = n, .seqlen = s, .x = x, .y = y, .on_epoch = on_epoch,
-                       .log_ctx = &ectx};
-    calib_result res;
-    /* calibrate_layer initialises P itself (and frees it on error) */
-    int rc;
-    if (lc->cuda) {
-        /* quantization.gpu_math: TF32 tensor cores (default), fp32, or bf16 (the linears'
-         * forward on the exact integer codes in bf16, backward gradients in bf16) for the
-         * linears and attention; the transforms stay fp32 in every mode. Measured against
-         * fp32 (bench/NOTES.md, "GPU layer step"): TF32 loss ≤ 1e-5, bf16 ≤ 7e-5 relative;
-         * bf16 is the fastest on 8B/70B shapes, TF32 on small ones. Statistics: fp32. */
-#ifdef FLATQ_HAVE_CUDA
-        static const int math_of[] = {[JOB_GPU_MATH_TF32] = FQ_MATH_TF32,
-                                      [JOB_GPU_MATH_FP32] = FQ_MATH_FP32,
-                                      [JOB_GPU_MATH_BF16] = FQ_MATH_BF16};
-        rc = fq_cuda_set_math(lc->cuda, math_of[lc->j->quantization.gpu_math % 3]);
-        if (rc == FQ_OK)
-            rc = calibrate_layer_cuda(lc->cuda, &P, fp, c, &r, &st, &data, t->layer, &res);
-        fq_cuda_set_math(lc->cuda, FQ_MATH_FP32);
-#else
-        rc = calibrate_layer_cuda(lc->cuda, &P, fp, c, &r, &st, &data, t->layer, &res);
-#endif
-    } else {
-        rc = calibrate_layer(&P, fp, c, &r, &st, &data, t->layer, &res);
+    /* quantization.restarts: train R times from seeds seed, seed+1, … and keep the
+     * parameters with the lowest final training loss (and that run's loss curve) */
+    int R = lc->j->quantization.restarts > 0 ? lc->j->quantization.restarts : 1, rc = FQ_OK;
+    calib_result res = {0};
+    json_t *best_curve = NULL;
+    for (int k = 0; k < R && rc == FQ_OK; k++) {
+        fq_recipe rk = r;
+        rk.seed = r.seed + (uint64_t)k;
+        json_t *curve = json_array();
+        epoch_log_ctx ectx = {t, curve, (n + r.batch - 1) / r.batch};
+        calib_data data = {.nsamples = n, .seqlen = s, .x = x, .y = y, .on_epoch = on_epoch,
+                           .log_ctx = &ectx};
+        fq_params Pk = {0};
+        calib_result rs;
+        rc = curve ? train_layer(lc, t, fp, &rk, &st, &data, &Pk, &rs) : FQ_ERR;
+        if (rc == FQ_OK && (k == 0 || rs.loss_after < res.loss_after)) {
+            if (k > 0)
+                fq_params_free(&P);
+            P = Pk;
+            res = rs;
+            json_decref(best_curve);
+            best_curve = curve;
+        } else {
+            if (rc == FQ_OK)
+                fq_params_free(&Pk);
+            json_decref(curve);
+        }
+        if (rc == FQ_OK && R > 1)
+            printf("flatq: layer %d restart %d/%d (seed %llu): loss %.6g%s\n", t->layer, k + 1,
+                   R, (unsigned long long)rk.seed, rs.loss_after,
+                   res.loss_after == rs.loss_after ? " (best so far)" : "");
     }
+    if (rc == FQ_OK)
+        json_array_extend(epochs, best_curve);
+    json_decref(best_curve);
     if (rc == FQ_OK && lc->j->quantization.weight_quantizer == JOB_WQ_GPTQ) {
         /* RTN codes now (the layer's result and loss); W' for the GPTQ pass, written
          * before the result so a finished result always has its W' */

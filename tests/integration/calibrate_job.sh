@@ -3,7 +3,8 @@
 # identical output bytes for 1, 2 and 3 ranks; a worker killed with SIGKILL after a
 # finished layer ends the job fast and a rerun resumes without recomputing finished
 # layers, ending with the same bytes; a corrupted layer file is detected and redone; a
-# changed recipe is refused; more ranks than layers works; bad inputs give one line.
+# changed recipe is refused; more ranks than layers works; bad inputs give one line;
+# quantization.restarts keeps the better of two seeds per layer.
 set -u
 FLATQ="${FLATQ:-bin/flatq}"
 [ -x "$FLATQ" ] || { echo "!!! $FLATQ is not built"; exit 77; }
@@ -30,6 +31,23 @@ done
 sums r1 >"$W/sums"
 for np in 2 3; do (cd "$W/r$np" && sha256sum --quiet -c "$W/sums") || fail "$np ranks differ from 1 rank"; done
 echo "calibrate_job: 1, 2, 3 ranks give identical checkpoints"
+
+# quantization.restarts: 2 trains every layer from seeds 0 and 1 and keeps the lower
+# training loss; layers train on the cached FP inputs, so each kept layer is byte for byte
+# the layer of the seed-0 run (r1) or of a seed-1 run, whichever printed the lower loss
+run 2 rs --set quantization.restarts=2 || { cat "$W/rs.log"; fail "restarts job failed"; }
+run 2 s1 --set quantization.seed=1 || { cat "$W/s1.log"; fail "seed-1 job failed"; }
+[ "$(grep -c 'restart [12]/2 (seed [01]): loss' "$W/rs.log")" = 10 ] ||
+    { cat "$W/rs.log"; fail "expected two restart lines per layer"; }
+for i in 0 1 2 3 4; do
+    f=layer_00$i.safetensors
+    l0=$(sed -n "s/^flatq: layer $i restart 1\/2 (seed 0): loss \([^ ]*\).*/\1/p" "$W/rs.log")
+    l1=$(sed -n "s/^flatq: layer $i restart 2\/2 (seed 1): loss \([^ ]*\).*/\1/p" "$W/rs.log")
+    want=r1
+    awk -v a="$l0" -v b="$l1" 'BEGIN { exit !(b < a) }' && want=s1
+    cmp -s "$W/rs/$f" "$W/$want/$f" || fail "layer $i: restarts kept neither the better seed's layer ($want: losses $l0 / $l1)"
+done
+echo "calibrate_job: restarts 2 keeps, per layer, the seed with the lower training loss"
 
 # kill -9 a worker once a layer is done, then resume
 ( run 3 k --set quantization.epochs=6 ) &

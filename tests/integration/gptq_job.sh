@@ -5,7 +5,7 @@
 # redoes only it, ending with the same bytes; a finished RTN-state layer whose merged
 # weights vanished (cache removed mid-job) is recalibrated instead of failing; the codes
 # differ from the RTN job's while the scales are equal; gptq with a baseline method is
-# refused with one line.
+# refused with one line; quantization.gptq_nsamples subsamples the pass's windows.
 set -u
 FLATQ="${FLATQ:-bin/flatq}"
 [ -x "$FLATQ" ] || { echo "!!! $FLATQ is not built"; exit 77; }
@@ -77,6 +77,16 @@ assert len(q) == 7 and all(g[k] != r[k] for k in q), "codes equal RTN's"
 assert all(g[k] == r[k] for k in g if k.endswith(".scales")), "scales differ from RTN's"
 PY
 echo "gptq_job: codes differ from RTN, scales equal"
+
+# gptq_nsamples: the pass's Hessians from the first windows only — a different (still
+# GPTQ-marked) result; a negative count is refused before any work
+run 1 gn "${G[@]}" --set quantization.gptq_nsamples=2 || { cat "$W/gn.log"; fail "gptq_nsamples job failed"; }
+grep -q "^gptq: 5 layers quantized, 0 reused" "$W/gn.log" || { cat "$W/gn.log"; fail "no pass with gptq_nsamples"; }
+[ "$(meta "$W/gn/layer_000.safetensors" weight_quantizer)" = gptq ] || fail "gptq_nsamples layer not marked gptq"
+cmp -s "$W/gn/layer_000.safetensors" "$W/g1/layer_000.safetensors" && fail "gptq_nsamples 2 gave the bytes of all windows"
+run 1 gbad "${G[@]}" --set quantization.gptq_nsamples=-1 && fail "gptq_nsamples -1 accepted"
+grep -q "quantization.gptq_nsamples" "$W/gbad.log" || { cat "$W/gbad.log"; fail "no message naming gptq_nsamples"; }
+echo "gptq_job: gptq_nsamples subsamples the pass's windows; a bad value is refused"
 
 timeout 60 "$FLATQ" calibrate jobs/demo-tiny.yaml --set output="$W/bad" "${G[@]}" \
     --set quantization.method=rtn >"$W/bad.log" 2>&1 && fail "gptq with rtn accepted"

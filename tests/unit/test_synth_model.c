@@ -247,7 +247,7 @@ static void test_quantized_format(void **state)
     assert_int_equal(synth_spec_init(&s, "flatq-16m", 1, 9), FQ_OK);
     s.threads = 3;
     if (synth_write_checkpoint(&s, dir) != FQ_OK || synth_copy_tokenizer(TOKENIZER, dir) ||
-        synth_write_quantized(&s, dir, qdir) != FQ_OK)
+        synth_write_quantized(&s, dir, qdir, 1) != FQ_OK)
         fail_msg("synth: %s", fq_errmsg());
     qconfig qc;
     assert_int_equal(qconfig_load(qdir, &qc), 1);
@@ -283,6 +283,30 @@ static void test_quantized_format(void **state)
             assert_true(q.attn_in.L[i * n1 + j] == (i == j ? 1.0f : 0.0f));
     qlayer_free(&q);
     st_checkpoint_close(&ck);
+    /* tp_blocks 2: block-diagonal identity T_d / M_o (what TP=2 needs), read back as such;
+     * 4 does not divide 16m's 6 heads and is refused before anything is written */
+    char q2[512];
+    snprintf(q2, sizeof q2, "%s", tu_path("q16m/quantized-tp2"));
+    if (synth_write_quantized(&s, dir, q2, 2) != FQ_OK)
+        fail_msg("synth tp_blocks 2: %s", fq_errmsg());
+    assert_int_equal(qconfig_load(q2, &qc), 1);
+    assert_int_equal(qc.tp_blocks, 2);
+    assert_int_equal(st_checkpoint_open(q2, &ck), FQ_OK);
+    if (qlayer_read(&ck, &m.cfg, &qc, 0, &q) != FQ_OK)
+        fail_msg("qlayer_read tp2: %s", fq_errmsg());
+    assert_int_equal(q.o_blocks, 2);
+    assert_int_equal(q.down_in.blocks, 2);
+    int hb = m.cfg.n_heads / 2;
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < hb; i++)
+            for (int j = 0; j < hb; j++)
+                assert_true(q.Mo[((size_t)b * hb + i) * hb + j] == (i == j ? 1.0f : 0.0f));
+    qlayer_free(&q);
+    st_checkpoint_close(&ck);
+    char q4[512];
+    snprintf(q4, sizeof q4, "%s", tu_path("q16m/quantized-tp4"));
+    assert_int_equal(synth_write_quantized(&s, dir, q4, 4), FQ_ERR);
+    assert_non_null(strstr(fq_errmsg(), "tp_blocks 4"));
     llama_model_free(&m);
 }
 
