@@ -25,7 +25,7 @@ static void run_usage(FILE *out)
     fprintf(out,
             "usage: flatq run MODEL_DIR [--prompt TEXT] [--max-new N] [--temperature T]\n"
             "                 [--top-p P] [--seed S] [--bench] [--device cpu|cuda]\n"
-            "                 [--batch B --prompt-len P --gen-len G]\n"
+            "                 [--batch B --prompt-len P --gen-len G] [--profile]\n"
             "  Generates up to N tokens (default 64) after the prompt (BOS first) and prints\n"
             "  them as they come. Temperature 0 (default) is greedy; otherwise tokens are\n"
             "  sampled from the top-p nucleus (default 0.9) with the seed (default 0).\n"
@@ -37,7 +37,8 @@ static void run_usage(FILE *out)
             "  the all-reduce share and GPU memory per rank; --batch 1,8,64 times each size\n"
             "  on one loaded model (prompts of more than 16384 tokens in all are prefilled\n"
             "  in chunks along the sequence). FLATQ_NCCL_TIMEOUT_S (default 300) bounds\n"
-            "  every wait for the other ranks.\n");
+            "  every wait for the other ranks. --profile (with --bench on the GPU) adds a\n"
+            "  table of rank 0's time per op (CUDA events between the steps of a forward).\n");
 }
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
@@ -89,6 +90,10 @@ static int run_parse(int argc, char **argv, run_args *a)
             a->bench = 1;
             continue;
         }
+        if (strcmp(k, "--profile") == 0) {
+            a->profile = 1;
+            continue;
+        }
         if (strncmp(k, "--", 2) != 0) {
             if (a->model)
                 return fq_error("run: unexpected argument '%s' (one MODEL_DIR expected)", k);
@@ -127,11 +132,13 @@ static int run_parse(int argc, char **argv, run_args *a)
         } else
             return fq_error("run: unknown argument '%s' (expected --prompt, --max-new, "
                             "--temperature, --top-p, --seed, --device, --batch, --prompt-len, "
-                            "--gen-len or --bench)", k);
+                            "--gen-len, --bench or --profile)", k);
         i++;
     }
     if (!a->model)
         return fq_error("run: MODEL_DIR is required (see flatq run --help)");
+    if (a->profile && !(a->bench && a->cuda))
+        return fq_error("run: --profile times the GPU bench's ops (expected --bench --device cuda)");
     if (!a->cuda && ((a->n_batches != 1 || a->batch != 1) || a->prompt_len != 128 || a->gen_len != 128))
         return fq_error("run: --batch, --prompt-len and --gen-len need --device cuda (the CPU "
                         "bench times the --prompt)");

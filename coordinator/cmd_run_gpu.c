@@ -117,6 +117,27 @@ static int bench_prefill(gpu_session *s, int32_t *ids, int B, int P, int *pos)
     return rt_download(&s->ctx, ids, s->m.ids_d, sizeof(int32_t) * (size_t)B);
 }
 
+/* Rank 0's time per op: prefill (ms for the whole prompt) and decode (ms per step), with
+ * each op's share of the GPU time the marks cover. */
+static void print_profile(const gpu_model *m, int B, int P, int G, const double *pre,
+                          const double *dec)
+{
+    double tp = 0, td = 0;
+    for (int op = RTP_START + 1; op < RTP_NOPS; op++)
+        tp += pre[op], td += dec[op];
+    printf("profile     %s, batch %d: prefill of %d tokens (ms), decode (ms per step)\n",
+           m->quantized ? "W4A4KV4" : "BF16", B, P);
+    for (int op = RTP_START + 1; op < RTP_NOPS; op++) {
+        if (pre[op] == 0 && dec[op] == 0)
+            continue;
+        printf("  %-22s %10.3f %5.1f%%   %8.4f %5.1f%%\n", rt_prof_name(op), pre[op],
+               tp > 0 ? 100 * pre[op] / tp : 0, dec[op] / G, td > 0 ? 100 * dec[op] / td : 0);
+        printf("PROFILE|%s|batch=%d|%s|prefill_ms=%.4f|decode_ms_per_step=%.5f\n",
+               m->quantized ? "w4a4" : "bf16", B, rt_prof_name(op), pre[op], dec[op] / G);
+    }
+    printf("  %-22s %10.3f          %8.4f\n", "sum of ops", tp, td / G);
+}
+
 static int bench_one(gpu_session *s, const run_args *a, int B, int rank)
 {
     int P = (int)a->prompt_len, G = (int)a->gen_len, V = s->m.cfg.vocab;
@@ -138,6 +159,9 @@ static int bench_one(gpu_session *s, const run_args *a, int B, int rank)
         memcpy(w + (size_t)b * warm, ids + (size_t)b * P, sizeof(int32_t) * warm);
     rc = bench_prefill(s, w, B, warm, pos);
     free(w);
+    /* the warm-up's marks are not the measurement (bench_prefill ended synchronised) */
+    if (rc == FQ_OK && s->m.prof && (rc = rt_prof_flush(s->m.prof)) == FQ_OK)
+        rt_prof_reset(s->m.prof);
     if (rc != FQ_OK)
         goto done;
     rc = FQ_ERR;
@@ -148,6 +172,13 @@ static int bench_one(gpu_session *s, const run_args *a, int B, int rank)
     if (bench_prefill(s, ids, B, P, pos) != FQ_OK)
         goto done;
     double t_pre = progress_monotonic_seconds() - t0, ar_pre = s->comm.allreduce_ms / 1e3;
+    double prof_pre[RTP_NOPS] = {0};
+    if (s->m.prof) {
+        if (rt_prof_flush(s->m.prof) != FQ_OK)
+            goto done;
+        memcpy(prof_pre, s->m.prof->ms, sizeof prof_pre);
+        rt_prof_reset(s->m.prof);
+    }
     s->comm.allreduce_ms = 0;
     const float *d = NULL;
     t0 = progress_monotonic_seconds();
@@ -157,7 +188,8 @@ static int bench_one(gpu_session *s, const run_args *a, int B, int rank)
         if (gpu_model_forward(&s->m, ids, B, 1, pos, 0, &d) != FQ_OK ||
             rt_argmax(&s->ctx, s->m.ids_d, d, B, V) != FQ_OK ||
             tp_comm_wait(&s->comm, &s->ctx) != FQ_OK ||
-            rt_download(&s->ctx, ids, s->m.ids_d, sizeof(int32_t) * (size_t)B) != FQ_OK)
+            rt_download(&s->ctx, ids, s->m.ids_d, sizeof(int32_t) * (size_t)B) != FQ_OK ||
+            rt_prof_flush(s->m.prof) != FQ_OK)
             goto done;
     }
     double t_dec = progress_monotonic_seconds() - t0, ar_dec = s->comm.allreduce_ms / 1e3;
@@ -178,6 +210,8 @@ static int bench_one(gpu_session *s, const run_args *a, int B, int rank)
                G, (double)B * P / t_pre, (double)B * G / t_dec, 1e3 * t_dec / G,
                100 * ar_pre / t_pre, 100 * ar_dec / t_dec, m->weight_bytes / 1073741824.0,
                kv / 1073741824.0);
+        if (m->prof)
+            print_profile(m, B, P, G, prof_pre, m->prof->ms);
         fflush(stdout);
     }
     rc = FQ_OK;
@@ -201,10 +235,24 @@ static int bench(gpu_session *s, const run_args *a, int rank)
                m->kv_bytes / 1073741824.0, a->batch, a->prompt_len + a->gen_len,
                m->scratch_bytes / 1073741824.0);
     }
-    for (int i = 0; i < a->n_batches; i++)
-        if (bench_one(s, a, (int)a->batches[i], rank) != FQ_OK)
+    rt_profile *prof = NULL;
+    if (a->profile) {
+        prof = fq_malloc(sizeof *prof, "op profile");
+        if (!prof || rt_prof_init(prof, &s->ctx) != FQ_OK) {
+            free(prof);
             return FQ_ERR;
-    return FQ_OK;
+        }
+        s->m.prof = prof;
+    }
+    int rc = FQ_OK;
+    for (int i = 0; i < a->n_batches && rc == FQ_OK; i++) {
+        rt_prof_reset(prof);
+        rc = bench_one(s, a, (int)a->batches[i], rank);
+    }
+    s->m.prof = NULL;
+    rt_prof_free(prof);
+    free(prof);
+    return rc;
 }
 
 int cmd_run_gpu(const run_args *a)

@@ -17,6 +17,7 @@ typedef struct {
     double temperature, top_p;
     long seed;
     int bench;
+    int profile;                     /* --profile: per-op GPU times in the bench */
     int cuda;                        /* --device cuda */
     long batch, prompt_len, gen_len; /* GPU --bench shape; batch: the largest of batches */
     long batches[8];                 /* --batch 1,8,64: each timed on one loaded model */

@@ -327,9 +327,11 @@ int gpu_model_forward(gpu_model *m, const int32_t *ids, int B, int n, const int 
         pos32[b] = pos0[b];
     fq_cuda_ctx *ctx = m->ctx;
     int d = c->hidden;
-    if (rt_upload(ctx, m->ids_d, ids, sizeof(int32_t) * (size_t)N) != FQ_OK ||
+    if (rt_prof_mark(m->prof, RTP_START) != FQ_OK ||
+        rt_upload(ctx, m->ids_d, ids, sizeof(int32_t) * (size_t)N) != FQ_OK ||
         rt_upload(ctx, m->pos0_d, pos32, sizeof(int32_t) * (size_t)B) != FQ_OK ||
-        rt_embed_bf16(ctx, m->x, m->embed, m->ids_d, N, d) != FQ_OK)
+        rt_embed_bf16(ctx, m->x, m->embed, m->ids_d, N, d) != FQ_OK ||
+        rt_prof_mark(m->prof, RTP_EMBED) != FQ_OK)
         return FQ_ERR;
     for (int i = 0; i < c->n_layers; i++) {
         int rc = m->quantized ? gpu_q_layer_fwd(m, i, B, n, pos0)
@@ -358,7 +360,7 @@ int gpu_model_forward(gpu_model *m, const int32_t *ids, int B, int n, const int 
             return FQ_ERR;
     }
     *logits = m->logits;
-    return FQ_OK;
+    return rt_prof_mark(m->prof, RTP_HEAD);
 }
 
 #else /* built without CUDA */

@@ -21,6 +21,7 @@
 
 #include "llama_config.h"
 #include "qlayer.h"
+#include "runtime/rt_profile.h"
 #include "runtime/tp_comm.h"
 #include "runtime/tp_plan.h"
 
@@ -69,6 +70,7 @@ typedef struct {
     float *logits;               /* [max_logit_rows, V] */
     int32_t *ids_d, *pos0_d;
     size_t weight_bytes, kv_bytes, scratch_bytes; /* this rank's GPU memory */
+    rt_profile *prof;            /* NULL, or per-op timing (runtime/rt_profile.h) */
 } gpu_model;
 
 /* Load dir (FP or quantized checkpoint) as this rank's shard. ctx and comm stay owned by

@@ -202,9 +202,11 @@ static int q_row_parallel(gpu_model *m, const gpu_q_layer *l, int linear, int N,
     fq_cuda_ctx *ctx = m->ctx;
     int d = m->cfg.hidden;
     if (q_gemm(m, l, m->x, 0, kblocks, linear, N, d, k, m->plan.rank == 0 ? m->x : NULL) !=
-        FQ_OK)
+            FQ_OK ||
+        rt_prof_mark(m->prof, RTP_GEMM) != FQ_OK ||
+        tp_allreduce_bf16(m->comm, ctx, m->x, (size_t)N * d) != FQ_OK)
         return FQ_ERR;
-    return tp_allreduce_bf16(m->comm, ctx, m->x, (size_t)N * d);
+    return rt_prof_mark(m->prof, RTP_ALLREDUCE);
 }
 
 int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
@@ -227,40 +229,53 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
     kv.batch = B;
     /* attention */
     fq_quant_dst qkv[3] = {dst_of(m, l, 0, QL_Q), dst_of(m, l, 1, QL_K), dst_of(m, l, 2, QL_V)};
+    rt_profile *pf = m->prof;
     if (rt_rmsnorm_bf16(ctx, m->a, m->x, l->attn_norm, N, d, eps) != FQ_OK ||
+        rt_prof_mark(pf, RTP_NORM) != FQ_OK ||
         fq_transform_quant_cuda(ctx, qkv, 3, m->a, N, d, 1, l->attn_in.n1, l->attn_in.n2,
                                 l->attn_in.L, l->attn_in.R, 1, bits) != FQ_OK ||
+        rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
         q_gemm(m, l, m->qb, 0, 1, QL_Q, N, hl, d, NULL) != FQ_OK ||
         q_gemm(m, l, m->kb, 1, 1, QL_K, N, gl, d, NULL) != FQ_OK ||
         q_gemm(m, l, m->vb, 2, 1, QL_V, N, gl, d, NULL) != FQ_OK ||
+        rt_prof_mark(pf, RTP_GEMM) != FQ_OK ||
         rt_rope_bf16(ctx, m->qb, B, n, p->heads, dh, m->pos0_d, m->rope_cos, m->rope_sin) != FQ_OK ||
         rt_rope_bf16(ctx, m->kb, B, n, p->kv_heads, dh, m->pos0_d, m->rope_cos, m->rope_sin) !=
             FQ_OK ||
         rt_vec_transform_bf16(ctx, m->qb, N * p->heads, dh, l->Mk_inv_t) != FQ_OK ||
         rt_vec_transform_bf16(ctx, m->kb, N * p->kv_heads, dh, l->Mk) != FQ_OK ||
         (l->Mv && rt_vec_transform_bf16(ctx, m->vb, N * p->kv_heads, dh, l->Mv) != FQ_OK) ||
+        rt_prof_mark(pf, RTP_ROPE) != FQ_OK ||
         fq_kv4_write_cuda(ctx, &kv, m->kb, m->vb, n, pos, l->kv_clip[0][0], l->kv_clip[0][1],
                           l->kv_clip[1][0], l->kv_clip[1][1], m->qc.kv_bits) != FQ_OK ||
-        fq_attention_kv4_cuda(ctx, m->att, m->qb, &kv, n, len, p->heads) != FQ_OK)
+        rt_prof_mark(pf, RTP_KV) != FQ_OK ||
+        fq_attention_kv4_cuda(ctx, m->att, m->qb, &kv, n, len, p->heads) != FQ_OK ||
+        rt_prof_mark(pf, RTP_ATTN) != FQ_OK)
         return FQ_ERR;
     fq_quant_dst o = dst_of(m, l, 0, QL_O);
     if (fq_transform_quant_cuda(ctx, &o, 1, m->att, N, hl, nb, l->o_in.n1, l->o_in.n2,
                                 l->o_in.L, NULL, nb, bits) != FQ_OK ||
+        rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
         q_row_parallel(m, l, QL_O, N, hl, nb) != FQ_OK)
         return FQ_ERR;
     /* MLP */
     fq_quant_dst gu[2] = {dst_of(m, l, 0, QL_GATE), dst_of(m, l, 1, QL_UP)};
     size_t nf = (size_t)N * p->ffn;
     if (rt_rmsnorm_bf16(ctx, m->a, m->x, l->mlp_norm, N, d, eps) != FQ_OK ||
+        rt_prof_mark(pf, RTP_NORM) != FQ_OK ||
         fq_transform_quant_cuda(ctx, gu, 2, m->a, N, d, 1, l->mlp_in.n1, l->mlp_in.n2,
                                 l->mlp_in.L, l->mlp_in.R, 1, bits) != FQ_OK ||
+        rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
         q_gemm(m, l, m->gate, 0, 1, QL_GATE, N, p->ffn, d, NULL) != FQ_OK ||
         q_gemm(m, l, m->up, 1, 1, QL_UP, N, p->ffn, d, NULL) != FQ_OK ||
-        rt_swiglu_bf16(ctx, m->gate, m->gate, m->up, nf) != FQ_OK)
+        rt_prof_mark(pf, RTP_GEMM) != FQ_OK ||
+        rt_swiglu_bf16(ctx, m->gate, m->gate, m->up, nf) != FQ_OK ||
+        rt_prof_mark(pf, RTP_SWIGLU) != FQ_OK)
         return FQ_ERR;
     fq_quant_dst dn = dst_of(m, l, 0, QL_DOWN);
     if (fq_transform_quant_cuda(ctx, &dn, 1, m->gate, N, p->ffn, nb, l->down_in.n1,
                                 l->down_in.n2, l->down_in.L, l->down_in.R, nb, bits) != FQ_OK ||
+        rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
         q_row_parallel(m, l, QL_DOWN, N, p->ffn, nb) != FQ_OK)
         return FQ_ERR;
     return FQ_OK;

@@ -45,6 +45,10 @@ static void test_run_refuses_bad_flags(void **state)
     expect_fail(6, a7, cmd_run, "got '8,'");
     char *a4[] = {"run", MODEL, "--device", "cuda", "--gen-len", "x"};
     expect_fail(6, a4, cmd_run, "--gen-len");
+    char *a8[] = {"run", MODEL, "--profile"};
+    expect_fail(3, a8, cmd_run, "--profile times the GPU bench's ops");
+    char *a9[] = {"run", MODEL, "--bench", "--profile"};
+    expect_fail(4, a9, cmd_run, "expected --bench --device cuda");
 }
 
 static void test_eval_refuses_gpu_baselines(void **state)
