@@ -8,6 +8,7 @@
 # the time of one decoder layer, and 80 layers are extrapolated as head + 80 x layer
 # (bench/NOTES.md). flatq synth writes the checkpoint (and with W4A4=1 its quantized twin,
 # with TP_BLOCKS (default 8) transform blocks so that TP = 1, 2, 4 and 8 can all load it).
+# PROFILE=1 adds each run's per-op time table (flatq run --profile).
 set -u
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 export LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -46,6 +47,6 @@ for tp in $TPS; do
         echo "== $m tp=$tp"
         timeout 200 mpirun --allow-run-as-root -np "$tp" --bind-to none -x LD_LIBRARY_PATH \
             -x NCCL_NVLS_ENABLE bin/flatq run "$m" --device cuda --bench --batch "$BATCHES" \
-            --prompt-len "$P" --gen-len "$G" 2>&1 | grep -v '^$'
+            --prompt-len "$P" --gen-len "$G" ${PROFILE:+--profile} 2>&1 | grep -v '^$'
     done
 done
