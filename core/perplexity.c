@@ -23,8 +23,11 @@ double window_nll_sum(const real *logits, const int32_t *ids, int s, int vocab)
     return total;
 }
 
-int perplexity_eval(const int32_t *ids, size_t n, int seqlen, int vocab, size_t max_windows,
-                    window_logits_fn fn, void *ctx, ppl_result *out)
+/* The window loop of both entry points: one callback scores a window into its NLL sum. */
+typedef int (*window_score_fn)(void *ctx, const int32_t *ids, int s, double *nll_sum);
+
+static int eval_windows(const int32_t *ids, size_t n, int seqlen, size_t max_windows,
+                        window_score_fn score, void *ctx, ppl_result *out)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -36,19 +39,13 @@ int perplexity_eval(const int32_t *ids, size_t n, int seqlen, int vocab, size_t 
                         "(expected a longer text or a smaller seqlen)", n, seqlen);
     if (max_windows && windows > max_windows)
         windows = max_windows;
-    real *logits = fq_malloc(sizeof(real) * (size_t)seqlen * vocab, "logits");
-    if (!logits)
-        return FQ_ERR;
     double total = 0;
     for (size_t w = 0; w < windows; w++) {
-        const int32_t *win = ids + w * seqlen;
-        if (fn(ctx, win, seqlen, logits) != FQ_OK) {
-            free(logits);
+        double nll = 0;
+        if (score(ctx, ids + w * seqlen, seqlen, &nll) != FQ_OK)
             return fq_error_wrap("eval: window %zu", w);
-        }
-        total += window_nll_sum(logits, win, seqlen, vocab);
+        total += nll;
     }
-    free(logits);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     out->tokens = n;
     out->windows = windows;
@@ -60,4 +57,43 @@ int perplexity_eval(const int32_t *ids, size_t n, int seqlen, int vocab, size_t 
         return fq_error("eval: mean NLL is not finite (%g): the model produced NaN/Inf logits",
                         out->nll);
     return FQ_OK;
+}
+
+/* A logits model as a scorer: its logits, then the host log-softmax. */
+typedef struct {
+    window_logits_fn fn;
+    void *ctx;
+    real *logits;
+    int vocab;
+} logits_scorer;
+
+static int score_by_logits(void *vp, const int32_t *ids, int s, double *nll_sum)
+{
+    logits_scorer *l = vp;
+    if (l->fn(l->ctx, ids, s, l->logits) != FQ_OK)
+        return FQ_ERR;
+    *nll_sum = window_nll_sum(l->logits, ids, s, l->vocab);
+    return FQ_OK;
+}
+
+int perplexity_eval(const int32_t *ids, size_t n, int seqlen, int vocab, size_t max_windows,
+                    window_logits_fn fn, void *ctx, ppl_result *out)
+{
+    if (seqlen < 2)
+        return fq_error("eval: seqlen %d too small (expected >= 2)", seqlen);
+    logits_scorer l = {fn, ctx, fq_malloc(sizeof(real) * (size_t)seqlen * vocab, "logits"),
+                       vocab};
+    if (!l.logits)
+        return FQ_ERR;
+    int rc = eval_windows(ids, n, seqlen, max_windows, score_by_logits, &l, out);
+    free(l.logits);
+    return rc;
+}
+
+int perplexity_eval_nll(const int32_t *ids, size_t n, int seqlen, size_t max_windows,
+                        window_nll_fn fn, void *ctx, ppl_result *out)
+{
+    if (!fn)
+        return fq_error("eval: NULL window scorer");
+    return eval_windows(ids, n, seqlen, max_windows, fn, ctx, out);
 }

@@ -33,4 +33,10 @@ double window_nll_sum(const real *logits, const int32_t *ids, int s, int vocab);
 int perplexity_eval(const int32_t *ids, size_t n, int seqlen, int vocab, size_t max_windows,
                     window_logits_fn fn, void *ctx, ppl_result *out);
 
+/* The same protocol for a model that scores a window itself: *nll_sum = Σ over the targets
+ * ids[1..s) of −log p(target) (the GPU runtime computes it on the device). */
+typedef int (*window_nll_fn)(void *ctx, const int32_t *ids, int s, double *nll_sum);
+int perplexity_eval_nll(const int32_t *ids, size_t n, int seqlen, size_t max_windows,
+                        window_nll_fn fn, void *ctx, ppl_result *out);
+
 #endif

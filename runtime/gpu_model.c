@@ -160,6 +160,7 @@ static int scratch_alloc(gpu_model *m)
         {(void **)&m->logits, (size_t)m->max_logit_rows * c->vocab * 4, "logits"},
         {(void **)&m->ids_d, N * 4, "token ids"},
         {(void **)&m->pos0_d, (size_t)m->max_batch * 4, "positions"},
+        {(void **)&m->nll_d, (size_t)m->max_logit_rows * 8, "per-token NLL"},
     };
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         if (rt_alloc(s[i].ptr, s[i].bytes, s[i].what) != FQ_OK)
@@ -293,7 +294,7 @@ void gpu_model_free(gpu_model *m)
     void *p[] = {m->embed, m->final_norm, m->lm_head, m->rope_cos, m->rope_sin, m->x, m->a,
                  m->qb, m->kb, m->vb, m->att, m->gate, m->up, m->codes[0], m->codes[1],
                  m->codes[2], m->ascale[0], m->ascale[1], m->ascale[2], m->logits_part,
-                 m->gathered, m->logits, m->ids_d, m->pos0_d};
+                 m->gathered, m->logits, m->ids_d, m->pos0_d, m->nll_d};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
         fq_cuda_free(p[i]);
     memset(m, 0, sizeof *m);

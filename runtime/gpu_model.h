@@ -69,6 +69,7 @@ typedef struct {
     float *gathered;             /* [tp, max_logit_rows, vocab_shard] (tp > 1) */
     float *logits;               /* [max_logit_rows, V] */
     int32_t *ids_d, *pos0_d;
+    double *nll_d;               /* [max_logit_rows] per-token NLL of a scored window */
     size_t weight_bytes, kv_bytes, scratch_bytes; /* this rank's GPU memory */
     rt_profile *prof;            /* NULL, or per-op timing (runtime/rt_profile.h) */
 } gpu_model;

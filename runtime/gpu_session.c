@@ -121,6 +121,36 @@ int gpu_session_window_logits(void *ctx, const int32_t *ids, int n, real *logits
 #endif
 }
 
+int gpu_session_window_nll(void *ctx, const int32_t *ids, int n, double *nll_sum)
+{
+    gpu_session *s = ctx;
+    const float *d = NULL;
+    int pos0 = 0;
+    s->print_error = 1;
+    if (n < 2 || n > s->m.max_logit_rows)
+        return fq_error(F ":gpu_session_window_nll: window of %d tokens (expected 2..%d)", n,
+                        s->m.max_logit_rows);
+#ifdef FLATQ_HAVE_CUDA
+    double *nll = fq_malloc(sizeof(double) * (size_t)(n - 1), "window NLL");
+    int rc = nll ? FQ_OK : FQ_ERR;
+    if (rc == FQ_OK &&
+        (gpu_model_forward(&s->m, ids, 1, n, &pos0, 1, &d) != FQ_OK ||
+         rt_window_nll(&s->ctx, s->m.nll_d, d, s->m.ids_d, n, s->m.cfg.vocab) != FQ_OK ||
+         tp_comm_wait(&s->comm, &s->ctx) != FQ_OK ||
+         rt_download(&s->ctx, nll, s->m.nll_d, sizeof(double) * (size_t)(n - 1)) != FQ_OK))
+        rc = FQ_ERR;
+    double sum = 0;
+    for (int i = 0; rc == FQ_OK && i < n - 1; i++)
+        sum += nll[i];
+    free(nll);
+    *nll_sum = sum;
+    return rc;
+#else
+    (void)ids, (void)d, (void)pos0, (void)nll_sum;
+    return FQ_ERR;
+#endif
+}
+
 int gpu_ppl(MPI_Comm mpi, const char *dir, const int32_t *ids, size_t n, int seqlen,
             size_t max_windows, ppl_result *out, int *print_error)
 {
@@ -130,8 +160,8 @@ int gpu_ppl(MPI_Comm mpi, const char *dir, const int32_t *ids, size_t n, int seq
         *print_error = s.print_error;
         return FQ_ERR;
     }
-    int rc = perplexity_eval(ids, n, seqlen, s.m.cfg.vocab, max_windows,
-                             gpu_session_window_logits, &s, out);
+    /* the per-token NLL on the device: a window returns seqlen − 1 numbers, not its logits */
+    int rc = perplexity_eval_nll(ids, n, seqlen, max_windows, gpu_session_window_nll, &s, out);
     gpu_session_close(&s);
     return rc;
 }

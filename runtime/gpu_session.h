@@ -28,6 +28,8 @@ void gpu_session_close(gpu_session *s);
 
 /* window_logits_fn over an open session (ctx = gpu_session *): logits [s, V] on the host. */
 int gpu_session_window_logits(void *ctx, const int32_t *ids, int s, real *logits);
+/* window_nll_fn (core/perplexity.h): the window's summed NLL, computed on the GPU. */
+int gpu_session_window_nll(void *ctx, const int32_t *ids, int s, double *nll_sum);
 
 /* Perplexity of the checkpoint dir on the GPU(s), the protocol of core/perplexity.h. */
 int gpu_ppl(MPI_Comm mpi, const char *dir, const int32_t *ids, size_t n, int seqlen,

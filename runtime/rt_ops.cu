@@ -421,6 +421,47 @@ int rt_argmax(fq_cuda_ctx *ctx, int32_t *ids, const float *logits, int n, int V)
     return FQ_OK;
 }
 
+/* one block per predicted row: the row maximum, then Σ exp(x − max) in double */
+__global__ void window_nll_kernel(double *nll, const float *logits, const int32_t *ids, int V)
+{
+    __shared__ float sm[FQ_BLOCK];
+    __shared__ double sd[FQ_BLOCK];
+    const float *row = logits + (size_t)blockIdx.x * V;
+    float mx = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += blockDim.x)
+        mx = fmaxf(mx, row[v]);
+    sm[threadIdx.x] = mx;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s)
+            sm[threadIdx.x] = fmaxf(sm[threadIdx.x], sm[threadIdx.x + s]);
+        __syncthreads();
+    }
+    const double m = (double)sm[0];
+    double sum = 0;
+    for (int v = threadIdx.x; v < V; v += blockDim.x)
+        sum += exp((double)row[v] - m);
+    sd[threadIdx.x] = sum;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s)
+            sd[threadIdx.x] += sd[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        nll[blockIdx.x] = m + log(sd[0]) - (double)row[ids[blockIdx.x + 1]];
+}
+
+int rt_window_nll(fq_cuda_ctx *ctx, double *nll, const float *logits, const int32_t *ids, int s,
+                  int V)
+{
+    ARGCHECK(s >= 2 && V > 0, "rt_window_nll", "s=%d V=%d (expected a window of >= 2 tokens)",
+             s, V);
+    window_nll_kernel<<<s - 1, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(nll, logits, ids, V);
+    LAUNCH_CHECK(F, "rt_window_nll", "window_nll_kernel");
+    return FQ_OK;
+}
+
 __global__ void bf16_from_f32_kernel(uint16_t *dst, const float *src, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;

@@ -66,6 +66,11 @@ int rt_gather_vocab(fq_cuda_ctx *ctx, float *out, const float *parts, int T, int
                     int V);
 /* ids [n] = argmax of each row of logits [n, V] (lowest index on ties, like the CPU). */
 int rt_argmax(fq_cuda_ctx *ctx, int32_t *ids, const float *logits, int n, int V);
+/* nll[r] = log Σ_v exp(logits[r][v]) − logits[r][ids[r + 1]] for the rows r < s − 1 of a
+ * window (ids [s] device: the window's tokens), in double as core/perplexity.c does on the
+ * host: the eval downloads s − 1 numbers instead of s × V logits. */
+int rt_window_nll(fq_cuda_ctx *ctx, double *nll, const float *logits, const int32_t *ids, int s,
+                  int V);
 /* Elementwise bf16 ← fp32 (for uploads converted on the GPU) and back. */
 int rt_bf16_from_f32(fq_cuda_ctx *ctx, uint16_t *dst, const float *src, size_t n);
 int rt_f32_from_bf16(fq_cuda_ctx *ctx, float *dst, const uint16_t *src, size_t n);

@@ -95,6 +95,16 @@ static inline float *gpu_host(size_t n)
     return p;
 }
 
+static inline double *gpu_host_f64(size_t n)
+{
+    double *p = (double *)calloc(n ? n : 1, sizeof(double));
+    if (!p) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    return p;
+}
+
 static inline float *gpu_host_copy(const float *src, size_t n)
 {
     float *p = gpu_host(n);

@@ -40,6 +40,26 @@ typedef struct {
     gpu_suite *t;
 } gpu_runner;
 
+/* the eval's device path: per-token NLL on the GPU (rt_window_nll), summed on the host */
+static int gpu_window_nll(void *ctx, const int32_t *ids, int s, double *sum)
+{
+    gpu_runner *r = ctx;
+    const float *d;
+    int pos0 = 0;
+    double *nll = gpu_host_f64((size_t)s);
+    if (gpu_model_forward(r->m, ids, 1, s, &pos0, 1, &d) != FQ_OK ||
+        rt_window_nll(&r->t->ctx, r->m->nll_d, d, r->m->ids_d, s, r->m->cfg.vocab) != FQ_OK ||
+        rt_download(&r->t->ctx, nll, r->m->nll_d, sizeof(double) * (size_t)(s - 1)) != FQ_OK) {
+        free(nll);
+        return FQ_ERR;
+    }
+    *sum = 0;
+    for (int i = 0; i < s - 1; i++)
+        *sum += nll[i];
+    free(nll);
+    return FQ_OK;
+}
+
 static int gpu_window(void *ctx, const int32_t *ids, int s, real *logits)
 {
     gpu_runner *r = ctx;
@@ -184,6 +204,12 @@ int main(void)
     double rel = fabs(pg.ppl / pc.ppl - 1);
     printf("INFO|runtime|ppl cpu %.4f gpu %.4f\n", pc.ppl, pg.ppl);
     gpu_report(&t, "fp ppl vs CPU (relative)", rel, 5e-3, rel <= 5e-3, "");
+    /* the same windows through the device NLL (what flatq eval --device cuda uses) */
+    ppl_result pn;
+    gpu_call(&t, perplexity_eval_nll(ids, n, S, 6, gpu_window_nll, &gr, &pn), "gpu nll ppl");
+    rel = fabs(pn.ppl / pg.ppl - 1);
+    printf("INFO|runtime|ppl gpu host log-softmax %.6f, device nll %.6f\n", pg.ppl, pn.ppl);
+    gpu_report(&t, "device NLL vs host log-softmax ppl", rel, 1e-6, rel <= 1e-6, "");
 
     /* 5. W4A4KV4: real kernels vs the fake-quant CPU forward of the same checkpoint, on
      * stories260K (padded rows: f = 172) and flatq-llama-16m (GQA group 3) */
