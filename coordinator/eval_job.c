@@ -52,9 +52,9 @@ int eval_job_run(const job *j, MPI_Comm mpi, FILE *out, json_t **rows)
             int on_gpu = j->device == JOB_DEVICE_CUDA &&
                          (m == JOB_METHOD_FP || qconfig_load(dir, &saved) == 1);
             memset(&e, 0, sizeof e);
-            int nranks = 1;
-            MPI_Comm_size(mpi, &nranks);
             if (on_gpu) {
+                int nranks = 1; /* MPI is initialised whenever the device is cuda */
+                MPI_Comm_size(mpi, &nranks);
                 int print;
                 if (gpu_ppl(mpi, dir, ids, n, j->eval.seqlen, (size_t)j->eval.max_windows, &res,
                             &print) != FQ_OK) {

@@ -57,4 +57,16 @@ one_line "broken.yaml" "$FLATQ" eval "$W/broken.yaml"
 printf 'abc\xff\xfedef' >"$W/bad.txt"
 one_line "bad.txt" "$FLATQ" tokenize --model $M "$W/bad.txt"
 one_line "unknown command" "$FLATQ" frobnicate
+# an eval job with device: cuda where the GPU runtime cannot run (here: no GPU) scores on
+# the CPU with a note naming why, and the numbers equal the CPU job's
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+    "$FLATQ" eval jobs/demo-tiny.yaml --set device=cuda --set "eval.methods=[fp]" \
+        --set eval.max_windows=1 >"$W/fb.out" 2>"$W/fb.err" || { cat "$W/fb.err"; fail "cuda eval job without a GPU failed"; }
+    grep -q "^flatq: note: eval fp on .*(cuda): .*scoring it on the CPU instead" "$W/fb.err" ||
+        { cat "$W/fb.err"; fail "no fallback note"; }
+    "$FLATQ" eval jobs/demo-tiny.yaml --set "eval.methods=[fp]" --set eval.max_windows=1 \
+        >"$W/cpu.out" 2>/dev/null || fail "cpu eval job failed"
+    diff <(grep '^fp ' "$W/fb.out") <(grep '^fp ' "$W/cpu.out") || fail "fallback numbers differ from the CPU job's"
+    echo "cli: a cuda eval job without a GPU falls back to the CPU, loudly, same numbers"
+fi
 echo "cli: generation matches the references, tokenize/eval outputs, bad input one-liners"
