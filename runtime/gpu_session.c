@@ -58,6 +58,7 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
                         "call MPI_Init)");
     }
     int rc = tp_comm_pick_device(&s->comm, mpi, timeout_from_env());
+    s->comm.mpi = mpi; /* set on every path: agree() below runs over it */
 #ifdef FLATQ_HAVE_CUDA
     if (rc == FQ_OK) {
         rc = fq_cuda_init(&s->ctx, s->comm.device);

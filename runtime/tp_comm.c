@@ -191,9 +191,10 @@ int tp_comm_wait(tp_comm *c, fq_cuda_ctx *ctx)
 int tp_comm_pick_device(tp_comm *c, MPI_Comm mpi, double timeout_s)
 {
     (void)timeout_s;
-    (void)mpi;
-    if (c)
+    if (c) {
         memset(c, 0, sizeof *c);
+        c->mpi = mpi; /* the session still agrees over it on the way out */
+    }
     return fq_error(F ":tp_comm_pick_device: flatq was built without the CUDA backend "
                     "(expected a build with nvcc for --device cuda)");
 }
