@@ -29,15 +29,7 @@ t0=$(date +%s)
 [ -f "$dir/config.json" ] || bin/flatq synth "$dir" --shape llama-3-70b --layers "$L" $q || exit 1
 echo "synth: $(( $(date +%s) - t0 )) s, $(du -sh "$dir" | cut -f1)"
 # the 1-layer view of the same checkpoint(s)
-one() { # src dst
-    mkdir -p "$2"
-    for f in "$1"/*; do [ "$(basename "$f")" = config.json ] || ln -sf "$f" "$2/"; done
-    python3 - "$1/config.json" "$2/config.json" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1])); c["num_hidden_layers"] = 1
-json.dump(c, open(sys.argv[2], "w"))
-PY
-}
+one() { bash bench/one_layer_view.sh "$1" "$2"; }
 one "$dir" "$dir-1"
 models="$dir $dir-1"
 if [ -n "$q" ]; then one "$dir/quantized" "$dir/quantized-1"; models="$models $dir/quantized $dir/quantized-1"; fi

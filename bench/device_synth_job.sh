@@ -19,14 +19,7 @@ nvidia-smi -L
 t0=$(date +%s)
 bin/flatq synth "$SYNTH_DIR" --shape llama-3-70b --layers "$L" || exit 1
 echo "synth: $L layers in $(($(date +%s) - t0)) s"
-# the 1-layer view: the same shards, config.json saying 1 layer
-mkdir -p "$SYNTH_DIR-1"
-for f in "$SYNTH_DIR"/*; do [ "$(basename "$f")" = config.json ] || ln -sf "$f" "$SYNTH_DIR-1/"; done
-python3 - "$SYNTH_DIR/config.json" "$SYNTH_DIR-1/config.json" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1])); c["num_hidden_layers"] = 1
-json.dump(c, open(sys.argv[2], "w"))
-PY
+bash bench/one_layer_view.sh "$SYNTH_DIR" "$SYNTH_DIR-1" || exit 1
 job() { # name np model extra...
     local name=$1 np=$2 model=$3
     shift 3

@@ -21,9 +21,10 @@ extern void dgesv_(const int *n, const int *nrhs, double *a, const int *lda, int
 extern int openblas_get_num_threads(void);
 extern void openblas_set_num_threads(int n);
 
-/* Column-major A Z = B for n right-hand sides, A destroyed, B becomes Z. Returns 0, -1 when
- * A is singular, -2 when the pivot table cannot be allocated. */
-static int lu_solve_real(real *A, real *B, int n)
+/* Column-major A Z = B for n right-hand sides, A destroyed, B becomes Z; f64 picks dgesv
+ * (double buffers) over sgesv (float). Returns 0, -1 when A is singular, -2 when the pivot
+ * table cannot be allocated. */
+static int lu_solve(void *A, void *B, int n, int f64)
 {
     int *ipiv = malloc(sizeof(int) * (size_t)n), info = 0;
     if (!ipiv)
@@ -31,26 +32,10 @@ static int lu_solve_real(real *A, real *B, int n)
     const int threads = openblas_get_num_threads();
     if (threads > 1)
         openblas_set_num_threads(1);
-#ifdef FQ_REAL_F64
-    dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
-#else
-    sgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
-#endif
-    if (threads > 1)
-        openblas_set_num_threads(threads);
-    free(ipiv);
-    return info == 0 ? 0 : -1;
-}
-
-static int lu_solve_f64(double *A, double *B, int n)
-{
-    int *ipiv = malloc(sizeof(int) * (size_t)n), info = 0;
-    if (!ipiv)
-        return -2;
-    const int threads = openblas_get_num_threads();
-    if (threads > 1)
-        openblas_set_num_threads(1);
-    dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
+    if (f64)
+        dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
+    else
+        sgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
     if (threads > 1)
         openblas_set_num_threads(threads);
     free(ipiv);
@@ -93,7 +78,7 @@ int cayley_fwd(real *U, const real *theta, int k, real *work)
     /* Row-major B = I − A/2 and C = I + A/2 read column-major are Bᵀ and Cᵀ; solving
      * Bᵀ Z = Cᵀ gives Z = (C B⁻¹)ᵀ, and C B⁻¹ = B⁻¹ C because both are polynomials in A:
      * Z read row-major is the wanted U. */
-    int rc = lu_solve_real(work, U, k);
+    int rc = lu_solve(work, U, k, sizeof(real) == sizeof(double));
     if (rc == -2)
         return fq_error("core/cayley.c:cayley_fwd: out of memory for %d pivot indices", k);
     if (rc != 0)
@@ -227,7 +212,7 @@ int direct_inv_fwd(real *M_invT, const real *M, int k, double *work)
             B[(long)i * k + j] = (double)M[(long)j * k + i];
             X[(long)i * k + j] = i == j ? 1.0 : 0.0;
         }
-    int rc = lu_solve_f64(B, X, k);
+    int rc = lu_solve(B, X, k, 1);
     if (rc == -2)
         return fq_error("core/cayley.c:direct_inv_fwd: out of memory for %d pivot indices", k);
     if (rc != 0 || !all_finite_f64(X, kk))
@@ -297,4 +282,43 @@ real factor_lambda_min_abs(const real *lambda, int k)
         if (fabs(lambda[i]) < best || isnan(lambda[i]))
             best = fabs(lambda[i]);
     return best;
+}
+
+int gauss_jordan_f64(double *A, double *B, int k, double min_pivot)
+{
+    for (int c = 0; c < k; c++) {
+        int p = c;
+        for (int r = c + 1; r < k; r++)
+            if (fabs(A[(size_t)r * k + c]) > fabs(A[(size_t)p * k + c]))
+                p = r;
+        double piv = A[(size_t)p * k + c];
+        if (!(fabs(piv) > min_pivot) || !isfinite(piv))
+            return -1;
+        if (p != c)
+            for (int j = 0; j < k; j++) {
+                double t = A[(size_t)p * k + j];
+                A[(size_t)p * k + j] = A[(size_t)c * k + j];
+                A[(size_t)c * k + j] = t;
+                t = B[(size_t)p * k + j];
+                B[(size_t)p * k + j] = B[(size_t)c * k + j];
+                B[(size_t)c * k + j] = t;
+            }
+        for (int r = 0; r < k; r++) {
+            if (r == c)
+                continue;
+            double f = A[(size_t)r * k + c] / piv;
+            if (f == 0)
+                continue;
+            for (int j = 0; j < k; j++) {
+                A[(size_t)r * k + j] -= f * A[(size_t)c * k + j];
+                B[(size_t)r * k + j] -= f * B[(size_t)c * k + j];
+            }
+        }
+    }
+    for (int r = 0; r < k; r++) {
+        double d = A[(size_t)r * k + r];
+        for (int j = 0; j < k; j++)
+            B[(size_t)r * k + j] /= d;
+    }
+    return 0;
 }

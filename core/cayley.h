@@ -43,6 +43,11 @@ int svd_factor_bwd(real *g_theta_u, real *g_theta_v, real *g_lambda, const real 
 
 /* Direct form: M_invT = (M^{-1})ᵀ computed in float64 (work: 2·k·k doubles). */
 int direct_inv_fwd(real *M_invT, const real *M, int k, double *work);
+/* Row-major A X = B for k×k A (destroyed) and k×k B (overwritten by X): Gauss-Jordan with
+ * partial pivoting in double, for the float64 references and the inverse Cayley map of the
+ * initialisation. Returns 0, or -1 at the first pivot that is not finite or has
+ * |pivot| ≤ min_pivot. */
+int gauss_jordan_f64(double *A, double *B, int k, double min_pivot);
 /* g_M += −M^{-T} · g_M_invTᵀ · M^{-T}; work: k·k. */
 int direct_inv_bwd(real *g_M, const real *g_M_invT, const real *M_invT, int k, real *work);
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cayley.h"
 #include "error.h"
 
 #define WHERE "core/fq_merge.c"
@@ -31,41 +32,9 @@ static void gemm_d(int ta, int tb, int m, int n, int k, const double *a, int lda
 /* A X = B for k×k A (destroyed) and k×k B (overwritten by X). */
 static int solve_d(double *A, double *B, int k)
 {
-    for (int c = 0; c < k; c++) {
-        int p = c;
-        for (int r = c + 1; r < k; r++)
-            if (fabs(A[(size_t)r * k + c]) > fabs(A[(size_t)p * k + c]))
-                p = r;
-        double piv = A[(size_t)p * k + c];
-        if (!(fabs(piv) > 0) || !isfinite(piv))
-            return fq_error(WHERE ": singular or non-finite %dx%d system (pivot %g at column "
-                            "%d; expected finite, invertible factors)", k, k, piv, c);
-        if (p != c)
-            for (int j = 0; j < k; j++) {
-                double t = A[(size_t)p * k + j];
-                A[(size_t)p * k + j] = A[(size_t)c * k + j];
-                A[(size_t)c * k + j] = t;
-                t = B[(size_t)p * k + j];
-                B[(size_t)p * k + j] = B[(size_t)c * k + j];
-                B[(size_t)c * k + j] = t;
-            }
-        for (int r = 0; r < k; r++) {
-            if (r == c)
-                continue;
-            double f = A[(size_t)r * k + c] / piv;
-            if (f == 0)
-                continue;
-            for (int j = 0; j < k; j++) {
-                A[(size_t)r * k + j] -= f * A[(size_t)c * k + j];
-                B[(size_t)r * k + j] -= f * B[(size_t)c * k + j];
-            }
-        }
-    }
-    for (int r = 0; r < k; r++) {
-        double d = A[(size_t)r * k + r];
-        for (int j = 0; j < k; j++)
-            B[(size_t)r * k + j] /= d;
-    }
+    if (gauss_jordan_f64(A, B, k, 0) != 0)
+        return fq_error(WHERE ": singular or non-finite %dx%d system (expected finite, "
+                        "invertible factors)", k, k);
     return FQ_OK;
 }
 

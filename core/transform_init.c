@@ -16,43 +16,6 @@
 #define WHERE "core/transform_init.c"
 #define SIGN_TRIES 16
 
-/* a [k, k] (overwritten) · X = b [k, k] (overwritten by X). Returns 0, or −1 if singular. */
-static int solve_f64(double *a, double *b, int k)
-{
-    for (int c = 0; c < k; c++) {
-        int piv = c;
-        for (int r = c + 1; r < k; r++)
-            if (fabs(a[(size_t)r * k + c]) > fabs(a[(size_t)piv * k + c]))
-                piv = r;
-        if (!(fabs(a[(size_t)piv * k + c]) > 1e-8))
-            return -1;
-        if (piv != c)
-            for (int j = 0; j < k; j++) {
-                double t = a[(size_t)c * k + j];
-                a[(size_t)c * k + j] = a[(size_t)piv * k + j];
-                a[(size_t)piv * k + j] = t;
-                t = b[(size_t)c * k + j];
-                b[(size_t)c * k + j] = b[(size_t)piv * k + j];
-                b[(size_t)piv * k + j] = t;
-            }
-        double inv = 1 / a[(size_t)c * k + c];
-        for (int j = 0; j < k; j++) {
-            a[(size_t)c * k + j] *= inv;
-            b[(size_t)c * k + j] *= inv;
-        }
-        for (int r = 0; r < k; r++) {
-            double f = a[(size_t)r * k + c];
-            if (r == c || f == 0)
-                continue;
-            for (int j = 0; j < k; j++) {
-                a[(size_t)r * k + j] -= f * a[(size_t)c * k + j];
-                b[(size_t)r * k + j] -= f * b[(size_t)c * k + j];
-            }
-        }
-    }
-    return 0;
-}
-
 /* A = 2(U + I)^{-1}(U − I) for U = Q·diag(sign); *amax = max |A|. */
 static int inverse_cayley(double *A, double *work, const real *q, const double *sign, int k,
                           double *amax)
@@ -65,7 +28,7 @@ static int inverse_cayley(double *A, double *work, const real *q, const double *
             upi[(size_t)i * k + j] = u + (i == j);
             A[(size_t)i * k + j] = 2 * (u - (i == j));
         }
-    if (solve_f64(upi, A, k))
+    if (gauss_jordan_f64(upi, A, k, 1e-8)) /* near-singular: try another sign pattern */
         return -1;
     double m = 0;
     for (size_t i = 0; i < kk; i++)

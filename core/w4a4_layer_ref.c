@@ -161,17 +161,19 @@ static int observe(qlayer_input_fn on, void *ctx, int lin, const w4a4_layer_ws *
         return FQ_OK;
     int kp = fq_w4a4_padded_k(K), blen = K / kblocks;
     real *xh = fq_malloc(sizeof *xh * (size_t)s * K, "observed input");
-    if (!xh)
+    int8_t *q = fq_malloc((size_t)kp, "observed codes");
+    if (!xh || !q) {
+        free(xh), free(q);
         return FQ_ERR;
-    for (int t = 0; t < s; t++)
-        for (int j = 0; j < K; j++) {
-            uint8_t b = w->codes[slot][(size_t)t * kp / 2 + j / 2];
-            int nib = (b >> (4 * (j & 1))) & 0xF;
-            xh[(size_t)t * K + j] = (real)((nib >= 8 ? nib - 16 : nib) *
-                                           w->scales[slot][(size_t)t * kblocks + j / blen]);
-        }
+    }
+    for (int t = 0; t < s; t++) {
+        int4_unpack(w->codes[slot] + (size_t)t * kp / 2, (size_t)kp, q);
+        for (int j = 0; j < K; j++)
+            xh[(size_t)t * K + j] =
+                (real)(q[j] * w->scales[slot][(size_t)t * kblocks + j / blen]);
+    }
     int rc = on(ctx, lin, xh, s, K);
-    free(xh);
+    free(xh), free(q);
     return rc < 0 ? FQ_ERR : rc;
 }
 

@@ -14,6 +14,7 @@
 #include "dtype.h"
 #include "error.h"
 #include "kron.h"
+#include "qlayer.h"
 #include "quantizer.h"
 #include "real.h"
 
@@ -37,8 +38,7 @@ int w4a4_pack_s4(uint8_t *packed, const int8_t *codes, size_t n)
         if (codes[i] < -8 || codes[i] > 7)
             return fq_error("core/w4a4_ref.c:w4a4_pack_s4: codes[%zu] = %d (expected -8..7)", i,
                             codes[i]);
-    for (size_t i = 0; i < n; i += 2)
-        packed[i / 2] = (uint8_t)(((uint8_t)codes[i] & 0xF) | (((uint8_t)codes[i + 1] & 0xF) << 4));
+    int4_pack(codes, n, packed); /* the checkpoint's layout (core/qlayer.c) */
     return FQ_OK;
 }
 
@@ -46,10 +46,7 @@ int w4a4_unpack_s4(int8_t *codes, const uint8_t *packed, size_t n)
 {
     if (check_pack("w4a4_unpack_s4", packed, codes, n))
         return FQ_ERR;
-    for (size_t i = 0; i < n; i++) {
-        int nib = (packed[i / 2] >> (4 * (i & 1))) & 0xF;
-        codes[i] = (int8_t)(nib >= 8 ? nib - 16 : nib);
-    }
+    int4_unpack(packed, n, codes);
     return FQ_OK;
 }
 
