@@ -104,24 +104,6 @@ void gpu_session_close(gpu_session *s)
     memset(s, 0, sizeof *s);
 }
 
-int gpu_session_window_logits(void *ctx, const int32_t *ids, int n, real *logits)
-{
-    gpu_session *s = ctx;
-    _Static_assert(sizeof(real) == sizeof(float), "the GPU runtime returns fp32 logits");
-    const float *d = NULL;
-    int pos0 = 0;
-    s->print_error = 1;
-    if (gpu_model_forward(&s->m, ids, 1, n, &pos0, 1, &d) != FQ_OK ||
-        tp_comm_wait(&s->comm, &s->ctx) != FQ_OK)
-        return FQ_ERR;
-#ifdef FLATQ_HAVE_CUDA
-    return rt_download(&s->ctx, logits, d, sizeof(float) * (size_t)n * s->m.cfg.vocab);
-#else
-    (void)logits;
-    return FQ_ERR;
-#endif
-}
-
 int gpu_session_window_nll(void *ctx, const int32_t *ids, int n, double *nll_sum)
 {
     gpu_session *s = ctx;

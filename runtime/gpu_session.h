@@ -26,8 +26,6 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
                      int max_ctx, int max_tokens, int max_logit_rows);
 void gpu_session_close(gpu_session *s);
 
-/* window_logits_fn over an open session (ctx = gpu_session *): logits [s, V] on the host. */
-int gpu_session_window_logits(void *ctx, const int32_t *ids, int s, real *logits);
 /* window_nll_fn (core/perplexity.h): the window's summed NLL, computed on the GPU. */
 int gpu_session_window_nll(void *ctx, const int32_t *ids, int s, double *nll_sum);
 
