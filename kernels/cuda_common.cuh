@@ -33,6 +33,35 @@ extern "C" {
 #define CTX_STREAM(ctx) ((cudaStream_t)(ctx)->stream)
 #define CTX_CUBLAS(ctx) ((cublasHandle_t)(ctx)->cublas)
 
+/* cudaFuncSetAttribute(fn, MaxDynamicSharedMemorySize, bytes) once per kernel, device and
+ * size: the call costs host time on every launch of a decode step otherwise. The table is
+ * per translation unit (each file caches its own kernels); when it is full the attribute
+ * is simply set on every call. Not thread-safe: one host thread drives a context. */
+static inline cudaError_t fq_smem_optin(const void *fn, int device, int bytes)
+{
+    struct entry {
+        const void *fn;
+        int device, bytes;
+    };
+    static entry tab[32];
+    static int n;
+    int at = -1;
+    for (int i = 0; i < n; i++)
+        if (tab[i].fn == fn && tab[i].device == device) {
+            if (tab[i].bytes >= bytes)
+                return cudaSuccess;
+            at = i;
+        }
+    cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e != cudaSuccess)
+        return e;
+    if (at < 0 && n < 32)
+        at = n++;
+    if (at >= 0)
+        tab[at] = entry{fn, device, bytes};
+    return cudaSuccess;
+}
+
 static inline unsigned fq_grid(size_t n, unsigned block)
 {
     size_t g = (n + block - 1) / block;

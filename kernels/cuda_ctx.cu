@@ -51,8 +51,10 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     ctx->device = device;
     ctx->math = FQ_MATH_FP32;
     ctx->split_transforms = 0;
-    ctx->split = NULL;
-    ctx->split_cap = 0;
+    for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
+        ctx->scratch[i] = NULL;
+        ctx->scratch_cap[i] = 0;
+    }
     ctx->cublas = NULL;
     ctx->stream = NULL;
     int count = 0;
@@ -95,9 +97,11 @@ void fq_cuda_free_ctx(fq_cuda_ctx *ctx)
         cudaStreamDestroy(CTX_STREAM(ctx));
     ctx->cublas = NULL;
     ctx->stream = NULL;
-    cudaFree(ctx->split);
-    ctx->split = NULL;
-    ctx->split_cap = 0;
+    for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
+        cudaFree(ctx->scratch[i]);
+        ctx->scratch[i] = NULL;
+        ctx->scratch_cap[i] = 0;
+    }
 }
 
 int fq_cuda_device_name(const fq_cuda_ctx *ctx, char *buf, size_t cap)
@@ -140,6 +144,26 @@ int fq_cuda_alloc(float **dptr, size_t count, const char *what)
                         (double)(count * sizeof(float)) / (1 << 30), (double)free_b / (1 << 30),
                         (double)total_b / (1 << 30), cudaGetErrorString(e));
     }
+    return FQ_OK;
+}
+
+int fq_cuda_scratch(fq_cuda_ctx *ctx, int slot, size_t bytes, void **out)
+{
+    if (!ctx || !out || slot < 0 || slot >= FQ_SCRATCH_SLOTS || bytes == 0)
+        return fq_error(F ":fq_cuda_scratch: context %p, slot %d, %zu bytes (expected a "
+                        "context, a slot below %d and a positive size)", (void *)ctx, slot,
+                        bytes, FQ_SCRATCH_SLOTS);
+    if (bytes > ctx->scratch_cap[slot]) {
+        cudaFree(ctx->scratch[slot]); /* waits for the work that may still read it */
+        ctx->scratch[slot] = NULL;
+        ctx->scratch_cap[slot] = 0;
+        float *p = NULL;
+        if (fq_cuda_alloc(&p, (bytes + sizeof(float) - 1) / sizeof(float), "context scratch"))
+            return FQ_ERR;
+        ctx->scratch[slot] = p;
+        ctx->scratch_cap[slot] = bytes;
+    }
+    *out = ctx->scratch[slot];
     return FQ_OK;
 }
 
@@ -254,7 +278,7 @@ static size_t operand_extent(int rows, int cols, int ld, long long stride, int b
 
 /* C = α·A·B + β·C at about fp32 accuracy on tensor cores: A = A_hi + A_lo, B likewise,
  * C = α(A_lo·B_hi + A_hi·B_lo + A_hi·B_hi) + β·C (the small terms first; A_lo·B_lo,
- * ~2^-22 relative, is dropped). The split copies live in ctx->split; the operands are
+ * ~2^-22 relative, is dropped). The split copies live in the context's FQ_SCRATCH_SPLIT buffer; the operands are
  * re-read from there with the caller's strides. Trade-off: two extra passes over each
  * operand and 3 GEMMs, against SIMT fp32 SGEMM at a fraction of tensor-core speed. Measured
  * on H200 (bench/NOTES.md "GPU layer step", v3): the transforms' GEMMs have small inner
@@ -270,16 +294,10 @@ static int gemm_split_tf32(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, in
                         where, m, n, k, batch);
     const size_t ea = operand_extent(trans_a ? k : m, trans_a ? m : k, lda, stride_a, batch);
     const size_t eb = operand_extent(trans_b ? n : k, trans_b ? k : n, ldb, stride_b, batch);
-    const size_t need = 2 * (ea + eb);
-    if (need > ctx->split_cap) {
-        cudaFree(ctx->split);
-        ctx->split = NULL;
-        ctx->split_cap = 0;
-        if (fq_cuda_alloc(&ctx->split, need, "split-TF32 GEMM scratch"))
-            return fq_error_wrap(F ":%s", where);
-        ctx->split_cap = need;
-    }
-    float *ah = ctx->split, *al = ah + ea, *bh = al + ea, *bl = bh + eb;
+    float *ah = NULL;
+    if (fq_cuda_scratch(ctx, FQ_SCRATCH_SPLIT, sizeof(float) * 2 * (ea + eb), (void **)&ah))
+        return fq_error_wrap(F ":%s: split-TF32 GEMM scratch", where);
+    float *al = ah + ea, *bh = al + ea, *bl = bh + eb;
     split_tf32_kernel<<<fq_grid(ea, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(ah, al, a, ea);
     LAUNCH_CHECK(F, where, "split_tf32_kernel");
     split_tf32_kernel<<<fq_grid(eb, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(bh, bl, b, eb);

@@ -39,15 +39,25 @@ extern "C" {
  * that is not a GEMM stays fp32. */
 typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mode;
 
+/* users of the context's scratch buffers (fq_cuda_scratch) */
+typedef enum { FQ_SCRATCH_SPLIT = 0, FQ_SCRATCH_QUANT = 1, FQ_SCRATCH_ATTN = 2,
+               FQ_SCRATCH_SLOTS = 3 } fq_scratch_slot;
+
 typedef struct {
     int device;     /* CUDA device ordinal */
     void *cublas;   /* cublasHandle_t */
     void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
     int math;       /* fq_math_mode of every GEMM issued through this context */
     int split_transforms; /* 1: transform GEMMs as split TF32 in tensor-core modes (else SGEMM) */
-    float *split;   /* device scratch of the split-TF32 GEMMs, grown on demand */
-    size_t split_cap;
+    /* device scratch owned by the context, one buffer per user, grown on demand and kept:
+     * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */
+    void *scratch[FQ_SCRATCH_SLOTS];
+    size_t scratch_cap[FQ_SCRATCH_SLOTS];
 } fq_cuda_ctx;
+
+/* A device buffer of at least `bytes` in the context's slot (fq_scratch_slot), valid until
+ * the next call for the same slot; growing it waits for the device (cudaFree). */
+int fq_cuda_scratch(fq_cuda_ctx *ctx, int slot, size_t bytes, void **out);
 
 /* ---- context and memory (kernels/cuda_ctx.cu) ---- */
 int fq_cuda_init(fq_cuda_ctx *ctx, int device);

@@ -403,16 +403,9 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
     const size_t rows = (size_t)cache->batch * n_q * heads;
     float *part = nullptr;
     const size_t part_bytes = rows * nsplit * (dh + 2) * sizeof(float);
-    /* Partials come from the stream-ordered pool; keeping the pool's memory between calls
-     * (release threshold: never) makes the allocation free after the first call. */
-    cudaMemPool_t pool;
-    uint64_t keep = UINT64_MAX;
-    CU_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx->device), FILE_, "fq_attention_kv4_cuda",
-             "cudaDeviceGetDefaultMemPool");
-    CU_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), FILE_,
-             "fq_attention_kv4_cuda", "cudaMemPoolSetAttribute");
-    CU_CHECK(cudaMallocAsync((void **)&part, part_bytes, st), FILE_, "fq_attention_kv4_cuda",
-             "cudaMallocAsync(partials)");
+    /* the partials live in the context's scratch: no allocation call per decode step */
+    if (fq_cuda_scratch(ctx, FQ_SCRATCH_ATTN, part_bytes, (void **)&part))
+        return fq_error_wrap("%s: partials", where);
     attn_args a;
     a.q = q;
     a.c = *cache;
@@ -442,6 +435,5 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
     attn_combine<<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(out, a.part_o, a.part_ml, (int)rows,
                                                              nsplit, dh);
     LAUNCH_CHECK(FILE_, "fq_attention_kv4_cuda", "attn_combine");
-    CU_CHECK(cudaFreeAsync(part, st), FILE_, "fq_attention_kv4_cuda", "cudaFreeAsync(partials)");
     return FQ_OK;
 }

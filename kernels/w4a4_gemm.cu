@@ -354,9 +354,8 @@ int launch_prefill(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *ac
                    const float *sw, int M, int N, int K, const uint16_t *residual)
 {
     const int smem = STAGES * STAGE_BYTES;
-    CU_CHECK(cudaFuncSetAttribute(w4a4_gemm_prefill<MODE>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-             FILE_, where, "cudaFuncSetAttribute");
+    CU_CHECK(fq_smem_optin((const void *)w4a4_gemm_prefill<MODE>, ctx->device, smem), FILE_,
+             where, "cudaFuncSetAttribute");
     dim3 grid((N + BN - 1) / BN, (M + BM - 1) / BM);
     w4a4_gemm_prefill<MODE><<<grid, PF_THREADS, smem, CTX_STREAM(ctx)>>>(
         y, acc, qx, sx, kblocks, qw, sw, M, N, K, residual);
@@ -371,8 +370,7 @@ int launch_decode_v(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *a
 {
     const int smem = kblocks * 256 * (int)sizeof(int);
     if (smem > 48 * 1024)
-        CU_CHECK(cudaFuncSetAttribute(w4a4_gemm_decode<MODE, WIDE>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+        CU_CHECK(fq_smem_optin((const void *)w4a4_gemm_decode<MODE, WIDE>, ctx->device, smem),
                  FILE_, where, "cudaFuncSetAttribute");
     w4a4_gemm_decode<MODE, WIDE><<<(N + DEC_ROWS - 1) / DEC_ROWS, DEC_WARPS * 32, smem,
                                    CTX_STREAM(ctx)>>>(y, acc, qx, sx, kblocks, qw, sw, M, N, K,

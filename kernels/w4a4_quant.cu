@@ -36,6 +36,9 @@ namespace {
 
 constexpr int MAX_BLOCK_VALUES = 28672;
 constexpr int COL_JB = 16, COL_THREADS = 128, SPLIT_MAX_M = 64;
+/* the decode kernel's shared memory (X, Z and Y columns, R columns, L) must fit the
+ * opt-in limit of Hopper (227 KiB); larger blocks take the one-CTA-per-token kernel */
+constexpr size_t COL_MAX_SMEM = 227 * 1024;
 
 struct quant_dsts {
     float kmax[3], kmin[3];
@@ -58,12 +61,30 @@ __device__ __forceinline__ void load_x_block(float *X, const uint16_t *src16, in
     }
 }
 
-/* Z[i][zc0 + jj] = Σ_k X[i][k]·R[k][j0 + jj] for all rows i and jj < jn. Each work item is
+/* Factor loads: through the read-only cache from global memory, or plain loads when the
+ * factor was staged in shared memory (SM). */
+template <bool SM> __device__ __forceinline__ float ldf(const float *p)
+{
+    if constexpr (SM)
+        return *p;
+    else
+        return __ldg(p);
+}
+template <bool SM> __device__ __forceinline__ float4 ldf4(const float *p)
+{
+    if constexpr (SM)
+        return *reinterpret_cast<const float4 *>(p);
+    else
+        return __ldg(reinterpret_cast<const float4 *>(p));
+}
+
+/* Z[i][zc0 + jj] = Σ_k X[i][k]·R[k][j0 + jj] for all rows i and jj < jn (R rows rstride
+ * apart). Each work item is
  * one column and RB rows: R[k][j] is loaded once for RB FMAs and X is read 4 k at a time
  * (16-byte broadcast loads), so loads no longer outnumber FMAs. Sums run k = 0, 1, … */
-template <int RB>
+template <int RB, bool SM = false>
 __device__ void xr_product(float *Z, int zstride, int zc0, const float *X, int n1, int n2,
-                           const float *__restrict__ R, int j0, int jn)
+                           const float *__restrict__ R, int rstride, int j0, int jn)
 {
     const int items = jn * (n1 / RB);
     for (int it = threadIdx.x; it < items; it += blockDim.x) {
@@ -75,8 +96,10 @@ __device__ void xr_product(float *Z, int zstride, int zc0, const float *X, int n
         int k = 0;
         if ((n2 & 3) == 0) {
             for (; k < n2; k += 4) {
-                const float r0 = __ldg(R + (size_t)k * n2 + j), r1 = __ldg(R + (size_t)(k + 1) * n2 + j);
-                const float r2 = __ldg(R + (size_t)(k + 2) * n2 + j), r3 = __ldg(R + (size_t)(k + 3) * n2 + j);
+                const float r0 = ldf<SM>(R + (size_t)k * rstride + j);
+                const float r1 = ldf<SM>(R + (size_t)(k + 1) * rstride + j);
+                const float r2 = ldf<SM>(R + (size_t)(k + 2) * rstride + j);
+                const float r3 = ldf<SM>(R + (size_t)(k + 3) * rstride + j);
 #pragma unroll
                 for (int r = 0; r < RB; r++) {
                     const float4 xv = *reinterpret_cast<const float4 *>(X + (i0 + r) * n2 + k);
@@ -88,7 +111,7 @@ __device__ void xr_product(float *Z, int zstride, int zc0, const float *X, int n
             }
         }
         for (; k < n2; k++) {
-            const float rv = __ldg(R + (size_t)k * n2 + j);
+            const float rv = ldf<SM>(R + (size_t)k * rstride + j);
 #pragma unroll
             for (int r = 0; r < RB; r++)
                 acc[r] = fmaf(X[(i0 + r) * n2 + k], rv, acc[r]);
@@ -101,7 +124,7 @@ __device__ void xr_product(float *Z, int zstride, int zc0, const float *X, int n
 
 /* Y[i][yc0 + jj] = Σ_k L[k][i]·Z[k][zc0 + jj]: the same blocking, L rows read as 16-byte
  * broadcast loads when n1 is a multiple of 4. */
-template <int RB>
+template <int RB, bool SM = false>
 __device__ void lz_product(float *Y, int ystride, int yc0, const float *Z, int zstride, int zc0,
                            int n1, const float *__restrict__ L, int jn)
 {
@@ -118,7 +141,7 @@ __device__ void lz_product(float *Y, int ystride, int yc0, const float *Z, int z
             if (RB % 4 == 0 && (n1 & 3) == 0) {
 #pragma unroll
                 for (int r = 0; r < RB; r += 4) {
-                    const float4 lv = __ldg(reinterpret_cast<const float4 *>(lr + r));
+                    const float4 lv = ldf4<SM>(lr + r);
                     acc[r] = fmaf(lv.x, z, acc[r]);
                     acc[r + 1 < RB ? r + 1 : 0] = fmaf(lv.y, z, acc[r + 1 < RB ? r + 1 : 0]);
                     acc[r + 2 < RB ? r + 2 : 0] = fmaf(lv.z, z, acc[r + 2 < RB ? r + 2 : 0]);
@@ -127,7 +150,7 @@ __device__ void lz_product(float *Y, int ystride, int yc0, const float *Z, int z
             } else {
 #pragma unroll
                 for (int r = 0; r < RB; r++)
-                    acc[r] = fmaf(__ldg(lr + r), z, acc[r]);
+                    acc[r] = fmaf(ldf<SM>(lr + r), z, acc[r]);
             }
         }
 #pragma unroll
@@ -200,7 +223,7 @@ __global__ void __launch_bounds__(FQ_BLOCK)
     __syncthreads();
     float *Y = X;
     if (R) {
-        xr_product<RB>(Z, n2, 0, X, n1, n2, R, 0, n2);
+        xr_product<RB>(Z, n2, 0, X, n1, n2, R, n2, 0, n2);
         __syncthreads();
         Y = Z;
     }
@@ -244,7 +267,7 @@ __global__ void __launch_bounds__(FQ_BLOCK)
         __syncthreads();
         float *Y = X;
         if (R) {
-            xr_product<RB>(Z, n2, 0, X, n1, n2, R + (size_t)b * n2 * n2, 0, n2);
+            xr_product<RB>(Z, n2, 0, X, n1, n2, R + (size_t)b * n2 * n2, n2, 0, n2);
             __syncthreads();
             Y = Z;
         }
@@ -279,7 +302,11 @@ __global__ void __launch_bounds__(FQ_BLOCK)
 /* Decode, step 1: many CTAs per token. CTA (column block, transform block, token) computes
  * Y[:, jb] = Lᵀ·(X̃·R[:, jb]) — columns of Y need only the same columns of Z, so column
  * blocks are independent — writes them to the fp32 workspace y_ws [M, K] and each row's
- * max/min over its columns to part [M, blocks, n1, ncb, 2]. */
+ * max/min over its columns to part [M, blocks, n1, ncb, 2]. With one token a CTA has too
+ * few warps to hide L2 latency behind a chain of dependent factor loads (measured 43 µs
+ * per call on a 70B shape), so the CTA first stages what it reads — R[:, jb] and all of L —
+ * in shared memory with independent coalesced loads, then runs the products from there
+ * (same summation order as before, so the same bits). */
 template <int RB>
 __global__ void __launch_bounds__(COL_THREADS)
     transform_cols_kernel(float *__restrict__ y_ws, float *__restrict__ part,
@@ -289,20 +316,38 @@ __global__ void __launch_bounds__(COL_THREADS)
     extern __shared__ __align__(16) float sm[];
     const int n = n1 * n2, cb = blockIdx.x, b = blockIdx.y, t = blockIdx.z;
     const int ncb = gridDim.x, j0 = cb * COL_JB, jn = min(COL_JB, n2 - j0);
-    float *X = sm, *Zs = X + n, *Ys = Zs + n1 * COL_JB;
+    float *X = sm, *Zs = X + n, *Ys = Zs + n1 * COL_JB, *Rs = Ys + n1 * COL_JB;
+    float *Ls = Rs + n2 * COL_JB;
+    if (R) {
+        const float *Rb = R + (size_t)b * n2 * n2 + j0;
+        for (int e = threadIdx.x; e < n2 * COL_JB; e += blockDim.x) {
+            const int k = e / COL_JB, jj = e % COL_JB;
+            Rs[e] = jj < jn ? __ldg(Rb + (size_t)k * n2 + jj) : 0.f;
+        }
+    }
+    if (L) {
+        const float4 *Lb = reinterpret_cast<const float4 *>(L + (size_t)b * n1 * n1);
+        float4 *L4 = reinterpret_cast<float4 *>(Ls);
+        if ((n1 * n1) % 4 == 0)
+            for (int e = threadIdx.x; e < n1 * n1 / 4; e += blockDim.x)
+                L4[e] = __ldg(Lb + e);
+        else
+            for (int e = threadIdx.x; e < n1 * n1; e += blockDim.x)
+                Ls[e] = __ldg(L + (size_t)b * n1 * n1 + e);
+    }
     load_x_block(X, x + (size_t)t * K + (size_t)b * n, n);
     __syncthreads();
     const float *cur = nullptr;
     int cstride = 0, cc0 = 0;
     if (R) {
-        xr_product<RB>(Zs, COL_JB, 0, X, n1, n2, R + (size_t)b * n2 * n2, j0, jn);
+        xr_product<RB, true>(Zs, COL_JB, 0, X, n1, n2, Rs, COL_JB, 0, jn);
         cur = Zs, cstride = COL_JB, cc0 = 0;
     } else {
         cur = X, cstride = n2, cc0 = j0;
     }
     __syncthreads();
     if (L) {
-        lz_product<RB>(Ys, COL_JB, 0, cur, cstride, cc0, n1, L + (size_t)b * n1 * n1, jn);
+        lz_product<RB, true>(Ys, COL_JB, 0, cur, cstride, cc0, n1, Ls, jn);
         __syncthreads();
         cur = Ys, cstride = COL_JB, cc0 = 0;
     }
@@ -383,76 +428,47 @@ extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst
     }
     const int qmax = (1 << (bits - 1)) - 1, sub = kblocks / blocks;
     cudaStream_t st = CTX_STREAM(ctx);
+    const char *fn = "fq_transform_quant_cuda";
+    /* rows blocked by 8 when n1 allows it (the factors' loads serve 8 FMAs), else by 1 */
+    const bool rb8 = n1 % 8 == 0;
     if (K % 64) { /* padded rows; the checks above left blocks = kblocks = 1 */
         const size_t smem = sizeof(float) * (2 * (size_t)((K + 3) / 4 * 4));
         const int Kp = fq_w4a4_padded_k(K);
-        if (n1 % 8 == 0) {
-            CU_CHECK(cudaFuncSetAttribute(transform_quant_padded_kernel<8>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                     FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
-            transform_quant_padded_kernel<8><<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, Kp,
-                                                                        n1, n2, L, R, qmax);
-        } else {
-            CU_CHECK(cudaFuncSetAttribute(transform_quant_padded_kernel<1>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                     FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
-            transform_quant_padded_kernel<1><<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, Kp,
-                                                                        n1, n2, L, R, qmax);
-        }
-        LAUNCH_CHECK(FILE_, "fq_transform_quant_cuda", "transform_quant_padded_kernel");
+        auto kern = rb8 ? transform_quant_padded_kernel<8> : transform_quant_padded_kernel<1>;
+        CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, (int)smem), FILE_, fn,
+                 "cudaFuncSetAttribute");
+        kern<<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, Kp, n1, n2, L, R, qmax);
+        LAUNCH_CHECK(FILE_, fn, "transform_quant_padded_kernel");
         return FQ_OK;
     }
     /* Few tokens: split each token over column blocks (decode); the K-blocks must then be
      * whole rows of the [n1, n2] view. Many tokens: one CTA per token (prefill). */
-    if (M <= SPLIT_MAX_M && n1 % sub == 0) {
+    const size_t smem_cols =
+        sizeof(float) * ((size_t)n1 * n2 + 2 * (size_t)n1 * COL_JB + (size_t)n2 * COL_JB +
+                         (size_t)n1 * n1);
+    if (M <= SPLIT_MAX_M && n1 % sub == 0 && smem_cols <= COL_MAX_SMEM) {
         const int ncb = (n2 + COL_JB - 1) / COL_JB;
         const size_t ws = (size_t)M * K + (size_t)M * blocks * n1 * ncb * 2;
         float *y_ws = nullptr;
-        cudaMemPool_t pool;
-        uint64_t keep = UINT64_MAX;
-        CU_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx->device), FILE_,
-                 "fq_transform_quant_cuda", "cudaDeviceGetDefaultMemPool");
-        CU_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), FILE_,
-                 "fq_transform_quant_cuda", "cudaMemPoolSetAttribute");
-        CU_CHECK(cudaMallocAsync((void **)&y_ws, ws * sizeof(float), st), FILE_,
-                 "fq_transform_quant_cuda", "cudaMallocAsync(workspace)");
+        if (fq_cuda_scratch(ctx, FQ_SCRATCH_QUANT, ws * sizeof(float), (void **)&y_ws))
+            return fq_error_wrap(FILE_ ":%s: workspace", fn);
         float *part = y_ws + (size_t)M * K;
-        const size_t smem = sizeof(float) * ((size_t)n1 * n2 + 2 * (size_t)n1 * COL_JB);
-        dim3 grid(ncb, blocks, M);
-        if (n1 % 8 == 0) {
-            CU_CHECK(cudaFuncSetAttribute(transform_cols_kernel<8>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                     FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
-            transform_cols_kernel<8><<<grid, COL_THREADS, smem, st>>>(y_ws, part, x, K, blocks,
-                                                                       n1, n2, L, R);
-        } else {
-            CU_CHECK(cudaFuncSetAttribute(transform_cols_kernel<1>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                     FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
-            transform_cols_kernel<1><<<grid, COL_THREADS, smem, st>>>(y_ws, part, x, K, blocks,
-                                                                       n1, n2, L, R);
-        }
-        LAUNCH_CHECK(FILE_, "fq_transform_quant_cuda", "transform_cols_kernel");
+        auto kern = rb8 ? transform_cols_kernel<8> : transform_cols_kernel<1>;
+        CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, (int)smem_cols), FILE_, fn,
+                 "cudaFuncSetAttribute");
+        kern<<<dim3(ncb, blocks, M), COL_THREADS, smem_cols, st>>>(y_ws, part, x, K, blocks, n1, n2,
+                                                              L, R);
+        LAUNCH_CHECK(FILE_, fn, "transform_cols_kernel");
         quant_cols_kernel<<<dim3(kblocks, M), FQ_BLOCK, 0, st>>>(d, nconsumers, y_ws, part, K,
                                                                  blocks, n1, n2, ncb, kblocks, qmax);
-        LAUNCH_CHECK(FILE_, "fq_transform_quant_cuda", "quant_cols_kernel");
-        CU_CHECK(cudaFreeAsync(y_ws, st), FILE_, "fq_transform_quant_cuda", "cudaFreeAsync");
+        LAUNCH_CHECK(FILE_, fn, "quant_cols_kernel");
         return FQ_OK;
     }
     const size_t smem = 2 * sizeof(float) * (size_t)n1 * n2;
-    if (n1 % 8 == 0) {
-        CU_CHECK(cudaFuncSetAttribute(transform_quant_kernel<8>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                 FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
-        transform_quant_kernel<8><<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, blocks, n1, n2,
-                                                             L, R, kblocks, qmax);
-    } else {
-        CU_CHECK(cudaFuncSetAttribute(transform_quant_kernel<1>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                 FILE_, "fq_transform_quant_cuda", "cudaFuncSetAttribute");
-        transform_quant_kernel<1><<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, blocks, n1, n2,
-                                                             L, R, kblocks, qmax);
-    }
-    LAUNCH_CHECK(FILE_, "fq_transform_quant_cuda", "transform_quant_kernel");
+    auto kern = rb8 ? transform_quant_kernel<8> : transform_quant_kernel<1>;
+    CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, (int)smem), FILE_, fn,
+             "cudaFuncSetAttribute");
+    kern<<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, blocks, n1, n2, L, R, kblocks, qmax);
+    LAUNCH_CHECK(FILE_, fn, "transform_quant_kernel");
     return FQ_OK;
 }

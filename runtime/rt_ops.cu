@@ -123,11 +123,56 @@ __global__ void rmsnorm_kernel(uint16_t *out, const uint16_t *x, const float *ga
         o[c] = to_bf(gamma[c] * (bf(row[c]) * r));
 }
 
+/* d % 8 == 0: 16-byte loads and stores of 8 values. A decode step normalises one row per
+ * sequence, so one CTA's latency is the op's time: 2-byte loads in a 32-deep loop cost
+ * ~20 µs per row at d = 8192, this ~4× fewer, independent, wider accesses. The sum of
+ * squares is taken in another order than rmsnorm_kernel's (same fp32 math otherwise). */
+__global__ void rmsnorm8_kernel(uint16_t *out, const uint16_t *x, const float *gamma, int d,
+                                float eps)
+{
+    __shared__ float sh[32];
+    const uint4 *row = reinterpret_cast<const uint4 *>(x + (size_t)blockIdx.x * d);
+    const int nv = d / 8;
+    float ss = 0;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+        uint4 v = row[i];
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float lo = __uint_as_float(w[e] << 16), hi = __uint_as_float(w[e] & 0xFFFF0000u);
+            ss += lo * lo + hi * hi;
+        }
+    }
+    ss = block_sum(ss, sh);
+    const float r = rsqrtf(ss / d + eps);
+    uint4 *o = reinterpret_cast<uint4 *>(out + (size_t)blockIdx.x * d);
+    const float4 *g = reinterpret_cast<const float4 *>(gamma);
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+        uint4 v = row[i];
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+        const float4 g0 = g[2 * i], g1 = g[2 * i + 1];
+        const float gg[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+        uint32_t ow[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float lo = __uint_as_float(w[e] << 16), hi = __uint_as_float(w[e] & 0xFFFF0000u);
+            ow[e] = (uint32_t)to_bf(gg[2 * e] * (lo * r)) |
+                    ((uint32_t)to_bf(gg[2 * e + 1] * (hi * r)) << 16);
+        }
+        o[i] = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    }
+}
+
 int rt_rmsnorm_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *x, const float *gamma,
                     int n, int d, float eps)
 {
     ARGCHECK(n > 0 && d > 0, "rt_rmsnorm_bf16", "n=%d d=%d (expected positive)", n, d);
-    rmsnorm_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, x, gamma, d, eps);
+    const bool wide = d % 8 == 0 && (uintptr_t)out % 16 == 0 && (uintptr_t)x % 16 == 0 &&
+                      (uintptr_t)gamma % 16 == 0;
+    if (wide)
+        rmsnorm8_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, x, gamma, d, eps);
+    else
+        rmsnorm_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, x, gamma, d, eps);
     LAUNCH_CHECK(F, "rt_rmsnorm_bf16", "rmsnorm_kernel");
     return FQ_OK;
 }

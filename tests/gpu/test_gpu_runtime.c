@@ -17,6 +17,7 @@
  * see bench/gpu_runtime_check.sh). Rows "ROW|runtime|…" join tests/gpu/run.sh's table.
  */
 #include "gpu_check.h"
+#include "dtype.h"
 #include "llama_model.h"
 #include "perplexity.h"
 #include "qformat.h"
@@ -141,12 +142,60 @@ static void check_w4a4_model(gpu_suite *t, const char *label, const char *src_di
     free(ref), free(got), free(ids);
 }
 
+/* rt_rmsnorm_bf16 (the 16-byte path when d % 8 == 0, the scalar one otherwise) against the
+ * float64 formula on the same bf16 inputs; the output is bf16 (half an ulp: 2^-9 relative) */
+static void check_rmsnorm(gpu_suite *t, int n, int d)
+{
+    const float eps = 1e-5f;
+    size_t nd = (size_t)n * d;
+    float *x = gpu_host(nd), *gam = gpu_host(d), *ref = gpu_host(nd), *got = gpu_host(nd);
+    uint16_t *xb = malloc(nd * 2), *ob = malloc(nd * 2);
+    if (!xb || !ob)
+        gpu_die(t, "host alloc");
+    gpu_fill_normal(t, x, nd, 1.0);
+    gpu_fill_normal(t, gam, d, 0.5);
+    for (size_t i = 0; i < nd; i++) {
+        xb[i] = fq_f32_to_bf16(x[i] * (i % 97 == 0 ? 30.f : 1.f)); /* a few outliers */
+        x[i] = fq_bf16_to_f32(xb[i]);
+    }
+    for (int r = 0; r < n; r++) {
+        double ss = 0;
+        for (int c = 0; c < d; c++)
+            ss += (double)x[(size_t)r * d + c] * x[(size_t)r * d + c];
+        double inv = 1.0 / sqrt(ss / d + eps);
+        for (int c = 0; c < d; c++)
+            ref[(size_t)r * d + c] = (float)(gam[c] * (x[(size_t)r * d + c] * inv));
+    }
+    /* buffers in floats: bf16 rows fit in half as many */
+    float *dx = gpu_dev(t, (nd + 1) / 2), *dout = gpu_dev(t, (nd + 1) / 2);
+    float *dg = gpu_dev_copy(t, gam, d);
+    gpu_call(t, rt_upload(&t->ctx, dx, xb, nd * 2), "upload x");
+    gpu_call(t, rt_rmsnorm_bf16(&t->ctx, (uint16_t *)dout, (const uint16_t *)dx, dg, n, d, eps),
+             "rt_rmsnorm_bf16");
+    gpu_call(t, fq_cuda_sync(&t->ctx), "sync");
+    gpu_call(t, rt_download(&t->ctx, ob, dout, nd * 2), "download");
+    for (size_t i = 0; i < nd; i++)
+        got[i] = fq_bf16_to_f32(ob[i]);
+    char what[96];
+    snprintf(what, sizeof what, "rt_rmsnorm_bf16 n%d d%d vs float64", n, d);
+    gpu_check_rel(t, what, got, ref, nd, 4e-3);
+    free(xb);
+    free(ob);
+    free(x);
+    free(gam);
+    free(ref);
+    free(got);
+}
+
 int main(void)
 {
     gpu_suite t;
     gpu_suite_begin(&t, "runtime", 8);
     const char *dir = env_or("FLATQ_TEST_MODEL", "data/models/stories260K-hf");
     const char *text = env_or("FLATQ_TEST_TEXT", "data/text/tinystories_sample.txt");
+    check_rmsnorm(&t, 1, 8192);
+    check_rmsnorm(&t, 5, 384);
+    check_rmsnorm(&t, 3, 172);
     llama_model cpu;
     tokenizer *tok = NULL;
     int32_t *ids = NULL;

@@ -464,6 +464,7 @@ int main(void)
     test_transform_quant(&t, 3, 192, 1, 32, 6, 1, 1, 1, 1);
     test_transform_quant(&t, 66, 192, 1, 32, 6, 1, 1, 1, 1);
     test_transform_quant(&t, 9, 768, 1, 6, 128, 4, 1, 1, 1); /* kblocks 4 ∤ n1 = 6 */
+    test_transform_quant(&t, 2, 320, 1, 5, 64, 1, 1, 1, 1);  /* n1² odd: L staged by floats */
     /* padded rows: stories260K's down input (f = 172, T_d 2 × 86), both kernels' M ranges,
      * identity (bit-exact) and random L, R; an odd K; 16m's T_d 32 × 32 on K = 1024 */
     test_transform_quant(&t, 37, 172, 1, 2, 86, 1, 0, 0, 3);
