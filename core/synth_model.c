@@ -12,6 +12,7 @@
 #include "dtype.h"
 #include "error.h"
 #include "fileio.h"
+#include "parallel.h"
 #include "qformat.h"
 #include "qlayer.h"
 #include "rng.h"
@@ -19,7 +20,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,48 +347,21 @@ struct chunk_job {
     int64_t rows, cols, chunk_rows, nchunks;
     chunk_fn fn;
     void *ctx;
-    pthread_mutex_t mu;
-    int64_t next;
-    int failed;
-    char err[512];
+    float **buf;        /* per thread: chunk_rows·cols generated values */
+    uint16_t **scratch; /* per thread: as many bf16 values */
 };
 
-static void *chunk_worker(void *arg)
+static int chunk_item(void *arg, size_t c, int t)
 {
     chunk_job *j = arg;
-    size_t cols = (size_t)(j->cols ? j->cols : 1);
-    float *buf = malloc(sizeof(float) * (size_t)j->chunk_rows * cols);
-    uint16_t *scratch = malloc(sizeof(uint16_t) * (size_t)j->chunk_rows * cols);
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        int64_t c = j->failed ? j->nchunks : j->next++;
-        if ((!buf || !scratch) && !j->failed) {
-            j->failed = 1;
-            snprintf(j->err, sizeof j->err, F ": out of memory for a row chunk of %lld values",
-                     (long long)(j->chunk_rows * (int64_t)cols));
-            c = j->nchunks;
-        }
-        pthread_mutex_unlock(&j->mu);
-        if (c >= j->nchunks)
-            break;
-        int64_t r0 = c * j->chunk_rows;
-        int64_t n = r0 + j->chunk_rows <= j->rows ? j->chunk_rows : j->rows - r0;
-        if (synth_tensor_rows(j->s, j->tensor, r0, n, buf) != FQ_OK ||
-            j->fn(j, r0, n, buf, scratch) != FQ_OK) {
-            pthread_mutex_lock(&j->mu);
-            if (!j->failed) {
-                j->failed = 1;
-                snprintf(j->err, sizeof j->err, "%s", fq_errmsg());
-            }
-            pthread_mutex_unlock(&j->mu);
-        }
-    }
-    free(buf);
-    free(scratch);
-    return NULL;
+    int64_t r0 = (int64_t)c * j->chunk_rows;
+    int64_t n = r0 + j->chunk_rows <= j->rows ? j->chunk_rows : j->rows - r0;
+    if (synth_tensor_rows(j->s, j->tensor, r0, n, j->buf[t]) != FQ_OK)
+        return FQ_ERR;
+    return j->fn(j, r0, n, j->buf[t], j->scratch[t]);
 }
 
-/* Run fn over every row chunk of tensor t with s->threads threads. */
+/* Run fn over every row chunk of tensor t with s->threads threads (core/parallel.h). */
 static int for_each_chunk(const synth_spec *s, int t, chunk_fn fn, void *ctx)
 {
     int64_t rows = 0, cols = 0;
@@ -407,25 +380,32 @@ static int for_each_chunk(const synth_spec *s, int t, chunk_fn fn, void *ctx)
     j.nchunks = (rows + j.chunk_rows - 1) / j.chunk_rows;
     j.fn = fn;
     j.ctx = ctx;
-    pthread_mutex_init(&j.mu, NULL);
     int nt = s->threads < 1 ? 1 : s->threads;
     if (nt > j.nchunks)
         nt = (int)j.nchunks;
-    pthread_t *th = calloc((size_t)nt, sizeof *th);
-    int started = 0;
-    if (th)
-        for (; started < nt; started++)
-            if (pthread_create(&th[started], NULL, chunk_worker, &j) != 0)
-                break;
-    if (started == 0)
-        chunk_worker(&j); /* no thread could start: do the work here */
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
-    free(th);
-    pthread_mutex_destroy(&j.mu);
-    if (j.failed)
-        return fq_error("%s", j.err);
-    return FQ_OK;
+    size_t vals = (size_t)j.chunk_rows * (size_t)(cols ? cols : 1);
+    j.buf = calloc((size_t)nt, sizeof *j.buf);
+    j.scratch = calloc((size_t)nt, sizeof *j.scratch);
+    int rc = FQ_ERR;
+    if (!j.buf || !j.scratch) {
+        fq_error(F ": out of memory for %d thread buffers", nt);
+        goto out;
+    }
+    for (int i = 0; i < nt; i++)
+        if (!(j.buf[i] = malloc(sizeof(float) * vals)) ||
+            !(j.scratch[i] = malloc(sizeof(uint16_t) * vals))) {
+            fq_error(F ": out of memory for a row chunk of %zu values", vals);
+            goto out;
+        }
+    rc = fq_parallel_for((size_t)j.nchunks, nt, chunk_item, &j);
+out:
+    for (int i = 0; i < nt && j.buf && j.scratch; i++) {
+        free(j.buf[i]);
+        free(j.scratch[i]);
+    }
+    free(j.buf);
+    free(j.scratch);
+    return rc;
 }
 
 /* ---- sharded bf16 checkpoint ---- */

@@ -133,6 +133,69 @@ static void test_round_trip_each_dtype(void **state)
     free(dir);
 }
 
+static void slurp(const char *path, unsigned char **buf, long *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = malloc((size_t)*len);
+    assert_int_equal(fread(*buf, 1, (size_t)*len, f), (size_t)*len);
+    fclose(f);
+}
+
+/* Samples are encoded, hashed and checked on several threads: the file must not depend on
+ * how many, and a corrupted sample must be named whichever thread reads it. */
+static void test_thread_count_invisible(void **state)
+{
+    (void)state;
+    char *d1 = make_dir(), *d4 = make_dir(), p1[4096], p4[4096];
+    float x[N * S * D], y[N * S * D];
+    fill(x, N * S * D, 2.0);
+    setenv("FLATQ_IO_THREADS", "1", 1);
+    assert_int_equal(layer_cache_write(d1, 3, fp_a, LAYER_CACHE_BF16, x, N, S, D), FQ_OK);
+    setenv("FLATQ_IO_THREADS", "4", 1);
+    assert_int_equal(layer_cache_write(d4, 3, fp_a, LAYER_CACHE_BF16, x, N, S, D), FQ_OK);
+    file_path(d1, 3, p1);
+    file_path(d4, 3, p4);
+    unsigned char *b1, *b4;
+    long l1, l4;
+    slurp(p1, &b1, &l1);
+    slurp(p4, &b4, &l4);
+    assert_int_equal(l1, l4);
+    assert_memory_equal(b1, b4, (size_t)l1);
+    free(b1);
+    free(b4);
+    /* every sample read back by 3 threads equals the 1-thread read */
+    float *y1 = NULL;
+    layer_cache_header h;
+    setenv("FLATQ_IO_THREADS", "1", 1);
+    assert_int_equal(layer_cache_read(d1, 3, fp_a, &y1, &h), FQ_OK);
+    setenv("FLATQ_IO_THREADS", "3", 1);
+    assert_int_equal(layer_cache_read_samples(d4, 3, fp_a, 0, N, y, &h), FQ_OK);
+    assert_memory_equal(y, y1, sizeof y);
+    free(y1);
+    /* a flipped byte in the last sample's payload is found and named */
+    FILE *f = fopen(p4, "r+b");
+    assert_non_null(f);
+    long at = 256 + N * 32 + (long)(N - 1) * S * D * 2 + 5;
+    fseek(f, at, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(c ^ 0x10, f);
+    fclose(f);
+    float *bad = NULL;
+    assert_int_equal(layer_cache_read(d4, 3, fp_a, &bad, &h), FQ_ERR);
+    assert_null(bad);
+    assert_non_null(strstr(fq_errmsg(), "checksum mismatch in sample 4"));
+    unsetenv("FLATQ_IO_THREADS");
+    remove_dir(d1);
+    remove_dir(d4);
+    free(d1);
+    free(d4);
+}
+
 static void flip_byte(const char *path, long at)
 {
     FILE *f = fopen(path, "r+b");
@@ -299,6 +362,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_each_dtype),
+        cmocka_unit_test(test_thread_count_invisible),
         cmocka_unit_test(test_flipped_bytes_detected),
         cmocka_unit_test(test_truncated_and_foreign_files),
         cmocka_unit_test(test_bad_arguments_and_unwritable_dir),

@@ -1,0 +1,101 @@
+/* parallel.c — see parallel.h. */
+#include "parallel.h"
+#include "error.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct {
+    fq_item_fn fn;
+    void *ctx;
+    size_t n, next;
+    int failed;
+    char err[2048];
+    pthread_mutex_t mu;
+} loop;
+
+typedef struct {
+    loop *l;
+    int t;
+} worker_arg;
+
+static void *worker(void *arg)
+{
+    worker_arg *w = arg;
+    loop *l = w->l;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        size_t i = l->failed ? l->n : l->next++;
+        pthread_mutex_unlock(&l->mu);
+        if (i >= l->n)
+            break;
+        if (l->fn(l->ctx, i, w->t) != FQ_OK) {
+            pthread_mutex_lock(&l->mu);
+            if (!l->failed) { /* the error buffer is per thread: carry the message over */
+                l->failed = 1;
+                snprintf(l->err, sizeof l->err, "%s", fq_errmsg());
+            }
+            pthread_mutex_unlock(&l->mu);
+        }
+    }
+    return NULL;
+}
+
+int fq_parallel_for(size_t n, int nthreads, fq_item_fn fn, void *ctx)
+{
+    if (!fn)
+        return fq_error("fq_parallel_for: NULL function");
+    if (nthreads <= 1 || n <= 1) {
+        for (size_t i = 0; i < n; i++)
+            if (fn(ctx, i, 0) != FQ_OK)
+                return FQ_ERR;
+        return FQ_OK;
+    }
+    if ((size_t)nthreads > n)
+        nthreads = (int)n;
+    loop l = {.fn = fn, .ctx = ctx, .n = n};
+    pthread_mutex_init(&l.mu, NULL);
+    pthread_t *th = calloc((size_t)nthreads, sizeof *th);
+    worker_arg *args = calloc((size_t)nthreads, sizeof *args);
+    int started = 0;
+    if (th && args)
+        for (; started < nthreads; started++) {
+            args[started] = (worker_arg){&l, started};
+            if (pthread_create(&th[started], NULL, worker, &args[started]) != 0)
+                break;
+        }
+    if (started == 0) /* no thread could start: do the work here */
+        worker(&(worker_arg){&l, 0});
+    for (int t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+    free(th);
+    free(args);
+    pthread_mutex_destroy(&l.mu);
+    if (l.failed)
+        return fq_error("%s", l.err);
+    return FQ_OK;
+}
+
+int fq_io_threads(size_t n)
+{
+    long t = 0;
+    const char *env = getenv("FLATQ_IO_THREADS");
+    if (env && *env) {
+        char *end = NULL;
+        t = strtol(env, &end, 10);
+        if (*end || t < 1 || t > 256)
+            t = 0; /* ignored: the default below */
+    }
+    if (t == 0) {
+        t = sysconf(_SC_NPROCESSORS_ONLN);
+        if (t > 16)
+            t = 16;
+    }
+    if (t < 1)
+        t = 1;
+    if ((size_t)t > n)
+        t = (long)(n ? n : 1);
+    return (int)t;
+}

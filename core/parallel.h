@@ -1,0 +1,23 @@
+/* parallel.h — a plain pthreads loop over independent items, for the host-side work that
+ * is per sample or per chunk (checksums and dtype conversion of multi-GB activation
+ * caches, synthetic weight generation), where one core is far slower than the disk. */
+#ifndef FQ_PARALLEL_H
+#define FQ_PARALLEL_H
+
+#include <stddef.h>
+
+/* fn(ctx, i, t) does item i on thread t (0 <= t < the thread count; for per-thread
+ * scratch) and returns FQ_OK or an fq_error code. */
+typedef int (*fq_item_fn)(void *ctx, size_t i, int t);
+
+/* Run fn over items [0, n) on min(nthreads, n) threads taking items in order from a
+ * shared counter; nthreads <= 1 runs them inline, in order. After the first failure no
+ * further item is started; that failure's message becomes the caller's fq_errmsg() and
+ * FQ_ERR is returned. */
+int fq_parallel_for(size_t n, int nthreads, fq_item_fn fn, void *ctx);
+
+/* Threads for I/O-side loops over n items: FLATQ_IO_THREADS if set (1..256), else the
+ * online cores capped at 16, never more than n, at least 1. */
+int fq_io_threads(size_t n);
+
+#endif
