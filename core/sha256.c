@@ -1,9 +1,19 @@
 /* sha256.c — SHA-256 straight from FIPS 180-4 §6.2: a 64-byte block buffer, the
- * message schedule computed per block, big-endian length padding. Speed is secondary
- * (checksums of multi-GB caches are dominated by disk reads); clarity first. */
+ * message schedule computed per block, big-endian length padding.
+ *
+ * Two compression functions compute the same thing: the portable one below (~0.3 GB/s a
+ * core), and on x86-64 CPUs with the SHA extensions one built on sha256rnds2/msg1/msg2
+ * (several times faster). The activation cache of a 70B layer is 4 GB per boundary, so the
+ * portable one alone cost tens of seconds per layer. The choice is made once, at the first
+ * use (cpuid); sha256_use_portable() forces the portable one (tests compare the two). */
 #include "sha256.h"
 
 #include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FQ_SHA_NI 1
+#endif
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
@@ -40,6 +50,90 @@ static void sha256_block(uint32_t h[8], const uint8_t *p)
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
 }
 
+static void blocks_portable(uint32_t h[8], const uint8_t *p, size_t nblocks)
+{
+    for (size_t i = 0; i < nblocks; i++)
+        sha256_block(h, p + 64 * i);
+}
+
+#ifdef FQ_SHA_NI
+/* The SHA extensions keep the state as two vectors, (a, b, e, f) and (c, d, g, h), and do
+ * two rounds per sha256rnds2; the message schedule is four vectors of four words, advanced
+ * with sha256msg1 (the σ0 part, three groups ahead) and sha256msg2 (the σ1 part, one group
+ * ahead). */
+__attribute__((target("sha,sse4.1,ssse3"))) static void blocks_ni(uint32_t h[8],
+                                                                    const uint8_t *p,
+                                                                    size_t nblocks)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i t = _mm_loadu_si128((const __m128i *)&h[0]);  /* a b c d (lane 0 = a) */
+    __m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]); /* e f g h */
+    t = _mm_shuffle_epi32(t, 0xB1);                       /* b a d c */
+    s1 = _mm_shuffle_epi32(s1, 0x1B);                     /* h g f e */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);               /* f e b a */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);                    /* h g d c */
+    for (size_t blk = 0; blk < nblocks; blk++, p += 64) {
+        const __m128i save0 = s0, save1 = s1;
+        __m128i m[4];
+        for (int g = 0; g < 16; g++) {
+            if (g < 4)
+                m[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), bswap);
+            __m128i w = _mm_add_epi32(m[g & 3], _mm_loadu_si128((const __m128i *)&K[4 * g]));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, w);
+            if (g >= 3 && g <= 14) { /* group g + 1's words from groups g − 3 … g */
+                __m128i nx = _mm_add_epi32(m[(g + 1) & 3],
+                                           _mm_alignr_epi8(m[g & 3], m[(g - 1) & 3], 4));
+                m[(g + 1) & 3] = _mm_sha256msg2_epu32(nx, m[g & 3]);
+            }
+            w = _mm_shuffle_epi32(w, 0x0E);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, w);
+            if (g >= 1 && g <= 12) /* start group g + 3's words */
+                m[(g - 1) & 3] = _mm_sha256msg1_epu32(m[(g - 1) & 3], m[g & 3]);
+        }
+        s0 = _mm_add_epi32(s0, save0);
+        s1 = _mm_add_epi32(s1, save1);
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);       /* a b e f → lanes for the blend */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);
+    s0 = _mm_blend_epi16(t, s1, 0xF0);     /* a b c d */
+    s1 = _mm_alignr_epi8(s1, t, 8);        /* e f g h */
+    _mm_storeu_si128((__m128i *)&h[0], s0);
+    _mm_storeu_si128((__m128i *)&h[4], s1);
+}
+#endif
+
+/* 0: not chosen yet, 1: portable, 2: SHA extensions */
+static int backend;
+
+void sha256_use_portable(int on)
+{
+    backend = on ? 1 : 0;
+}
+
+const char *sha256_backend(void)
+{
+#ifdef FQ_SHA_NI
+    if (backend == 0)
+        backend = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") ? 2 : 1;
+#else
+    backend = 1;
+#endif
+    return backend == 2 ? "x86 SHA extensions" : "portable C";
+}
+
+static void blocks(uint32_t h[8], const uint8_t *p, size_t nblocks)
+{
+    if (backend == 0)
+        (void)sha256_backend();
+#ifdef FQ_SHA_NI
+    if (backend == 2) {
+        blocks_ni(h, p, nblocks);
+        return;
+    }
+#endif
+    blocks_portable(h, p, nblocks);
+}
+
 void sha256_init(sha256_ctx *c)
 {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -61,11 +155,12 @@ void sha256_update(sha256_ctx *c, const void *data, size_t n)
         n -= take;
         if (c->fill < 64)
             return;
-        sha256_block(c->h, c->block);
+        blocks(c->h, c->block, 1);
         c->fill = 0;
     }
-    for (; n >= 64; p += 64, n -= 64)
-        sha256_block(c->h, p);
+    blocks(c->h, p, n / 64);
+    p += n / 64 * 64;
+    n %= 64;
     if (n)
         memcpy(c->block, p, n);
     c->fill = n;
