@@ -39,6 +39,7 @@ int w4a4_layer_ws_init(w4a4_layer_ws *w, const llama_config *c, int s)
     wide = wide > hl ? wide : hl;
     size_t kp = (size_t)fq_w4a4_padded_k((int)wide);
     w->s = s;
+    w->tp = 1;
     for (int i = 0; i < 3; i++) {
         w->codes[i] = fq_calloc(S * kp / 2, 1, "activation codes");
         /* kblocks <= heads (the TP blocks divide the heads) */
@@ -120,9 +121,9 @@ static int rope_bf16(uint16_t *x, int s, int heads, int dh, const rope_table *ro
 }
 
 /* y = W4A4 GEMM of slot `slot` with linear l: the weight rows padded to Kp as the runtime
- * uploads them */
+ * uploads them; a row-parallel linear (rowpar) sums its partials as w->tp ranks would */
 static int gemm(uint16_t *y, const w4a4_layer_ws *w, int slot, int kblocks, const qlinear *l,
-                int s, const uint16_t *residual)
+                int s, const uint16_t *residual, int rowpar)
 {
     int kp = fq_w4a4_padded_k(l->in);
     uint8_t *qw = fq_calloc((size_t)l->out * kp / 2, 1, "padded weight");
@@ -130,8 +131,9 @@ static int gemm(uint16_t *y, const w4a4_layer_ws *w, int slot, int kblocks, cons
         return FQ_ERR;
     for (int r = 0; r < l->out; r++)
         memcpy(qw + (size_t)r * kp / 2, l->codes + (size_t)r * l->in / 2, (size_t)l->in / 2);
-    int rc = fq_w4a4_gemm(y, w->codes[slot], w->scales[slot], kblocks, qw, l->scales, s, l->out,
-                          kp, residual);
+    int rc = fq_w4a4_gemm_rowpar(y, w->codes[slot], w->scales[slot], kblocks, qw, l->scales, s,
+                                 l->out, kp, residual, rowpar && w->tp > 1 ? w->tp : 1,
+                                 rowpar && w->reduce_bf16);
     free(qw);
     return rc;
 }
@@ -216,9 +218,9 @@ int w4a4_layer_ref_observed(uint16_t *x, const qlayer *q, const llama_config *c,
     OBSERVE(QL_Q, 0, d, 1);
     OBSERVE(QL_K, 1, d, 1);
     OBSERVE(QL_V, 2, d, 1);
-    if (gemm(w->qb, w, 0, 1, &q->lin[QL_Q], s, NULL) != FQ_OK ||
-        gemm(w->kb, w, 1, 1, &q->lin[QL_K], s, NULL) != FQ_OK ||
-        gemm(w->vb, w, 2, 1, &q->lin[QL_V], s, NULL) != FQ_OK ||
+    if (gemm(w->qb, w, 0, 1, &q->lin[QL_Q], s, NULL, 0) != FQ_OK ||
+        gemm(w->kb, w, 1, 1, &q->lin[QL_K], s, NULL, 0) != FQ_OK ||
+        gemm(w->vb, w, 2, 1, &q->lin[QL_V], s, NULL, 0) != FQ_OK ||
         rope_bf16(w->qb, s, h, dh, rope) != FQ_OK || rope_bf16(w->kb, s, g, dh, rope) != FQ_OK ||
         vec_transform_bf16(w->qb, s * h, dh, q->Mk_inv_t) != FQ_OK ||
         vec_transform_bf16(w->kb, s * g, dh, q->Mk) != FQ_OK ||
@@ -233,15 +235,15 @@ int w4a4_layer_ref_observed(uint16_t *x, const qlayer *q, const llama_config *c,
             FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: attention");
     OBSERVE(QL_O, 0, h * dh, ob);
-    if (gemm(x, w, 0, ob, &q->lin[QL_O], s, x) != FQ_OK)
+    if (gemm(x, w, 0, ob, &q->lin[QL_O], s, x, 1) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: o_proj");
     fq_quant_dst gu[2] = {dst_of(w, q, 0, QL_GATE), dst_of(w, q, 1, QL_UP)};
     if (norm_transform_quant(w, x, q->mlp_norm, &q->mlp_in, gu, 2, s, d, eps) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: MLP input");
     OBSERVE(QL_UP, 1, d, 1);
     OBSERVE(QL_GATE, 0, d, 1);
-    if (gemm(w->gate, w, 0, 1, &q->lin[QL_GATE], s, NULL) != FQ_OK ||
-        gemm(w->up, w, 1, 1, &q->lin[QL_UP], s, NULL) != FQ_OK)
+    if (gemm(w->gate, w, 0, 1, &q->lin[QL_GATE], s, NULL, 0) != FQ_OK ||
+        gemm(w->up, w, 1, 1, &q->lin[QL_UP], s, NULL, 0) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: MLP inputs");
     for (size_t i = 0; i < (size_t)s * f; i++) {
         float gv = fq_bf16_to_f32(w->gate[i]);
@@ -252,7 +254,7 @@ int w4a4_layer_ref_observed(uint16_t *x, const qlayer *q, const llama_config *c,
                            q->down_in.L, q->down_in.R, nb, 4) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: down_proj input");
     OBSERVE(QL_DOWN, 0, f, nb);
-    if (gemm(x, w, 0, nb, &q->lin[QL_DOWN], s, x) != FQ_OK)
+    if (gemm(x, w, 0, nb, &q->lin[QL_DOWN], s, x, 1) != FQ_OK)
         return fq_error_wrap("w4a4_layer_ref: down_proj");
     return FQ_OK;
 }

@@ -25,6 +25,10 @@ typedef struct {
     float *scales[3];            /* [s, kblocks] */
     uint16_t *a, *qb, *kb, *vb, *att, *gate, *up;
     fq_kv4_cache kv;
+    /* o_proj and down_proj summed as tp ranks would (fq_w4a4_gemm_rowpar): 1 (set by
+     * w4a4_layer_ws_init) is the TP = 1 runtime; reduce_bf16 = 1 rounds the partials as
+     * the runtime's bf16 all-reduce does, 0 sums them in fp32 */
+    int tp, reduce_bf16;
 } w4a4_layer_ws;
 
 int w4a4_layer_ws_init(w4a4_layer_ws *w, const llama_config *c, int s);

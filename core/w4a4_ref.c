@@ -291,27 +291,46 @@ static int64_t dot_s4(const uint8_t *a, const uint8_t *b, int j0, int j1)
     return s;
 }
 
+int fq_w4a4_gemm_rowpar(uint16_t *y, const uint8_t *qx, const float *sx, int kblocks,
+                        const uint8_t *qw, const float *sw, int M, int N, int K,
+                        const uint16_t *residual, int tp, int reduce_bf16)
+{
+    const char *where = "core/w4a4_ref.c:fq_w4a4_gemm";
+    if (w4a4_check_gemm(where, y, qx, sx, kblocks, qw, sw, M, N, K))
+        return FQ_ERR;
+    if (tp < 1 || kblocks % tp)
+        return fq_error("%s: tp = %d with %d K-blocks (expected a degree dividing the blocks)",
+                        where, tp, kblocks);
+    const int blen = K / kblocks, per = kblocks / tp;
+    for (int t = 0; t < M; t++)
+        for (int o = 0; o < N; o++) {
+            const uint8_t *a = qx + (size_t)t * (K / 2), *w = qw + (size_t)o * (K / 2);
+            float sum = 0;
+            for (int r = 0; r < tp; r++) {
+                float v = 0;
+                for (int b = r * per; b < (r + 1) * per; b++) {
+                    int32_t acc = (int32_t)dot_s4(a, w, b * blen, (b + 1) * blen);
+                    v = v + (float)acc * sx[(size_t)t * kblocks + b];
+                }
+                v = v * sw[o];
+                if (r == 0 && residual)
+                    v = v + fq_bf16_to_f32(residual[(size_t)t * N + o]);
+                if (reduce_bf16)
+                    v = fq_bf16_to_f32(fq_f32_to_bf16(v));
+                sum = r == 0 ? v : sum + v;
+                if (reduce_bf16)
+                    sum = fq_bf16_to_f32(fq_f32_to_bf16(sum));
+            }
+            y[(size_t)t * N + o] = fq_f32_to_bf16(sum);
+        }
+    return FQ_OK;
+}
+
 int fq_w4a4_gemm(uint16_t *y, const uint8_t *qx, const float *sx, int kblocks,
                  const uint8_t *qw, const float *sw, int M, int N, int K,
                  const uint16_t *residual)
 {
-    if (w4a4_check_gemm("core/w4a4_ref.c:fq_w4a4_gemm", y, qx, sx, kblocks, qw, sw, M, N, K))
-        return FQ_ERR;
-    const int blen = K / kblocks;
-    for (int t = 0; t < M; t++)
-        for (int o = 0; o < N; o++) {
-            const uint8_t *a = qx + (size_t)t * (K / 2), *w = qw + (size_t)o * (K / 2);
-            float v = 0;
-            for (int b = 0; b < kblocks; b++) {
-                int32_t acc = (int32_t)dot_s4(a, w, b * blen, (b + 1) * blen);
-                v = v + (float)acc * sx[(size_t)t * kblocks + b];
-            }
-            v = v * sw[o];
-            if (residual)
-                v = v + fq_bf16_to_f32(residual[(size_t)t * N + o]);
-            y[(size_t)t * N + o] = fq_f32_to_bf16(v);
-        }
-    return FQ_OK;
+    return fq_w4a4_gemm_rowpar(y, qx, sx, kblocks, qw, sw, M, N, K, residual, 1, 0);
 }
 
 int fq_w4a4_gemm_i32(int32_t *acc, const uint8_t *qx, const uint8_t *qw, int M, int N, int K)

@@ -57,6 +57,15 @@ int fq_transform_quant(const fq_quant_dst *dst, int nconsumers, const uint16_t *
 int fq_w4a4_gemm(uint16_t *y, const uint8_t *qx, const float *sx, int kblocks,
                  const uint8_t *qw, const float *sw, int M, int N, int K,
                  const uint16_t *residual);
+/* A row-parallel linear as tensor parallelism of degree tp computes it: rank r owns
+ * K-blocks r·kblocks/tp … (r+1)·kblocks/tp − 1 (kblocks % tp == 0) and forms its partial
+ * output as fq_w4a4_gemm does (rank 0 adds the residual); the partials are then summed in
+ * rank order — rounded to bf16 first and after every addition when reduce_bf16 is set
+ * (the runtime's bf16 all-reduce), in fp32 with one final rounding otherwise. tp = 1
+ * gives fq_w4a4_gemm's result exactly. */
+int fq_w4a4_gemm_rowpar(uint16_t *y, const uint8_t *qx, const float *sx, int kblocks,
+                        const uint8_t *qw, const float *sw, int M, int N, int K,
+                        const uint16_t *residual, int tp, int reduce_bf16);
 /* The exact integer products acc [M, N] = Σ_j qx[t, j]·qw[o, j] over the whole K. */
 int fq_w4a4_gemm_i32(int32_t *acc, const uint8_t *qx, const uint8_t *qw, int M, int N, int K);
 int fq_kv4_write(fq_kv4_cache *cache, const uint16_t *k, const uint16_t *v, int n_new,

@@ -285,9 +285,69 @@ static void check_gemm_padded(int M, int N, int K)
     free(cx), free(cw), free(qx), free(qw), free(sx), free(sw), free(y), free(acc);
 }
 
+static void expect_err(int rc, const char *needle);
+
+/* The row-parallel sum of tensor parallelism (fq_w4a4_gemm_rowpar): tp = 1 is
+ * fq_w4a4_gemm to the bit; tp = 2 with an fp32 reduction is within one bf16 rounding of
+ * it; with the bf16 reduction it is exactly bf16(bf16(p0 + residual) + bf16(p1)), each
+ * rank's partial p_r formed from its own K-blocks. */
+static void check_gemm_rowpar(int M, int N, int K, int kblocks)
+{
+    const int blen = K / kblocks, per = kblocks / 2;
+    int8_t *cx = malloc((size_t)M * K), *cw = malloc((size_t)N * K);
+    uint8_t *qx = malloc((size_t)M * K / 2), *qw = malloc((size_t)N * K / 2);
+    float *sx = malloc(sizeof(float) * M * kblocks), *sw = malloc(sizeof(float) * N);
+    uint16_t *res = malloc(sizeof(uint16_t) * M * N), *y1 = malloc(sizeof(uint16_t) * M * N);
+    uint16_t *yr = malloc(sizeof(uint16_t) * M * N), *y32 = malloc(sizeof(uint16_t) * M * N);
+    uint16_t *y16 = malloc(sizeof(uint16_t) * M * N);
+    for (int i = 0; i < M * K; i++)
+        cx[i] = (int8_t)(urand() * 16) - 8;
+    for (int i = 0; i < N * K; i++)
+        cw[i] = (int8_t)(urand() * 16) - 8;
+    for (int i = 0; i < M * kblocks; i++)
+        sx[i] = (float)(0.01 + urand() * 0.1);
+    for (int i = 0; i < N; i++)
+        sw[i] = (float)(0.001 + urand() * 0.01);
+    bf16_fill(res, (size_t)M * N, 2.0);
+    assert_int_equal(w4a4_pack_s4(qx, cx, (size_t)M * K), FQ_OK);
+    assert_int_equal(w4a4_pack_s4(qw, cw, (size_t)N * K), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm(y1, qx, sx, kblocks, qw, sw, M, N, K, res), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm_rowpar(yr, qx, sx, kblocks, qw, sw, M, N, K, res, 1, 1), FQ_OK);
+    assert_memory_equal(y1, yr, sizeof(uint16_t) * M * N);
+    assert_int_equal(fq_w4a4_gemm_rowpar(y32, qx, sx, kblocks, qw, sw, M, N, K, res, 2, 0), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm_rowpar(y16, qx, sx, kblocks, qw, sw, M, N, K, res, 2, 1), FQ_OK);
+    int differ = 0;
+    for (int t = 0; t < M; t++)
+        for (int o = 0; o < N; o++) {
+            float p[2];
+            for (int r = 0; r < 2; r++) {
+                float v = 0;
+                for (int b = r * per; b < (r + 1) * per; b++) {
+                    int32_t part = 0;
+                    for (int j = b * blen; j < (b + 1) * blen; j++)
+                        part += cx[(size_t)t * K + j] * cw[(size_t)o * K + j];
+                    v = v + (float)part * sx[t * kblocks + b];
+                }
+                p[r] = v * sw[o];
+            }
+            float r0 = fq_bf16_to_f32(fq_f32_to_bf16(p[0] + fq_bf16_to_f32(res[t * N + o])));
+            float r1 = fq_bf16_to_f32(fq_f32_to_bf16(p[1]));
+            assert_int_equal(y16[t * N + o], fq_f32_to_bf16(fq_bf16_to_f32(fq_f32_to_bf16(r0 + r1))));
+            double a = fq_bf16_to_f32(y1[t * N + o]), b = fq_bf16_to_f32(y32[t * N + o]);
+            assert_true(fabs(a - b) <= fabs(a) / 128 + 1e-30); /* one bf16 step at most */
+            differ += y16[t * N + o] != y1[t * N + o];
+        }
+    /* the double rounding shows on some outputs (the point of the check in bench/) */
+    assert_true(differ > 0);
+    expect_err(fq_w4a4_gemm_rowpar(y16, qx, sx, kblocks, qw, sw, M, N, K, res, 3, 0), "tp = 3");
+    free(cx), free(cw), free(qx), free(qw), free(sx), free(sw), free(res), free(y1), free(yr);
+    free(y32), free(y16);
+}
+
 static void test_gemm(void **state)
 {
     (void)state;
+    check_gemm_rowpar(6, 40, 256, 4);
     check_gemm(3, 5, 192, 1, 0);
     check_gemm(4, 7, 256, 4, 1);
     check_gemm(1, 9, 64, 1, 1);
