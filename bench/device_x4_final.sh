@@ -30,7 +30,7 @@ stages() {
     text=.dev/data/text/wikitext-2-raw/wiki.test.paper.txt
     tp_eval() { # model tp devices
         CUDA_VISIBLE_DEVICES=$3 timeout 90 $MPI -np "$2" bin/flatq eval --model "$1" --text "$text" \
-            --seqlen 512 --max-windows 8 --device cuda --json 2>>"$w/tp.err" |
+            --seqlen 512 --max-windows "${TP_WINDOWS:-64}" --device cuda --json 2>>"$w/tp.err" |
             tr -d '\n' | grep -o '"ppl": *[0-9.e+]*' | head -1 | sed 's/.*: *//'
     }
     declare -A ppl
