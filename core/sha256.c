@@ -11,8 +11,21 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FQ_SHA_NI 1
+
+/* cpuid: SHA (leaf 7 EBX bit 29), SSE4.1 and SSSE3 (leaf 1 ECX bits 19 and 9) */
+static int cpu_has_sha(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19)) || !(c & (1u << 9)))
+        return 0;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b >> 29) & 1u;
+}
 #endif
 
 static const uint32_t K[64] = {
@@ -114,7 +127,7 @@ const char *sha256_backend(void)
 {
 #ifdef FQ_SHA_NI
     if (backend == 0)
-        backend = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") ? 2 : 1;
+        backend = cpu_has_sha() ? 2 : 1;
 #else
     backend = 1;
 #endif
