@@ -56,7 +56,6 @@ stages() {
     wait # the official runs
     grep -h "^RESULT" "$w"/official*.txt >>"$w/results.txt"
 }
-export -f stages 2>/dev/null
 timeout -k 5 "${WALL_S:-330}" bash -c "$(declare -f stages); w=$w; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
 {

@@ -7,9 +7,9 @@
 # Carried: .dev/official, .dev/data. Logs under $OUT; RESULT lines on stdout.
 set -u
 out=${OUT:-/tmp/out}
-mkdir -p "$out" /tmp/stub
-printf 'def colored(s, *a, **k):\n    return s\n' >/tmp/stub/termcolor.py
-export PYTHONPATH=/tmp/stub FQ_WIKI_TEST_RAW=$PWD/.dev/data/text/wikitext-2-raw/wiki.test.raw
+mkdir -p "$out" /tmp/termcolor-shim
+printf 'def colored(s, *a, **k):\n    return s\n' >/tmp/termcolor-shim/termcolor.py
+export PYTHONPATH=/tmp/termcolor-shim FQ_WIKI_TEST_RAW=$PWD/.dev/data/text/wikitext-2-raw/wiki.test.raw
 export FQ_WIKI_TRAIN_TXT=$PWD/.dev/data/text/wikitext-2-tokens/valid.txt
 model=$PWD/.dev/data/models/flatq-llama-16m
 py=$PWD/bench/official/run_official.py

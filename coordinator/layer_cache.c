@@ -124,27 +124,6 @@ static int encode_sample(const float *x, size_t count, layer_cache_dtype dtype, 
     return FQ_OK;
 }
 
-/* Per-thread sample buffers for the sample loops below. */
-static void **sample_bufs(int nt, size_t bytes)
-{
-    void **b = fq_calloc((size_t)nt, sizeof *b, "cache sample buffers");
-    for (int t = 0; b && t < nt; t++)
-        if (!(b[t] = fq_malloc(bytes, "cache sample buffer"))) {
-            for (int u = 0; u < t; u++)
-                free(b[u]);
-            free(b);
-            return NULL;
-        }
-    return b;
-}
-
-static void free_bufs(void **b, int nt)
-{
-    for (int t = 0; b && t < nt; t++)
-        free(b[t]);
-    free(b);
-}
-
 /* Samples are independent (own digest, own file range): they are encoded, hashed and
  * written on several threads — one core hashes ~0.3 GB/s, and a 70B layer's cache is
  * 4 GB per boundary. */
@@ -186,7 +165,7 @@ int layer_cache_write(const char *dir, int boundary, const char *fingerprint,
     size_t per_sample = s * d, sample_bytes = per_sample * dtype_bytes(dtype);
     int nt = fq_io_threads(n);
     uint8_t *table = fq_calloc(n, SAMPLE_DIGEST, "cache sample table");
-    void **bufs = sample_bufs(nt, sample_bytes);
+    void **bufs = fq_thread_buffers(nt, sample_bytes, "cache sample buffer");
     atomic_file f = {.fd = -1};
     int rc = FQ_ERR;
     if (!table || !bufs || atomic_file_open(&f, path) != FQ_OK)
@@ -212,7 +191,7 @@ fail:
     atomic_file_abort(&f);
 out:
     free(table);
-    free_bufs(bufs, nt);
+    fq_thread_buffers_free(bufs, nt);
     return rc;
 }
 
@@ -327,7 +306,7 @@ int layer_cache_read_header(const char *dir, int boundary, const char *fingerpri
 typedef struct {
     int fd;
     const char *path;
-    const layer_cache_header *h;
+    layer_cache_dtype dtype;
     size_t a, per_sample, sample_bytes;
     off_t payload_at;
     const uint8_t *table;
@@ -347,7 +326,7 @@ static int read_sample(void *ctx, size_t k, int t)
     if (memcmp(digest, j->table + i * SAMPLE_DIGEST, 32) != 0)
         return fq_error("%s: checksum mismatch in sample %zu (the file is corrupted)", j->path,
                         i);
-    if (j->x && fq_convert_to_f32(j->bufs[t], to_fq_dtype(j->h->dtype), j->per_sample,
+    if (j->x && fq_convert_to_f32(j->bufs[t], to_fq_dtype(j->dtype), j->per_sample,
                                   j->x + k * j->per_sample) != FQ_OK)
         return FQ_ERR;
     return FQ_OK;
@@ -362,7 +341,7 @@ static int read_range(int fd, const char *path, const layer_cache_header *h, siz
     size_t sample_bytes = per_sample * dtype_bytes(h->dtype);
     int nt = fq_io_threads(b - a);
     uint8_t *table = fq_malloc(n * SAMPLE_DIGEST, "cache sample table");
-    void **bufs = sample_bufs(nt, sample_bytes);
+    void **bufs = fq_thread_buffers(nt, sample_bytes, "cache sample buffer");
     int rc = FQ_ERR;
     if (!table || !bufs || read_exact(fd, table, n * SAMPLE_DIGEST, LAYER_CACHE_HEADER_BYTES,
                                       path) != FQ_OK)
@@ -373,14 +352,14 @@ static int read_range(int fd, const char *path, const layer_cache_header *h, siz
         fq_error("%s: sample table checksum mismatch (the file is corrupted)", path);
         goto out;
     }
-    read_job job = {.fd = fd, .path = path, .h = h, .a = a, .per_sample = per_sample,
+    read_job job = {.fd = fd, .path = path, .dtype = h->dtype, .a = a, .per_sample = per_sample,
                     .sample_bytes = sample_bytes,
                     .payload_at = LAYER_CACHE_HEADER_BYTES + (off_t)n * SAMPLE_DIGEST,
                     .table = table, .x = x, .bufs = bufs};
     rc = fq_parallel_for(b - a, nt, read_sample, &job);
 out:
     free(table);
-    free_bufs(bufs, nt);
+    fq_thread_buffers_free(bufs, nt);
     return rc;
 }
 

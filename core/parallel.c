@@ -78,6 +78,24 @@ int fq_parallel_for(size_t n, int nthreads, fq_item_fn fn, void *ctx)
     return FQ_OK;
 }
 
+void **fq_thread_buffers(int nt, size_t bytes, const char *what)
+{
+    void **b = fq_calloc((size_t)(nt > 0 ? nt : 1), sizeof *b, what);
+    for (int t = 0; b && t < nt; t++)
+        if (!(b[t] = fq_malloc(bytes, what))) {
+            fq_thread_buffers_free(b, t);
+            return NULL;
+        }
+    return b;
+}
+
+void fq_thread_buffers_free(void **b, int nt)
+{
+    for (int t = 0; b && t < nt; t++)
+        free(b[t]);
+    free(b);
+}
+
 int fq_io_threads(size_t n)
 {
     long t = 0;

@@ -16,6 +16,11 @@ typedef int (*fq_item_fn)(void *ctx, size_t i, int t);
  * FQ_ERR is returned. */
 int fq_parallel_for(size_t n, int nthreads, fq_item_fn fn, void *ctx);
 
+/* nt buffers of `bytes` each, one per thread of a loop (NULL and an fq_error naming
+ * `what` when memory runs out); fq_thread_buffers_free(b, nt) frees them and the array. */
+void **fq_thread_buffers(int nt, size_t bytes, const char *what);
+void fq_thread_buffers_free(void **b, int nt);
+
 /* Threads for I/O-side loops over n items: FLATQ_IO_THREADS if set (1..256), else the
  * online cores capped at 16, never more than n, at least 1. */
 int fq_io_threads(size_t n);

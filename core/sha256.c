@@ -8,6 +8,7 @@
  * use (cpuid); sha256_use_portable() forces the portable one (tests compare the two). */
 #include "sha256.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -115,31 +116,38 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void blocks_ni(uint32_t h[8],
 }
 #endif
 
-/* 0: not chosen yet, 1: portable, 2: SHA extensions */
-static int backend;
+/* 0: not chosen yet, 1: portable, 2: SHA extensions. Atomic: the cache's sample threads
+ * hash at once, and the first of them may be the one that chooses. */
+static atomic_int backend;
 
 void sha256_use_portable(int on)
 {
-    backend = on ? 1 : 0;
+    atomic_store(&backend, on ? 1 : 0);
+}
+
+static int chosen_backend(void)
+{
+    int b = atomic_load_explicit(&backend, memory_order_relaxed);
+    if (b == 0) {
+#ifdef FQ_SHA_NI
+        b = cpu_has_sha() ? 2 : 1;
+#else
+        b = 1;
+#endif
+        atomic_store(&backend, b);
+    }
+    return b;
 }
 
 const char *sha256_backend(void)
 {
-#ifdef FQ_SHA_NI
-    if (backend == 0)
-        backend = cpu_has_sha() ? 2 : 1;
-#else
-    backend = 1;
-#endif
-    return backend == 2 ? "x86 SHA extensions" : "portable C";
+    return chosen_backend() == 2 ? "x86 SHA extensions" : "portable C";
 }
 
 static void blocks(uint32_t h[8], const uint8_t *p, size_t nblocks)
 {
-    if (backend == 0)
-        (void)sha256_backend();
 #ifdef FQ_SHA_NI
-    if (backend == 2) {
+    if (chosen_backend() == 2) {
         blocks_ni(h, p, nblocks);
         return;
     }
@@ -185,13 +193,13 @@ void sha256_final(sha256_ctx *c, uint8_t out[32])
     c->block[c->fill++] = 0x80;
     if (c->fill > 56) {
         memset(c->block + c->fill, 0, 64 - c->fill);
-        sha256_block(c->h, c->block);
+        blocks(c->h, c->block, 1);
         c->fill = 0;
     }
     memset(c->block + c->fill, 0, 56 - c->fill);
     for (int i = 0; i < 8; i++)
         c->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha256_block(c->h, c->block);
+    blocks(c->h, c->block, 1);
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(c->h[i] >> 24);
         out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);

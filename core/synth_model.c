@@ -347,8 +347,8 @@ struct chunk_job {
     int64_t rows, cols, chunk_rows, nchunks;
     chunk_fn fn;
     void *ctx;
-    float **buf;        /* per thread: chunk_rows·cols generated values */
-    uint16_t **scratch; /* per thread: as many bf16 values */
+    void **buf;     /* per thread: chunk_rows·cols generated floats */
+    void **scratch; /* per thread: as many bf16 values */
 };
 
 static int chunk_item(void *arg, size_t c, int t)
@@ -356,9 +356,9 @@ static int chunk_item(void *arg, size_t c, int t)
     chunk_job *j = arg;
     int64_t r0 = (int64_t)c * j->chunk_rows;
     int64_t n = r0 + j->chunk_rows <= j->rows ? j->chunk_rows : j->rows - r0;
-    if (synth_tensor_rows(j->s, j->tensor, r0, n, j->buf[t]) != FQ_OK)
+    if (synth_tensor_rows(j->s, j->tensor, r0, n, (float *)j->buf[t]) != FQ_OK)
         return FQ_ERR;
-    return j->fn(j, r0, n, j->buf[t], j->scratch[t]);
+    return j->fn(j, r0, n, (float *)j->buf[t], j->scratch[t]);
 }
 
 /* Run fn over every row chunk of tensor t with s->threads threads (core/parallel.h). */
@@ -384,27 +384,11 @@ static int for_each_chunk(const synth_spec *s, int t, chunk_fn fn, void *ctx)
     if (nt > j.nchunks)
         nt = (int)j.nchunks;
     size_t vals = (size_t)j.chunk_rows * (size_t)(cols ? cols : 1);
-    j.buf = calloc((size_t)nt, sizeof *j.buf);
-    j.scratch = calloc((size_t)nt, sizeof *j.scratch);
-    int rc = FQ_ERR;
-    if (!j.buf || !j.scratch) {
-        fq_error(F ": out of memory for %d thread buffers", nt);
-        goto out;
-    }
-    for (int i = 0; i < nt; i++)
-        if (!(j.buf[i] = malloc(sizeof(float) * vals)) ||
-            !(j.scratch[i] = malloc(sizeof(uint16_t) * vals))) {
-            fq_error(F ": out of memory for a row chunk of %zu values", vals);
-            goto out;
-        }
-    rc = fq_parallel_for((size_t)j.nchunks, nt, chunk_item, &j);
-out:
-    for (int i = 0; i < nt && j.buf && j.scratch; i++) {
-        free(j.buf[i]);
-        free(j.scratch[i]);
-    }
-    free(j.buf);
-    free(j.scratch);
+    j.buf = fq_thread_buffers(nt, sizeof(float) * vals, "synthetic row chunk");
+    j.scratch = fq_thread_buffers(nt, sizeof(uint16_t) * vals, "bf16 row chunk");
+    int rc = j.buf && j.scratch ? fq_parallel_for((size_t)j.nchunks, nt, chunk_item, &j) : FQ_ERR;
+    fq_thread_buffers_free(j.buf, nt);
+    fq_thread_buffers_free(j.scratch, nt);
     return rc;
 }
 
