@@ -4,6 +4,8 @@
 # with device: cuda; its layer shards come back under $OUT for the fake-quant CPU evaluation
 # off the device (CPU_EVAL=1 runs it here too), and when the binary has the GPU runtime the
 # checkpoint is also scored with `flatq eval --device cuda` (wiki.test.paper.txt, 2048).
+# KEEP_LAYERS=0: no layer shards under $OUT (many runs in one call); BLAS_THREADS: OpenBLAS
+# threads of each rank (default 4; the GPTQ pass runs on rank 0's CPU).
 # Usage: bash bench/device_ablation_16m.sh default gptq smoothrot+quantization.epochs=30 ...
 #        [-- extra --set args for every run]
 set -uo pipefail
@@ -30,7 +32,7 @@ for spec in "${names[@]}"; do
     seqlen=2048
     [ "$base" = stories260k ] && job=jobs/stories260K-accuracy.yaml && seqlen=512
     t0=$(date +%s.%N)
-    OPENBLAS_NUM_THREADS=4 mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
+    OPENBLAS_NUM_THREADS=${BLAS_THREADS:-4} mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
         bin/flatq calibrate "$job" --set device=cuda --set output=/tmp/abl-$n --set eval.methods=[flatquant] --set eval.max_windows=1 \
         ${sets[@]+"${sets[@]}"} "$@" >"$out/abl-$n.calibrate.log" 2>&1
     rc=$?
@@ -40,7 +42,7 @@ for spec in "${names[@]}"; do
     printf 'ABL|%s|calib_s %s\n' "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
     # the layer shards and config travel back (the head shard is the FP model's, the same
     # for every option): the fake-quant CPU eval then runs off the device
-    tar -C /tmp/abl-$n -czf "$out/abl-$n.layers.tgz" config.json model.safetensors.index.json \
+    [ "${KEEP_LAYERS:-1}" = 1 ] && tar -C /tmp/abl-$n -czf "$out/abl-$n.layers.tgz" config.json model.safetensors.index.json \
         $(cd /tmp/abl-$n && ls layer_*.safetensors layer_*.sha256 2>/dev/null)
     if bin/flatq eval --help 2>&1 | grep -q -- --device; then
         bin/flatq eval --model /tmp/abl-$n --text "$text" --seqlen $seqlen --device cuda --json \

@@ -7,6 +7,9 @@
 # Everything a run leaves (logs, layer shards, eval JSON) goes into one tar under $OUT, split
 # into 15 MB parts (the device tool returns at most 8 files): results.tgz.NN, plus summary.txt,
 # also when DEADLINE_S (default 540) passes first: set it below the call's time limit.
+# STREAM_GPUS="1 2 3": stream i runs on GPU number i mod the list (round-robin; default: all
+# on the visible GPUs); OFFICIAL_SEEDS="3 4" with OFFICIAL_GPU=0: the official FlatQuant code
+# (bench/official_seeds.sh, .dev/official carried) on those seeds beside the streams.
 # Expects bin/flatq, build/gpu-tests/, .dev/lib and .dev/data carried along.
 set -u
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
@@ -33,13 +36,22 @@ if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
      echo "RESULT|compute-sanitizer memcheck test_gpu_w4a4|rc=$?" >>"$work/sanitizer.txt") &
     pids+=($!)
 fi
+if [ -n "${OFFICIAL_SEEDS:-}" ]; then
+    (CUDA_VISIBLE_DEVICES=${OFFICIAL_GPU:-0} OUT=$work SEEDS=$OFFICIAL_SEEDS \
+        SEED_S=${STREAM_S:-480} bash bench/official_seeds.sh >"$work/official.txt" 2>&1) &
+    pids+=($!)
+fi
 i=0
+read -r -a gpus <<<"${STREAM_GPUS:-}"
 IFS=';' read -r -a streams <<<"${STREAMS:-}"
 for s in "${streams[@]}"; do
     i=$((i + 1))
+    dev=${CUDA_VISIBLE_DEVICES:-}
+    [ ${#gpus[@]} -gt 0 ] && dev=${gpus[$(((i - 1) % ${#gpus[@]}))]}
     # shellcheck disable=SC2086
-    (OUT=$work timeout "${STREAM_S:-480}" bash bench/device_ablation_16m.sh $s \
-        >"$work/stream$i.txt" 2>&1; echo "RESULT|stream $i|rc=$?" >>"$work/stream$i.txt") &
+    (export CUDA_VISIBLE_DEVICES=$dev
+     OUT=$work timeout "${STREAM_S:-480}" bash bench/device_ablation_16m.sh $s \
+        >"$work/stream$i.txt" 2>&1; echo "RESULT|stream $i (GPU ${dev:-all})|rc=$?" >>"$work/stream$i.txt") &
     pids+=($!)
 done
 # what is there goes back even when the call is stopped at its limit (SIGTERM): the
@@ -51,6 +63,7 @@ finish() {
         tail -n 80 "$work/gpu-tests.txt" 2>/dev/null
         tail -n 15 "$work/sanitizer.txt" 2>/dev/null
         for f in "$work"/stream*.txt; do echo "== $f"; cat "$f"; done
+        grep -h "^RESULT" "$work/official.txt" 2>/dev/null
     } >>"$summary"
     cat "$summary"
     tar -C /tmp -czf /tmp/results.tgz round && split -b 15m -d /tmp/results.tgz "$final/results.tgz."
