@@ -279,6 +279,50 @@ static void bench_linear(const shape &s, int M)
     cudaFree(sw), cudaFree(sx), cudaFree(x), cudaFree(y), cudaFree(qx), cudaFree(x8), cudaFree(L), cudaFree(R);
 }
 
+/* The decode GEMM's shapes side by side (issue 7): the one-tile kernel with 2 or 4 16-byte
+ * loads per row in flight and 8 or 16 warps per CTA (2 loads, 8 warps: the v2 kernel), the
+ * automatic choice, and for M > 16 the prefill kernel that took those rows before. */
+static void bench_decode_shapes(const shape &s, int M)
+{
+    const int N = s.N, K = s.K;
+    const size_t wq = (size_t)N * K / 2, wb = (size_t)N * K * 2;
+    const int cq = copies_for(wq), cb = copies_for(wb);
+    std::vector<uint8_t *> Wq(cq);
+    std::vector<uint16_t *> Wb(cb);
+    for (int i = 0; i < cq; i++)
+        Wq[i] = rand_bytes(wq, 11 + i);
+    for (int i = 0; i < cb; i++)
+        Wb[i] = rand_bf16((size_t)N * K, 101 + i, 0.05f);
+    float *sw = rand_f32(N, 1e-3f, 2e-2f), *sx = rand_f32(M, 1e-2f, 1e-1f);
+    uint16_t *x = rand_bf16((size_t)M * K, 7, 2.f), *y = (uint16_t *)dalloc((size_t)M * N * 2);
+    uint8_t *qx = rand_bytes((size_t)M * K / 2, 5);
+    CK(cudaStreamSynchronize(g_st));
+    auto gemm = [&](int path) {
+        return time_ms([&](int r) {
+            FQ(fq_w4a4_gemm_path_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL, path));
+        });
+    };
+    double t[5] = {NAN, NAN, NAN, NAN, NAN};
+    const int cfg[4][2] = {{2, 8}, {2, 16}, {4, 8}, {4, 16}};
+    if (M <= 16)
+        for (int c = 0; c < 4; c++) {
+            FQ(fq_w4a4_decode_config(cfg[c][0], cfg[c][1]));
+            t[c] = gemm(FQ_W4A4_DECODE);
+        }
+    FQ(fq_w4a4_decode_config(0, 0));
+    double t_auto = gemm(FQ_W4A4_AUTO);
+    double t_pf = M > 16 ? gemm(FQ_W4A4_PREFILL) : NAN;
+    double t_bf = time_ms([&](int r) { gemm_bf16(y, x, Wb[r % cb], M, N, K); });
+    double bytes = wq + (double)M * K / 2 + (double)M * N * 2 + N * 4.0;
+    double floor_ms = bytes / g_bw * 1e3;
+    out("%-8s tp%d %3d %6d %6d | %7.4f %7.4f %7.4f %7.4f | %7.4f %5.1f%% | %7.4f | %7.4f | %5.2fx\n",
+        s.name, s.tp, M, N, K, t[0], t[1], t[2], t[3], t_auto, 100 * floor_ms / t_auto, t_pf,
+        t_bf, t_bf / t_auto);
+    for (auto p : Wq) cudaFree(p);
+    for (auto p : Wb) cudaFree(p);
+    cudaFree(sw), cudaFree(sx), cudaFree(x), cudaFree(y), cudaFree(qx);
+}
+
 /* ---------- BF16-KV decode attention: the same split-context design, bf16 K/V ---------- */
 
 constexpr int BT = 128;
@@ -467,14 +511,20 @@ int main(int argc, char **argv)
             for (int ctx : {8192, 16384, 32768})
                 bench_attention(b, ctx);
     }
+    const shape shapes[] = {
+        {"qkv", 10240, 8192, 1}, {"o", 8192, 8192, 1}, {"gate_up", 57344, 8192, 1}, {"down", 8192, 28672, 1},
+        {"qkv", 5120, 8192, 2},  {"o", 8192, 4096, 2}, {"gate_up", 28672, 8192, 2}, {"down", 8192, 14336, 2},
+        {"qkv", 2560, 8192, 4},  {"o", 8192, 2048, 4}, {"gate_up", 14336, 8192, 4}, {"down", 8192, 7168, 4},
+    };
+    if (!strcmp(only, "all") || !strcmp(only, "decode")) {
+        out("decode GEMM: layer tp M N K | ms with (loads, warps) = (2,8) v2, (2,16), (4,8), (4,16) | auto ms, %% of HBM floor | prefill kernel ms | cublas bf16 ms | auto vs bf16\n");
+        for (int M : {1, 4, 8, 16, 32, 64})
+            for (const shape &s : shapes)
+                bench_decode_shapes(s, M);
+    }
     if (!strcmp(only, "all") || !strcmp(only, "linear")) {
         out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
         out("prefill rows: the same with TOPS and %% of INT8 peak\n");
-        const shape shapes[] = {
-            {"qkv", 10240, 8192, 1}, {"o", 8192, 8192, 1}, {"gate_up", 57344, 8192, 1}, {"down", 8192, 28672, 1},
-            {"qkv", 5120, 8192, 2},  {"o", 8192, 4096, 2}, {"gate_up", 28672, 8192, 2}, {"down", 8192, 14336, 2},
-            {"qkv", 2560, 8192, 4},  {"o", 8192, 2048, 4}, {"gate_up", 14336, 8192, 4}, {"down", 8192, 7168, 4},
-        };
         const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
         for (int M : Ms)
             for (const shape &s : shapes)

@@ -49,6 +49,7 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     if (!ctx)
         return fq_error(F ":fq_cuda_init: NULL context (expected a pointer)");
     ctx->device = device;
+    ctx->sm_count = 1;
     ctx->math = FQ_MATH_FP32;
     ctx->split_transforms = 0;
     for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
@@ -64,6 +65,8 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
         return fq_error(F ":fq_cuda_init: device %d requested but %d CUDA device(s) are "
                         "visible (expected 0..%d)", device, count, count - 1);
     CU_CHECK(cudaSetDevice(device), F, "fq_cuda_init", "cudaSetDevice");
+    CU_CHECK(cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, device), F,
+             "fq_cuda_init", "cudaDeviceGetAttribute");
     cudaStream_t st;
     CU_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), F, "fq_cuda_init",
              "cudaStreamCreate");
@@ -162,6 +165,8 @@ int fq_cuda_scratch(fq_cuda_ctx *ctx, int slot, size_t bytes, void **out)
             return FQ_ERR;
         ctx->scratch[slot] = p;
         ctx->scratch_cap[slot] = bytes;
+        CU_CHECK(cudaMemsetAsync(p, 0, bytes, CTX_STREAM(ctx)), F, "fq_cuda_scratch",
+                 "cudaMemsetAsync");
     }
     *out = ctx->scratch[slot];
     return FQ_OK;

@@ -76,18 +76,38 @@ int fq_w4a4_gemm_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const fl
                       int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
                       const uint16_t *residual);
 
+/* Up to three GEMMs of the same M, K and kblocks (q/k/v, gate/up: each its own codes and
+ * scales, since each consumer has its own clip) in one launch of the decode kernel when M
+ * is small, else one fq_w4a4_gemm_cuda each; results as fq_w4a4_gemm_cuda's. At decode
+ * the small k/v GEMMs then fill the GPU together with q instead of one after another. */
+typedef struct {
+    uint16_t *y;
+    const uint8_t *qx, *qw;
+    const float *sx, *sw;
+    int N;
+    const uint16_t *residual;
+} fq_w4a4_problem;
+int fq_w4a4_gemm_multi_cuda(fq_cuda_ctx *ctx, int np, const fq_w4a4_problem *problems,
+                            int kblocks, int M, int K);
+
 /* Added for tests and benchmarks. The GEMM with a chosen kernel (path: FQ_W4A4_AUTO picks
- * the decode kernel for M <= 16, else the tensor-core one), and the raw int32 accumulators
+ * the decode kernel for M <= 64 when kblocks·⌈tiles of 16 rows⌉ <= 64, else the
+ * tensor-core one), and the raw int32 accumulators
  * acc [M, N] = Σ_j qx[t, j]·qw[o, j] over the whole K through the same kernels, so a test
  * can compare them bit for bit with fq_w4a4_gemm_i32 (core/w4a4_ref.h). GPU-only limits,
- * refused with an error: K <= 131072 (also in C); device buffers 16-byte aligned; kblocks <=
- * 64 on the decode path; a transform block n1·n2 <= 28672; attention: dh a power of two in
+ * refused with an error: K <= 131072 (also in C); device buffers 16-byte aligned; on the
+ * decode path M <= 64 and kblocks × (1, 2 or 4 tiles for M <= 16, 32, 64) <= 64; a transform block n1·n2 <= 28672; attention: dh a power of two in
  * 8..256, heads/kv_heads in 1..32, batch <= 256, n_q <= 65535. A KV scale beyond
  * the fp16 range is written as inf on the GPU (the C reference refuses it). */
 enum { FQ_W4A4_AUTO = 0, FQ_W4A4_PREFILL = 1, FQ_W4A4_DECODE = 2 };
 int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const float *sx,
                            int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
                            const uint16_t *residual, int path);
+/* Tests and benchmarks: the one-tile (M <= 16) decode kernel with `loads` 16-byte weight
+ * loads per row and thread in flight (2 or 4) and `warps` per CTA (8 or 16) instead of the
+ * automatic choice (4 loads; 16 warps when the grid has fewer than 4 CTAs per SM); 0, 0
+ * restores it. Process-wide, not thread-safe: set it before launching. */
+int fq_w4a4_decode_config(int loads, int warps);
 int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,
                           int M, int N, int K, int path);
 

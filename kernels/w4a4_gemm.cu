@@ -18,12 +18,13 @@
  * activation scales (TP, ALGORITHM §7) are applied by flushing the int32 accumulators into
  * fp32 at block ends. Shared memory rows are 64 bytes with the 16-byte chunks XOR-swizzled
  * by (row & 2), which makes the 8-byte fragment loads conflict-free.
- * Decode (M <= 16): a bandwidth kernel; each CTA owns 16 weight rows, its 8 warps stream
- * disjoint K ranges of them with 16-byte loads (8-byte when a K-block is an odd multiple of
- * 64) straight from global memory (every weight
- * byte read once), the activation rows come from L1/L2; partial sums meet in shared memory
- * per K-block with integer atomics (exact, order-free), then one thread per output applies
- * the epilogue.
+ * Decode (M <= 64, when its shared accumulators fit): a bandwidth kernel; each CTA owns 16
+ * weight rows, its 8 or 16 warps stream disjoint K ranges of them with 16-byte loads (8-byte
+ * when a K-block is an odd multiple of 64) straight from global memory (every weight byte
+ * read once, 64 bytes per row and thread in flight), against 1, 2 or 4 tiles of 16 tokens
+ * whose rows come from L1/L2; partial sums meet in shared memory per K-block with integer
+ * atomics (exact, order-free), then the CTA's threads apply the epilogue. The 128-row prefill
+ * tiles would leave most SMs idle at M = 64 on a TP slice (N / 128 CTAs).
  * Epilogue (both kernels, identical to core/w4a4_ref.c bit for bit): v = Σ_b acc_b·sx[t,b]
  * in block order, v·sw[o], + residual, round to bf16, with explicit _rn ops (no FMA).
  */
@@ -43,7 +44,7 @@ namespace {
 constexpr int BM = 128, BN = 128, BKB = 64 /* bytes per row per stage = 128 k */, STAGES = 4;
 constexpr int PF_THREADS = 256;
 constexpr int STAGE_BYTES = (BM + BN) * BKB;
-constexpr int DEC_ROWS = 16, DEC_WARPS = 8, DEC_MAX_KBLOCKS = 64;
+constexpr int DEC_ROWS = 16, DEC_MAX_M = 64, DEC_MAX_KB_TILES = 64;
 
 __device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                        uint32_t a3, uint32_t b0, uint32_t b1)
@@ -231,49 +232,92 @@ __global__ void __launch_bounds__(PF_THREADS)
     }
 }
 
-/* Decode: MODE 0 bf16 out (any kblocks <= DEC_MAX_KBLOCKS), MODE 2 int32 out. WIDE: chunks
- * of 128 k read as 16-byte loads (needs K-blocks of a multiple of 128), else 64 k, 8 bytes. */
-template <int MODE, bool WIDE>
-__global__ void __launch_bounds__(DEC_WARPS * 32)
-    w4a4_gemm_decode(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
-                     const uint8_t *__restrict__ qx, const float *__restrict__ sx, int kblocks,
-                     const uint8_t *__restrict__ qw, const float *__restrict__ sw, int M, int N,
-                     int K, const uint16_t *residual)
+/* One GEMM of a decode launch (up to three share one: q/k/v, gate/up): CTAs cta0 .. on. */
+struct dec_problem {
+    uint16_t *y;
+    int32_t *acc;
+    const uint8_t *qx, *qw;
+    const float *sx, *sw;
+    const uint16_t *res;
+    int N, cta0;
+};
+constexpr int DEC_MAX_PROBLEMS = 3;
+struct dec_batch {
+    dec_problem p[DEC_MAX_PROBLEMS];
+    int np, M, K, kblocks;
+};
+
+/* Decode: MODE 0 bf16 out (any kblocks with kblocks·MT <= DEC_MAX_KB_TILES), MODE 2 int32
+ * out. WIDE: chunks of 128 k read as 16-byte loads (needs K-blocks of a multiple of 128),
+ * else 64 k, 8 bytes. MT: 16-row tiles of activations (M <= 16·MT) against the CTA's 16
+ * weight rows, so weights are read once for up to 64 tokens. U: chunks whose weight loads a
+ * thread issues before it computes (bytes in flight); WARPS: warps splitting K in a CTA
+ * (more for small N, where the grid alone cannot keep enough loads in flight). */
+template <int MODE, bool WIDE, int MT, int U, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) w4a4_gemm_decode(dec_batch B)
 {
-    extern __shared__ int sacc[]; /* [kblocks][16][16] */
+    extern __shared__ int sacc[]; /* [kblocks][16·MT][16] */
+    constexpr int TILE = 256 * MT;
+    /* this CTA's problem: the last whose first CTA is not after it */
+    const int pi = B.np > 2 && (int)blockIdx.x >= B.p[2].cta0   ? 2
+                   : B.np > 1 && (int)blockIdx.x >= B.p[1].cta0 ? 1
+                                                                 : 0;
+    const dec_problem P = pi == 2 ? B.p[2] : pi == 1 ? B.p[1] : B.p[0];
+    uint16_t *__restrict__ y = P.y;
+    int32_t *__restrict__ acc_out = P.acc;
+    const uint8_t *__restrict__ qx = P.qx, *__restrict__ qw = P.qw;
+    const float *__restrict__ sx = P.sx, *__restrict__ sw = P.sw;
+    const uint16_t *residual = P.res;
+    const int M = B.M, N = P.N, K = B.K, kblocks = B.kblocks;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tig = lane & 3;
-    const int n0 = blockIdx.x * DEC_ROWS;
+    const int n0 = ((int)blockIdx.x - P.cta0) * DEC_ROWS;
     constexpr int CK = WIDE ? 128 : 64; /* k per chunk */
     constexpr int NW = CK / 32;          /* 32-bit words per thread per row and chunk */
     using vec = typename std::conditional<WIDE, uint4, uint2>::type;
     const int KB = K / 2, nchunks = K / CK, blen = K / kblocks;
-    for (int i = tid; i < kblocks * 256; i += blockDim.x)
+    for (int i = tid; i < kblocks * TILE; i += blockDim.x)
         sacc[i] = 0;
     __syncthreads();
 
-    const int per = (nchunks + DEC_WARPS - 1) / DEC_WARPS;
+    const int per = (nchunks + WARPS - 1) / WARPS;
     const int c0 = warp * per, c1 = min(nchunks, c0 + per);
-    const bool ra = g < M, rb = g + 8 < M;
     const bool w0ok = n0 + g < N, w1ok = n0 + 8 + g < N;
-    const uint8_t *xa = qx + (size_t)(ra ? g : 0) * KB + tig * (NW * 4);
-    const uint8_t *xb = qx + (size_t)(rb ? g + 8 : 0) * KB + tig * (NW * 4);
     const uint8_t *wa = qw + (size_t)(w0ok ? n0 + g : 0) * KB + tig * (NW * 4);
     const uint8_t *wb = qw + (size_t)(w1ok ? n0 + 8 + g : 0) * KB + tig * (NW * 4);
+    bool rok[MT][2];
+    const uint8_t *xr[MT][2];
+#pragma unroll
+    for (int t = 0; t < MT; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = t * 16 + h * 8 + g;
+            rok[t][h] = r < M;
+            xr[t][h] = qx + (size_t)(r < M ? r : 0) * KB + tig * (NW * 4);
+        }
 
-    int acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    int cur_b = c0 * CK / blen;
-    auto flush = [&](int b) {
-        int *s = sacc + b * 256;
+    int acc[MT][2][4];
+#pragma unroll
+    for (int t = 0; t < MT; t++)
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int m = g + (e >> 1) * 8, n = nt * 8 + tig * 2 + (e & 1);
-                if (acc[nt][e])
-                    atomicAdd(&s[m * 16 + n], acc[nt][e]);
-                acc[nt][e] = 0;
-            }
+            for (int e = 0; e < 4; e++)
+                acc[t][nt][e] = 0;
+    int cur_b = c0 * CK / blen;
+    auto flush = [&](int b) {
+        int *s = sacc + b * TILE;
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int m = t * 16 + g + (e >> 1) * 8, n = nt * 8 + tig * 2 + (e & 1);
+                    if (acc[t][nt][e])
+                        atomicAdd(&s[m * 16 + n], acc[t][nt][e]);
+                    acc[t][nt][e] = 0;
+                }
     };
     auto words = [](const vec &v, uint32_t (&w)[NW]) {
         const uint32_t *p = reinterpret_cast<const uint32_t *>(&v);
@@ -282,11 +326,11 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
             w[i] = p[i];
     };
 
-    constexpr int U = WIDE ? 2 : 4;
     vec zero;
     memset(&zero, 0, sizeof zero);
     for (int c = c0; c < c1; c += U) {
-        vec W0[U], W1[U], A0[U], A1[U];
+        /* the weight stream (HBM, read once: evict-first) is issued U chunks ahead */
+        vec W0[U], W1[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int cc = c + u;
@@ -294,8 +338,6 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
             size_t off = (size_t)cc * (CK / 2);
             W0[u] = ok && w0ok ? __ldcs(reinterpret_cast<const vec *>(wa + off)) : zero;
             W1[u] = ok && w1ok ? __ldcs(reinterpret_cast<const vec *>(wb + off)) : zero;
-            A0[u] = ok && ra ? __ldg(reinterpret_cast<const vec *>(xa + off)) : zero;
-            A1[u] = ok && rb ? __ldg(reinterpret_cast<const vec *>(xb + off)) : zero;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -307,14 +349,24 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
                 flush(cur_b);
                 cur_b = b;
             }
-            uint32_t x0w[NW], x1w[NW], q0w[NW], q1w[NW];
-            words(A0[u], x0w), words(A1[u], x1w), words(W0[u], q0w), words(W1[u], q1w);
+            size_t off = (size_t)cc * (CK / 2);
+            uint32_t q0w[NW], q1w[NW];
+            words(W0[u], q0w), words(W1[u], q1w);
 #pragma unroll
-            for (int s = 0; s < NW; s++) {
-                uint32_t a0 = nib_even(x0w[s]), a1 = nib_even(x1w[s]), a2 = nib_odd(x0w[s]),
-                         a3 = nib_odd(x1w[s]);
-                mma_s8(acc[0], a0, a1, a2, a3, nib_even(q0w[s]), nib_odd(q0w[s]));
-                mma_s8(acc[1], a0, a1, a2, a3, nib_even(q1w[s]), nib_odd(q1w[s]));
+            for (int t = 0; t < MT; t++) {
+                if (!rok[t][0]) /* rows ascend: a tile with no real row 16t+g has none after */
+                    break;
+                vec A0 = __ldg(reinterpret_cast<const vec *>(xr[t][0] + off));
+                vec A1 = rok[t][1] ? __ldg(reinterpret_cast<const vec *>(xr[t][1] + off)) : zero;
+                uint32_t x0w[NW], x1w[NW];
+                words(A0, x0w), words(A1, x1w);
+#pragma unroll
+                for (int s = 0; s < NW; s++) {
+                    uint32_t a0 = nib_even(x0w[s]), a1 = nib_even(x1w[s]), a2 = nib_odd(x0w[s]),
+                             a3 = nib_odd(x1w[s]);
+                    mma_s8(acc[t][0], a0, a1, a2, a3, nib_even(q0w[s]), nib_odd(q0w[s]));
+                    mma_s8(acc[t][1], a0, a1, a2, a3, nib_even(q1w[s]), nib_odd(q1w[s]));
+                }
             }
         }
     }
@@ -322,18 +374,20 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
         flush(cur_b);
     __syncthreads();
 
-    const int m = tid >> 4, n = tid & 15;
-    if (m < M && n0 + n < N) {
+    for (int i = tid; i < TILE; i += WARPS * 32) {
+        const int m = i >> 4, n = i & 15;
+        if (m >= M || n0 + n >= N)
+            continue;
         size_t at = (size_t)m * N + n0 + n;
         if (MODE == 2) {
             int s = 0;
             for (int b = 0; b < kblocks; b++)
-                s += sacc[b * 256 + m * 16 + n];
+                s += sacc[b * TILE + m * 16 + n];
             acc_out[at] = s >> 8;
         } else {
             float v = 0.f;
             for (int b = 0; b < kblocks; b++)
-                v = __fadd_rn(v, __fmul_rn((float)(sacc[b * 256 + m * 16 + n] >> 8),
+                v = __fadd_rn(v, __fmul_rn((float)(sacc[b * TILE + m * 16 + n] >> 8),
                                            sx[(size_t)m * kblocks + b]));
             y[at] = epilogue_bf16(v, sw[n0 + n], residual, at);
         }
@@ -363,47 +417,91 @@ int launch_prefill(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *ac
     return FQ_OK;
 }
 
-template <int MODE, bool WIDE>
-int launch_decode_v(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
-                    const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
-                    const float *sw, int M, int N, int K, const uint16_t *residual)
+template <int MODE, bool WIDE, int MT, int U, int WARPS>
+int launch_decode_v(fq_cuda_ctx *ctx, const char *where, const dec_batch &B, int ctas)
 {
-    const int smem = kblocks * 256 * (int)sizeof(int);
+    auto kern = w4a4_gemm_decode<MODE, WIDE, MT, U, WARPS>;
+    const int smem = B.kblocks * 256 * MT * (int)sizeof(int);
     if (smem > 48 * 1024)
-        CU_CHECK(fq_smem_optin((const void *)w4a4_gemm_decode<MODE, WIDE>, ctx->device, smem),
-                 FILE_, where, "cudaFuncSetAttribute");
-    w4a4_gemm_decode<MODE, WIDE><<<(N + DEC_ROWS - 1) / DEC_ROWS, DEC_WARPS * 32, smem,
-                                   CTX_STREAM(ctx)>>>(y, acc, qx, sx, kblocks, qw, sw, M, N, K,
-                                                      residual);
+        CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where,
+                 "cudaFuncSetAttribute");
+    kern<<<ctas, WARPS * 32, smem, CTX_STREAM(ctx)>>>(B);
     LAUNCH_CHECK(FILE_, where, "w4a4_gemm_decode");
     return FQ_OK;
 }
 
+/* fq_w4a4_decode_config's override of the one-tile decode kernel's shape (0: automatic) */
+int g_dec_loads, g_dec_warps;
+
+template <int MODE, bool WIDE, int MT, int U>
+int launch_decode_u(fq_cuda_ctx *ctx, const char *where, const dec_batch &B, int ctas, int warps)
+{
+    return warps == 16 ? launch_decode_v<MODE, WIDE, MT, U, 16>(ctx, where, B, ctas)
+                       : launch_decode_v<MODE, WIDE, MT, U, 8>(ctx, where, B, ctas);
+}
+
+/* Fills the problems' first CTAs and launches the kernel shape for M: 16 warps per CTA when
+ * the grid has fewer than 4 CTAs per SM (a TP slice, a narrow layer), else 8; 4 16-byte
+ * weight loads per row in flight with one 16-token tile, 2 with more (registers). */
+template <int MODE, bool WIDE>
+int launch_decode_w(fq_cuda_ctx *ctx, const char *where, dec_batch &B)
+{
+    int ctas = 0;
+    for (int i = 0; i < B.np; i++) {
+        B.p[i].cta0 = ctas;
+        ctas += (B.p[i].N + DEC_ROWS - 1) / DEC_ROWS;
+    }
+    int warps = ctas < 4 * ctx->sm_count ? 16 : 8;
+    constexpr int U1 = WIDE ? 4 : 8, U2 = WIDE ? 2 : 4; /* the same bytes per chunk row */
+    if (B.M > 32)
+        return launch_decode_u<MODE, WIDE, 4, U2>(ctx, where, B, ctas, warps);
+    if (B.M > 16)
+        return launch_decode_u<MODE, WIDE, 2, U2>(ctx, where, B, ctas, warps);
+    if (g_dec_loads)
+        warps = g_dec_warps;
+    if (g_dec_loads == 2)
+        return launch_decode_u<MODE, WIDE, 1, U2>(ctx, where, B, ctas, warps);
+    return launch_decode_u<MODE, WIDE, 1, U1>(ctx, where, B, ctas, warps);
+}
+
 /* The 16-byte variant whenever every K-block is a whole number of 128-k chunks. */
 template <int MODE>
-int launch_decode(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
-                  const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
-                  const float *sw, int M, int N, int K, const uint16_t *residual)
+int launch_decode(fq_cuda_ctx *ctx, const char *where, dec_batch &B)
 {
-    if ((K / kblocks) % 128 == 0)
-        return launch_decode_v<MODE, true>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K,
-                                           residual);
-    return launch_decode_v<MODE, false>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K,
-                                        residual);
+    if ((B.K / B.kblocks) % 128 == 0)
+        return launch_decode_w<MODE, true>(ctx, where, B);
+    return launch_decode_w<MODE, false>(ctx, where, B);
+}
+
+dec_batch one_problem(uint16_t *y, int32_t *acc, const uint8_t *qx, const float *sx,
+                      int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
+                      const uint16_t *residual)
+{
+    dec_batch B = {};
+    B.p[0] = {y, acc, qx, qw, sx, sw, residual, N, 0};
+    B.np = 1, B.M = M, B.K = K, B.kblocks = kblocks;
+    return B;
+}
+
+/* The decode kernel's 16-row tiles (1, 2 or 4): its shared accumulators are kblocks·tiles KiB */
+int decode_tiles(int M) { return M <= 16 ? 1 : M <= 32 ? 2 : 4; }
+int decode_fits(int M, int kblocks)
+{
+    return M <= DEC_MAX_M && kblocks * decode_tiles(M) <= DEC_MAX_KB_TILES;
 }
 
 int pick_path(const char *where, int path, int M, int kblocks)
 {
     if (path == FQ_W4A4_AUTO)
-        path = M <= 16 ? FQ_W4A4_DECODE : FQ_W4A4_PREFILL;
+        path = decode_fits(M, kblocks) ? FQ_W4A4_DECODE : FQ_W4A4_PREFILL;
     if (path != FQ_W4A4_PREFILL && path != FQ_W4A4_DECODE)
         return fq_error("%s: path = %d (expected FQ_W4A4_AUTO, _PREFILL or _DECODE)", where, path),
                -1;
-    if (path == FQ_W4A4_DECODE && M > 16)
-        return fq_error("%s: M = %d on the decode path (expected at most 16)", where, M), -1;
-    if (path == FQ_W4A4_DECODE && kblocks > DEC_MAX_KBLOCKS)
-        return fq_error("%s: kblocks = %d on the decode path (expected at most %d)", where,
-                        kblocks, DEC_MAX_KBLOCKS),
+    if (path == FQ_W4A4_DECODE && M > DEC_MAX_M)
+        return fq_error("%s: M = %d on the decode path (expected at most %d)", where, M, DEC_MAX_M), -1;
+    if (path == FQ_W4A4_DECODE && !decode_fits(M, kblocks))
+        return fq_error("%s: kblocks = %d on the decode path with M = %d (expected kblocks · "
+                        "%d tiles at most %d)", where, kblocks, M, decode_tiles(M), DEC_MAX_KB_TILES),
                -1;
     return path;
 }
@@ -424,11 +522,49 @@ extern "C" int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8
     path = pick_path(where, path, M, kblocks);
     if (path < 0)
         return FQ_ERR;
-    if (path == FQ_W4A4_DECODE)
-        return launch_decode<0>(ctx, where, y, nullptr, qx, sx, kblocks, qw, sw, M, N, K, residual);
+    if (path == FQ_W4A4_DECODE) {
+        dec_batch B = one_problem(y, nullptr, qx, sx, kblocks, qw, sw, M, N, K, residual);
+        return launch_decode<0>(ctx, where, B);
+    }
     if (kblocks == 1)
         return launch_prefill<0>(ctx, where, y, nullptr, qx, sx, 1, qw, sw, M, N, K, residual);
     return launch_prefill<1>(ctx, where, y, nullptr, qx, sx, kblocks, qw, sw, M, N, K, residual);
+}
+
+extern "C" int fq_w4a4_decode_config(int loads, int warps)
+{
+    if (!((loads == 0 && warps == 0) || ((loads == 2 || loads == 4) && (warps == 8 || warps == 16))))
+        return fq_error(FILE_ ":fq_w4a4_decode_config: loads %d, warps %d (expected 0, 0 for "
+                        "automatic, or loads 2 or 4 with warps 8 or 16)", loads, warps);
+    g_dec_loads = loads;
+    g_dec_warps = warps;
+    return FQ_OK;
+}
+
+extern "C" int fq_w4a4_gemm_multi_cuda(fq_cuda_ctx *ctx, int np, const fq_w4a4_problem *pr,
+                                       int kblocks, int M, int K)
+{
+    const char *where = FILE_ ":fq_w4a4_gemm_multi_cuda";
+    if (!ctx || !pr || np < 1 || np > DEC_MAX_PROBLEMS)
+        return fq_error("%s: context %p, %d problems at %p (expected a context and 1..%d "
+                        "problems)", where, (void *)ctx, np, (const void *)pr, DEC_MAX_PROBLEMS);
+    for (int i = 0; i < np; i++)
+        if (w4a4_check_gemm(where, pr[i].y, pr[i].qx, pr[i].sx, kblocks, pr[i].qw, pr[i].sw, M,
+                            pr[i].N, K) ||
+            check_aligned(where, pr[i].qx, "qx") || check_aligned(where, pr[i].qw, "qw"))
+            return fq_error_wrap("problem %d", i);
+    if (!decode_fits(M, kblocks)) { /* prefill sizes: one launch each, nothing to share */
+        for (int i = 0; i < np; i++)
+            if (fq_w4a4_gemm_cuda(ctx, pr[i].y, pr[i].qx, pr[i].sx, kblocks, pr[i].qw, pr[i].sw,
+                                  M, pr[i].N, K, pr[i].residual))
+                return FQ_ERR;
+        return FQ_OK;
+    }
+    dec_batch B = {};
+    for (int i = 0; i < np; i++)
+        B.p[i] = {pr[i].y, nullptr, pr[i].qx, pr[i].qw, pr[i].sx, pr[i].sw, pr[i].residual, pr[i].N, 0};
+    B.np = np, B.M = M, B.K = K, B.kblocks = kblocks;
+    return launch_decode<0>(ctx, where, B);
 }
 
 extern "C" int fq_w4a4_gemm_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx,
@@ -452,9 +588,10 @@ extern "C" int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8
     path = pick_path(where, path, M, 1);
     if (path < 0)
         return FQ_ERR;
-    if (path == FQ_W4A4_DECODE)
-        return launch_decode<2>(ctx, where, nullptr, acc, qx, nullptr, 1, qw, nullptr, M, N, K,
-                                nullptr);
+    if (path == FQ_W4A4_DECODE) {
+        dec_batch B = one_problem(nullptr, acc, qx, nullptr, 1, qw, nullptr, M, N, K, nullptr);
+        return launch_decode<2>(ctx, where, B);
+    }
     return launch_prefill<2>(ctx, where, nullptr, acc, qx, nullptr, 1, qw, nullptr, M, N, K,
                              nullptr);
 }

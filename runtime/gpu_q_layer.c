@@ -188,6 +188,20 @@ static int q_gemm(gpu_model *m, const gpu_q_layer *l, uint16_t *y, int slot, int
                              l->sw[i], N, out, fq_w4a4_padded_k(K), residual);
 }
 
+/* ys[i] = W4A4 GEMM of consumer slot i's codes with linear lin[i] (outs[i] outputs, K real
+ * inputs, one K-block): q/k/v or gate/up, one launch at decode sizes */
+static int q_gemms(gpu_model *m, const gpu_q_layer *l, int np, uint16_t *const *ys,
+                   const int *lin, const int *outs, int N, int K)
+{
+    fq_w4a4_problem pr[3];
+    for (int i = 0; i < np; i++) {
+        fq_w4a4_problem one = {ys[i], m->codes[i], l->qw[lin[i]], m->ascale[i], l->sw[lin[i]],
+                               outs[i], NULL};
+        pr[i] = one;
+    }
+    return fq_w4a4_gemm_multi_cuda(m->ctx, np, pr, 1, N, fq_w4a4_padded_k(K));
+}
+
 static fq_quant_dst dst_of(const gpu_model *m, const gpu_q_layer *l, int slot, int linear)
 {
     fq_quant_dst d = {l->act_clip[linear][0], l->act_clip[linear][1], m->codes[slot],
@@ -235,16 +249,11 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
         fq_transform_quant_cuda(ctx, qkv, 3, m->a, N, d, 1, l->attn_in.n1, l->attn_in.n2,
                                 l->attn_in.L, l->attn_in.R, 1, bits) != FQ_OK ||
         rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
-        q_gemm(m, l, m->qb, 0, 1, QL_Q, N, hl, d, NULL) != FQ_OK ||
-        q_gemm(m, l, m->kb, 1, 1, QL_K, N, gl, d, NULL) != FQ_OK ||
-        q_gemm(m, l, m->vb, 2, 1, QL_V, N, gl, d, NULL) != FQ_OK ||
+        q_gemms(m, l, 3, (uint16_t *[]){m->qb, m->kb, m->vb}, (int[]){QL_Q, QL_K, QL_V},
+                (int[]){hl, gl, gl}, N, d) != FQ_OK ||
         rt_prof_mark(pf, RTP_GEMM) != FQ_OK ||
-        rt_rope_bf16(ctx, m->qb, B, n, p->heads, dh, m->pos0_d, m->rope_cos, m->rope_sin) != FQ_OK ||
-        rt_rope_bf16(ctx, m->kb, B, n, p->kv_heads, dh, m->pos0_d, m->rope_cos, m->rope_sin) !=
-            FQ_OK ||
-        rt_vec_transform_bf16(ctx, m->qb, N * p->heads, dh, l->Mk_inv_t) != FQ_OK ||
-        rt_vec_transform_bf16(ctx, m->kb, N * p->kv_heads, dh, l->Mk) != FQ_OK ||
-        (l->Mv && rt_vec_transform_bf16(ctx, m->vb, N * p->kv_heads, dh, l->Mv) != FQ_OK) ||
+        rt_rope_mk_bf16(ctx, m->qb, m->kb, m->vb, B, n, p->heads, p->kv_heads, dh, m->pos0_d,
+                        m->rope_cos, m->rope_sin, l->Mk_inv_t, l->Mk, l->Mv) != FQ_OK ||
         rt_prof_mark(pf, RTP_ROPE) != FQ_OK ||
         fq_kv4_write_cuda(ctx, &kv, m->kb, m->vb, n, pos, l->kv_clip[0][0], l->kv_clip[0][1],
                           l->kv_clip[1][0], l->kv_clip[1][1], m->qc.kv_bits) != FQ_OK ||
@@ -266,8 +275,8 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
         fq_transform_quant_cuda(ctx, gu, 2, m->a, N, d, 1, l->mlp_in.n1, l->mlp_in.n2,
                                 l->mlp_in.L, l->mlp_in.R, 1, bits) != FQ_OK ||
         rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
-        q_gemm(m, l, m->gate, 0, 1, QL_GATE, N, p->ffn, d, NULL) != FQ_OK ||
-        q_gemm(m, l, m->up, 1, 1, QL_UP, N, p->ffn, d, NULL) != FQ_OK ||
+        q_gemms(m, l, 2, (uint16_t *[]){m->gate, m->up}, (int[]){QL_GATE, QL_UP},
+                (int[]){p->ffn, p->ffn}, N, d) != FQ_OK ||
         rt_prof_mark(pf, RTP_GEMM) != FQ_OK ||
         rt_swiglu_bf16(ctx, m->gate, m->gate, m->up, nf) != FQ_OK ||
         rt_prof_mark(pf, RTP_SWIGLU) != FQ_OK)

@@ -235,6 +235,63 @@ int rt_vec_transform_bf16(fq_cuda_ctx *ctx, uint16_t *x, int nvec, int dh, const
     return FQ_OK;
 }
 
+/* The decode step's five small launches (RoPE on q and k, then q·M_k^{−T}, k·M_k, v·M_v)
+ * as one: a CTA per vector of q, then of k, then of v. The rotated values are rounded to
+ * bf16 before the product, and the product sums in the same order, so the bits are those
+ * of rt_rope_bf16 followed by rt_vec_transform_bf16 (tests/gpu/test_gpu_runtime.c). */
+__global__ void rope_mk_kernel(uint16_t *q, uint16_t *k, uint16_t *v, int nq, int nk, int hq,
+                               int hk, int n, int dh, const int32_t *pos0, const float *cs,
+                               const float *sn, const float *Mq, const float *Mk,
+                               const float *Mv)
+{
+    extern __shared__ float xs[];
+    int vec = blockIdx.x, heads = hq, rope = 1;
+    uint16_t *base = q;
+    const float *M = Mq;
+    if (vec >= nq + nk)
+        vec -= nq + nk, base = v, M = Mv, rope = 0;
+    else if (vec >= nq)
+        vec -= nq, base = k, M = Mk, heads = hk;
+    uint16_t *u = base + (size_t)vec * dh;
+    const int half = dh / 2;
+    if (rope) {
+        const size_t tok = (size_t)vec / heads;
+        const int b = (int)(tok / n), p = pos0[b] + (int)(tok % n);
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            float c = cs[(size_t)p * half + i], s = sn[(size_t)p * half + i];
+            float u1 = bf(u[i]), u2 = bf(u[i + half]);
+            xs[i] = bf(to_bf(u1 * c - u2 * s));
+            xs[i + half] = bf(to_bf(u2 * c + u1 * s));
+        }
+    } else {
+        for (int i = threadIdx.x; i < dh; i += blockDim.x)
+            xs[i] = bf(u[i]);
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < dh; j += blockDim.x) {
+        float acc = 0;
+        for (int i = 0; i < dh; i++)
+            acc += xs[i] * M[(size_t)i * dh + j];
+        u[j] = to_bf(acc);
+    }
+}
+
+int rt_rope_mk_bf16(fq_cuda_ctx *ctx, uint16_t *q, uint16_t *k, uint16_t *v, int B, int n,
+                    int hq, int hk, int dh, const int32_t *pos0, const float *cos,
+                    const float *sin, const float *Mq, const float *Mk, const float *Mv)
+{
+    ARGCHECK(B > 0 && n > 0 && hq > 0 && hk > 0 && dh > 0 && dh % 2 == 0 && dh <= 4096 && q &&
+                 k && Mq && Mk && (!Mv || v),
+             "rt_rope_mk_bf16", "B=%d n=%d heads=%d/%d dh=%d (expected positive sizes, dh even "
+             "and <= 4096, q, k, M_q, M_k, and v when M_v is given)", B, n, hq, hk, dh);
+    int nq = B * n * hq, nk = B * n * hk, nv = Mv ? nk : 0;
+    int threads = dh < 128 ? 32 * ((dh + 31) / 32) : 128;
+    rope_mk_kernel<<<nq + nk + nv, threads, sizeof(float) * dh, CTX_STREAM(ctx)>>>(
+        q, k, v, nq, nk, hq, hk, n, dh, pos0, cos, sin, Mq, Mk, Mv);
+    LAUNCH_CHECK(F, "rt_rope_mk_bf16", "rope_mk_kernel");
+    return FQ_OK;
+}
+
 __global__ void swiglu_kernel(uint16_t *out, const uint16_t *gate, const uint16_t *up, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;

@@ -41,6 +41,12 @@ int rt_rope_bf16(fq_cuda_ctx *ctx, uint16_t *x, int B, int n, int heads, int dh,
                  const int32_t *pos0, const float *cos, const float *sin);
 /* In place on nvec vectors of dh: x ← x·M (M fp32 [dh, dh]): M_k, M_k^{−T}, M_v. */
 int rt_vec_transform_bf16(fq_cuda_ctx *ctx, uint16_t *x, int nvec, int dh, const float *M);
+/* One launch for the quantized layer's attention inputs [B, n, heads, dh]: q ← RoPE(q)·Mq,
+ * k ← RoPE(k)·Mk, and v ← v·Mv when Mv is not NULL — the same bits as rt_rope_bf16 then
+ * rt_vec_transform_bf16 on each. */
+int rt_rope_mk_bf16(fq_cuda_ctx *ctx, uint16_t *q, uint16_t *k, uint16_t *v, int B, int n,
+                    int hq, int hk, int dh, const int32_t *pos0, const float *cos,
+                    const float *sin, const float *Mq, const float *Mk, const float *Mv);
 /* out [n] = silu(gate)·up, bf16 (out may alias gate). */
 int rt_swiglu_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *gate, const uint16_t *up,
                    size_t n);

@@ -187,6 +187,87 @@ static void check_rmsnorm(gpu_suite *t, int n, int d)
     free(got);
 }
 
+/* rt_rope_mk_bf16 (one launch) against rt_rope_bf16 + rt_vec_transform_bf16 (five), bit for
+ * bit, and both against float64 RoPE and products on the same bf16 inputs */
+static void check_rope_mk(gpu_suite *t, int B, int n, int hq, int hk, int dh, int with_v)
+{
+    const int half = dh / 2, maxpos = 64;
+    size_t nq = (size_t)B * n * hq * dh, nk = (size_t)B * n * hk * dh, mm = (size_t)dh * dh;
+    size_t ntab = (size_t)maxpos * half, all = nq + 2 * nk;
+    float *f = gpu_host(all), *cs = gpu_host(ntab), *sn = gpu_host(ntab), *M = gpu_host(3 * mm);
+    float *ref = gpu_host(all), *got = gpu_host(all), *sep = gpu_host(all);
+    uint16_t *h = malloc(all * 2), *o = malloc(all * 2);
+    if (!h || !o)
+        gpu_die(t, "host alloc");
+    gpu_fill_normal(t, f, all, 1.0);
+    gpu_fill_normal(t, M, 3 * mm, 1.0 / sqrt(dh));
+    for (size_t i = 0; i < ntab; i++) {
+        double a = 6.2831853 * gpu_uniform(t);
+        cs[i] = (float)cos(a), sn[i] = (float)sin(a);
+    }
+    for (size_t i = 0; i < all; i++) {
+        h[i] = fq_f32_to_bf16(f[i]);
+        f[i] = fq_bf16_to_f32(h[i]);
+    }
+    int32_t pos0[4];
+    for (int b = 0; b < B; b++)
+        pos0[b] = 3 + 7 * b;
+    /* float64: q, k rotated, then each vector times its M (q: M[0], k: M[1], v: M[2]) */
+    for (size_t vec = 0; vec < all / dh; vec++) {
+        const float *x = f + vec * dh;
+        int part = vec < nq / dh ? 0 : vec < (nq + nk) / dh ? 1 : 2;
+        size_t local = part == 0 ? vec : part == 1 ? vec - nq / dh : vec - (nq + nk) / dh;
+        int heads = part == 0 ? hq : hk;
+        size_t tok = local / heads;
+        int p = pos0[tok / n] + (int)(tok % n);
+        double r[4096];
+        for (int i = 0; i < half; i++) {
+            double c = cs[(size_t)p * half + i], s2 = sn[(size_t)p * half + i];
+            r[i] = part == 2 ? x[i] : x[i] * c - x[i + half] * s2;
+            r[i + half] = part == 2 ? x[i + half] : x[i + half] * c + x[i] * s2;
+        }
+        const float *Mp = M + (size_t)part * mm;
+        for (int j = 0; j < dh; j++) {
+            double acc = 0;
+            for (int i = 0; i < dh; i++)
+                acc += r[i] * Mp[(size_t)i * dh + j];
+            ref[vec * dh + j] = (float)(part == 2 && !with_v ? x[j] : acc);
+        }
+    }
+    float *dx = gpu_dev(t, (all + 1) / 2), *dy = gpu_dev(t, (all + 1) / 2);
+    float *dcs = gpu_dev_copy(t, cs, ntab), *dsn = gpu_dev_copy(t, sn, ntab);
+    float *dM = gpu_dev_copy(t, M, 3 * mm), *dpos = gpu_dev(t, 4);
+    gpu_call(t, rt_upload(&t->ctx, dpos, pos0, sizeof pos0), "upload pos0");
+    gpu_call(t, rt_upload(&t->ctx, dx, h, all * 2), "upload q, k, v");
+    gpu_call(t, rt_upload(&t->ctx, dy, h, all * 2), "upload q, k, v");
+    uint16_t *q1 = (uint16_t *)dx, *k1 = q1 + nq, *v1 = k1 + nk;
+    uint16_t *q2 = (uint16_t *)dy, *k2 = q2 + nq, *v2 = k2 + nk;
+    const int32_t *p0 = (const int32_t *)dpos;
+    gpu_call(t, rt_rope_bf16(&t->ctx, q1, B, n, hq, dh, p0, dcs, dsn), "rt_rope_bf16 q");
+    gpu_call(t, rt_rope_bf16(&t->ctx, k1, B, n, hk, dh, p0, dcs, dsn), "rt_rope_bf16 k");
+    gpu_call(t, rt_vec_transform_bf16(&t->ctx, q1, B * n * hq, dh, dM), "vec q");
+    gpu_call(t, rt_vec_transform_bf16(&t->ctx, k1, B * n * hk, dh, dM + mm), "vec k");
+    if (with_v)
+        gpu_call(t, rt_vec_transform_bf16(&t->ctx, v1, B * n * hk, dh, dM + 2 * mm), "vec v");
+    gpu_call(t, rt_rope_mk_bf16(&t->ctx, q2, k2, v2, B, n, hq, hk, dh, p0, dcs, dsn, dM,
+                                dM + mm, with_v ? dM + 2 * mm : NULL), "rt_rope_mk_bf16");
+    gpu_call(t, fq_cuda_sync(&t->ctx), "sync");
+    gpu_call(t, rt_download(&t->ctx, o, dx, all * 2), "download");
+    for (size_t i = 0; i < all; i++)
+        sep[i] = fq_bf16_to_f32(o[i]);
+    gpu_call(t, rt_download(&t->ctx, o, dy, all * 2), "download");
+    for (size_t i = 0; i < all; i++)
+        got[i] = fq_bf16_to_f32(o[i]);
+    char what[112];
+    snprintf(what, sizeof what, "rt_rope_mk_bf16 B%d n%d heads %d/%d dh%d%s vs separate kernels",
+             B, n, hq, hk, dh, with_v ? " +M_v" : "");
+    gpu_check_exact(t, what, got, sep, all);
+    snprintf(what, sizeof what, "rt_rope_mk_bf16 B%d n%d heads %d/%d dh%d%s vs float64", B, n,
+             hq, hk, dh, with_v ? " +M_v" : "");
+    gpu_check_rel(t, what, got, ref, all, 1e-2);
+    free(f), free(cs), free(sn), free(M), free(ref), free(got), free(sep), free(h), free(o);
+}
+
 int main(void)
 {
     gpu_suite t;
@@ -196,6 +277,9 @@ int main(void)
     check_rmsnorm(&t, 1, 8192);
     check_rmsnorm(&t, 5, 384);
     check_rmsnorm(&t, 3, 172);
+    check_rope_mk(&t, 1, 1, 64, 8, 128, 1);
+    check_rope_mk(&t, 3, 5, 6, 2, 64, 0);
+    check_rope_mk(&t, 2, 1, 4, 4, 48, 1);
     llama_model cpu;
     tokenizer *tok = NULL;
     int32_t *ids = NULL;

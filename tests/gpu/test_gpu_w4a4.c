@@ -177,6 +177,54 @@ static void test_gemm_bf16(gpu_suite *t, int M, int N, int K, int kblocks, int p
     free(qx), free(qw), free(sx), free(sw), free(res), free(ref), free(got);
 }
 
+/* fq_w4a4_gemm_multi_cuda: np problems with their own codes, scales, N (and a residual on
+ * the last), one launch at decode sizes; each output bit-exact with fq_w4a4_gemm */
+static void test_gemm_multi(gpu_suite *t, int np, const int *Ns, int M, int K, int kblocks)
+{
+    fq_w4a4_problem pr[3];
+    uint16_t *ref[3], *got_d[3];
+    size_t ny[3];
+    void *host[3][5];
+    for (int i = 0; i < np; i++) {
+        int N = Ns[i];
+        size_t bx = (size_t)M * K / 2, bw = (size_t)N * K / 2;
+        ny[i] = (size_t)M * N;
+        uint8_t *qx = malloc(bx), *qw = malloc(bw);
+        float *sx = gpu_host((size_t)M * kblocks), *sw = gpu_host(N);
+        uint16_t *res = malloc(sizeof(uint16_t) * ny[i]);
+        ref[i] = malloc(sizeof(uint16_t) * ny[i]);
+        rand_packed(t, qx, bx);
+        rand_packed(t, qw, bw);
+        for (int e = 0; e < M * kblocks; e++)
+            sx[e] = (float)(0.01 + 0.2 * gpu_uniform(t));
+        for (int e = 0; e < N; e++)
+            sw[e] = (float)(0.001 + 0.02 * gpu_uniform(t));
+        rand_bf16(t, res, ny[i], 3.0);
+        int with_res = i == np - 1;
+        if (fq_w4a4_gemm(ref[i], qx, sx, kblocks, qw, sw, M, N, K, with_res ? res : NULL))
+            gpu_die(t, "CPU fq_w4a4_gemm");
+        fq_w4a4_problem one = {dev_poison_bytes(t, sizeof(uint16_t) * ny[i], 0xFF),
+                               dev_upload(t, qx, bx), dev_upload(t, qw, bw),
+                               dev_floats_copy(t, sx, (size_t)M * kblocks),
+                               dev_floats_copy(t, sw, N), N,
+                               with_res ? dev_upload(t, res, sizeof(uint16_t) * ny[i]) : NULL};
+        pr[i] = one;
+        got_d[i] = pr[i].y;
+        host[i][0] = qx, host[i][1] = qw, host[i][2] = sx, host[i][3] = sw, host[i][4] = res;
+    }
+    gpu_call(t, fq_w4a4_gemm_multi_cuda(&t->ctx, np, pr, kblocks, M, K), "fq_w4a4_gemm_multi_cuda");
+    for (int i = 0; i < np; i++) {
+        uint16_t *got = host_fetch(t, got_d[i], sizeof(uint16_t) * ny[i]);
+        char name[96];
+        snprintf(name, sizeof name, "gemm multi %d/%d M%d N%d K%d kb%d%s", i + 1, np, M, Ns[i],
+                 K, kblocks, i == np - 1 ? " +res" : "");
+        check_bytes(t, name, got, ref[i], sizeof(uint16_t) * ny[i], sizeof(uint16_t));
+        free(got), free(ref[i]);
+        for (int e = 0; e < 5; e++)
+            free(host[i][e]);
+    }
+}
+
 /* Rows of K real codes padded with zero codes to Kp = round_up(K, 64), as the runtime
  * uploads weights and the quantizer writes activations: bf16 outputs bit-exact with the
  * reference on the padded rows, and the reference's int32 sums equal the sums over K. */
@@ -417,7 +465,11 @@ static void test_refused(gpu_suite *t)
     expect_refused(t, "refuse gemm M = 0", fq_w4a4_gemm_cuda(&t->ctx, y, qx, s, 1, qw, s, 0, 2, 64, NULL), "M = 0");
     expect_refused(t, "refuse gemm kblocks", fq_w4a4_gemm_cuda(&t->ctx, y, qx, s, 3, qw, s, 2, 2, 128, NULL), "kblocks = 3");
     expect_refused(t, "refuse gemm_i32 K % 64", fq_w4a4_gemm_i32_cuda(&t->ctx, acc, qx, qw, 1, 1, 65, 0), "K = 65");
-    expect_refused(t, "refuse decode M > 16", fq_w4a4_gemm_i32_cuda(&t->ctx, acc, qx, qw, 17, 1, 64, FQ_W4A4_DECODE), "M = 17");
+    expect_refused(t, "refuse decode M > 64", fq_w4a4_gemm_i32_cuda(&t->ctx, acc, qx, qw, 65, 1, 64, FQ_W4A4_DECODE), "M = 65");
+    expect_refused(t, "refuse decode kblocks x tiles", fq_w4a4_gemm_path_cuda(&t->ctx, y, qx, s, 32, qw, s, 40, 1, 2048, NULL, FQ_W4A4_DECODE), "kblocks = 32");
+    expect_refused(t, "refuse decode config", fq_w4a4_decode_config(3, 8), "loads 3");
+    fq_w4a4_problem pr4[1] = {{y, qx, qw, s, s, 1, NULL}};
+    expect_refused(t, "refuse gemm multi 4 problems", fq_w4a4_gemm_multi_cuda(&t->ctx, 4, pr4, 1, 1, 64), "4 problems");
     expect_refused(t, "refuse unaligned qx", fq_w4a4_gemm_cuda(&t->ctx, y, qx + 8, s, 1, qw, s, 1, 1, 64, NULL), "aligned");
     fq_quant_dst d = {0.9f, 0.9f, qx, s};
     expect_refused(t, "refuse quant M = 0", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 0, 64, 1, 8, 8, NULL, NULL, 1, 4), "M = 0");
@@ -449,6 +501,25 @@ int main(void)
     test_gemm_bf16(&t, 7, 100, 576, 3, FQ_W4A4_DECODE, 1);
     test_gemm_bf16(&t, 16, 48, 2048, 1, FQ_W4A4_DECODE, 2);
     test_gemm_bf16(&t, 1, 33, 4096, 2, FQ_W4A4_DECODE, 0);
+    /* two and four 16-token tiles (M 17..32, 33..64); M = 64 at TP 4's o_proj K-blocks */
+    test_gemm_i32(&t, 17, 80, 1024, FQ_W4A4_DECODE, 0);
+    test_gemm_i32(&t, 64, 48, 28672, FQ_W4A4_DECODE, 1);
+    test_gemm_bf16(&t, 31, 70, 2048, 4, FQ_W4A4_DECODE, 1);
+    test_gemm_bf16(&t, 45, 64, 4096, 8, FQ_W4A4_DECODE, 2);
+    test_gemm_bf16(&t, 64, 100, 576, 3, FQ_W4A4_DECODE, 0);
+    /* every one-tile shape the benchmarks may pick (loads 2/4 × 8/16 warps), 8- and 16-byte */
+    for (int loads = 2; loads <= 4; loads += 2)
+        for (int warps = 8; warps <= 16; warps += 8) {
+            gpu_call(&t, fq_w4a4_decode_config(loads, warps), "fq_w4a4_decode_config");
+            test_gemm_bf16(&t, 9, 40, 8192, 2, FQ_W4A4_DECODE, 1);
+            test_gemm_bf16(&t, 3, 24, 576, 3, FQ_W4A4_DECODE, 0);
+            test_gemm_i32(&t, 16, 64, 28672, FQ_W4A4_DECODE, 1);
+        }
+    gpu_call(&t, fq_w4a4_decode_config(0, 0), "fq_w4a4_decode_config");
+    /* q/k/v and gate/up in one launch: one tile, four tiles, and the prefill fallback */
+    test_gemm_multi(&t, 3, (int[]){96, 40, 40}, 1, 2048, 1);
+    test_gemm_multi(&t, 2, (int[]){130, 64}, 40, 1024, 2);
+    test_gemm_multi(&t, 3, (int[]){64, 16, 16}, 100, 576, 1);
     test_transform_quant(&t, 37, 4096, 1, 64, 64, 1, 0, 0, 3);
     test_transform_quant(&t, 19, 2048, 2, 32, 32, 4, 0, 0, 1);
     test_transform_quant(&t, 64, 4096, 1, 64, 64, 1, 1, 1, 3);
