@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# device_x4_s5.sh — one call on a 4-GPU machine for issues 6, 7 and 8; every log returns as
-# one tarball (results.tgz.NN) plus summary.txt, also when WALL_S (default 560) stops it.
-#   phase 1, side by side: the GPU tests (GPU 0), compute-sanitizer memcheck of the W4A4
-#     test (GPU 1), the decode-GEMM table of bench_w4a4 (GPU 2), the cache I/O benchmark
-#     (CPU), and the synthetic 70B-shaped checkpoints (CPU);
-#   phase 2: TP 1 decode/prefill bench of the W4A4 and BF16 checkpoints, 2 layers and the
-#     1-layer view (GPU 0), then TP 1/2/4 equality of both checkpoints (TP_WINDOWS windows
-#     at 512);
-#   phase 3: the whole calibration job (bench/device_synth_job.sh) on 1 then SCALE_GPUS GPUs;
-#   phase 4 (what time is left): the TP 4 bench of the four checkpoints (GPUs 0-3).
+# device_x4_s5.sh — one call on a 4-GPU machine for issues 6, 7, 8 and 10; every log returns
+# as one tarball (results.tgz.NN) plus summary.txt, also when WALL_S (default 500) stops it.
+#   phase 1, side by side: GPU 0 the GPU tests; GPU 1 the decode-GEMM table of bench_w4a4;
+#     GPU 3 compute-sanitizer memcheck of the W4A4 test; GPU 2 the TP 1 decode/prefill bench
+#     of a synthetic 70B-shaped W4A4 checkpoint and its BF16 twin (2 layers and the 1-layer
+#     view: per layer = difference); GPU 3 the 16m accuracy jobs of ACC_STREAMS
+#     (bench/device_ablation_16m.sh specs, ';' between jobs run side by side); the CPU the
+#     cache I/O benchmark;
+#   phase 2: TP 1/2/4 equality of both checkpoints (TP_WINDOWS windows at 512; GPU 3 is
+#     shared: an equality check, not a timing);
+#   phase 3 (what time is left): the whole calibration job (bench/device_synth_job.sh): one
+#     layer on one GPU, then SCALE_LAYERS (8) layers on SCALE_GPUS (4) GPUs.
 # Carried: bin, build/gpu-tests, build/bench, .dev/lib, .dev/data.
 set -u
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
@@ -21,35 +23,45 @@ t0=$(date +%s)
 stages() {
     stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" >>"$w/results.txt"; }
     nvidia-smi -L >"$w/device.txt"
-    (CUDA_VISIBLE_DEVICES=1 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 \
-        build/gpu-tests/test_gpu_w4a4 >"$w/sanitizer.txt" 2>&1
-     echo "RESULT|compute-sanitizer memcheck test_gpu_w4a4|rc=$?" >>"$w/sanitizer.txt") &
-    (CUDA_VISIBLE_DEVICES=2 timeout 240 build/bench/bench_w4a4 "$w/w4a4_decode.txt" decode \
-        >"$w/bench_w4a4.out" 2>&1) &
+    acc=()
+    IFS=';' read -r -a specs <<<"${ACC_STREAMS:-}"
+    for s in "${specs[@]}"; do
+        # shellcheck disable=SC2086
+        (CUDA_VISIBLE_DEVICES=3 OUT=$w KEEP_LAYERS=0 BLAS_THREADS=6 timeout "${ACC_S:-470}" \
+            bash bench/device_ablation_16m.sh $s >>"$w/acc.txt" 2>&1) &
+        acc+=($!)
+    done
     (timeout 120 build/bench/bench_layer_cache --samples 32 --hidden 8192 1 8 16 \
         >"$w/layer_cache.txt" 2>&1) &
-    (bin/flatq synth /tmp/synth70b --shape llama-3-70b --layers 2 --quantized --tp-blocks 8 \
-        >"$w/synth.txt" 2>&1) &
-    synth=$!
-    CUDA_VISIBLE_DEVICES=0 GPU_TESTS_PREBUILT=1 GPU_TESTS_LOG_DIR="$w/gputests" \
-        bash tests/gpu/run.sh >"$w/gpu-tests.txt" 2>&1
-    echo "RESULT|gpu-tests|rc=$?|$(grep -o 'gpu-tests: .*' "$w/gpu-tests.txt" | head -1)" >>"$w/results.txt"
-    stamp "gpu tests done"
-    wait $synth
+    (CUDA_VISIBLE_DEVICES=1 timeout 150 build/bench/bench_w4a4 "$w/w4a4_decode.txt" decode \
+        >"$w/bench_w4a4.out" 2>&1) &
+    (CUDA_VISIBLE_DEVICES=3 timeout 180 compute-sanitizer --tool memcheck --error-exitcode 3 \
+        build/gpu-tests/test_gpu_w4a4 >"$w/sanitizer.txt" 2>&1
+     echo "RESULT|compute-sanitizer memcheck test_gpu_w4a4|rc=$?" >>"$w/sanitizer.txt") &
     MPI="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x CUDA_VISIBLE_DEVICES"
-    bash bench/one_layer_view.sh /tmp/synth70b /tmp/synth70b-1
-    bash bench/one_layer_view.sh /tmp/synth70b/quantized /tmp/synth70b/quantized-1
-    for m in /tmp/synth70b/quantized /tmp/synth70b/quantized-1 /tmp/synth70b /tmp/synth70b-1; do
-        echo "== $m tp=1"
-        CUDA_VISIBLE_DEVICES=0 timeout 100 $MPI -np 1 bin/flatq run "$m" --device cuda --bench \
-            --batch 1,8,64 --prompt-len 2048 --gen-len 64 --profile 2>&1 | grep --line-buffered -v '^$'
-    done >"$w/bench-tp1.txt" 2>&1
+    (bin/flatq synth /tmp/synth70b --shape llama-3-70b --layers 2 --quantized --tp-blocks 8 \
+        >"$w/synth.txt" 2>&1
+     bash bench/one_layer_view.sh /tmp/synth70b /tmp/synth70b-1
+     bash bench/one_layer_view.sh /tmp/synth70b/quantized /tmp/synth70b/quantized-1
+     for m in /tmp/synth70b/quantized /tmp/synth70b/quantized-1 /tmp/synth70b /tmp/synth70b-1; do
+         echo "== $m tp=1"
+         CUDA_VISIBLE_DEVICES=2 timeout 90 $MPI -np 1 bin/flatq run "$m" --device cuda --bench \
+             --batch 1,8,64 --prompt-len 2048 --gen-len 64 --profile 2>&1 | grep --line-buffered -v '^$'
+     done >"$w/bench-tp1.txt" 2>&1) &
+    bench=$!
+    (CUDA_VISIBLE_DEVICES=0 GPU_TESTS_PREBUILT=1 GPU_TESTS_LOG_DIR="$w/gputests" timeout 200 \
+        bash tests/gpu/run.sh >"$w/gpu-tests.txt" 2>&1
+     echo "RESULT|gpu-tests|rc=$?|$(grep -o 'gpu-tests: .*' "$w/gpu-tests.txt" | head -1)" >>"$w/results.txt") &
+    tests=$!
+    wait $bench
     stamp "tp1 bench done"
-    wait # phase 1 (sanitizer, kernel bench, cache I/O)
+    wait $tests
+    stamp "gpu tests done"
+    [ ${#acc[@]} -eq 0 ] && wait # the kernel bench, the sanitizer, the cache I/O bench
     stamp "phase 1 done"
     text=.dev/data/text/wikitext-2-raw/wiki.test.paper.txt
     tp_eval() { # model tp devices
-        CUDA_VISIBLE_DEVICES=$3 timeout 90 $MPI -np "$2" bin/flatq eval --model "$1" --text "$text" \
+        CUDA_VISIBLE_DEVICES=$3 timeout 60 $MPI -np "$2" bin/flatq eval --model "$1" --text "$text" \
             --seqlen 512 --max-windows "${TP_WINDOWS:-64}" --device cuda --json 2>>"$w/tp.err" |
             tr -d '\n' | grep -o '"ppl": *[0-9.e+]*' | head -1 | sed 's/.*: *//'
     }
@@ -66,23 +78,23 @@ stages() {
         done >>"$w/results.txt"
     done
     stamp "tp check done"
-    OUT=$w LAYERS=${SCALE_LAYERS:-8} GPUS="${SCALE_GPUS:-4}" EXTRA="${SCALE_EXTRA:---set quantization.epochs=1}" \
-        JOB_S=${SCALE_JOB_S:-170} bash bench/device_synth_job.sh >"$w/synth_job.txt" 2>&1
+    rm -rf /tmp/synth70b /tmp/synth70b-1
+    OUT=$w LAYERS=${SCALE_LAYERS:-8} GPUS="${SCALE_GPUS:-4}" \
+        EXTRA="${SCALE_EXTRA:---set quantization.epochs=1}" JOB_S=${SCALE_JOB_S:-120} \
+        bash bench/device_synth_job.sh >"$w/synth_job.txt" 2>&1
     stamp "scaling done"
-    for m in /tmp/synth70b/quantized /tmp/synth70b/quantized-1 /tmp/synth70b /tmp/synth70b-1; do
-        echo "== $m tp=4"
-        CUDA_VISIBLE_DEVICES=0,1,2,3 timeout 100 $MPI -np 4 bin/flatq run "$m" --device cuda --bench \
-            --batch 1,8,64 --prompt-len 2048 --gen-len 64 --profile 2>&1 | grep --line-buffered -v '^$'
-    done >"$w/bench-tp4.txt" 2>&1
-    stamp "tp4 bench done"
+    [ ${#acc[@]} -gt 0 ] && wait "${acc[@]}"
+    stamp "accuracy jobs done"
 }
-timeout -k 5 "${WALL_S:-560}" bash -c "$(declare -f stages); w=$w; t0=$t0; stages"
+timeout -k 5 "${WALL_S:-500}" bash -c "$(declare -f stages); w=$w; t0=$t0; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
 {
     cat "$w/device.txt" "$w/results.txt"
     grep -h "^RESULT" "$w/sanitizer.txt" "$w/synth_job.txt" 2>/dev/null
     grep -h "ERROR SUMMARY" "$w/sanitizer.txt" 2>/dev/null
-    grep -E "^BENCH" "$w/bench-tp1.txt" "$w/bench-tp4.txt" 2>/dev/null
+    grep -h "^SUMMARY\|FAIL" "$w"/gputests/*.out 2>/dev/null | head -20
+    grep -h "ABL|" "$w/acc.txt" 2>/dev/null
+    grep -E "^BENCH" "$w/bench-tp1.txt" 2>/dev/null
     cat "$w/w4a4_decode.txt" 2>/dev/null
     cat "$w/layer_cache.txt" 2>/dev/null
     tail -3 "$w/tp.err" 2>/dev/null

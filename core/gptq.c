@@ -121,8 +121,48 @@ static int store_codes(qlinear *l, int8_t *codes, int out, int in, int bits)
     return l->codes ? FQ_OK : FQ_ERR;
 }
 
+/* perm = the inputs by descending diag H (ties: lower index first; dead inputs, H_ii = 0,
+ * come last) */
+static int act_order_perm(const real *H, int in, int **out)
+{
+    int *perm = fq_malloc(sizeof(int) * (size_t)in, "GPTQ act-order permutation");
+    if (!perm)
+        return FQ_ERR;
+    for (int i = 0; i < in; i++)
+        perm[i] = i;
+    /* insertion sort would be O(in²) on 28672 inputs: a merge sort through a buffer */
+    int *tmp = fq_malloc(sizeof(int) * (size_t)in, "GPTQ act-order buffer");
+    if (!tmp) {
+        free(perm);
+        return FQ_ERR;
+    }
+    for (int width = 1; width < in; width *= 2)
+        for (int lo = 0; lo < in; lo += 2 * width) {
+            int mid = lo + width < in ? lo + width : in, hi = lo + 2 * width < in ? lo + 2 * width : in;
+            int a = lo, b = mid, k = lo;
+            while (a < mid && b < hi) {
+                real da = H[(size_t)perm[a] * in + perm[a]], db = H[(size_t)perm[b] * in + perm[b]];
+                tmp[k++] = db > da ? perm[b++] : perm[a++]; /* stable: a first on ties */
+            }
+            while (a < mid)
+                tmp[k++] = perm[a++];
+            while (b < hi)
+                tmp[k++] = perm[b++];
+            memcpy(perm + lo, tmp + lo, sizeof(int) * (size_t)(hi - lo));
+        }
+    free(tmp);
+    *out = perm;
+    return FQ_OK;
+}
+
 int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int bits,
                   double damp, int block)
+{
+    return gptq_quantize_ordered(l, w, out, in, H, bits, damp, block, 0);
+}
+
+int gptq_quantize_ordered(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                          double damp, int block, int act_order)
 {
     if (!l || !w || !H)
         return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight and "
@@ -158,11 +198,16 @@ int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int
     uint8_t *dead = fq_malloc((size_t)in, "dead inputs");
     int8_t *codes = fq_malloc(nw, "weight codes");
     l->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
+    int *perm = NULL; /* column i of the pass is input perm[i] (act-order), else i */
     int rc = FQ_ERR;
     if (!hd || !U || !W || !E || !dead || !codes || !l->scales)
         goto out;
-    for (size_t i = 0; i < nh; i++)
-        hd[i] = (double)H[i];
+    if (act_order && act_order_perm(H, in, &perm) != FQ_OK)
+        goto out;
+    for (int i = 0; i < in; i++)
+        for (int j = 0; j < in; j++)
+            hd[(size_t)i * in + j] =
+                perm ? (double)H[(size_t)perm[i] * in + perm[j]] : (double)H[(size_t)i * in + j];
     if (inverse_cholesky_upper(hd, in, damp, dead) != FQ_OK)
         goto out;
     for (size_t i = 0; i < nh; i++)
@@ -182,7 +227,9 @@ int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int
         }
         l->scales[r] = fmaxf(mx, 1e-5f) / qmax;
     }
-    memcpy(W, w, sizeof(real) * nw);
+    for (int r = 0; r < out; r++)
+        for (int j = 0; j < in; j++)
+            W[(size_t)r * in + j] = w[(size_t)r * in + (perm ? perm[j] : j)];
     for (int r = 0; r < out; r++)
         for (int j = 0; j < in; j++)
             if (dead[j])
@@ -196,7 +243,7 @@ int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int
             for (int i = i1; i < i2; i++) {
                 real c = rint(wr[i] / s);
                 c = fmin(fmax(c, -(real)qmax - 1), (real)qmax);
-                codes[(size_t)r * in + i] = (int8_t)c;
+                codes[(size_t)r * in + (perm ? perm[i] : i)] = (int8_t)c;
                 const real *ui = U + (size_t)i * in;
                 real e = (wr[i] - s * c) / ui[i];
                 for (int j = i + 1; j < i2; j++)
@@ -220,6 +267,7 @@ out:
     free(E);
     free(dead);
     free(codes);
+    free(perm);
     if (rc != FQ_OK) {
         free(l->codes);
         free(l->scales);

@@ -7,7 +7,7 @@
  * H = (2/N) Σ x̂ x̂ᵀ, so that ‖(W − Ŵ) X‖² (not ‖W − Ŵ‖²) is what the codes minimise.
  * The recipe is the official one: damping λ = damp · mean(diag H) added to the diagonal,
  * dead inputs (H_ii = 0) get H_ii = 1 and a zero weight column, the upper Cholesky factor
- * of H⁻¹ supplies the error weights, columns in natural order (no act-order), error
+ * of H⁻¹ supplies the error weights, columns in natural order (act-order optional), error
  * propagation inside blocks of `block` columns with one GEMM for the rest of the row per
  * block (the "lazy batch" update).
  *
@@ -46,6 +46,12 @@ int gptq_hessian_get(const gptq_hessian *h, real *out);
  * mean diag H, recipe 0.01); block ≥ 1 (recipe 128). */
 int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int bits,
                   double damp, int block);
+/* The same with act_order != 0: the columns are quantized by descending diag H (the
+ * inputs with the most energy first, while the most inputs are left to absorb their
+ * error; GPTQ's "act-order" option), the codes stored in the original column order. The
+ * per-row scales do not depend on the order, so the file format is unchanged. */
+int gptq_quantize_ordered(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                          double damp, int block, int act_order);
 
 /* tr((W − Ŵ) H (W − Ŵ)ᵀ) for the dequantized Ŵ of l: the layer-output error the codes
  * cause, (2/N)·‖(W − Ŵ) Xᵀ‖² when H = (2/N) XᵀX (for logs: GPTQ against RTN). */

@@ -82,6 +82,7 @@ typedef struct job {
         double gptq_damp;         /* fraction of mean(diag H) */
         int gptq_block;
         int gptq_nsamples;        /* windows the GPTQ pass uses (the first ones); 0 = all */
+        bool gptq_act_order;      /* columns by descending diag H (core/gptq.h) */
         bool direct_inv, separate_vtrans, share_act_clip;
         uint64_t seed;            /* transform initialisation RNG */
     } quantization;

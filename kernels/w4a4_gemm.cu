@@ -354,9 +354,11 @@ __global__ void __launch_bounds__(WARPS * 32) w4a4_gemm_decode(dec_batch B)
             words(W0[u], q0w), words(W1[u], q1w);
 #pragma unroll
             for (int t = 0; t < MT; t++) {
-                if (!rok[t][0]) /* rows ascend: a tile with no real row 16t+g has none after */
+                /* a tile without real rows ends the loop (rows ascend); the test is the
+                 * same on every lane: mma.sync must be issued by the whole warp */
+                if (t * 16 >= M)
                     break;
-                vec A0 = __ldg(reinterpret_cast<const vec *>(xr[t][0] + off));
+                vec A0 = rok[t][0] ? __ldg(reinterpret_cast<const vec *>(xr[t][0] + off)) : zero;
                 vec A1 = rok[t][1] ? __ldg(reinterpret_cast<const vec *>(xr[t][1] + off)) : zero;
                 uint32_t x0w[NW], x1w[NW];
                 words(A0, x0w), words(A1, x1w);
