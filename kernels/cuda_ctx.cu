@@ -165,8 +165,6 @@ int fq_cuda_scratch(fq_cuda_ctx *ctx, int slot, size_t bytes, void **out)
             return FQ_ERR;
         ctx->scratch[slot] = p;
         ctx->scratch_cap[slot] = bytes;
-        CU_CHECK(cudaMemsetAsync(p, 0, bytes, CTX_STREAM(ctx)), F, "fq_cuda_scratch",
-                 "cudaMemsetAsync");
     }
     *out = ctx->scratch[slot];
     return FQ_OK;

@@ -41,7 +41,7 @@ typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mo
 
 /* users of the context's scratch buffers (fq_cuda_scratch) */
 typedef enum { FQ_SCRATCH_SPLIT = 0, FQ_SCRATCH_QUANT = 1, FQ_SCRATCH_ATTN = 2,
-               FQ_SCRATCH_COUNTERS = 3, FQ_SCRATCH_SLOTS = 4 } fq_scratch_slot;
+               FQ_SCRATCH_SLOTS = 3 } fq_scratch_slot;
 
 typedef struct {
     int device;     /* CUDA device ordinal */
@@ -57,8 +57,7 @@ typedef struct {
 } fq_cuda_ctx;
 
 /* A device buffer of at least `bytes` in the context's slot (fq_scratch_slot), valid until
- * the next call for the same slot; growing it waits for the device (cudaFree), and a new
- * buffer starts zeroed (the COUNTERS slot relies on it: its users leave it zero). */
+ * the next call for the same slot; growing it waits for the device (cudaFree). */
 int fq_cuda_scratch(fq_cuda_ctx *ctx, int slot, size_t bytes, void **out);
 
 /* ---- context and memory (kernels/cuda_ctx.cu) ---- */

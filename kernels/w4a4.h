@@ -91,8 +91,8 @@ int fq_w4a4_gemm_multi_cuda(fq_cuda_ctx *ctx, int np, const fq_w4a4_problem *pro
                             int kblocks, int M, int K);
 
 /* Added for tests and benchmarks. The GEMM with a chosen kernel (path: FQ_W4A4_AUTO picks
- * the decode kernel for M <= 64 when kblocks·⌈tiles of 16 rows⌉ <= 64, else the
- * tensor-core one), and the raw int32 accumulators
+ * the decode kernel for M <= 32, and for M <= 64 when N <= 10240, when kblocks × its
+ * tiles of 16 rows <= 64; else the tensor-core one), and the raw int32 accumulators
  * acc [M, N] = Σ_j qx[t, j]·qw[o, j] over the whole K through the same kernels, so a test
  * can compare them bit for bit with fq_w4a4_gemm_i32 (core/w4a4_ref.h). GPU-only limits,
  * refused with an error: K <= 131072 (also in C); device buffers 16-byte aligned; on the
@@ -105,7 +105,7 @@ int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, con
                            const uint16_t *residual, int path);
 /* Tests and benchmarks: the one-tile (M <= 16) decode kernel with `loads` 16-byte weight
  * loads per row and thread in flight (2 or 4) and `warps` per CTA (8 or 16) instead of the
- * automatic choice (4 loads; 16 warps when the grid has fewer than 4 CTAs per SM); 0, 0
+ * automatic choice (2 loads; 16 warps when the grid has fewer than 4 CTAs per SM); 0, 0
  * restores it. Process-wide, not thread-safe: set it before launching. */
 int fq_w4a4_decode_config(int loads, int warps);
 int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,

@@ -21,7 +21,7 @@
  * Decode (M <= 64, when its shared accumulators fit): a bandwidth kernel; each CTA owns 16
  * weight rows, its 8 or 16 warps stream disjoint K ranges of them with 16-byte loads (8-byte
  * when a K-block is an odd multiple of 64) straight from global memory (every weight byte
- * read once, 64 bytes per row and thread in flight), against 1, 2 or 4 tiles of 16 tokens
+ * read once, 32 bytes per row and thread in flight), against 1, 2 or 4 tiles of 16 tokens
  * whose rows come from L1/L2; partial sums meet in shared memory per K-block with integer
  * atomics (exact, order-free), then the CTA's threads apply the epilogue. The 128-row prefill
  * tiles would leave most SMs idle at M = 64 on a TP slice (N / 128 CTAs).
@@ -443,8 +443,11 @@ int launch_decode_u(fq_cuda_ctx *ctx, const char *where, const dec_batch &B, int
 }
 
 /* Fills the problems' first CTAs and launches the kernel shape for M: 16 warps per CTA when
- * the grid has fewer than 4 CTAs per SM (a TP slice, a narrow layer), else 8; 4 16-byte
- * weight loads per row in flight with one 16-token tile, 2 with more (registers). */
+ * the grid has fewer than 4 CTAs per SM (a TP slice, a narrow layer), else 8; two 16-byte
+ * weight loads per row in flight. Measured on an H200 over the 70B shapes' TP 1/2/4 slices
+ * at M = 1…16 (bench/NOTES.md, session 5): 4 loads were slower on every row (registers),
+ * 16 warps faster where the grid has ≤ 512 CTAs (o, down: up to 1.3×) and slower on the
+ * big grids (gate_up), as this rule picks. */
 template <int MODE, bool WIDE>
 int launch_decode_w(fq_cuda_ctx *ctx, const char *where, dec_batch &B)
 {
@@ -461,9 +464,9 @@ int launch_decode_w(fq_cuda_ctx *ctx, const char *where, dec_batch &B)
         return launch_decode_u<MODE, WIDE, 2, U2>(ctx, where, B, ctas, warps);
     if (g_dec_loads)
         warps = g_dec_warps;
-    if (g_dec_loads == 2)
-        return launch_decode_u<MODE, WIDE, 1, U2>(ctx, where, B, ctas, warps);
-    return launch_decode_u<MODE, WIDE, 1, U1>(ctx, where, B, ctas, warps);
+    if (g_dec_loads == 4)
+        return launch_decode_u<MODE, WIDE, 1, U1>(ctx, where, B, ctas, warps);
+    return launch_decode_u<MODE, WIDE, 1, U2>(ctx, where, B, ctas, warps);
 }
 
 /* The 16-byte variant whenever every K-block is a whole number of 128-k chunks. */
@@ -491,11 +494,19 @@ int decode_fits(int M, int kblocks)
 {
     return M <= DEC_MAX_M && kblocks * decode_tiles(M) <= DEC_MAX_KB_TILES;
 }
+/* FQ_W4A4_AUTO's choice. With four tiles (M > 32) the decode kernel turns compute-bound on
+ * wide outputs: measured slower than the prefill tiles at M = 64 for N ≥ 14336 (gate_up),
+ * faster for the rest (bench/NOTES.md, session 5). */
+constexpr int DEC_MT4_MAX_N = 10240;
+int decode_auto(int M, int N, int kblocks)
+{
+    return decode_fits(M, kblocks) && (M <= 32 || N <= DEC_MT4_MAX_N);
+}
 
-int pick_path(const char *where, int path, int M, int kblocks)
+int pick_path(const char *where, int path, int M, int N, int kblocks)
 {
     if (path == FQ_W4A4_AUTO)
-        path = decode_fits(M, kblocks) ? FQ_W4A4_DECODE : FQ_W4A4_PREFILL;
+        path = decode_auto(M, N, kblocks) ? FQ_W4A4_DECODE : FQ_W4A4_PREFILL;
     if (path != FQ_W4A4_PREFILL && path != FQ_W4A4_DECODE)
         return fq_error("%s: path = %d (expected FQ_W4A4_AUTO, _PREFILL or _DECODE)", where, path),
                -1;
@@ -521,7 +532,7 @@ extern "C" int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8
     if (w4a4_check_gemm(where, y, qx, sx, kblocks, qw, sw, M, N, K) ||
         check_aligned(where, qx, "qx") || check_aligned(where, qw, "qw"))
         return FQ_ERR;
-    path = pick_path(where, path, M, kblocks);
+    path = pick_path(where, path, M, N, kblocks);
     if (path < 0)
         return FQ_ERR;
     if (path == FQ_W4A4_DECODE) {
@@ -555,7 +566,10 @@ extern "C" int fq_w4a4_gemm_multi_cuda(fq_cuda_ctx *ctx, int np, const fq_w4a4_p
                             pr[i].N, K) ||
             check_aligned(where, pr[i].qx, "qx") || check_aligned(where, pr[i].qw, "qw"))
             return fq_error_wrap("problem %d", i);
-    if (!decode_fits(M, kblocks)) { /* prefill sizes: one launch each, nothing to share */
+    int all_decode = 1;
+    for (int i = 0; i < np; i++)
+        all_decode &= decode_auto(M, pr[i].N, kblocks);
+    if (!all_decode) { /* prefill sizes: one launch each, nothing to share */
         for (int i = 0; i < np; i++)
             if (fq_w4a4_gemm_cuda(ctx, pr[i].y, pr[i].qx, pr[i].sx, kblocks, pr[i].qw, pr[i].sw,
                                   M, pr[i].N, K, pr[i].residual))
@@ -587,7 +601,7 @@ extern "C" int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8
     if (w4a4_check_gemm(where, acc, qx, &one, 1, qw, &one, M, N, K) ||
         check_aligned(where, qx, "qx") || check_aligned(where, qw, "qw"))
         return FQ_ERR;
-    path = pick_path(where, path, M, 1);
+    path = pick_path(where, path, M, N, 1);
     if (path < 0)
         return FQ_ERR;
     if (path == FQ_W4A4_DECODE) {

@@ -37,9 +37,8 @@ namespace {
 constexpr int MAX_BLOCK_VALUES = 28672;
 constexpr int COL_JB = 16, COL_THREADS = 128, SPLIT_MAX_M = 64;
 /* the decode kernel's shared memory (X, Z and Y columns, R columns, L) must fit the
- * opt-in limit of Hopper (227 KiB, less its static reduction buffers); larger blocks take
- * the one-CTA-per-token kernel */
-constexpr size_t COL_MAX_SMEM = 227 * 1024 - 256;
+ * opt-in limit of Hopper (227 KiB); larger blocks take the one-CTA-per-token kernel */
+constexpr size_t COL_MAX_SMEM = 227 * 1024;
 
 struct quant_dsts {
     float kmax[3], kmin[3];
@@ -169,9 +168,7 @@ __device__ __forceinline__ float sym_scale(float mx, float mn, float kmax, float
     return tt == 0.f ? 1.f : __fdiv_rn(tt, (float)qmax);
 }
 
-/* Quantize y[0..len) with scale s into nibbles at out (len a multiple of 8). CG: y was
- * written by other CTAs of this kernel, so it is read through L2 (L1 is not coherent). */
-template <bool CG = false>
+/* Quantize y[0..len) with scale s into nibbles at out (len a multiple of 8). */
 __device__ __forceinline__ void quant_pack(uint8_t *out8, const float *y, int len, float s, int qmax)
 {
     uint32_t *out = reinterpret_cast<uint32_t *>(out8);
@@ -179,7 +176,7 @@ __device__ __forceinline__ void quant_pack(uint8_t *out8, const float *y, int le
         uint32_t word = 0;
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            float q = rintf(__fdiv_rn(CG ? __ldcg(y + i * 8 + e) : y[i * 8 + e], s));
+            float q = rintf(__fdiv_rn(y[i * 8 + e], s));
             q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
             word |= ((uint32_t)(int)q & 0xFu) << (4 * e);
         }
@@ -302,30 +299,21 @@ __global__ void __launch_bounds__(FQ_BLOCK)
     }
 }
 
-/* Decode: many CTAs per token. CTA (column block, transform block, token) computes
+/* Decode, step 1: many CTAs per token. CTA (column block, transform block, token) computes
  * Y[:, jb] = Lᵀ·(X̃·R[:, jb]) — columns of Y need only the same columns of Z, so column
  * blocks are independent — writes them to the fp32 workspace y_ws [M, K] and each row's
  * max/min over its columns to part [M, blocks, n1, ncb, 2]. With one token a CTA has too
  * few warps to hide L2 latency behind a chain of dependent factor loads (measured 43 µs
  * per call on a 70B shape), so the CTA first stages what it reads — R[:, jb] and all of L —
  * in shared memory with independent coalesced loads, then runs the products from there
- * (same summation order as before, so the same bits).
- * The last CTA of a (transform block, token) to finish — counted in cnt, which every call
- * leaves zero — reduces the row extrema of each K-block (whole rows of the [n1, n2] view:
- * the caller guarantees it) and writes every consumer's codes and scale. This was a second
- * kernel; in the same launch it saves a launch and its gap on each of the step's four
- * transform calls. */
+ * (same summation order as before, so the same bits). */
 template <int RB>
 __global__ void __launch_bounds__(COL_THREADS)
-    transform_cols_kernel(quant_dsts d, int nc, float *__restrict__ y_ws,
-                          float *__restrict__ part, unsigned *__restrict__ cnt,
+    transform_cols_kernel(float *__restrict__ y_ws, float *__restrict__ part,
                           const uint16_t *__restrict__ x, int K, int blocks, int n1, int n2,
-                          const float *__restrict__ L, const float *__restrict__ R, int kblocks,
-                          int qmax)
+                          const float *__restrict__ L, const float *__restrict__ R)
 {
     extern __shared__ __align__(16) float sm[];
-    __shared__ float red[32];
-    __shared__ int last;
     const int n = n1 * n2, cb = blockIdx.x, b = blockIdx.y, t = blockIdx.z;
     const int ncb = gridDim.x, j0 = cb * COL_JB, jn = min(COL_JB, n2 - j0);
     float *X = sm, *Zs = X + n, *Ys = Zs + n1 * COL_JB, *Rs = Ys + n1 * COL_JB;
@@ -379,39 +367,34 @@ __global__ void __launch_bounds__(COL_THREADS)
         pp[0] = mx;
         pp[1] = mn;
     }
+}
 
-    /* publish this CTA's columns, then count it; only the last one goes on */
-    __threadfence();
-    __syncthreads();
-    unsigned *c = cnt + (size_t)t * blocks + b;
-    if (threadIdx.x == 0)
-        last = atomicAdd(c, 1u) == (unsigned)ncb - 1;
-    __syncthreads();
-    if (!last)
-        return;
-    __threadfence();
-    const int sub = kblocks / blocks, rows = n1 / sub, blen = K / kblocks;
-    for (int sb = 0; sb < sub; sb++) {
-        const int kb = b * sub + sb;
-        float mx = -INFINITY, mn = INFINITY;
-        const float *pp = part + (((size_t)t * blocks + b) * n1 + (size_t)sb * rows) * ncb * 2;
-        for (int e = threadIdx.x; e < rows * ncb; e += blockDim.x) {
-            mx = fmaxf(mx, __ldcg(pp + 2 * e));
-            mn = fminf(mn, __ldcg(pp + 2 * e + 1));
-        }
-        mx = block_max(mx, red);
-        mn = block_min(mn, red);
-        const float *yb = y_ws + (size_t)t * K + (size_t)kb * blen;
-        const size_t byte0 = ((size_t)t * K + (size_t)kb * blen) / 2;
-        for (int p = 0; p < nc; p++) {
-            const float s = sym_scale(mx, mn, d.kmax[p], d.kmin[p], qmax);
-            if (threadIdx.x == 0)
-                d.scales[p][(size_t)t * kblocks + kb] = s;
-            quant_pack<true>(d.codes[p] + byte0, yb, blen, s, qmax);
-        }
+/* Decode, step 2: CTA (K-block, token) reduces the row extrema of its block (whole rows of
+ * the [n1, n2] view: the caller guarantees it) and writes every consumer's codes and scale. */
+__global__ void __launch_bounds__(FQ_BLOCK)
+    quant_cols_kernel(quant_dsts d, int nc, const float *__restrict__ y_ws,
+                      const float *__restrict__ part, int K, int blocks, int n1, int n2,
+                      int ncb, int kblocks, int qmax)
+{
+    __shared__ float red[32];
+    const int kb = blockIdx.x, t = blockIdx.y, sub = kblocks / blocks, blen = K / kblocks;
+    const int b = kb / sub, rows = n1 / sub, i0 = (kb % sub) * rows;
+    float mx = -INFINITY, mn = INFINITY;
+    const float *pp = part + (((size_t)t * blocks + b) * n1 + i0) * ncb * 2;
+    for (int e = threadIdx.x; e < rows * ncb; e += blockDim.x) {
+        mx = fmaxf(mx, pp[2 * e]);
+        mn = fminf(mn, pp[2 * e + 1]);
     }
-    if (threadIdx.x == 0)
-        *c = 0; /* the next call (stream-ordered) finds it zero */
+    mx = block_max(mx, red);
+    mn = block_min(mn, red);
+    const float *yb = y_ws + (size_t)t * K + (size_t)kb * blen;
+    const size_t byte0 = ((size_t)t * K + (size_t)kb * blen) / 2;
+    for (int p = 0; p < nc; p++) {
+        const float s = sym_scale(mx, mn, d.kmax[p], d.kmin[p], qmax);
+        if (threadIdx.x == 0)
+            d.scales[p][(size_t)t * kblocks + kb] = s;
+        quant_pack(d.codes[p] + byte0, yb, blen, s, qmax);
+    }
 }
 
 } // namespace
@@ -470,16 +453,15 @@ extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst
         if (fq_cuda_scratch(ctx, FQ_SCRATCH_QUANT, ws * sizeof(float), (void **)&y_ws))
             return fq_error_wrap(FILE_ ":%s: workspace", fn);
         float *part = y_ws + (size_t)M * K;
-        unsigned *cnt = nullptr;
-        if (fq_cuda_scratch(ctx, FQ_SCRATCH_COUNTERS, sizeof(unsigned) * (size_t)M * blocks,
-                            (void **)&cnt))
-            return fq_error_wrap(FILE_ ":%s: CTA counters", fn);
         auto kern = rb8 ? transform_cols_kernel<8> : transform_cols_kernel<1>;
         CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, (int)smem_cols), FILE_, fn,
                  "cudaFuncSetAttribute");
-        kern<<<dim3(ncb, blocks, M), COL_THREADS, smem_cols, st>>>(
-            d, nconsumers, y_ws, part, cnt, x, K, blocks, n1, n2, L, R, kblocks, qmax);
+        kern<<<dim3(ncb, blocks, M), COL_THREADS, smem_cols, st>>>(y_ws, part, x, K, blocks, n1, n2,
+                                                              L, R);
         LAUNCH_CHECK(FILE_, fn, "transform_cols_kernel");
+        quant_cols_kernel<<<dim3(kblocks, M), FQ_BLOCK, 0, st>>>(d, nconsumers, y_ws, part, K,
+                                                                 blocks, n1, n2, ncb, kblocks, qmax);
+        LAUNCH_CHECK(FILE_, fn, "quant_cols_kernel");
         return FQ_OK;
     }
     const size_t smem = 2 * sizeof(float) * (size_t)n1 * n2;

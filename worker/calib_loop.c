@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "adamw.h"
+#include "coordinator/progress.h"
 #include "error.h"
 
 #define WHERE "worker/calib_loop.c"
@@ -109,8 +110,11 @@ int calib_loop_run(fq_params *P, const fq_recipe *r, const calib_data *data,
     adamw_config cfg = adamw_defaults();
     cfg.weight_decay = r->weight_decay;
 
+    double t0 = progress_monotonic_seconds();
+    res->passes_s = res->loop_s = 0;
     if (full_pass(P, be, batch, steps, &res->loss_before))
         goto out;
+    double t1 = progress_monotonic_seconds();
     if (!isfinite(res->loss_before)) {
         fq_error("layer %d, step 0: loss is %s before training (expected finite inputs, "
                  "targets and weights)", layer_index, isnan(res->loss_before) ? "NaN" : "Inf");
@@ -164,8 +168,11 @@ int calib_loop_run(fq_params *P, const fq_recipe *r, const calib_data *data,
         }
     }
     res->steps = step;
+    double t2 = progress_monotonic_seconds();
     if (full_pass(P, be, batch, steps, &res->loss_after))
         goto out;
+    res->loop_s = t2 - t1;
+    res->passes_s = (t1 - t0) + (progress_monotonic_seconds() - t2);
     if (!isfinite(res->loss_after)) {
         fq_error("layer %d, step %ld: loss is %s after training (expected finite)", layer_index,
                  step, isnan(res->loss_after) ? "NaN" : "Inf");

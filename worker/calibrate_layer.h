@@ -50,6 +50,8 @@ typedef struct {
     long steps;
     size_t peak_device_bytes;       /* GPU path: device memory this layer used at its peak
                                      * (0 on the CPU) */
+    double passes_s, loop_s;        /* wall seconds of the two full loss passes, and of the
+                                     * training steps (the rest of a layer's time is setup) */
 } calib_result;
 
 /* Initialise P (fq_params_init with st for sq_style) and train it. layer_index only names

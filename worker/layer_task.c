@@ -186,6 +186,7 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     fq_recipe r = recipe_from_job(lc->j);
     fq_stats st = {0};
     fq_params P = {0};
+    double t0 = progress_monotonic_seconds(), t_train = 0;
     if (fq_recipe_check(&r, c) != FQ_OK ||
         layer_stats(&st, fp, c, x, n, s, r.batch, lc->cuda) != FQ_OK) {
         fq_stats_free(&st);
@@ -196,6 +197,7 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     int R = lc->j->quantization.restarts > 0 ? lc->j->quantization.restarts : 1, rc = FQ_OK;
     calib_result res = {0};
     json_t *best_curve = NULL;
+    double t_stats = progress_monotonic_seconds() - t0, loop_s = 0, passes_s = 0;
     for (int k = 0; k < R && rc == FQ_OK; k++) {
         fq_recipe rk = r;
         rk.seed = r.seed + (uint64_t)k;
@@ -205,7 +207,11 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
                            .log_ctx = &ectx};
         fq_params Pk = {0};
         calib_result rs;
+        double tk = progress_monotonic_seconds();
         rc = curve ? train_layer(lc, t, fp, &rk, &st, &data, &Pk, &rs) : FQ_ERR;
+        t_train += progress_monotonic_seconds() - tk;
+        if (rc == FQ_OK)
+            loop_s += rs.loop_s, passes_s += rs.passes_s;
         if (rc == FQ_OK && (k == 0 || rs.loss_after < res.loss_after)) {
             if (k > 0)
                 fq_params_free(&P);
@@ -226,6 +232,7 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     if (rc == FQ_OK)
         json_array_extend(epochs, best_curve);
     json_decref(best_curve);
+    double tm = progress_monotonic_seconds();
     if (rc == FQ_OK && lc->j->quantization.weight_quantizer == JOB_WQ_GPTQ) {
         /* RTN codes now (the layer's result and loss); W' for the GPTQ pass, written
          * before the result so a finished result always has its W' */
@@ -240,6 +247,12 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
         rc = layer_reparam(q, &P, fp);
     }
     if (rc == FQ_OK) {
+        /* where a layer's time goes besides the steps (issue 6: 70B layers spend a minute
+         * outside them on the GPU machine) */
+        printf("flatq: layer %d phases: statistics %.1f s, training setup %.1f s, loss passes "
+               "%.1f s, steps %.1f s, merge and quantization %.1f s\n", t->layer, t_stats,
+               t_train - loop_s - passes_s, passes_s, loop_s, progress_monotonic_seconds() - tm);
+        fflush(stdout);
         *loss_before = res.loss_before;
         /* On a GPU the trained fake-quant forward's MSE stands for the merged layer's: the
          * CPU re-run that checks the merge costs hours for a 70B layer (the merge itself is

@@ -5,7 +5,10 @@
 # On a machine that cannot build (the GPU machine lacks some -dev headers) set
 # GPU_TESTS_PREBUILT=1 and ship build/gpu-tests/ along. Logs go to $GPU_TESTS_LOG_DIR
 # (default: $OUT when set, else build/gpu-tests). Exit: 0 all passed, 1 a failure,
-# 77 no GPU visible (loudly: nothing was checked).
+# 77 no GPU visible (loudly: nothing was checked). Each program gets GPU_TEST_TIMEOUT_S
+# (default 300) seconds and writes its rows line-buffered, so a hung kernel (it happened:
+# an mma.sync issued by part of a warp) ends that program with its last finished check in
+# the log instead of stopping the whole run.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
@@ -30,8 +33,9 @@ rows=$LOGDIR/gpu-tests-rows.txt
 : >"$rows"
 for b in "${bins[@]}"; do
     name=$(basename "$b")
-    "$b" >"$LOGDIR/$name.out" 2>"$LOGDIR/$name.err"
+    timeout -k 5 "${GPU_TEST_TIMEOUT_S:-300}" stdbuf -oL "$b" >"$LOGDIR/$name.out" 2>"$LOGDIR/$name.err"
     rc=$?
+    [ $rc -eq 124 ] && echo "timed out after ${GPU_TEST_TIMEOUT_S:-300} s; last row: $(tail -1 "$LOGDIR/$name.out")" >>"$LOGDIR/$name.err"
     grep '^ROW|' "$LOGDIR/$name.out" >>"$rows"
     grep -h '^DEVICE|' "$LOGDIR/$name.out" | head -1 | sed 's/^DEVICE|/device: /' >"$LOGDIR/device.txt"
     case $rc in
