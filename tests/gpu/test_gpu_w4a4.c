@@ -507,6 +507,9 @@ int main(void)
     test_gemm_bf16(&t, 31, 70, 2048, 4, FQ_W4A4_DECODE, 1);
     test_gemm_bf16(&t, 45, 64, 4096, 8, FQ_W4A4_DECODE, 2);
     test_gemm_bf16(&t, 64, 100, 576, 3, FQ_W4A4_DECODE, 0);
+    /* grids of more than 4 CTAs per SM take the 8-warp shapes of the 2- and 4-tile kernels */
+    test_gemm_bf16(&t, 20, 16400, 256, 2, FQ_W4A4_DECODE, 1);
+    test_gemm_i32(&t, 50, 16400, 128, FQ_W4A4_DECODE, 1);
     /* every one-tile shape the benchmarks may pick (loads 2/4 × 8/16 warps), 8- and 16-byte */
     for (int loads = 2; loads <= 4; loads += 2)
         for (int warps = 8; warps <= 16; warps += 8) {
