@@ -27,25 +27,8 @@ stages() {
     echo "RESULT|gpu-tests|rc=$?|$(grep -o 'gpu-tests: .*' "$w/gpu-tests.txt" | head -1)" >>"$w/results.txt"
     wait $synth
     MPI="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x CUDA_VISIBLE_DEVICES"
-    text=.dev/data/text/wikitext-2-raw/wiki.test.paper.txt
-    tp_eval() { # model tp devices
-        CUDA_VISIBLE_DEVICES=$3 timeout 90 $MPI -np "$2" bin/flatq eval --model "$1" --text "$text" \
-            --seqlen 512 --max-windows "${TP_WINDOWS:-64}" --device cuda --json 2>>"$w/tp.err" |
-            tr -d '\n' | grep -o '"ppl": *[0-9.e+]*' | head -1 | sed 's/.*: *//'
-    }
-    declare -A ppl
     # TP 4 shares GPUs 2 and 3 with the official runs: an equality check, not a timing
-    for m in /tmp/synth70b /tmp/synth70b/quantized; do
-        ppl[$m,1]=$(tp_eval "$m" 1 0)
-        ppl[$m,2]=$(tp_eval "$m" 2 0,1)
-        ppl[$m,4]=$(tp_eval "$m" 4 0,1,2,3)
-        for tp in 1 2 4; do
-            awk -v m="$m" -v t="$tp" -v a="${ppl[$m,1]}" -v b="${ppl[$m,$tp]}" 'BEGIN {
-                if (a == "" || b == "") { print "RESULT|" m "|tp" t "|FAIL (no ppl)"; exit }
-                r = b / a - 1; if (r < 0) r = -r
-                printf "RESULT|%s|tp%s|ppl %.6g|rel to tp1 %.2e|%s\n", m, t, b, r, r <= 1e-3 ? "PASS" : "FAIL" }'
-        done >>"$w/results.txt"
-    done
+    OUT=$w bash bench/tp_equality.sh /tmp/synth70b /tmp/synth70b/quantized >>"$w/results.txt"
     bash bench/one_layer_view.sh /tmp/synth70b /tmp/synth70b-1
     bash bench/one_layer_view.sh /tmp/synth70b/quantized /tmp/synth70b/quantized-1
     for m in /tmp/synth70b /tmp/synth70b-1 /tmp/synth70b/quantized /tmp/synth70b/quantized-1; do

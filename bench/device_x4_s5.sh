@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
-# device_x4_s5.sh — one call on a 4-GPU machine for issues 6, 7, 8 and 10; every log returns
+# device_x4_s5.sh — one call on a 4-GPU machine for issues 6, 7 and 8; every log returns
 # as one tarball (results.tgz.NN) plus summary.txt, also when WALL_S (default 500) stops it.
 #   phase 1, side by side: GPU 0 the GPU tests; GPU 1 the decode-GEMM table of bench_w4a4;
 #     GPU 3 compute-sanitizer memcheck of the W4A4 test; GPU 2 the TP 1 decode/prefill bench
 #     of a synthetic 70B-shaped W4A4 checkpoint and its BF16 twin (2 layers and the 1-layer
-#     view: per layer = difference); GPU 3 the 16m accuracy jobs of ACC_STREAMS
-#     (bench/device_ablation_16m.sh specs, ';' between jobs run side by side); the CPU the
-#     cache I/O benchmark;
-#   phase 2: TP 1/2/4 equality of both checkpoints (TP_WINDOWS windows at 512; GPU 3 is
-#     shared: an equality check, not a timing);
+#     view: per layer = difference); the CPU the cache I/O benchmark;
+#   phase 2: TP 1/2/4 equality of both checkpoints (bench/tp_equality.sh);
 #   phase 3 (what time is left): the whole calibration job (bench/device_synth_job.sh): one
 #     layer on one GPU, then SCALE_LAYERS (8) layers on SCALE_GPUS (4) GPUs.
 # Carried: bin, build/gpu-tests, build/bench, .dev/lib, .dev/data.
@@ -23,14 +20,6 @@ t0=$(date +%s)
 stages() {
     stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" >>"$w/results.txt"; }
     nvidia-smi -L >"$w/device.txt"
-    acc=()
-    IFS=';' read -r -a specs <<<"${ACC_STREAMS:-}"
-    for s in "${specs[@]}"; do
-        # shellcheck disable=SC2086
-        (CUDA_VISIBLE_DEVICES=3 OUT=$w KEEP_LAYERS=0 BLAS_THREADS=6 timeout "${ACC_S:-470}" \
-            bash bench/device_ablation_16m.sh $s >>"$w/acc.txt" 2>&1) &
-        acc+=($!)
-    done
     (timeout 120 build/bench/bench_layer_cache --samples 32 --hidden 8192 1 8 16 \
         >"$w/layer_cache.txt" 2>&1) &
     (CUDA_VISIBLE_DEVICES=1 timeout 150 build/bench/bench_w4a4 "$w/w4a4_decode.txt" decode \
@@ -57,34 +46,16 @@ stages() {
     stamp "tp1 bench done"
     wait $tests
     stamp "gpu tests done"
-    [ ${#acc[@]} -eq 0 ] && wait # the kernel bench, the sanitizer, the cache I/O bench
+    wait # the kernel bench, the sanitizer, the cache I/O bench
     stamp "phase 1 done"
-    text=.dev/data/text/wikitext-2-raw/wiki.test.paper.txt
-    tp_eval() { # model tp devices
-        CUDA_VISIBLE_DEVICES=$3 timeout 60 $MPI -np "$2" bin/flatq eval --model "$1" --text "$text" \
-            --seqlen 512 --max-windows "${TP_WINDOWS:-64}" --device cuda --json 2>>"$w/tp.err" |
-            tr -d '\n' | grep -o '"ppl": *[0-9.e+]*' | head -1 | sed 's/.*: *//'
-    }
-    declare -A ppl
-    for m in /tmp/synth70b /tmp/synth70b/quantized; do
-        ppl[$m,1]=$(tp_eval "$m" 1 0)
-        ppl[$m,2]=$(tp_eval "$m" 2 0,1)
-        ppl[$m,4]=$(tp_eval "$m" 4 0,1,2,3)
-        for tp in 1 2 4; do
-            awk -v m="$m" -v t="$tp" -v a="${ppl[$m,1]}" -v b="${ppl[$m,$tp]}" -v n="${TP_WINDOWS:-64}" 'BEGIN {
-                if (a == "" || b == "") { print "RESULT|" m "|tp" t "|FAIL (no ppl)"; exit }
-                r = b / a - 1; if (r < 0) r = -r
-                printf "RESULT|%s|tp%s|%d windows|ppl %.6g|rel to tp1 %.2e|%s\n", m, t, n, b, r, r <= 1e-3 ? "PASS" : "FAIL" }'
-        done >>"$w/results.txt"
-    done
+    OUT=$w TP_TIMEOUT_S=60 bash bench/tp_equality.sh /tmp/synth70b /tmp/synth70b/quantized \
+        >>"$w/results.txt"
     stamp "tp check done"
     rm -rf /tmp/synth70b /tmp/synth70b-1
     OUT=$w LAYERS=${SCALE_LAYERS:-8} GPUS="${SCALE_GPUS:-4}" \
         EXTRA="${SCALE_EXTRA:---set quantization.epochs=1}" JOB_S=${SCALE_JOB_S:-120} \
         bash bench/device_synth_job.sh >"$w/synth_job.txt" 2>&1
     stamp "scaling done"
-    [ ${#acc[@]} -gt 0 ] && wait "${acc[@]}"
-    stamp "accuracy jobs done"
 }
 timeout -k 5 "${WALL_S:-500}" bash -c "$(declare -f stages); w=$w; t0=$t0; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
@@ -93,7 +64,6 @@ echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
     grep -h "^RESULT" "$w/sanitizer.txt" "$w/synth_job.txt" 2>/dev/null
     grep -h "ERROR SUMMARY" "$w/sanitizer.txt" 2>/dev/null
     grep -h "^SUMMARY\|FAIL" "$w"/gputests/*.out 2>/dev/null | head -20
-    grep -h "ABL|" "$w/acc.txt" 2>/dev/null
     grep -E "^BENCH" "$w/bench-tp1.txt" 2>/dev/null
     cat "$w/w4a4_decode.txt" 2>/dev/null
     cat "$w/layer_cache.txt" 2>/dev/null

@@ -121,36 +121,33 @@ static int store_codes(qlinear *l, int8_t *codes, int out, int in, int bits)
     return l->codes ? FQ_OK : FQ_ERR;
 }
 
-/* perm = the inputs by descending diag H (ties: lower index first; dead inputs, H_ii = 0,
- * come last) */
+/* qsort_r order of input indices: descending diag H, ties by ascending index (so the
+ * order is the stable one and does not depend on the sort) */
+static int by_energy(const void *a, const void *b, void *diag)
+{
+    const real *d = diag;
+    int i = *(const int *)a, j = *(const int *)b;
+    if (d[i] != d[j])
+        return d[i] > d[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+/* perm = the inputs by descending diag H (dead inputs, H_ii = 0, come last) */
 static int act_order_perm(const real *H, int in, int **out)
 {
     int *perm = fq_malloc(sizeof(int) * (size_t)in, "GPTQ act-order permutation");
-    if (!perm)
-        return FQ_ERR;
-    for (int i = 0; i < in; i++)
-        perm[i] = i;
-    /* insertion sort would be O(in²) on 28672 inputs: a merge sort through a buffer */
-    int *tmp = fq_malloc(sizeof(int) * (size_t)in, "GPTQ act-order buffer");
-    if (!tmp) {
+    real *diag = fq_malloc(sizeof(real) * (size_t)in, "GPTQ act-order diagonal");
+    if (!perm || !diag) {
         free(perm);
+        free(diag);
         return FQ_ERR;
     }
-    for (int width = 1; width < in; width *= 2)
-        for (int lo = 0; lo < in; lo += 2 * width) {
-            int mid = lo + width < in ? lo + width : in, hi = lo + 2 * width < in ? lo + 2 * width : in;
-            int a = lo, b = mid, k = lo;
-            while (a < mid && b < hi) {
-                real da = H[(size_t)perm[a] * in + perm[a]], db = H[(size_t)perm[b] * in + perm[b]];
-                tmp[k++] = db > da ? perm[b++] : perm[a++]; /* stable: a first on ties */
-            }
-            while (a < mid)
-                tmp[k++] = perm[a++];
-            while (b < hi)
-                tmp[k++] = perm[b++];
-            memcpy(perm + lo, tmp + lo, sizeof(int) * (size_t)(hi - lo));
-        }
-    free(tmp);
+    for (int i = 0; i < in; i++) {
+        perm[i] = i;
+        diag[i] = H[(size_t)i * in + i];
+    }
+    qsort_r(perm, (size_t)in, sizeof(int), by_energy, diag);
+    free(diag);
     *out = perm;
     return FQ_OK;
 }

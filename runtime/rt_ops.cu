@@ -177,6 +177,36 @@ int rt_rmsnorm_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *x, const fl
     return FQ_OK;
 }
 
+/* The position of vector `vec` of a [B, n, heads, ·] activation: its sequence's first
+ * position plus its token index in this forward. */
+__device__ __forceinline__ int rope_position(size_t vec, int heads, int n, const int32_t *pos0)
+{
+    size_t tok = vec / heads;
+    return pos0[tok / n] + (int)(tok % n);
+}
+
+/* The pair (u1, u2) = (x[i], x[i + dh/2]) rotated by the angle whose cos/sin are c, s;
+ * one expression for both RoPE kernels, so they round alike. */
+__device__ __forceinline__ float2 rope_rotate(float u1, float u2, float c, float s)
+{
+    return make_float2(u1 * c - u2 * s, u2 * c + u1 * s);
+}
+
+/* out[j] = Σ_i xs[i] M[i, j], i ascending (xs staged in shared memory), rounded to bf16 */
+__device__ __forceinline__ void vec_times_matrix(uint16_t *out, const float *xs, int dh,
+                                                 const float *M)
+{
+    for (int j = threadIdx.x; j < dh; j += blockDim.x) {
+        float acc = 0;
+        for (int i = 0; i < dh; i++)
+            acc += xs[i] * M[(size_t)i * dh + j];
+        out[j] = to_bf(acc);
+    }
+}
+
+/* threads of a one-CTA-per-vector kernel over vectors of dh */
+static int vec_threads(int dh) { return dh < 128 ? 32 * ((dh + 31) / 32) : 128; }
+
 /* one thread per (token, head, i < dh/2): rotates the pair (i, i + dh/2) */
 __global__ void rope_kernel(uint16_t *x, int B, int n, int heads, int dh, const int32_t *pos0,
                             const float *cs, const float *sn)
@@ -187,13 +217,12 @@ __global__ void rope_kernel(uint16_t *x, int B, int n, int heads, int dh, const 
          t += (size_t)gridDim.x * blockDim.x) {
         int i = (int)(t % half);
         size_t vec = t / half; /* (b, token, head) */
-        size_t tok = vec / heads;
-        int b = (int)(tok / n), p = pos0[b] + (int)(tok % n);
+        int p = rope_position(vec, heads, n, pos0);
         uint16_t *u = x + vec * dh;
-        float c = cs[(size_t)p * half + i], s = sn[(size_t)p * half + i];
-        float u1 = bf(u[i]), u2 = bf(u[i + half]);
-        u[i] = to_bf(u1 * c - u2 * s);
-        u[i + half] = to_bf(u2 * c + u1 * s);
+        float2 r = rope_rotate(bf(u[i]), bf(u[i + half]), cs[(size_t)p * half + i],
+                               sn[(size_t)p * half + i]);
+        u[i] = to_bf(r.x);
+        u[i + half] = to_bf(r.y);
     }
 }
 
@@ -217,20 +246,14 @@ __global__ void vec_transform_kernel(uint16_t *x, int dh, const float *M)
     for (int i = threadIdx.x; i < dh; i += blockDim.x)
         xs[i] = bf(v[i]);
     __syncthreads();
-    for (int j = threadIdx.x; j < dh; j += blockDim.x) {
-        float acc = 0;
-        for (int i = 0; i < dh; i++)
-            acc += xs[i] * M[(size_t)i * dh + j];
-        v[j] = to_bf(acc);
-    }
+    vec_times_matrix(v, xs, dh, M);
 }
 
 int rt_vec_transform_bf16(fq_cuda_ctx *ctx, uint16_t *x, int nvec, int dh, const float *M)
 {
     ARGCHECK(nvec > 0 && dh > 0 && dh <= 4096, "rt_vec_transform_bf16",
              "nvec=%d dh=%d (expected positive, dh <= 4096)", nvec, dh);
-    int threads = dh < 128 ? 32 * ((dh + 31) / 32) : 128;
-    vec_transform_kernel<<<nvec, threads, sizeof(float) * dh, CTX_STREAM(ctx)>>>(x, dh, M);
+    vec_transform_kernel<<<nvec, vec_threads(dh), sizeof(float) * dh, CTX_STREAM(ctx)>>>(x, dh, M);
     LAUNCH_CHECK(F, "rt_vec_transform_bf16", "vec_transform_kernel");
     return FQ_OK;
 }
@@ -255,25 +278,19 @@ __global__ void rope_mk_kernel(uint16_t *q, uint16_t *k, uint16_t *v, int nq, in
     uint16_t *u = base + (size_t)vec * dh;
     const int half = dh / 2;
     if (rope) {
-        const size_t tok = (size_t)vec / heads;
-        const int b = (int)(tok / n), p = pos0[b] + (int)(tok % n);
+        const int p = rope_position((size_t)vec, heads, n, pos0);
         for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            float c = cs[(size_t)p * half + i], s = sn[(size_t)p * half + i];
-            float u1 = bf(u[i]), u2 = bf(u[i + half]);
-            xs[i] = bf(to_bf(u1 * c - u2 * s));
-            xs[i + half] = bf(to_bf(u2 * c + u1 * s));
+            float2 r = rope_rotate(bf(u[i]), bf(u[i + half]), cs[(size_t)p * half + i],
+                                   sn[(size_t)p * half + i]);
+            xs[i] = bf(to_bf(r.x));
+            xs[i + half] = bf(to_bf(r.y));
         }
     } else {
         for (int i = threadIdx.x; i < dh; i += blockDim.x)
             xs[i] = bf(u[i]);
     }
     __syncthreads();
-    for (int j = threadIdx.x; j < dh; j += blockDim.x) {
-        float acc = 0;
-        for (int i = 0; i < dh; i++)
-            acc += xs[i] * M[(size_t)i * dh + j];
-        u[j] = to_bf(acc);
-    }
+    vec_times_matrix(u, xs, dh, M);
 }
 
 int rt_rope_mk_bf16(fq_cuda_ctx *ctx, uint16_t *q, uint16_t *k, uint16_t *v, int B, int n,
@@ -285,8 +302,7 @@ int rt_rope_mk_bf16(fq_cuda_ctx *ctx, uint16_t *q, uint16_t *k, uint16_t *v, int
              "rt_rope_mk_bf16", "B=%d n=%d heads=%d/%d dh=%d (expected positive sizes, dh even "
              "and <= 4096, q, k, M_q, M_k, and v when M_v is given)", B, n, hq, hk, dh);
     int nq = B * n * hq, nk = B * n * hk, nv = Mv ? nk : 0;
-    int threads = dh < 128 ? 32 * ((dh + 31) / 32) : 128;
-    rope_mk_kernel<<<nq + nk + nv, threads, sizeof(float) * dh, CTX_STREAM(ctx)>>>(
+    rope_mk_kernel<<<nq + nk + nv, vec_threads(dh), sizeof(float) * dh, CTX_STREAM(ctx)>>>(
         q, k, v, nq, nk, hq, hk, n, dh, pos0, cos, sin, Mq, Mk, Mv);
     LAUNCH_CHECK(F, "rt_rope_mk_bf16", "rope_mk_kernel");
     return FQ_OK;

@@ -146,82 +146,82 @@ static void test_gemm_i32(gpu_suite *t, int M, int N, int K, int path, int extre
     free(qx), free(qw), free(ref), free(got);
 }
 
+/* One random bf16-output GEMM: host operands, the C reference's output, and the device
+ * problem (y poisoned, or the residual buffer itself when residual_mode is 2). */
+typedef struct {
+    size_t ny;
+    uint8_t *qx, *qw;
+    float *sx, *sw;
+    uint16_t *res, *ref;
+    fq_w4a4_problem dev;
+} gemm_case;
+
+static void gemm_case_make(gpu_suite *t, gemm_case *g, int M, int N, int K, int kblocks,
+                           int residual_mode /* 0 none, 1 separate, 2 y aliases it */)
+{
+    size_t bx = (size_t)M * K / 2, bw = (size_t)N * K / 2;
+    g->ny = (size_t)M * N;
+    g->qx = malloc(bx), g->qw = malloc(bw);
+    g->sx = gpu_host((size_t)M * kblocks), g->sw = gpu_host(N);
+    g->res = malloc(sizeof(uint16_t) * g->ny), g->ref = malloc(sizeof(uint16_t) * g->ny);
+    rand_packed(t, g->qx, bx);
+    rand_packed(t, g->qw, bw);
+    for (int i = 0; i < M * kblocks; i++)
+        g->sx[i] = (float)(0.01 + 0.2 * gpu_uniform(t));
+    for (int i = 0; i < N; i++)
+        g->sw[i] = (float)(0.001 + 0.02 * gpu_uniform(t));
+    rand_bf16(t, g->res, g->ny, 3.0);
+    if (fq_w4a4_gemm(g->ref, g->qx, g->sx, kblocks, g->qw, g->sw, M, N, K,
+                     residual_mode ? g->res : NULL))
+        gpu_die(t, "CPU fq_w4a4_gemm");
+    uint16_t *d_res = residual_mode ? dev_upload(t, g->res, sizeof(uint16_t) * g->ny) : NULL;
+    fq_w4a4_problem d = {residual_mode == 2 ? d_res
+                                            : dev_poison_bytes(t, sizeof(uint16_t) * g->ny, 0xFF),
+                         dev_upload(t, g->qx, bx), dev_upload(t, g->qw, bw),
+                         dev_floats_copy(t, g->sx, (size_t)M * kblocks),
+                         dev_floats_copy(t, g->sw, N), N, d_res};
+    g->dev = d;
+}
+
+/* the device output against the reference, bit for bit; frees the host side */
+static void gemm_case_check(gpu_suite *t, gemm_case *g, const char *name)
+{
+    uint16_t *got = host_fetch(t, g->dev.y, sizeof(uint16_t) * g->ny);
+    check_bytes(t, name, got, g->ref, sizeof(uint16_t) * g->ny, sizeof(uint16_t));
+    free(g->qx), free(g->qw), free(g->sx), free(g->sw), free(g->res), free(g->ref), free(got);
+}
+
 static void test_gemm_bf16(gpu_suite *t, int M, int N, int K, int kblocks, int path,
                            int residual_mode /* 0 none, 1 separate, 2 y aliases it */)
 {
-    size_t bx = (size_t)M * K / 2, bw = (size_t)N * K / 2, ny = (size_t)M * N;
-    uint8_t *qx = malloc(bx), *qw = malloc(bw);
-    float *sx = gpu_host((size_t)M * kblocks), *sw = gpu_host(N);
-    uint16_t *res = malloc(sizeof(uint16_t) * ny), *ref = malloc(sizeof(uint16_t) * ny);
-    rand_packed(t, qx, bx);
-    rand_packed(t, qw, bw);
-    for (int i = 0; i < M * kblocks; i++)
-        sx[i] = (float)(0.01 + 0.2 * gpu_uniform(t));
-    for (int i = 0; i < N; i++)
-        sw[i] = (float)(0.001 + 0.02 * gpu_uniform(t));
-    rand_bf16(t, res, ny, 3.0);
-    if (fq_w4a4_gemm(ref, qx, sx, kblocks, qw, sw, M, N, K, residual_mode ? res : NULL))
-        gpu_die(t, "CPU fq_w4a4_gemm");
-    uint8_t *d_qx = dev_upload(t, qx, bx), *d_qw = dev_upload(t, qw, bw);
-    float *d_sx = dev_floats_copy(t, sx, (size_t)M * kblocks), *d_sw = dev_floats_copy(t, sw, N);
-    uint16_t *d_res = residual_mode ? dev_upload(t, res, sizeof(uint16_t) * ny) : NULL;
-    uint16_t *d_y = residual_mode == 2 ? d_res : dev_poison_bytes(t, sizeof(uint16_t) * ny, 0xFF);
-    gpu_call(t, fq_w4a4_gemm_path_cuda(&t->ctx, d_y, d_qx, d_sx, kblocks, d_qw, d_sw, M, N, K,
-                                       d_res, path), "fq_w4a4_gemm_path_cuda");
-    uint16_t *got = host_fetch(t, d_y, sizeof(uint16_t) * ny);
+    gemm_case g;
+    gemm_case_make(t, &g, M, N, K, kblocks, residual_mode);
+    gpu_call(t, fq_w4a4_gemm_path_cuda(&t->ctx, g.dev.y, g.dev.qx, g.dev.sx, kblocks, g.dev.qw,
+                                       g.dev.sw, M, N, K, g.dev.residual, path),
+             "fq_w4a4_gemm_path_cuda");
     char name[96];
     snprintf(name, sizeof name, "gemm bf16 %s %dx%dx%d kb%d%s",
              path == FQ_W4A4_DECODE ? "decode" : "prefill", M, N, K, kblocks,
              residual_mode == 2 ? " +res(in place)" : residual_mode ? " +res" : "");
-    check_bytes(t, name, got, ref, sizeof(uint16_t) * ny, sizeof(uint16_t));
-    free(qx), free(qw), free(sx), free(sw), free(res), free(ref), free(got);
+    gemm_case_check(t, &g, name);
 }
 
 /* fq_w4a4_gemm_multi_cuda: np problems with their own codes, scales, N (and a residual on
  * the last), one launch at decode sizes; each output bit-exact with fq_w4a4_gemm */
 static void test_gemm_multi(gpu_suite *t, int np, const int *Ns, int M, int K, int kblocks)
 {
+    gemm_case g[3];
     fq_w4a4_problem pr[3];
-    uint16_t *ref[3], *got_d[3];
-    size_t ny[3];
-    void *host[3][5];
     for (int i = 0; i < np; i++) {
-        int N = Ns[i];
-        size_t bx = (size_t)M * K / 2, bw = (size_t)N * K / 2;
-        ny[i] = (size_t)M * N;
-        uint8_t *qx = malloc(bx), *qw = malloc(bw);
-        float *sx = gpu_host((size_t)M * kblocks), *sw = gpu_host(N);
-        uint16_t *res = malloc(sizeof(uint16_t) * ny[i]);
-        ref[i] = malloc(sizeof(uint16_t) * ny[i]);
-        rand_packed(t, qx, bx);
-        rand_packed(t, qw, bw);
-        for (int e = 0; e < M * kblocks; e++)
-            sx[e] = (float)(0.01 + 0.2 * gpu_uniform(t));
-        for (int e = 0; e < N; e++)
-            sw[e] = (float)(0.001 + 0.02 * gpu_uniform(t));
-        rand_bf16(t, res, ny[i], 3.0);
-        int with_res = i == np - 1;
-        if (fq_w4a4_gemm(ref[i], qx, sx, kblocks, qw, sw, M, N, K, with_res ? res : NULL))
-            gpu_die(t, "CPU fq_w4a4_gemm");
-        fq_w4a4_problem one = {dev_poison_bytes(t, sizeof(uint16_t) * ny[i], 0xFF),
-                               dev_upload(t, qx, bx), dev_upload(t, qw, bw),
-                               dev_floats_copy(t, sx, (size_t)M * kblocks),
-                               dev_floats_copy(t, sw, N), N,
-                               with_res ? dev_upload(t, res, sizeof(uint16_t) * ny[i]) : NULL};
-        pr[i] = one;
-        got_d[i] = pr[i].y;
-        host[i][0] = qx, host[i][1] = qw, host[i][2] = sx, host[i][3] = sw, host[i][4] = res;
+        gemm_case_make(t, &g[i], M, Ns[i], K, kblocks, i == np - 1);
+        pr[i] = g[i].dev;
     }
     gpu_call(t, fq_w4a4_gemm_multi_cuda(&t->ctx, np, pr, kblocks, M, K), "fq_w4a4_gemm_multi_cuda");
     for (int i = 0; i < np; i++) {
-        uint16_t *got = host_fetch(t, got_d[i], sizeof(uint16_t) * ny[i]);
         char name[96];
         snprintf(name, sizeof name, "gemm multi %d/%d M%d N%d K%d kb%d%s", i + 1, np, M, Ns[i],
                  K, kblocks, i == np - 1 ? " +res" : "");
-        check_bytes(t, name, got, ref[i], sizeof(uint16_t) * ny[i], sizeof(uint16_t));
-        free(got), free(ref[i]);
-        for (int e = 0; e < 5; e++)
-            free(host[i][e]);
+        gemm_case_check(t, &g[i], name);
     }
 }
 

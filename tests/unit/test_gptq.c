@@ -82,26 +82,35 @@ static double output_error(const qlinear *l, const real *w, const real *x, int t
     return err;
 }
 
+/* x [tok, in] on a rank-dimensional random subspace plus noise·N(0, 1): strongly correlated
+ * inputs; column j scaled by colscale[j] when colscale is given. */
+static void fill_low_rank(real *x, int tok, int in, int rank, double noise,
+                          const double *colscale, rng_state *rng)
+{
+    real *z = alloc_real((long)tok * rank), *mix = alloc_real((long)rank * in);
+    fill_normal(z, (long)tok * rank, rng, 1.0);
+    fill_normal(mix, (long)rank * in, rng, 1.0);
+    for (int t = 0; t < tok; t++)
+        for (int j = 0; j < in; j++) {
+            double v = noise * rng_normal(rng);
+            for (int k = 0; k < rank; k++)
+                v += z[t * rank + k] * mix[k * in + j];
+            x[t * in + j] = (real)(colscale ? v * colscale[j] : v);
+        }
+    free(z);
+    free(mix);
+}
+
 static void test_beats_rtn_on_correlated_inputs(void **state)
 {
     (void)state;
     enum { OUT = 32, IN = 64, TOK = 512 };
     rng_state rng;
     rng_seed(&rng, 21);
-    real *x = alloc_real(TOK * IN), *z = alloc_real(TOK * 8), *mix = alloc_real(8 * IN);
-    real *w = alloc_real(OUT * IN), *H = alloc_real(IN * IN);
+    real *x = alloc_real(TOK * IN), *w = alloc_real(OUT * IN), *H = alloc_real(IN * IN);
     float *wf = malloc(sizeof(float) * OUT * IN);
     assert_non_null(wf);
-    /* inputs on an 8-dimensional subspace plus a little noise: strongly correlated */
-    fill_normal(z, TOK * 8, &rng, 1.0);
-    fill_normal(mix, 8 * IN, &rng, 1.0);
-    for (int t = 0; t < TOK; t++)
-        for (int j = 0; j < IN; j++) {
-            double v = 0.05 * rng_normal(&rng);
-            for (int k = 0; k < 8; k++)
-                v += z[t * 8 + k] * mix[k * IN + j];
-            x[t * IN + j] = (real)v;
-        }
+    fill_low_rank(x, TOK, IN, 8, 0.05, NULL, &rng);
     fill_normal(w, OUT * IN, &rng, 0.5);
     for (int i = 0; i < OUT * IN; i++)
         wf[i] = (float)w[i];
@@ -125,8 +134,6 @@ static void test_beats_rtn_on_correlated_inputs(void **state)
     free_lin(&r);
     gptq_hessian_free(&acc);
     free(x);
-    free(z);
-    free(mix);
     free(w);
     free(H);
     free(wf);
@@ -148,16 +155,7 @@ static void test_act_order_is_permuted_pass(void **state)
     double colscale[IN];
     for (int j = 0; j < IN; j++)
         colscale[j] = j == 7 || j == 30 ? 12.0 : 0.2 + rng_uniform(&rng); /* two outliers */
-    real z[TOK * 6], mix[6 * IN];
-    fill_normal(z, TOK * 6, &rng, 1.0);
-    fill_normal(mix, 6 * IN, &rng, 1.0);
-    for (int t = 0; t < TOK; t++)
-        for (int j = 0; j < IN; j++) {
-            double v = 0.1 * rng_normal(&rng);
-            for (int k = 0; k < 6; k++)
-                v += z[t * 6 + k] * mix[k * IN + j];
-            x[t * IN + j] = (real)(v * colscale[j]);
-        }
+    fill_low_rank(x, TOK, IN, 6, 0.1, colscale, &rng);
     fill_normal(w, OUT * IN, &rng, 0.5);
     for (int i = 0; i < OUT * IN; i++)
         wf[i] = (float)w[i];

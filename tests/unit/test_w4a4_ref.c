@@ -202,31 +202,52 @@ static void test_transform_quant(void **state)
 
 /* ---------- GEMM ---------- */
 
+/* Random GEMM operands: codes cx [M, K], cw [N, K] (and packed qx, qw), per-token-block
+ * scales sx [M, kblocks], per-row sw [N], a bf16 residual [M, N]. extreme: the first codes
+ * are −8 both, the largest product. */
+typedef struct {
+    int8_t *cx, *cw;
+    uint8_t *qx, *qw;
+    float *sx, *sw;
+    uint16_t *res;
+} gemm_operands;
+
+static void gemm_operands_make(gemm_operands *g, int M, int N, int K, int kblocks, int extreme)
+{
+    g->cx = malloc((size_t)M * K), g->cw = malloc((size_t)N * K);
+    g->qx = malloc((size_t)M * K / 2), g->qw = malloc((size_t)N * K / 2);
+    g->sx = malloc(sizeof(float) * M * kblocks), g->sw = malloc(sizeof(float) * N);
+    g->res = malloc(sizeof(uint16_t) * M * N);
+    for (int i = 0; i < M * K; i++)
+        g->cx[i] = (int8_t)(urand() * 16) - 8;
+    for (int i = 0; i < N * K; i++)
+        g->cw[i] = (int8_t)(urand() * 16) - 8;
+    if (extreme)
+        g->cx[0] = g->cw[0] = -8;
+    for (int i = 0; i < M * kblocks; i++)
+        g->sx[i] = (float)(0.01 + urand() * 0.1);
+    for (int i = 0; i < N; i++)
+        g->sw[i] = (float)(0.001 + urand() * 0.01);
+    bf16_fill(g->res, (size_t)M * N, 2.0);
+    assert_int_equal(w4a4_pack_s4(g->qx, g->cx, (size_t)M * K), FQ_OK);
+    assert_int_equal(w4a4_pack_s4(g->qw, g->cw, (size_t)N * K), FQ_OK);
+}
+
+static void gemm_operands_free(gemm_operands *g)
+{
+    free(g->cx), free(g->cw), free(g->qx), free(g->qw), free(g->sx), free(g->sw), free(g->res);
+}
+
 static void check_gemm(int M, int N, int K, int kblocks, int with_residual)
 {
     const int blen = K / kblocks;
-    int8_t *cx = malloc((size_t)M * K), *cw = malloc((size_t)N * K);
-    uint8_t *qx = malloc((size_t)M * K / 2), *qw = malloc((size_t)N * K / 2);
-    float *sx = malloc(sizeof(float) * M * kblocks), *sw = malloc(sizeof(float) * N);
-    uint16_t *y = malloc(sizeof(uint16_t) * M * N), *res = malloc(sizeof(uint16_t) * M * N);
+    gemm_operands g;
+    gemm_operands_make(&g, M, N, K, kblocks, 1);
+    uint16_t *y = malloc(sizeof(uint16_t) * M * N);
     int32_t *acc = malloc(sizeof(int32_t) * M * N);
-    for (int i = 0; i < M * K; i++)
-        cx[i] = (int8_t)(urand() * 16) - 8;
-    for (int i = 0; i < N * K; i++)
-        cw[i] = (int8_t)(urand() * 16) - 8;
-    cx[0] = cw[0] = -8; /* the extreme product 64 */
-    for (int i = 0; i < M * kblocks; i++)
-        sx[i] = (float)(0.01 + urand() * 0.1);
-    for (int i = 0; i < N; i++)
-        sw[i] = (float)(0.001 + urand() * 0.01);
-    bf16_fill(res, (size_t)M * N, 2.0);
-    for (int t = 0; t < M; t++)
-        assert_int_equal(w4a4_pack_s4(qx + (size_t)t * K / 2, cx + (size_t)t * K, K), FQ_OK);
-    for (int o = 0; o < N; o++)
-        assert_int_equal(w4a4_pack_s4(qw + (size_t)o * K / 2, cw + (size_t)o * K, K), FQ_OK);
-    assert_int_equal(fq_w4a4_gemm_i32(acc, qx, qw, M, N, K), FQ_OK);
-    assert_int_equal(fq_w4a4_gemm(y, qx, sx, kblocks, qw, sw, M, N, K,
-                                  with_residual ? res : NULL), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm_i32(acc, g.qx, g.qw, M, N, K), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm(y, g.qx, g.sx, kblocks, g.qw, g.sw, M, N, K,
+                                  with_residual ? g.res : NULL), FQ_OK);
     for (int t = 0; t < M; t++)
         for (int o = 0; o < N; o++) {
             int64_t full = 0;
@@ -234,20 +255,21 @@ static void check_gemm(int M, int N, int K, int kblocks, int with_residual)
             for (int b = 0; b < kblocks; b++) {
                 int64_t part = 0;
                 for (int j = b * blen; j < (b + 1) * blen; j++) {
-                    part += cx[(size_t)t * K + j] * cw[(size_t)o * K + j];
-                    deq += ((double)sx[t * kblocks + b] * cx[(size_t)t * K + j]) *
-                           ((double)sw[o] * cw[(size_t)o * K + j]);
+                    part += g.cx[(size_t)t * K + j] * g.cw[(size_t)o * K + j];
+                    deq += ((double)g.sx[t * kblocks + b] * g.cx[(size_t)t * K + j]) *
+                           ((double)g.sw[o] * g.cw[(size_t)o * K + j]);
                 }
                 full += part;
-                via_acc += (double)part * sx[t * kblocks + b] * sw[o];
+                via_acc += (double)part * g.sx[t * kblocks + b] * g.sw[o];
             }
             assert_int_equal(acc[t * N + o], full);
             assert_true(fabs(deq - via_acc) <= 1e-12 * (fabs(deq) + 1e-30) + 1e-15);
-            double want = via_acc + (with_residual ? fq_bf16_to_f32(res[t * N + o]) : 0);
+            double want = via_acc + (with_residual ? fq_bf16_to_f32(g.res[t * N + o]) : 0);
             double got = fq_bf16_to_f32(y[t * N + o]);
             assert_true(fabs(got - want) <= fabs(want) / 256 + 1e-30);
         }
-    free(cx), free(cw), free(qx), free(qw), free(sx), free(sw), free(y), free(res), free(acc);
+    gemm_operands_free(&g);
+    free(y), free(acc);
 }
 
 /* Rows of K real codes padded with zeros to Kp: the sums over Kp are the sums over K. */
@@ -294,28 +316,15 @@ static void expect_err(int rc, const char *needle);
 static void check_gemm_rowpar(int M, int N, int K, int kblocks)
 {
     const int blen = K / kblocks, per = kblocks / 2;
-    int8_t *cx = malloc((size_t)M * K), *cw = malloc((size_t)N * K);
-    uint8_t *qx = malloc((size_t)M * K / 2), *qw = malloc((size_t)N * K / 2);
-    float *sx = malloc(sizeof(float) * M * kblocks), *sw = malloc(sizeof(float) * N);
-    uint16_t *res = malloc(sizeof(uint16_t) * M * N), *y1 = malloc(sizeof(uint16_t) * M * N);
-    uint16_t *yr = malloc(sizeof(uint16_t) * M * N), *y32 = malloc(sizeof(uint16_t) * M * N);
-    uint16_t *y16 = malloc(sizeof(uint16_t) * M * N);
-    for (int i = 0; i < M * K; i++)
-        cx[i] = (int8_t)(urand() * 16) - 8;
-    for (int i = 0; i < N * K; i++)
-        cw[i] = (int8_t)(urand() * 16) - 8;
-    for (int i = 0; i < M * kblocks; i++)
-        sx[i] = (float)(0.01 + urand() * 0.1);
-    for (int i = 0; i < N; i++)
-        sw[i] = (float)(0.001 + urand() * 0.01);
-    bf16_fill(res, (size_t)M * N, 2.0);
-    assert_int_equal(w4a4_pack_s4(qx, cx, (size_t)M * K), FQ_OK);
-    assert_int_equal(w4a4_pack_s4(qw, cw, (size_t)N * K), FQ_OK);
-    assert_int_equal(fq_w4a4_gemm(y1, qx, sx, kblocks, qw, sw, M, N, K, res), FQ_OK);
-    assert_int_equal(fq_w4a4_gemm_rowpar(yr, qx, sx, kblocks, qw, sw, M, N, K, res, 1, 1), FQ_OK);
+    gemm_operands g;
+    gemm_operands_make(&g, M, N, K, kblocks, 0);
+    uint16_t *y1 = malloc(sizeof(uint16_t) * M * N), *yr = malloc(sizeof(uint16_t) * M * N);
+    uint16_t *y32 = malloc(sizeof(uint16_t) * M * N), *y16 = malloc(sizeof(uint16_t) * M * N);
+    assert_int_equal(fq_w4a4_gemm(y1, g.qx, g.sx, kblocks, g.qw, g.sw, M, N, K, g.res), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm_rowpar(yr, g.qx, g.sx, kblocks, g.qw, g.sw, M, N, K, g.res, 1, 1), FQ_OK);
     assert_memory_equal(y1, yr, sizeof(uint16_t) * M * N);
-    assert_int_equal(fq_w4a4_gemm_rowpar(y32, qx, sx, kblocks, qw, sw, M, N, K, res, 2, 0), FQ_OK);
-    assert_int_equal(fq_w4a4_gemm_rowpar(y16, qx, sx, kblocks, qw, sw, M, N, K, res, 2, 1), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm_rowpar(y32, g.qx, g.sx, kblocks, g.qw, g.sw, M, N, K, g.res, 2, 0), FQ_OK);
+    assert_int_equal(fq_w4a4_gemm_rowpar(y16, g.qx, g.sx, kblocks, g.qw, g.sw, M, N, K, g.res, 2, 1), FQ_OK);
     int differ = 0;
     for (int t = 0; t < M; t++)
         for (int o = 0; o < N; o++) {
@@ -325,12 +334,12 @@ static void check_gemm_rowpar(int M, int N, int K, int kblocks)
                 for (int b = r * per; b < (r + 1) * per; b++) {
                     int32_t part = 0;
                     for (int j = b * blen; j < (b + 1) * blen; j++)
-                        part += cx[(size_t)t * K + j] * cw[(size_t)o * K + j];
-                    v = v + (float)part * sx[t * kblocks + b];
+                        part += g.cx[(size_t)t * K + j] * g.cw[(size_t)o * K + j];
+                    v = v + (float)part * g.sx[t * kblocks + b];
                 }
-                p[r] = v * sw[o];
+                p[r] = v * g.sw[o];
             }
-            float r0 = fq_bf16_to_f32(fq_f32_to_bf16(p[0] + fq_bf16_to_f32(res[t * N + o])));
+            float r0 = fq_bf16_to_f32(fq_f32_to_bf16(p[0] + fq_bf16_to_f32(g.res[t * N + o])));
             float r1 = fq_bf16_to_f32(fq_f32_to_bf16(p[1]));
             assert_int_equal(y16[t * N + o], fq_f32_to_bf16(fq_bf16_to_f32(fq_f32_to_bf16(r0 + r1))));
             double a = fq_bf16_to_f32(y1[t * N + o]), b = fq_bf16_to_f32(y32[t * N + o]);
@@ -339,9 +348,9 @@ static void check_gemm_rowpar(int M, int N, int K, int kblocks)
         }
     /* the double rounding shows on some outputs (the point of the check in bench/) */
     assert_true(differ > 0);
-    expect_err(fq_w4a4_gemm_rowpar(y16, qx, sx, kblocks, qw, sw, M, N, K, res, 3, 0), "tp = 3");
-    free(cx), free(cw), free(qx), free(qw), free(sx), free(sw), free(res), free(y1), free(yr);
-    free(y32), free(y16);
+    expect_err(fq_w4a4_gemm_rowpar(y16, g.qx, g.sx, kblocks, g.qw, g.sw, M, N, K, g.res, 3, 0), "tp = 3");
+    gemm_operands_free(&g);
+    free(y1), free(yr), free(y32), free(y16);
 }
 
 static void test_gemm(void **state)
