@@ -355,7 +355,10 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
      * the node, before that GPU's worker has work) */
     fp_pass_cuda gfp;
     memset(&gfp, 0, sizeof gfp);
-    if (lt->cuda && fp_pass_cuda_init(&gfp, &fp, lt->cuda->device) != FQ_OK) {
+    if (lt->cuda && (fp_pass_cuda_init(&gfp, &fp, lt->cuda->device) != FQ_OK ||
+                     fp_pass_cuda_set_tf32(&gfp, j->quantization.gpu_math != JOB_GPU_MATH_FP32 &&
+                                                     fp.dtype != LAYER_CACHE_F32) != FQ_OK)) {
+        fp_pass_cuda_free(&gfp);
         fp_pass_free(&fp);
         return FQ_ERR;
     }
@@ -387,8 +390,11 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
     progress_end(&prog);
     if (rc == FQ_OK) {
         printf("calibration: %d layers run, %d reused; FP pass %.1f s (%d boundaries computed, "
-               "%d reused)\n", rep.layers_run, rep.layers_skipped, fp.seconds, fp.produced,
-               fp.reused);
+               "%d reused), cache writes %.1f s\n", rep.layers_run, rep.layers_skipped,
+               fp.seconds, fp.produced, fp.reused, fp.commit_s);
+        if (lt->cuda)
+            printf("  FP pass on the GPU: upload %.1f s, layers %.1f s, download %.1f s\n",
+                   gfp.upload_s, gfp.compute_s, gfp.download_s);
         for (int r = 0; r < rep.nranks; r++)
             printf("  rank %d (%s, %s): %d layers, busy %.1f s, idle %.1f s, cache reads %.2f s\n",
                    rep.workers[r].rank, rep.workers[r].host, rep.workers[r].device,
@@ -436,10 +442,16 @@ int cmd_calibrate(int argc, char **argv)
             return 2;
         }
     }
-    MPI_Init(&argc, &argv);
+    /* FUNNELED: rank 0 runs the FP pass on a second thread (coordinator/scheduler.c) that
+     * makes no MPI call */
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     int rank, nranks;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    if (rank == 0 && provided < MPI_THREAD_FUNNELED)
+        fprintf(stderr, "flatq: note: this MPI gives thread level %d, below "
+                        "MPI_THREAD_FUNNELED; the FP pass thread makes no MPI call\n", provided);
     calib_setup cs;
     memset(&cs, 0, sizeof cs);
     cs.t_start = progress_monotonic_seconds();

@@ -24,6 +24,7 @@ typedef struct {
     float *x;                /* the boundary in memory, [nsamples, seqlen, d] */
     int x_boundary;          /* which boundary x holds (−1: none) */
     double seconds;          /* time spent computing (not reading) boundaries */
+    double commit_s;         /* time spent writing them to the cache (and rounding x) */
     int produced, reused;
 } fp_pass;
 

@@ -3,6 +3,7 @@
 #include "coordinator/progress.h"
 #include "error.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 
 typedef struct {
     fq_cuda_ctx ctx;
+    void *pinned; /* p->x once page-locked */
 } gpu_state;
 
 int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device)
@@ -35,10 +37,27 @@ int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device)
         free(s);
         return fq_error_wrap("FP pass on GPU %d", device);
     }
+    /* x goes up and comes back once per layer (8.6 GB each way for a 70B boundary):
+     * pinned, the copies run at the link's speed instead of ~4-6 GB/s (issue 6) */
+    size_t bytes = sizeof(float) * (size_t)p->nsamples * p->seqlen * p->cfg->hidden;
+    if (fq_cuda_host_register(p->x, bytes) == FQ_OK)
+        s->pinned = p->x;
+    else
+        fprintf(stderr, "flatq: note: the FP pass's %.1f GB buffer stays pageable (%s)\n",
+                bytes / 1e9, fq_errmsg());
     g->p = p;
     g->device = device;
     g->gpu = s;
     return FQ_OK;
+}
+
+int fp_pass_cuda_set_tf32(fp_pass_cuda *g, int on)
+{
+    if (!g || !g->gpu)
+        return fq_error(F ":fp_pass_cuda_set_tf32: context not initialised (expected "
+                        "fp_pass_cuda_init)");
+    gpu_state *s = g->gpu;
+    return fq_cuda_set_math(&s->ctx, on ? FQ_MATH_TF32 : FQ_MATH_FP32);
 }
 
 void fp_pass_cuda_free(fp_pass_cuda *g)
@@ -46,6 +65,7 @@ void fp_pass_cuda_free(fp_pass_cuda *g)
     if (!g || !g->gpu)
         return;
     gpu_state *s = g->gpu;
+    fq_cuda_host_unregister(s->pinned);
     fq_cuda_free_ctx(&s->ctx);
     free(s);
     g->gpu = NULL;
@@ -79,7 +99,9 @@ int fp_pass_produce_cuda(void *vctx, int boundary)
     fp_pass *p = g->p;
     if (boundary == 0 || layer_cache_valid(p->cache_dir, boundary, p->fingerprint) == 1)
         return fp_pass_produce(p, boundary); /* cache reuse and the embedding gather */
-    if (fp_pass_load_input(p, boundary) != FQ_OK)
+    /* the scheduler calls this from its FP pass thread (coordinator/scheduler.c) */
+    if (fq_cuda_bind(&((gpu_state *)g->gpu)->ctx) != FQ_OK ||
+        fp_pass_load_input(p, boundary) != FQ_OK)
         return fq_error_wrap("FP pass, boundary %d", boundary);
     double t0 = progress_monotonic_seconds();
     if (run_layer(g, boundary - 1) != FQ_OK)
@@ -99,6 +121,12 @@ int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device)
         memset(g, 0, sizeof *g);
     return fq_error("FP pass on GPU %d: this flatq was built without the CUDA backend "
                     "(expected nvcc at build time, or device: cpu)", device);
+}
+
+int fp_pass_cuda_set_tf32(fp_pass_cuda *g, int on)
+{
+    (void)g, (void)on;
+    return fq_error("FP pass: this flatq was built without the CUDA backend");
 }
 
 void fp_pass_cuda_free(fp_pass_cuda *g)

@@ -166,7 +166,7 @@ typedef struct {
     real *buf;  /* one batch */
     int nsamples, seqlen, batch;
     double damp;
-    int block, act_order;
+    int block, act_order, clip_search;
 } pass_state;
 
 /* Forward every batch: in place on x (observer NULL), or on a copy with the observer. */
@@ -242,8 +242,8 @@ static int gptq_layer(pass_state *ps, qlayer *q, real *wp[QL_NLINEAR],
             H = fq_malloc(sizeof(real) * (size_t)in * in, "Hessian");
             rc = H ? gptq_hessian_get(&obs.h[lin], H) : FQ_ERR;
             if (rc == FQ_OK)
-                rc = gptq_quantize_ordered(&nl, wp[lin], out, in, H, ps->qc.w_bits, ps->damp,
-                                           ps->block, ps->act_order);
+                rc = gptq_quantize_clipped(&nl, wp[lin], out, in, H, ps->qc.w_bits, ps->damp,
+                                           ps->block, ps->act_order, ps->clip_search);
             if (rc != FQ_OK) {
                 fq_error_wrap("weight %s", qlinear_names[lin]);
                 break;
@@ -359,6 +359,7 @@ int gptq_pass_run(gptq_pass *g)
     ps.damp = j->quantization.gptq_damp;
     ps.block = j->quantization.gptq_block;
     ps.act_order = j->quantization.gptq_act_order;
+    ps.clip_search = j->quantization.gptq_clip_search;
     g->layers_run = g->layers_reused = 0;
     size_t d = (size_t)c->hidden, tokens = (size_t)g->nsamples * g->seqlen;
     real *embed = NULL;

@@ -5,7 +5,9 @@
 #include "worker/sched_protocol.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,24 +346,75 @@ static int run_alone(sched *s)
     return FQ_OK;
 }
 
+/* With workers, the FP pass runs on a thread of its own: a boundary of a 70B model takes
+ * ~14 s on the GPU, and a loop that computed it between two drains left every worker that
+ * finished a layer meanwhile waiting that long for its next task (most of an 80-layer job
+ * runs beside the FP pass). The thread makes boundaries start..need-1 in order and
+ * publishes each through `done`; the main thread counts them in, and makes every MPI call
+ * (MPI_THREAD_FUNNELED). A boundary is released only once `done` is past it, so the
+ * thread never reads a deleted one. */
+typedef struct {
+    const scheduler_config *cfg;
+    int start, need;
+    atomic_int done;   /* boundaries 0..done-1 exist */
+    atomic_int failed; /* err holds the FP pass's message */
+    atomic_int stop;   /* the main thread is leaving: stop after the current boundary */
+    char err[1024];
+} fp_thread;
+
+static void *fp_thread_main(void *arg)
+{
+    fp_thread *f = arg;
+    for (int b = f->start; b < f->need && !atomic_load(&f->stop); b++) {
+        if (f->cfg->produce_next_boundary(f->cfg->produce_ctx, b) != FQ_OK) {
+            snprintf(f->err, sizeof f->err, "%s", fq_errmsg());
+            atomic_store(&f->failed, 1);
+            return NULL;
+        }
+        atomic_store(&f->done, b + 1);
+    }
+    return NULL;
+}
+
 static int run_with_workers(sched *s)
 {
     struct timespec nap = {0, 1000000}; /* 1 ms between probes when idle */
+    fp_thread f = {.cfg = s->cfg, .start = s->produced, .need = s->need_boundaries};
+    atomic_init(&f.done, s->produced);
+    atomic_init(&f.failed, 0);
+    atomic_init(&f.stop, 0);
+    pthread_t th;
+    int running = 0, rc = FQ_OK;
+    if (f.start < f.need) {
+        if (pthread_create(&th, NULL, fp_thread_main, &f) != 0)
+            return fq_error("coordinator: cannot start the FP pass thread");
+        running = 1;
+    }
     for (;;) {
         int all_stopped = 1;
         for (int r = 1; r < s->nranks; r++)
             all_stopped &= s->stats_in[r];
         if (all_stopped && s->ndone == s->cfg->nlayers)
-            return FQ_OK;
-        if (s->produced < s->need_boundaries) {
-            if (produce_one(s) != FQ_OK)
-                return FQ_ERR;
-        } else {
-            nanosleep(&nap, NULL);
+            break;
+        int got = atomic_load(&f.done);
+        while (rc == FQ_OK && s->produced < got) {
+            s->produced++;
+            s->rep->boundaries_produced++;
+            rc = release_unneeded(s);
         }
-        if (drain(s) != FQ_OK || check_heartbeats(s) != FQ_OK)
-            return FQ_ERR;
+        if (rc == FQ_OK && atomic_load(&f.failed))
+            rc = fq_error("coordinator: FP pass, boundary %d: %s", s->produced, f.err);
+        if (rc == FQ_OK && (drain(s) != FQ_OK || check_heartbeats(s) != FQ_OK))
+            rc = FQ_ERR;
+        if (rc != FQ_OK)
+            break;
+        nanosleep(&nap, NULL);
     }
+    if (running) {
+        atomic_store(&f.stop, 1);
+        pthread_join(th, NULL);
+    }
+    return rc;
 }
 
 int scheduler_run(const scheduler_config *cfg, scheduler_report *rep)

@@ -163,13 +163,18 @@ static const real *weight_of(const llama_layer *l, int lin)
 
 int fq_merge(fq_merged *m, const fq_params *P, const llama_layer *l)
 {
+    return fq_merge_parts(m, P, l, 1);
+}
+
+int fq_merge_parts(fq_merged *m, const fq_params *P, const llama_layer *l, int weights)
+{
     if (!m || !P || !P->p || !l)
         return fq_error(WHERE ":fq_merge: NULL argument (expected merged, params, layer)");
     memset(m, 0, sizeof *m);
     const llama_config *c = &P->cfg;
     const int d = c->hidden, dh = c->head_dim, g = c->n_kv_heads,
               T = P->T, nf = P->nfactors;
-    for (int i = 0; i < QL_NLINEAR; i++)
+    for (int i = 0; weights && i < QL_NLINEAR; i++)
         if (!weight_of(l, i))
             return fq_error(WHERE ":fq_merge: layer weight %s is NULL", qlinear_names[i]);
     m->T = T;
@@ -185,6 +190,8 @@ int fq_merge(fq_merged *m, const fq_params *P, const llama_layer *l)
         long n = (long)fq_linear_out(c, i) * fq_linear_in(c, i);
         wmax = n > wmax ? n : wmax;
     }
+    if (!weights)
+        wmax = 1; /* the weight buffers are not used */
     double *fm = fq_malloc(sizeof(double) * 2 * ktot, "merged factors");
     double *fwork = fq_malloc(sizeof(double) * 4 * (size_t)kmax * kmax, "factor work");
     double *w0 = fq_malloc(sizeof(double) * (size_t)wmax, "merged weight");
@@ -237,7 +244,7 @@ int fq_merge(fq_merged *m, const fq_params *P, const llama_layer *l)
         m->mlp_norm[j] = (real)((double)l->mlp_norm[j] * (double)P->p[P->c_ug + j]);
     }
     /* 2. weights: ⊘ c, Kronecker of inverse transposes, clip, (Wv) M_v, (Wup) ∘ c_d */
-    for (int lin = 0; lin < QL_NLINEAR; lin++) {
+    for (int lin = 0; weights && lin < QL_NLINEAR; lin++) {
         const int out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
         const real *src = weight_of(l, lin), *cv = NULL;
         const double *L, *R;

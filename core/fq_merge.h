@@ -30,6 +30,10 @@ typedef struct {
 
 /* Merge P (trained for layer l) into m. Fails on non-finite or singular factors. */
 int fq_merge(fq_merged *m, const fq_params *P, const llama_layer *l);
+/* The same with weights = 0: everything but m->w (left NULL, and l's weights may be NULL),
+ * for a caller that merges the weights elsewhere (the GPU: kernels/fq_layer_cuda.h,
+ * fq_tape_cuda_merged_weights); weights = 1 is fq_merge. */
+int fq_merge_parts(fq_merged *m, const fq_params *P, const llama_layer *l, int weights);
 void fq_merged_free(fq_merged *m);
 
 #endif

@@ -217,33 +217,52 @@ real fq_factor_lambda_min(const fq_params *P, int i)
     return factor_lambda_min_abs(P->p + P->fac[i].lambda, P->fac[i].k);
 }
 
-/* c_j = max(w̄_j^{1−α} / x̄_j^α, 1e−5), w̄ over the rows of the concatenated consumers. */
-static void sq_scale_init(real *c, const real *xmax, const real *const *ws, const int *rows,
-                          int nw, int n, double alpha)
+void fq_col_absmax(double *wm, const real *const *ws, const int *rows, int nw, int n)
 {
+    for (int j = 0; j < n; j++)
+        wm[j] = 0;
+    for (int i = 0; i < nw; i++)
+        for (long r = 0; r < rows[i]; r++) {
+            const real *wr = ws[i] + r * n;
+            for (int j = 0; j < n; j++) {
+                double a = fabs((double)wr[j]);
+                wm[j] = a > wm[j] ? a : wm[j];
+            }
+        }
+}
+
+/* c_j = max(w̄_j^{1−α} / x̄_j^α, 1e−5), w̄ over the rows of the concatenated consumers. */
+static int sq_scale_init(real *c, const real *xmax, const real *const *ws, const int *rows,
+                         int nw, int n, double alpha)
+{
+    double *wm = fq_malloc(sizeof(double) * (size_t)n, "weight column maxima");
+    if (!wm)
+        return FQ_ERR;
+    fq_col_absmax(wm, ws, rows, nw, n);
     for (int j = 0; j < n; j++) {
-        double wm = 0;
-        for (int i = 0; i < nw; i++)
-            for (long r = 0; r < rows[i]; r++)
-                wm = fmax(wm, fabs((double)ws[i][r * n + j]));
         double xm = fmax(1e-5, (double)xmax[j]);
-        c[j] = (real)fmax(pow(wm, 1 - alpha) / pow(xm, alpha), 1e-5);
+        c[j] = (real)fmax(pow(wm[j], 1 - alpha) / pow(xm, alpha), 1e-5);
     }
+    free(wm);
+    return FQ_OK;
 }
 
 /* The smoothrot baseline's rule (worker/baseline_smoothrot.c, ALGORITHM §8) as a
  * FlatQuant scale: s_j = max(x̄_j^α / max(w̄_j, 1e−5)^{1−α}, 1e−5) divides the activation,
  * so c_j = 1/s_j multiplies it. w̄ over the rows of Wdown [d, f]. */
-static void smoothquant_scale_init(real *c, const real *xmax, const real *wdown, int d, int f,
-                                   double alpha)
+static int smoothquant_scale_init(real *c, const real *xmax, const real *wdown, int d, int f,
+                                  double alpha)
 {
+    double *wm = fq_malloc(sizeof(double) * (size_t)f, "weight column maxima");
+    if (!wm)
+        return FQ_ERR;
+    fq_col_absmax(wm, &wdown, &d, 1, f);
     for (int j = 0; j < f; j++) {
-        double wm = 0;
-        for (long r = 0; r < d; r++)
-            wm = fmax(wm, fabs((double)wdown[r * f + j]));
-        double s = fmax(pow((double)xmax[j], alpha) / pow(fmax(wm, 1e-5), 1 - alpha), 1e-5);
+        double s = fmax(pow((double)xmax[j], alpha) / pow(fmax(wm[j], 1e-5), 1 - alpha), 1e-5);
         c[j] = (real)(1 / s);
     }
+    free(wm);
+    return FQ_OK;
 }
 
 /* Factor F starts as the normalised Hadamard matrix of its size (seeded random-orthogonal
@@ -399,7 +418,9 @@ int fq_params_init(fq_params *P, const llama_config *c, const fq_recipe *r,
             P->p[j] = 1;
         if (!l->wdown)
             return fq_params_free(P), fq_error("%s: layer weight down missing", where);
-        smoothquant_scale_init(P->p + P->c_d, st->down_in, l->wdown, d, f, r->smooth_alpha);
+        if (smoothquant_scale_init(P->p + P->c_d, st->down_in, l->wdown, d, f,
+                                   r->smooth_alpha))
+            goto fail;
     } else if (r->scale_init == FQ_SCALE_ONE) {
         for (size_t j = P->group_off[FQ_G_SCALE]; j < P->group_off[FQ_G_WCLIP]; j++)
             P->p[j] = 1;
@@ -414,9 +435,10 @@ int fq_params_init(fq_params *P, const llama_config *c, const fq_recipe *r,
                                                    "q, k, v, up, gate, down)", where);
         if (!wd[0])
             return fq_params_free(P), fq_error("%s: layer weight down missing", where);
-        sq_scale_init(P->p + P->c_a, st->attn_in, wa, ra, 3, d, r->alpha);
-        sq_scale_init(P->p + P->c_ug, st->mlp_in, wm, rm, 2, d, r->alpha);
-        sq_scale_init(P->p + P->c_d, st->down_in, wd, rd, 1, f, r->alpha);
+        if (sq_scale_init(P->p + P->c_a, st->attn_in, wa, ra, 3, d, r->alpha) ||
+            sq_scale_init(P->p + P->c_ug, st->mlp_in, wm, rm, 2, d, r->alpha) ||
+            sq_scale_init(P->p + P->c_d, st->down_in, wd, rd, 1, f, r->alpha))
+            goto fail;
     }
     for (size_t j = P->group_off[FQ_G_WCLIP]; j < P->n; j++)
         P->p[j] = (real)r->clip_init;

@@ -161,6 +161,34 @@ int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int
 int gptq_quantize_ordered(qlinear *l, const real *w, int out, int in, const real *H, int bits,
                           double damp, int block, int act_order)
 {
+    return gptq_quantize_clipped(l, w, out, in, H, bits, damp, block, act_order, 0);
+}
+
+/* scale ← the ratio of it (1, 0.98, …, 0.80) with the least Σ_j h_j (w_j − ŵ_j)² for the
+ * row w; the first of equal errors wins, so a row the search cannot improve keeps α = 1 */
+static float clip_search_row(const real *w, const real *h, int in, float scale, float qmax)
+{
+    double best = INFINITY;
+    float best_s = scale;
+    for (int k = 0; k <= 10; k++) {
+        float s = scale * (1.0f - 0.02f * (float)k);
+        double err = 0;
+        for (int j = 0; j < in; j++) {
+            float c = fminf(fmaxf(rintf((float)w[j] / s), -qmax - 1), qmax);
+            double e = (double)w[j] - (double)s * c;
+            err += (double)h[j] * e * e;
+        }
+        if (err < best) {
+            best = err;
+            best_s = s;
+        }
+    }
+    return best_s;
+}
+
+int gptq_quantize_clipped(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                          double damp, int block, int act_order, int clip_search)
+{
     if (!l || !w || !H)
         return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight and "
                         "Hessian)");
@@ -223,6 +251,16 @@ int gptq_quantize_ordered(qlinear *l, const real *w, int out, int in, const real
             mx = fmaxf(mx, fabsf(v));
         }
         l->scales[r] = fmaxf(mx, 1e-5f) / qmax;
+    }
+    if (clip_search) {
+        real *hdiag = fq_malloc(sizeof(real) * (size_t)in, "GPTQ clip search weights");
+        if (!hdiag)
+            goto out;
+        for (int j = 0; j < in; j++)
+            hdiag[j] = H[(size_t)j * in + j];
+        for (int r = 0; r < out; r++)
+            l->scales[r] = clip_search_row(w + (size_t)r * in, hdiag, in, l->scales[r], qmax);
+        free(hdiag);
     }
     for (int r = 0; r < out; r++)
         for (int j = 0; j < in; j++)

@@ -68,6 +68,7 @@ int job_defaults(job *j)
     q->gptq_block = 128;
     q->gptq_nsamples = 0;
     q->gptq_act_order = false;
+    q->gptq_clip_search = false;
     q->seed = 0;
     j->eval.seqlen = 2048;
     j->eval.methods[0] = JOB_METHOD_FP;

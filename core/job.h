@@ -83,6 +83,7 @@ typedef struct job {
         int gptq_block;
         int gptq_nsamples;        /* windows the GPTQ pass uses (the first ones); 0 = all */
         bool gptq_act_order;      /* columns by descending diag H (core/gptq.h) */
+        bool gptq_clip_search;    /* per-row scale searched against diag H (core/gptq.h) */
         bool direct_inv, separate_vtrans, share_act_clip;
         uint64_t seed;            /* transform initialisation RNG */
     } quantization;

@@ -132,6 +132,7 @@ static void print_quantization(outbuf *b, const struct job_quantization *q, cons
     }
     ob_printf(b, "%sgptq_block: %d\n%sgptq_nsamples: %d\n%sgptq_act_order: %s\n", ind,
               q->gptq_block, ind, q->gptq_nsamples, ind, bool_name(q->gptq_act_order));
+    ob_printf(b, "%sgptq_clip_search: %s\n", ind, bool_name(q->gptq_clip_search));
     ob_printf(b, "%sscale_init: %s\n%sinit: %s\n%sweight_quantizer: %s\n", ind,
               scale_init_names[q->scale_init & 1], ind, init_names[q->init & 3], ind,
               wq_names[q->weight_quantizer & 1]);
@@ -238,6 +239,8 @@ int job_canonical(const job *j, char **text)
         ob_printf(&b, "quantization.gptq_nsamples=%d\n", q->gptq_nsamples);
     if (q->gptq_act_order)
         ob_printf(&b, "quantization.gptq_act_order=1\n");
+    if (q->gptq_clip_search)
+        ob_printf(&b, "quantization.gptq_clip_search=1\n");
     if (b.failed) {
         free(b.p);
         return fq_error("out of memory building the job's canonical form");

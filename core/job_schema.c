@@ -393,7 +393,8 @@ static const char *const calib_keys[] = {"text", "nsamples", "seqlen", "seed", "
 static const char *const quant_keys[] = {
     "method", "w_bits", "a_bits", "kv_bits", "w_sym", "a_sym", "kv_sym", "kv_group", "epochs", "restarts",
     "lr", "clip_lr", "lr_min", "weight_decay", "warmup_steps", "alpha", "clip_init",
-    "scale_init", "init", "weight_quantizer", "gptq_damp", "gptq_block", "gptq_nsamples", "gptq_act_order", "direct_inv",
+    "scale_init", "init", "weight_quantizer", "gptq_damp", "gptq_block", "gptq_nsamples",
+    "gptq_act_order", "gptq_clip_search", "direct_inv",
     "separate_vtrans", "share_act_clip", "smooth_alpha", "quarot_act_clip", "quarot_kv_clip",
     "gpu_math", "seed", NULL};
 static const char *const eval_keys[] = {"text", "seqlen", "methods", "max_windows", NULL};
@@ -436,6 +437,7 @@ static int convert_quantization(conv *c, const yt_node *q, job *j)
         get_int(c, q, p, "gptq_nsamples", "an integer >= 0", &z->gptq_nsamples) ||
         get_bool(c, q, p, "direct_inv", &z->direct_inv) ||
         get_bool(c, q, p, "gptq_act_order", &z->gptq_act_order) ||
+        get_bool(c, q, p, "gptq_clip_search", &z->gptq_clip_search) ||
         get_bool(c, q, p, "separate_vtrans", &z->separate_vtrans) ||
         get_bool(c, q, p, "share_act_clip", &z->share_act_clip) ||
         get_seed(c, q, p, "seed", &z->seed, NULL))

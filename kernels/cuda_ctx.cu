@@ -119,6 +119,30 @@ int fq_cuda_device_name(const fq_cuda_ctx *ctx, char *buf, size_t cap)
     return FQ_OK;
 }
 
+int fq_cuda_bind(fq_cuda_ctx *ctx)
+{
+    if (!ctx)
+        return fq_error(F ":fq_cuda_bind: NULL context (expected an initialised fq_cuda_ctx)");
+    CU_CHECK(cudaSetDevice(ctx->device), F, "fq_cuda_bind", "cudaSetDevice");
+    return FQ_OK;
+}
+
+int fq_cuda_host_register(void *p, size_t bytes)
+{
+    if (!p || !bytes)
+        return fq_error(F ":fq_cuda_host_register: NULL or empty buffer (expected a host "
+                        "allocation)");
+    CU_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterDefault), F, "fq_cuda_host_register",
+             "cudaHostRegister");
+    return FQ_OK;
+}
+
+void fq_cuda_host_unregister(void *p)
+{
+    if (p)
+        cudaHostUnregister(p);
+}
+
 int fq_cuda_sync(fq_cuda_ctx *ctx)
 {
     if (!ctx || !ctx->stream)

@@ -67,6 +67,14 @@ int fq_cuda_device_count(int *count);
 /* A name like "NVIDIA H100 80GB HBM3" for reports. */
 int fq_cuda_device_name(const fq_cuda_ctx *ctx, char *buf, size_t cap);
 int fq_cuda_sync(fq_cuda_ctx *ctx);
+/* Make ctx's device the calling thread's current one (the CUDA runtime keeps it per thread:
+ * a context used from a thread other than the one that made it needs this first). */
+int fq_cuda_bind(fq_cuda_ctx *ctx);
+/* Page-lock a host buffer that many copies go through (cudaHostRegister): pageable copies
+ * run at ~4–6 GB/s through a staging buffer, pinned ones at the link's speed. Costs time
+ * once (per GB) and non-swappable memory until fq_cuda_host_unregister. */
+int fq_cuda_host_register(void *p, size_t bytes);
+void fq_cuda_host_unregister(void *p);
 /* what: a few words naming the buffer, used in the out-of-memory message. */
 int fq_cuda_alloc(float **dptr, size_t count, const char *what);
 void fq_cuda_free(void *dptr);

@@ -691,7 +691,9 @@ static int params_fwd(fq_tape_cuda *tp, const fq_params *P)
     return FQ_OK;
 }
 
-static int weight_fwd(fq_tape_cuda *tp, const fq_params *P, int lin)
+/* tp->wp[lin] = the Kronecker product of inverse transposes applied to W ⊘ c: the weight
+ * side up to the clip, for the training forward and for the merge alike */
+static int weight_transform(fq_tape_cuda *tp, const fq_params *P, int lin)
 {
     const llama_config *c = &P->cfg;
     const int out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
@@ -705,7 +707,14 @@ static int weight_fwd(fq_tape_cuda *tp, const fq_params *P, int lin)
             return FQ_ERR;
         src = tp->w1[lin];
     }
-    if (blk_fwd(tp, tp->wp[lin], src, out, ws.T, ws.n1, ws.n2, &bf))
+    return blk_fwd(tp, tp->wp[lin], src, out, ws.T, ws.n1, ws.n2, &bf);
+}
+
+static int weight_fwd(fq_tape_cuda *tp, const fq_params *P, int lin)
+{
+    const llama_config *c = &P->cfg;
+    const int out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
+    if (weight_transform(tp, P, lin))
         return FQ_ERR;
     const float *a = dpar(tp, P->lwc_a[lin]), *b = dpar(tp, P->lwc_b[lin]);
     if (lin == QL_V && !P->separate_vtrans) {
@@ -746,6 +755,53 @@ static int check_call(const fq_tape_cuda *tp, const fq_params *P, const void *x,
     if (tp->nparams != P->n || tp->nfactors != P->nfactors)
         return fq_error(F ":%s: tape was made for other params (expected the tape of these "
                         "params)", fn);
+    return FQ_OK;
+}
+
+/* Rows of w [rows, cols] times c[r]: Wup's rows ∘ c_d, which the merge folds in after the
+ * clip (the training forward applies c_d to the down_proj input instead). */
+static __global__ void row_scale_kernel(float *w, const float *c, int cols)
+{
+    const size_t r = blockIdx.x;
+    const float s = c[r];
+    for (int j = threadIdx.x; j < cols; j += blockDim.x)
+        w[r * cols + j] *= s;
+}
+
+int fq_tape_cuda_merged_weights(fq_tape_cuda *tp, const fq_params *P, float *const w[QL_NLINEAR])
+{
+    if (check_call(tp, P, w, w, "fq_tape_cuda_merged_weights"))
+        return FQ_ERR;
+    for (int lin = 0; lin < QL_NLINEAR; lin++)
+        if (!w[lin])
+            return fq_error(F ":fq_tape_cuda_merged_weights: host buffer of %s is NULL "
+                            "(expected [out, in] floats)", qlinear_names[lin]);
+    const llama_config *c = &P->cfg;
+    cudaStream_t st = CTX_STREAM(tp->ctx);
+    if (params_fwd(tp, P))
+        return FQ_ERR;
+    for (int lin = 0; lin < QL_NLINEAR; lin++) {
+        const int out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
+        if (weight_transform(tp, P, lin))
+            return FQ_ERR;
+        float *res = tp->wp[lin];
+        if (P->w_bits != 16) { /* in place: each row's bounds are known before it is written */
+            lwc_clamp_fwd_kernel<<<out, FQ_BLOCK, 0, st>>>(res, res, in, dpar(tp, P->lwc_a[lin]),
+                                                          dpar(tp, P->lwc_b[lin]));
+            LAUNCH_CHECK(F, "fq_tape_cuda_merged_weights", "lwc_clamp_fwd_kernel");
+        }
+        if (lin == QL_V && !P->separate_vtrans) {
+            if (vrot_fwd(tp, tp->wrot, res, c->n_kv_heads, c->head_dim, in, tp->M[FQ_F_MV]))
+                return FQ_ERR;
+            res = tp->wrot;
+        }
+        if (lin == QL_UP) {
+            row_scale_kernel<<<out, FQ_BLOCK, 0, st>>>(res, dpar(tp, P->c_d), in);
+            LAUNCH_CHECK(F, "fq_tape_cuda_merged_weights", "row_scale_kernel");
+        }
+        if (fq_cuda_download(tp->ctx, w[lin], res, (size_t)out * in))
+            return FQ_ERR;
+    }
     return FQ_OK;
 }
 

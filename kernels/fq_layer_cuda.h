@@ -43,6 +43,14 @@ int fq_layer_loss_cuda(fq_tape_cuda *tp, const float *y, const float *target, fl
 /* P->g = ∂L/∂p for the last forward given g_y (device); overwritten, not accumulated. */
 int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y);
 
+/* The merged weights of ALGORITHM §5 (what core/fq_merge.c computes in float64, here in
+ * fp32 through the training weight side): ⊘ c, the Kronecker product of inverse
+ * transposes, the learned clip, M_vᵀ on Wv's rows (unless separate_vtrans), Wup's rows
+ * ∘ c_d — into host buffers w[lin] of [out, in] floats. For a 70B layer this replaces
+ * ~35 s of float64 on the worker's CPU (issue 6). Uses the tape's weight buffers. */
+int fq_tape_cuda_merged_weights(fq_tape_cuda *tp, const fq_params *P,
+                                float *const w[QL_NLINEAR]);
+
 /* The seven linears as bf16 GEMMs on the quantization codes (kernels/linear_codes_cuda.h:
  * the forward exact, the backward's gradient operand rounded to bf16): mode -1 (the
  * default) when the context's math is FQ_MATH_BF16, 1 always, 0 never. Applies only where

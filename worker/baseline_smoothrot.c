@@ -8,6 +8,7 @@
  */
 #include "baseline_smoothrot.h"
 #include "error.h"
+#include "fq_layer.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -79,16 +80,22 @@ int smooth_down_scales_layer(const llama_layer *l, int d, int f, const float *do
         return fq_error("worker/baseline_smoothrot.c:smooth_down_scales_layer: NULL argument");
     if (!(alpha >= 0 && alpha <= 1))
         return fq_error("worker/baseline_smoothrot.c: smooth_alpha %g (expected 0..1)", alpha);
+    double *wm = fq_malloc(sizeof(double) * (size_t)f, "weight column maxima");
+    if (!wm)
+        return FQ_ERR;
+    const real *wd = l->wdown;
+    fq_col_absmax(wm, &wd, &d, 1, f);
     for (int j = 0; j < f; j++) {
-        double xm = down_max[j], wm = 0;
-        if (!(isfinite(xm) && xm >= 0))
+        double xm = down_max[j];
+        if (!(isfinite(xm) && xm >= 0)) {
+            free(wm);
             return fq_error("worker/baseline_smoothrot.c: down_proj statistic %d is %g "
                             "(expected finite, >= 0)", j, xm);
-        for (int r = 0; r < d; r++)
-            wm = fmax(wm, fabs((double)l->wdown[(size_t)r * f + j]));
-        double v = pow(xm, alpha) / pow(fmax(wm, 1e-5), 1 - alpha);
+        }
+        double v = pow(xm, alpha) / pow(fmax(wm[j], 1e-5), 1 - alpha);
         s[j] = (float)fmax(v, 1e-5);
     }
+    free(wm);
     return FQ_OK;
 }
 

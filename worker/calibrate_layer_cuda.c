@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "calib_loop.h"
+#include "coordinator/progress.h"
 #include "error.h"
 
 #define WHERE "worker/calibrate_layer_cuda.c"
@@ -101,8 +102,10 @@ int calibrate_layer_cuda(fq_cuda_ctx *ctx, fq_params *P, const llama_layer *l,
     if (!ctx || !ctx->stream)
         return fq_error(WHERE ":calibrate_layer_cuda: layer %d: no CUDA context (expected "
                         "fq_cuda_init first)", layer_index);
+    double t0 = progress_monotonic_seconds();
     if (fq_params_init(P, c, r, l, st))
         return fq_error_wrap(WHERE ":calibrate_layer_cuda: layer %d", layer_index);
+    double t_params = progress_monotonic_seconds() - t0, t_tape = 0, t_upload = 0;
 
     const int batch = r->batch, steps = data->nsamples / batch;
     gpu_backend gb;
@@ -122,11 +125,14 @@ int calibrate_layer_cuda(fq_cuda_ctx *ctx, fq_params *P, const llama_layer *l,
     if (data->fetch && (!(gb.xb = fq_malloc(sizeof(float) * gb.n, "fetched inputs")) ||
                         !(gb.yb = fq_malloc(sizeof(float) * gb.n, "fetched targets"))))
         goto out;
+    t0 = progress_monotonic_seconds();
     if (rope_table_init(&rope, c, data->seqlen) ||
         fq_tape_cuda_create(&gb.tp, ctx, P, l, &rope, batch, data->seqlen) ||
         fq_cuda_alloc(&gb.dout, gb.n, "layer output") ||
         fq_cuda_alloc(&gb.dg, gb.n, "loss gradient") || fq_cuda_mem_info(&fr, &tot))
         goto out;
+    t_tape = progress_monotonic_seconds() - t0;
+    t0 = progress_monotonic_seconds();
     const size_t all = 2 * (size_t)steps * gb.n * sizeof(float);
     gb.resident = !data->device_stream && all + RESIDENT_MARGIN <= fr;
     if (gb.resident) {
@@ -139,6 +145,12 @@ int calibrate_layer_cuda(fq_cuda_ctx *ctx, fq_params *P, const llama_layer *l,
         goto out;
     }
     note_peak(&gb);
+    t_upload = progress_monotonic_seconds() - t0;
+    /* the parts of "training setup" in layer_task's phases line (issue 6) */
+    printf("flatq: layer %d setup: parameter init %.1f s, weights to the GPU %.1f s, "
+           "samples to the GPU %.1f s (%s)\n", layer_index, t_params, t_tape, t_upload,
+           gb.resident ? "resident" : "streamed per batch");
+    fflush(stdout);
     calib_backend be = {&gb, gpu_forward, gpu_backward};
     rc = calib_loop_run(P, r, data, &be, layer_index, res);
     if (rc == FQ_OK)
@@ -161,7 +173,49 @@ out:
     return rc;
 }
 
+int merged_weights_cuda(fq_cuda_ctx *ctx, const fq_params *P, const llama_layer *l,
+                        float *w[QL_NLINEAR])
+{
+    if (!ctx || !P || !P->p || !l || !w)
+        return fq_error(WHERE ":merged_weights_cuda: NULL argument (expected a context, "
+                        "params, layer and an output table)");
+    memset(w, 0, sizeof(float *) * QL_NLINEAR);
+    rope_table rope;
+    fq_tape_cuda *tp = NULL;
+    int rc = rope_table_init(&rope, &P->cfg, 1);
+    if (rc != FQ_OK)
+        return fq_error_wrap(WHERE ":merged_weights_cuda");
+    for (int i = 0; rc == FQ_OK && i < QL_NLINEAR; i++) {
+        size_t n = (size_t)fq_linear_out(&P->cfg, i) * fq_linear_in(&P->cfg, i);
+        if (!(w[i] = fq_malloc(sizeof(float) * n, "merged weight")))
+            rc = FQ_ERR;
+    }
+    /* a tape of one token: only its weight side is used */
+    if (rc == FQ_OK)
+        rc = fq_tape_cuda_create(&tp, ctx, P, l, &rope, 1, 1);
+    if (rc == FQ_OK)
+        rc = fq_tape_cuda_merged_weights(tp, P, w);
+    fq_tape_cuda_free(tp);
+    rope_table_free(&rope);
+    if (rc != FQ_OK) {
+        for (int i = 0; i < QL_NLINEAR; i++) {
+            free(w[i]);
+            w[i] = NULL;
+        }
+        return fq_error_wrap(WHERE ":merged_weights_cuda");
+    }
+    return FQ_OK;
+}
+
 #else
+
+int merged_weights_cuda(fq_cuda_ctx *ctx, const fq_params *P, const llama_layer *l,
+                        float *w[QL_NLINEAR])
+{
+    (void)ctx, (void)P, (void)l, (void)w;
+    return fq_error(WHERE ":merged_weights_cuda: this flatq was built without the CUDA "
+                    "backend (expected nvcc at build time, or device: cpu)");
+}
 
 int calibrate_layer_cuda(fq_cuda_ctx *ctx, fq_params *P, const llama_layer *l,
                          const llama_config *c, const fq_recipe *r, const fq_stats *st,

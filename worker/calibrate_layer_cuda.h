@@ -22,4 +22,10 @@ int calibrate_layer_cuda(fq_cuda_ctx *ctx, fq_params *P, const llama_layer *l,
                          const llama_config *c, const fq_recipe *r, const fq_stats *st,
                          const calib_data *data, int layer_index, calib_result *res);
 
+/* The seven merged weights of the trained P (kernels/fq_layer_cuda.h,
+ * fq_tape_cuda_merged_weights) computed on the GPU of ctx into w[lin], malloc'ed here as
+ * [out, in] floats (the caller frees them; all NULL on error). */
+int merged_weights_cuda(fq_cuda_ctx *ctx, const fq_params *P, const llama_layer *l,
+                        float *w[QL_NLINEAR]);
+
 #endif

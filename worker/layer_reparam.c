@@ -41,17 +41,40 @@ int layer_reparam(qlayer *q, const fq_params *P, const llama_layer *l)
 int layer_reparam_keep(qlayer *q, const fq_params *P, const llama_layer *l,
                        float *merged[QL_NLINEAR])
 {
-    if (!q || !P || !P->p || !l)
+    return layer_reparam_from(q, P, l, NULL, merged);
+}
+
+static void drop_weights(float *wm[QL_NLINEAR])
+{
+    for (int i = 0; wm && i < QL_NLINEAR; i++) {
+        free(wm[i]);
+        wm[i] = NULL;
+    }
+}
+
+int layer_reparam_from(qlayer *q, const fq_params *P, const llama_layer *l,
+                       float *wm[QL_NLINEAR], float *merged[QL_NLINEAR])
+{
+    if (!q || !P || !P->p || !l) {
+        drop_weights(wm);
         return fq_error(WHERE ":layer_reparam: NULL argument (expected qlayer, params, layer)");
+    }
     memset(q, 0, sizeof *q);
     if (merged)
         memset(merged, 0, sizeof(float *) * QL_NLINEAR);
+    for (int i = 0; wm && i < QL_NLINEAR; i++)
+        if (!wm[i]) {
+            drop_weights(wm);
+            return fq_error(WHERE ":layer_reparam: merged weight %s missing", qlinear_names[i]);
+        }
     const llama_config *c = &P->cfg;
     const int d = c->hidden, dh = c->head_dim, T = P->T;
     qconfig qc = layer_reparam_qconfig(P);
     fq_merged m;
-    if (fq_merge(&m, P, l))
+    if (fq_merge_parts(&m, P, l, wm == NULL)) {
+        drop_weights(wm);
         return fq_error_wrap(WHERE ":layer_reparam");
+    }
     if (qlayer_alloc(q, c, &qc))
         goto fail;
     if (q->attn_in.n1 != P->na1 || q->attn_in.n2 != P->na2 || q->down_in.n1 != P->nd1 ||
@@ -88,10 +111,13 @@ int layer_reparam_keep(qlayer *q, const fq_params *P, const llama_layer *l,
     for (int i = 0; i < QL_NLINEAR; i++) {
         int out = fq_linear_out(c, i), in = fq_linear_in(c, i);
         size_t n = (size_t)out * in;
-        float *w = fq_malloc(sizeof(float) * n, "merged weight");
+        float *w = wm ? wm[i] : fq_malloc(sizeof(float) * n, "merged weight");
+        if (wm)
+            wm[i] = NULL;
         if (!w)
             goto fail;
-        copy_f32(w, m.w[i], n);
+        if (!wm)
+            copy_f32(w, m.w[i], n);
         int rc = qlinear_quantize_rtn(&q->lin[i], w, out, in, P->w_bits);
         if (merged)
             merged[i] = w;
@@ -105,6 +131,7 @@ int layer_reparam_keep(qlayer *q, const fq_params *P, const llama_layer *l,
     fq_merged_free(&m);
     return FQ_OK;
 fail:
+    drop_weights(wm);
     fq_merged_free(&m);
     qlayer_free(q);
     for (int i = 0; merged && i < QL_NLINEAR; i++) {

@@ -22,5 +22,12 @@ int layer_reparam(qlayer *q, const fq_params *P, const llama_layer *l);
  * [out, in], malloc'ed; the caller frees them) that the GPTQ pass quantizes later. */
 int layer_reparam_keep(qlayer *q, const fq_params *P, const llama_layer *l,
                        float *merged[QL_NLINEAR]);
+/* The same with the merged weights already computed (wm[lin], malloc'ed fp32 [out, in]: the
+ * GPU's, worker/calibrate_layer_cuda.h): only the factors, norms and clips are merged here
+ * (fq_merge_parts without weights), then wm is quantized. Takes wm over: each wm[lin] is
+ * freed or handed on as merged[lin], and set to NULL, in every case. wm NULL: the float64
+ * merge of layer_reparam_keep. */
+int layer_reparam_from(qlayer *q, const fq_params *P, const llama_layer *l,
+                       float *wm[QL_NLINEAR], float *merged[QL_NLINEAR]);
 
 #endif

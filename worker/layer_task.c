@@ -187,8 +187,23 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     fq_stats st = {0};
     fq_params P = {0};
     double t0 = progress_monotonic_seconds(), t_train = 0;
-    if (fq_recipe_check(&r, c) != FQ_OK ||
-        layer_stats(&st, fp, c, x, n, s, r.batch, lc->cuda) != FQ_OK) {
+    /* The statistics set the channel scales' starting point only, so on a GPU they take
+     * TF32 tensor cores unless the recipe asks for fp32 (gpu_math): the fp32 pass was 11 s
+     * of a 70B layer, TF32 moves each maximum by ~1e-3 relative. */
+    int stats_tf32 = lc->cuda && lc->j->quantization.gpu_math != JOB_GPU_MATH_FP32;
+#ifdef FLATQ_HAVE_CUDA
+    if (stats_tf32 && fq_cuda_set_math(lc->cuda, FQ_MATH_TF32) != FQ_OK)
+        return FQ_ERR;
+#endif
+    int src = fq_recipe_check(&r, c);
+    if (src == FQ_OK)
+        src = layer_stats(&st, fp, c, x, n, s, r.batch, lc->cuda);
+#ifdef FLATQ_HAVE_CUDA
+    if (stats_tf32)
+        fq_cuda_set_math(lc->cuda, FQ_MATH_FP32);
+#endif
+    (void)stats_tf32;
+    if (src != FQ_OK) {
         fq_stats_free(&st);
         return FQ_ERR;
     }
@@ -233,19 +248,27 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
         json_array_extend(epochs, best_curve);
     json_decref(best_curve);
     double tm = progress_monotonic_seconds();
+    /* the weights' merge on the rank's GPU (fp32, the training weight side), else in
+     * float64 on the CPU: 35.7 s of a 70B layer on the GPU machine's CPU (issue 6) */
+    float *wm[QL_NLINEAR] = {0};
+    if (rc == FQ_OK && lc->cuda)
+        rc = merged_weights_cuda(lc->cuda, &P, fp, wm);
+    float **wmp = lc->cuda ? wm : NULL;
     if (rc == FQ_OK && lc->j->quantization.weight_quantizer == JOB_WQ_GPTQ) {
         /* RTN codes now (the layer's result and loss); W' for the GPTQ pass, written
          * before the result so a finished result always has its W' */
         float *merged[QL_NLINEAR];
-        rc = layer_reparam_keep(q, &P, fp, merged);
+        rc = layer_reparam_from(q, &P, fp, wmp, merged);
         if (rc == FQ_OK) {
             rc = gptq_merged_write(lc->cache_dir, t->layer, c, merged);
             for (int i = 0; i < QL_NLINEAR; i++)
                 free(merged[i]);
         }
     } else if (rc == FQ_OK) {
-        rc = layer_reparam(q, &P, fp);
+        rc = layer_reparam_from(q, &P, fp, wmp, NULL);
     }
+    for (int i = 0; i < QL_NLINEAR; i++)
+        free(wm[i]); /* set on the error paths only: layer_reparam_from takes them over */
     if (rc == FQ_OK) {
         /* where a layer's time goes besides the steps (issue 6: 70B layers spend a minute
          * outside them on the GPU machine) */
@@ -390,10 +413,15 @@ int layer_task_run(void *ctx, layer_task *t)
     snprintf(sa, sizeof sa, "%.9g", after);
     const char *keys[] = {"format", "loss_before", "loss_after", "epoch_loss"};
     const char *vals[] = {"flatq", sb, sa, ep ? ep : "[]"};
+    double tw = progress_monotonic_seconds();
     int wrc = write_result(t->result_path, t->layer, &q, keys, vals, 4);
     free(ep);
     if (wrc != FQ_OK)
         goto fail;
+    printf("flatq: layer %d io: weights load %.1f s, cache read %.1f s, result write %.1f s, "
+           "layer total %.1f s\n", t->layer, tr - t0, t->cache_read_s,
+           progress_monotonic_seconds() - tw, progress_monotonic_seconds() - t0);
+    fflush(stdout);
     if (layer_stats_write(t->result_path, lc->rank, lc->host,
                           progress_monotonic_seconds() - t0, t->cache_read_s) != FQ_OK)
         goto fail;

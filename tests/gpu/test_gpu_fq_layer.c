@@ -6,7 +6,10 @@
  * variants. Then the loss and
  * its seed against the CPU formula, bitwise repeatability of a whole step, and the same
  * layer with TF32 and bf16 tensor-core GEMMs (looser, measured tolerances), and with the
- * linears on bf16 quantization codes (forward as tight as fp32).
+ * linears on bf16 quantization codes (forward as tight as fp32). Last, the merged weights
+ * from the GPU weight side (fq_tape_cuda_merged_weights, through the worker's
+ * merged_weights_cuda) against core/fq_merge.c's float64 merge, and the qlayer the worker
+ * builds from them against the all-CPU one.
  *
  * Both sides start from the same parameters (λ, c and clip logits moved off their initial
  * values so clipping is active). fp32 GEMM mode: ‖Δ‖/‖ref‖ ≤ 1e-5 for y and the gradients
@@ -15,7 +18,10 @@
  */
 #include "gpu_check.h"
 #include "gpu_layer_fixture.h"
+#include "fq_merge.h"
 #include "kernels/fq_layer_cuda.h"
+#include "worker/calibrate_layer_cuda.h"
+#include "worker/layer_reparam.h"
 
 enum { TB = 2, TS = 7 };
 
@@ -53,25 +59,32 @@ static void perturb(fq_params *P, uint64_t seed)
         P->p[j] = (real)(2.5 + rng_uniform(&rng));
 }
 
+/* P for the case's bits and variants (random factors from seed, then perturb(pseed)) */
+static void case_params(gpu_suite *t, fq_params *P, const gpu_layer *L, const layer_case *lc,
+                        uint64_t seed, uint64_t pseed)
+{
+    fq_recipe r = fq_recipe_defaults();
+    r.w_bits = lc->wb;
+    r.a_bits = lc->ab;
+    r.kv_bits = lc->kvb;
+    r.tp_blocks = lc->T;
+    r.separate_vtrans = lc->sepv;
+    r.direct_inv = lc->direct;
+    r.scale_init = FQ_SCALE_ONE;
+    r.seed = seed;
+    if (fq_params_init(P, &L->c, &r, &L->l, NULL))
+        gpu_die(t, "fq_params_init");
+    perturb(P, pseed);
+}
+
 static void run_case(gpu_suite *t, const gpu_layer *L, const layer_case *lc)
 {
     const llama_config *c = &L->c;
     const int N = TB * TS, d = c->hidden;
     const size_t nd = (size_t)N * d;
-    fq_recipe r = fq_recipe_defaults();
-    r.w_bits = lc->wb;
-    r.a_bits = lc->ab;
-    r.kv_bits = lc->kvb;
     const int all16 = lc->wb == 16 && lc->ab == 16 && lc->kvb == 16;
-    r.tp_blocks = lc->T;
-    r.separate_vtrans = lc->sepv;
-    r.direct_inv = lc->direct;
-    r.scale_init = FQ_SCALE_ONE;
-    r.seed = 7;
     fq_params P;
-    if (fq_params_init(&P, c, &r, &L->l, NULL))
-        gpu_die(t, "fq_params_init");
-    perturb(&P, 99);
+    case_params(t, &P, L, lc, 7, 99);
     rope_table rope;
     if (rope_table_init(&rope, c, TS))
         gpu_die(t, "rope_table_init");
@@ -135,6 +148,65 @@ static void run_case(gpu_suite *t, const gpu_layer *L, const layer_case *lc)
     fq_params_free(&P);
     rope_table_free(&rope);
     free(x), free(gy), free(y_ref), free(g_ref), free(y);
+}
+
+/* The GPU merge (fp32) against the float64 one: every merged weight within 1e-5 relative
+ * (the factors here are at most 8 wide, so fp32 products round at ~1e-7); the RTN codes
+ * of the qlayer built from each agree except where a weight sits within that rounding of
+ * a code boundary (at most 1 in 1000), and the scales within 1e-5. */
+static void test_merge(gpu_suite *t, const gpu_layer *L, const layer_case *lc)
+{
+    const llama_config *c = &L->c;
+    const char *cname = lc->name;
+    const int wb = lc->wb;
+    fq_params P;
+    case_params(t, &P, L, lc, 3, 123);
+    fq_merged m;
+    if (fq_merge(&m, &P, &L->l))
+        gpu_die(t, "fq_merge");
+    float *w[QL_NLINEAR];
+    gpu_call(t, merged_weights_cuda(&t->ctx, &P, &L->l, w), "merged_weights_cuda");
+    char name[96];
+    for (int lin = 0; lin < QL_NLINEAR; lin++) {
+        size_t n = (size_t)fq_linear_out(c, lin) * fq_linear_in(c, lin);
+        snprintf(name, sizeof name, "merge %s W'%s (GPU fp32 vs CPU f64)", cname,
+                 qlinear_names[lin]);
+        gpu_check_rel(t, name, w[lin], m.w[lin], n, 1e-5);
+    }
+    qlayer qg, qc;
+    if (layer_reparam(&qc, &P, &L->l))
+        gpu_die(t, "layer_reparam");
+    gpu_call(t, layer_reparam_from(&qg, &P, &L->l, w, NULL), "layer_reparam_from");
+    for (int lin = 0; lin < QL_NLINEAR; lin++) {
+        const qlinear *a = &qg.lin[lin], *b = &qc.lin[lin];
+        size_t n = (size_t)a->out * a->in, diff = 0;
+        if (wb == 16) {
+            snprintf(name, sizeof name, "merge %s qlayer %s fp32 weight", cname,
+                     qlinear_names[lin]);
+            gpu_check_rel(t, name, a->w, b->w, n, 1e-5);
+            continue;
+        }
+        int8_t *ca = (int8_t *)malloc(n), *cb = (int8_t *)malloc(n);
+        if (!ca || !cb)
+            gpu_die(t, "malloc");
+        int4_unpack(a->codes, n, ca);
+        int4_unpack(b->codes, n, cb);
+        for (size_t i = 0; i < n; i++)
+            diff += ca[i] != cb[i];
+        snprintf(name, sizeof name, "merge %s qlayer %s codes differing", cname,
+                 qlinear_names[lin]);
+        gpu_report(t, name, (double)diff / n, 1e-3, (double)diff / n <= 1e-3, "");
+        snprintf(name, sizeof name, "merge %s qlayer %s scales", cname, qlinear_names[lin]);
+        gpu_check_rel(t, name, a->scales, b->scales, (size_t)a->out, 1e-5);
+        free(ca);
+        free(cb);
+    }
+    snprintf(name, sizeof name, "merge %s qlayer attn_norm", cname);
+    gpu_check_exact(t, name, qg.attn_norm, qc.attn_norm, (size_t)c->hidden);
+    qlayer_free(&qg);
+    qlayer_free(&qc);
+    fq_merged_free(&m);
+    fq_params_free(&P);
 }
 
 /* The loss on given y, t ([N, d] of an 8-wide layer, 377 tokens): the MSE in double
@@ -215,6 +287,12 @@ int main(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&t, &L, &cases[i]);
     test_loss(&t);
+    /* the merge of the fp32 cases' parameters (bits, T, separate V, direct inverse) */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (cases[i].math == FQ_MATH_FP32 && cases[i].codes < 0 && cases[i].ab != 16)
+            test_merge(&t, &L, &cases[i]);
+    const layer_case bits16 = {"bits16 T2", 16, 16, 16, 2, 0, 0, FQ_MATH_FP32, 0, 0, 0, -1};
+    test_merge(&t, &L, &bits16);
     gpu_layer_free(&L);
     return gpu_suite_end(&t);
 }

@@ -10,7 +10,11 @@
  *    dequantized weight, columns put back, equals gptq_quantize's on the permuted W and H
  *    bit for bit, and it too beats RTN.
  * 4. Bad input is refused with one line: an indefinite Hessian without damping, a NaN in
- *    the Hessian, odd input size for 4 bits, block 0, an empty accumulator. */
+ *    the Hessian, odd input size for 4 bits, block 0, an empty accumulator.
+ * 5. The clip search, with H = diag(h): every row's scale is one of the 11 ratios of its
+ *    RTN scale, no ratio gives a smaller h-weighted error (checked here in double over the
+ *    grid), the codes are the rounding of the row on that scale, and heavy-tailed rows do
+ *    shrink their scale. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,6 +231,57 @@ static void test_refuses_bad_input(void **state)
     gptq_hessian_free(&acc);
 }
 
+static void test_clip_search_picks_best_ratio(void **state)
+{
+    (void)state;
+    enum { OUT = 16, IN = 64 };
+    rng_state rng;
+    rng_seed(&rng, 21);
+    real w[OUT * IN], H[IN * IN], h[IN];
+    float wf[OUT * IN];
+    fill_normal(w, OUT * IN, &rng, 1.0);
+    for (int r = 0; r < OUT; r += 2) /* heavy tails: one input 6× the row's others */
+        w[r * IN + (r % IN)] = 6.0f * (r % 4 ? 1 : -1);
+    for (int i = 0; i < OUT * IN; i++)
+        wf[i] = (float)w[i];
+    memset(H, 0, sizeof H);
+    for (int j = 0; j < IN; j++)
+        H[j * IN + j] = h[j] = (real)(0.5 + rng_uniform(&rng));
+    qlinear c, r;
+    assert_int_equal(gptq_quantize_clipped(&c, w, OUT, IN, H, 4, 0.01, 16, 0, 1), 0);
+    assert_int_equal(qlinear_quantize_rtn(&r, wf, OUT, IN, 4), 0);
+    int8_t codes[OUT * IN];
+    int4_unpack(c.codes, OUT * IN, codes);
+    int shrunk = 0;
+    for (int i = 0; i < OUT; i++) {
+        const real *wr = w + i * IN;
+        double best = INFINITY, chosen = NAN;
+        int on_grid = 0;
+        for (int k = 0; k <= 10; k++) {
+            float s = r.scales[i] * (1.0f - 0.02f * (float)k);
+            double err = 0;
+            for (int j = 0; j < IN; j++) {
+                double q = fminf(fmaxf(rintf((float)wr[j] / s), -8), 7);
+                err += (double)h[j] * (wr[j] - s * q) * (wr[j] - s * q);
+            }
+            best = fmin(best, err);
+            if (s == c.scales[i]) {
+                on_grid = 1;
+                chosen = err;
+            }
+        }
+        assert_true(on_grid);
+        assert_true(chosen <= best * (1 + 1e-9));
+        shrunk += c.scales[i] < r.scales[i];
+        for (int j = 0; j < IN; j++) /* diagonal H: GPTQ spreads nothing */
+            assert_int_equal(codes[i * IN + j],
+                             (int8_t)fminf(fmaxf(rintf(wf[i * IN + j] / c.scales[i]), -8), 7));
+    }
+    assert_true(shrunk >= OUT / 4);
+    free_lin(&c);
+    free_lin(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_beats_rtn_on_correlated_inputs),
         cmocka_unit_test(test_act_order_is_permuted_pass),
         cmocka_unit_test(test_refuses_bad_input),
+        cmocka_unit_test(test_clip_search_picks_best_ratio),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,7 +101,8 @@ static void test_values_and_defaults(void **state)
                                      "  method: flatquant\n  w_bits: 4\n  a_bits: 16\n"
                                      "  kv_bits: 8\n  kv_sym: true\n  lr: 1.5e-3\n"
                                      "  init: hadamard\n  weight_quantizer: gptq\n"
-                                     "  gptq_act_order: true\n  separate_vtrans: true\n"
+                                     "  gptq_act_order: true\n  gptq_clip_search: true\n"
+                                     "  separate_vtrans: true\n"
                                      "eval:\n  text: e.txt\n  seqlen: 256\n  max_windows: 3\n");
     job j;
     assert_int_equal(job_load(p, NULL, 0, &j), FQ_OK);
@@ -129,6 +130,7 @@ static void test_values_and_defaults(void **state)
     assert_int_equal(j.quantization.init, JOB_INIT_HADAMARD);
     assert_int_equal(j.quantization.weight_quantizer, JOB_WQ_GPTQ);
     assert_true(j.quantization.gptq_act_order);
+    assert_true(j.quantization.gptq_clip_search);
     assert_true(j.quantization.separate_vtrans);
     /* untouched keys keep the official recipe's values */
     assert_int_equal(j.quantization.epochs, 15);

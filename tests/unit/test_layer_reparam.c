@@ -219,10 +219,96 @@ static void test_qlayer_forward_matches_training(void **state)
     check_qlayer_forward(r, 2e-2, 2e-3);
 }
 
+/* layer_reparam_from with the merged weights handed in (as the GPU path does, here the
+ * float64 merge's own, cast to fp32) builds the same qlayer, byte for byte; it takes the
+ * weights over on success and on a refused call alike (ASan: no leak, no double free). */
+static void test_reparam_from_given_weights(void **state)
+{
+    (void)state;
+    fixture fx;
+    fixture_init(&fx);
+    fq_params P;
+    make_params(&P, &fx, fq_recipe_defaults());
+    qlayer qa, qb;
+    assert_int_equal(layer_reparam(&qa, &P, &fx.l), 0);
+    fq_merged m;
+    assert_int_equal(fq_merge(&m, &P, &fx.l), 0);
+    float *wm[QL_NLINEAR], *kept[QL_NLINEAR];
+    for (int i = 0; i < QL_NLINEAR; i++) {
+        size_t n = (size_t)fq_linear_out(&fx.c, i) * fq_linear_in(&fx.c, i);
+        wm[i] = malloc(sizeof(float) * n);
+        assert_non_null(wm[i]);
+        for (size_t k = 0; k < n; k++)
+            wm[i][k] = (float)m.w[i][k];
+    }
+    assert_int_equal(layer_reparam_from(&qb, &P, &fx.l, wm, kept), 0);
+    for (int i = 0; i < QL_NLINEAR; i++) {
+        size_t n = (size_t)qa.lin[i].out * qa.lin[i].in;
+        assert_null(wm[i]);
+        assert_memory_equal(qa.lin[i].codes, qb.lin[i].codes, n / 2);
+        assert_memory_equal(qa.lin[i].scales, qb.lin[i].scales, sizeof(float) * qa.lin[i].out);
+        for (size_t k = 0; k < n; k++)
+            assert_true(kept[i][k] == (float)m.w[i][k]);
+        free(kept[i]);
+    }
+    assert_memory_equal(qa.attn_norm, qb.attn_norm, sizeof(float) * fx.c.hidden);
+    assert_memory_equal(qa.down_in.L, qb.down_in.L, sizeof(float) * qa.down_in.n1 * qa.down_in.n1);
+    qlayer_free(&qb);
+    /* one weight missing: refused, and the others are freed */
+    for (int i = 0; i < QL_NLINEAR; i++)
+        wm[i] = i == QL_UP ? NULL : malloc(16);
+    assert_int_not_equal(layer_reparam_from(&qb, &P, &fx.l, wm, NULL), 0);
+    for (int i = 0; i < QL_NLINEAR; i++)
+        assert_null(wm[i]);
+    qlayer_free(&qb);
+    qlayer_free(&qa);
+    fq_merged_free(&m);
+    fq_params_free(&P);
+    fixture_free(&fx);
+}
+
+/* The row-parallel RTN (several threads above 1 M weights) against the scalar formula on a
+ * weight large enough to be split: same codes, same scales. */
+static void test_rtn_threaded_matches_formula(void **state)
+{
+    (void)state;
+    const int out = 1000, in = 2048; /* 2 M weights, 16 row chunks of 64 */
+    size_t n = (size_t)out * in;
+    float *w = malloc(sizeof(float) * n);
+    assert_non_null(w);
+    rng_state rng;
+    rng_seed(&rng, 11);
+    for (size_t k = 0; k < n; k++)
+        w[k] = (float)rng_normal(&rng) * (k % 97 == 0 ? 20.0f : 1.0f);
+    qlinear l;
+    assert_int_equal(qlinear_quantize_rtn(&l, w, out, in, 4), 0);
+    int8_t *codes = malloc(n);
+    assert_non_null(codes);
+    int4_unpack(l.codes, n, codes);
+    long mism = 0;
+    for (int r = 0; r < out; r++) {
+        const float *wr = w + (size_t)r * in;
+        float mx = 0;
+        for (int j = 0; j < in; j++)
+            mx = fmaxf(mx, fabsf(wr[j]));
+        float s = fmaxf(mx, 1e-5f) / 7;
+        mism += l.scales[r] != s;
+        for (int j = 0; j < in; j++)
+            mism += codes[(size_t)r * in + j] != (int8_t)fminf(fmaxf(rintf(wr[j] / s), -8), 7);
+    }
+    assert_int_equal(mism, 0);
+    free(codes);
+    free(l.codes);
+    free(l.scales);
+    free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codes_round_trip),
+        cmocka_unit_test(test_reparam_from_given_weights),
+        cmocka_unit_test(test_rtn_threaded_matches_formula),
         cmocka_unit_test(test_qlayer_forward_matches_training),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -273,6 +273,15 @@ static void test_writer_header_bytes_and_round_trip(void **state)
     st_file_close(&f);
 }
 
+/* w committed to the test file `name` (and freed), then opened into f */
+static void commit_and_open(st_writer *w, const char *name, st_file *f)
+{
+    const char *path = tu_path(name);
+    assert_int_equal(st_writer_commit(w, path), FQ_OK);
+    st_writer_free(w);
+    assert_int_equal(st_file_open(path, f), FQ_OK);
+}
+
 static void test_tensor_to_f32_f16_f64(void **state)
 {
     (void)state;
@@ -282,11 +291,8 @@ static void test_tensor_to_f32_f16_f64(void **state)
     st_writer *w = st_writer_new();
     assert_int_equal(st_writer_add(w, "h", FQ_F16, 1, s4, h), FQ_OK);
     assert_int_equal(st_writer_add(w, "d", FQ_F64, 1, s3, d), FQ_OK);
-    const char *path = tu_path("conv.safetensors");
-    assert_int_equal(st_writer_commit(w, path), FQ_OK);
-    st_writer_free(w);
     st_file f;
-    assert_int_equal(st_file_open(path, &f), FQ_OK);
+    commit_and_open(w, "conv.safetensors", &f);
     float o[4];
     assert_int_equal(st_tensor_to_f32(st_file_find(&f, "h"), o, 4), FQ_OK);
     assert_true(o[0] == 1.0f && o[1] == -2.5f && o[2] == ldexpf(1.0f, -24) &&
@@ -294,6 +300,35 @@ static void test_tensor_to_f32_f16_f64(void **state)
     assert_int_equal(st_tensor_to_f32(st_file_find(&f, "d"), o, 3), FQ_OK);
     assert_true(o[0] == (float)0.1 && o[1] == (float)-1e30 && o[2] == 3.0f);
     st_file_close(&f);
+}
+
+/* A tensor of several conversion chunks (threaded in st_tensor_to_f32): every element as
+ * the scalar conversion gives it, the chunk edges included. */
+static void test_tensor_to_f32_chunked(void **state)
+{
+    (void)state;
+    const size_t n = ((size_t)1 << 22) * 2 + 12345; /* 2 full chunks and a partial one */
+    uint16_t *h = malloc(n * sizeof *h);
+    float *o = malloc(n * sizeof *o);
+    assert_non_null(h);
+    assert_non_null(o);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (uint16_t)(i * 40503u);
+    const int64_t shape[1] = {(int64_t)n};
+    st_writer *w = st_writer_new();
+    assert_int_equal(st_writer_add(w, "big", FQ_BF16, 1, shape, h), FQ_OK);
+    st_file f;
+    commit_and_open(w, "chunked.safetensors", &f);
+    assert_int_equal(st_tensor_to_f32(st_file_find(&f, "big"), o, n), FQ_OK);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float want = fq_bf16_to_f32(h[i]);
+        bad += memcmp(&o[i], &want, sizeof want) != 0;
+    }
+    assert_int_equal(bad, 0);
+    st_file_close(&f);
+    free(h);
+    free(o);
 }
 
 static void test_writer_rejects_bad_input_and_commit_is_atomic(void **state)
@@ -555,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_rewrite_reproduces_python_files),
         cmocka_unit_test(test_writer_header_bytes_and_round_trip),
         cmocka_unit_test(test_tensor_to_f32_f16_f64),
+        cmocka_unit_test(test_tensor_to_f32_chunked),
         cmocka_unit_test(test_writer_rejects_bad_input_and_commit_is_atomic),
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_truncated_and_odd_files),
