@@ -355,13 +355,11 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
      * the node, before that GPU's worker has work) */
     fp_pass_cuda gfp;
     memset(&gfp, 0, sizeof gfp);
-    if (lt->cuda && (fp_pass_cuda_init(&gfp, &fp, lt->cuda->device) != FQ_OK ||
-                     fp_pass_cuda_set_tf32(&gfp, j->quantization.gpu_math != JOB_GPU_MATH_FP32 &&
-                                                     fp.dtype != LAYER_CACHE_F32) != FQ_OK)) {
-        fp_pass_cuda_free(&gfp);
+    if (lt->cuda && fp_pass_cuda_init(&gfp, &fp, lt->cuda->device) != FQ_OK) {
         fp_pass_free(&fp);
         return FQ_ERR;
     }
+    gfp.tf32 = j->quantization.gpu_math != JOB_GPU_MATH_FP32 && fp.dtype != LAYER_CACHE_F32;
     uint8_t *done = fq_calloc((size_t)cs->cfg.n_layers, 1, "layer flags");
     int ndone = 0;
     if (!done || layer_result_scan(j->output, cs->cfg.n_layers, done, &ndone) != FQ_OK) {

@@ -27,25 +27,16 @@ void fp_pass_free(fp_pass *p)
 
 /* x ← x rounded to the cache's dtype, in chunks on the I/O threads: 2 G values of a 70B
  * boundary took seconds on one core, every boundary, on the FP pass's critical path */
-typedef struct {
-    float *x;
-    size_t n;
-    layer_cache_dtype dtype;
-} round_job;
-
-enum { ROUND_CHUNK = 1 << 22 };
-
-static int round_chunk(void *ctx, size_t i, int t)
+static int round_range(void *ctx, size_t a, size_t b, int t)
 {
     (void)t;
-    round_job *r = ctx;
-    size_t a = i * ROUND_CHUNK, b = a + ROUND_CHUNK < r->n ? a + ROUND_CHUNK : r->n;
-    if (r->dtype == LAYER_CACHE_BF16)
+    const fp_pass *p = ctx;
+    if (p->dtype == LAYER_CACHE_BF16)
         for (size_t k = a; k < b; k++)
-            r->x[k] = fq_bf16_to_f32(fq_f32_to_bf16(r->x[k]));
+            p->x[k] = fq_bf16_to_f32(fq_f32_to_bf16(p->x[k]));
     else
         for (size_t k = a; k < b; k++)
-            r->x[k] = fq_f16_to_f32(fq_f32_to_f16(r->x[k]));
+            p->x[k] = fq_f16_to_f32(fq_f32_to_f16(p->x[k]));
     return FQ_OK;
 }
 
@@ -66,12 +57,9 @@ int fp_pass_commit_boundary(fp_pass *p, int boundary)
             return FQ_ERR;
     }
     size_t n = (size_t)p->nsamples * p->seqlen * p->cfg->hidden;
-    if (p->dtype == LAYER_CACHE_BF16 || p->dtype == LAYER_CACHE_F16) {
-        round_job r = {p->x, n, p->dtype};
-        size_t chunks = (n + ROUND_CHUNK - 1) / ROUND_CHUNK;
-        if (fq_parallel_for(chunks, fq_io_threads(chunks), round_chunk, &r) != FQ_OK)
-            return FQ_ERR;
-    }
+    if ((p->dtype == LAYER_CACHE_BF16 || p->dtype == LAYER_CACHE_F16) &&
+        fq_parallel_ranges(n, (size_t)1 << 22, 0, round_range, p) != FQ_OK)
+        return FQ_ERR;
     p->commit_s += progress_monotonic_seconds() - t0;
     p->x_boundary = boundary;
     p->produced++;

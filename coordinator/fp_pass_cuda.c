@@ -51,15 +51,6 @@ int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device)
     return FQ_OK;
 }
 
-int fp_pass_cuda_set_tf32(fp_pass_cuda *g, int on)
-{
-    if (!g || !g->gpu)
-        return fq_error(F ":fp_pass_cuda_set_tf32: context not initialised (expected "
-                        "fp_pass_cuda_init)");
-    gpu_state *s = g->gpu;
-    return fq_cuda_set_math(&s->ctx, on ? FQ_MATH_TF32 : FQ_MATH_FP32);
-}
-
 void fp_pass_cuda_free(fp_pass_cuda *g)
 {
     if (!g || !g->gpu)
@@ -80,7 +71,7 @@ static int run_layer(fp_pass_cuda *g, int layer)
         return fq_error_wrap("GPU %d, layer %d", g->device, layer);
     layer_fwd_times tm = {0, 0, 0};
     int rc = llama_layer_fwd_batches_cuda(&s->ctx, &l, p->cfg, p->x, p->nsamples, p->seqlen,
-                                          p->batch, 1, g->stats, &tm);
+                                          p->batch, 1, g->stats, g->tf32, &tm);
     llama_layer_free(&l);
     if (rc != FQ_OK)
         return fq_error_wrap("GPU %d, layer %d", g->device, layer);
@@ -121,12 +112,6 @@ int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device)
         memset(g, 0, sizeof *g);
     return fq_error("FP pass on GPU %d: this flatq was built without the CUDA backend "
                     "(expected nvcc at build time, or device: cpu)", device);
-}
-
-int fp_pass_cuda_set_tf32(fp_pass_cuda *g, int on)
-{
-    (void)g, (void)on;
-    return fq_error("FP pass: this flatq was built without the CUDA backend");
 }
 
 void fp_pass_cuda_free(fp_pass_cuda *g)

@@ -30,15 +30,12 @@ typedef struct {
     int device;
     void *gpu;           /* the CUDA context and buffers (opaque) */
     fq_stats *stats;     /* optional, caller-initialised: maxima of the last layer computed */
+    int tf32;            /* set after init: the layers' GEMMs in TF32 (layer_fwd_cuda.h), for
+                          * a bf16/fp16 cache, which keeps fewer bits than TF32 rounds to */
     double upload_s, compute_s, download_s; /* where the layer time went */
 } fp_pass_cuda;
 
 int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device);
-/* on = 1: the layers' GEMMs on TF32 tensor cores (fp32 accumulate) instead of fp32
- * SGEMM. For a cache of bf16 or fp16 boundaries the 10-bit TF32 inputs round below what
- * the cache keeps (8 or 11 bits), and a 70B layer's pass is ~4× faster (issue 6: the FP
- * pass is the one sequential part of a multi-GPU job). */
-int fp_pass_cuda_set_tf32(fp_pass_cuda *g, int on);
 void fp_pass_cuda_free(fp_pass_cuda *g);
 /* scheduler callback (ctx = fp_pass_cuda *): make boundary b (b = 0, 1, ... in order). */
 int fp_pass_produce_cuda(void *ctx, int boundary);

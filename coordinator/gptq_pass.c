@@ -165,8 +165,7 @@ typedef struct {
     real *x;    /* [nsamples, seqlen, d]: the current layer's input */
     real *buf;  /* one batch */
     int nsamples, seqlen, batch;
-    double damp;
-    int block, act_order, clip_search;
+    gptq_opts opts;
 } pass_state;
 
 /* Forward every batch: in place on x (observer NULL), or on a copy with the observer. */
@@ -242,8 +241,7 @@ static int gptq_layer(pass_state *ps, qlayer *q, real *wp[QL_NLINEAR],
             H = fq_malloc(sizeof(real) * (size_t)in * in, "Hessian");
             rc = H ? gptq_hessian_get(&obs.h[lin], H) : FQ_ERR;
             if (rc == FQ_OK)
-                rc = gptq_quantize_clipped(&nl, wp[lin], out, in, H, ps->qc.w_bits, ps->damp,
-                                           ps->block, ps->act_order, ps->clip_search);
+                rc = gptq_quantize_opts(&nl, wp[lin], out, in, H, ps->qc.w_bits, &ps->opts);
             if (rc != FQ_OK) {
                 fq_error_wrap("weight %s", qlinear_names[lin]);
                 break;
@@ -356,10 +354,8 @@ int gptq_pass_run(gptq_pass *g)
     ps.nsamples = g->nsamples;
     ps.seqlen = g->seqlen;
     ps.batch = j->calibration.batch < g->nsamples ? j->calibration.batch : g->nsamples;
-    ps.damp = j->quantization.gptq_damp;
-    ps.block = j->quantization.gptq_block;
-    ps.act_order = j->quantization.gptq_act_order;
-    ps.clip_search = j->quantization.gptq_clip_search;
+    ps.opts = (gptq_opts){j->quantization.gptq_damp, j->quantization.gptq_block,
+                          j->quantization.gptq_act_order, j->quantization.gptq_clip_search};
     g->layers_run = g->layers_reused = 0;
     size_t d = (size_t)c->hidden, tokens = (size_t)g->nsamples * g->seqlen;
     real *embed = NULL;

@@ -155,13 +155,8 @@ static int act_order_perm(const real *H, int in, int **out)
 int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int bits,
                   double damp, int block)
 {
-    return gptq_quantize_ordered(l, w, out, in, H, bits, damp, block, 0);
-}
-
-int gptq_quantize_ordered(qlinear *l, const real *w, int out, int in, const real *H, int bits,
-                          double damp, int block, int act_order)
-{
-    return gptq_quantize_clipped(l, w, out, in, H, bits, damp, block, act_order, 0);
+    gptq_opts o = {damp, block, 0, 0};
+    return gptq_quantize_opts(l, w, out, in, H, bits, &o);
 }
 
 /* scale ← the ratio of it (1, 0.98, …, 0.80) with the least Σ_j h_j (w_j − ŵ_j)² for the
@@ -174,8 +169,7 @@ static float clip_search_row(const real *w, const real *h, int in, float scale, 
         float s = scale * (1.0f - 0.02f * (float)k);
         double err = 0;
         for (int j = 0; j < in; j++) {
-            float c = fminf(fmaxf(rintf((float)w[j] / s), -qmax - 1), qmax);
-            double e = (double)w[j] - (double)s * c;
+            double e = (double)w[j] - (double)s * qlinear_rtn_code((float)w[j], s, qmax);
             err += (double)h[j] * e * e;
         }
         if (err < best) {
@@ -186,12 +180,14 @@ static float clip_search_row(const real *w, const real *h, int in, float scale, 
     return best_s;
 }
 
-int gptq_quantize_clipped(qlinear *l, const real *w, int out, int in, const real *H, int bits,
-                          double damp, int block, int act_order, int clip_search)
+int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                       const gptq_opts *o)
 {
-    if (!l || !w || !H)
-        return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight and "
-                        "Hessian)");
+    if (!l || !w || !H || !o)
+        return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight, "
+                        "Hessian and options)");
+    const double damp = o->damp;
+    const int block = o->block;
     memset(l, 0, sizeof *l);
     if (out < 1 || in < 1 || !((bits >= 2 && bits <= 8) || bits == 16) || !(damp >= 0) ||
         !isfinite(damp) || block < 1)
@@ -227,7 +223,7 @@ int gptq_quantize_clipped(qlinear *l, const real *w, int out, int in, const real
     int rc = FQ_ERR;
     if (!hd || !U || !W || !E || !dead || !codes || !l->scales)
         goto out;
-    if (act_order && act_order_perm(H, in, &perm) != FQ_OK)
+    if (o->act_order && act_order_perm(H, in, &perm) != FQ_OK)
         goto out;
     for (int i = 0; i < in; i++)
         for (int j = 0; j < in; j++)
@@ -252,7 +248,7 @@ int gptq_quantize_clipped(qlinear *l, const real *w, int out, int in, const real
         }
         l->scales[r] = fmaxf(mx, 1e-5f) / qmax;
     }
-    if (clip_search) {
+    if (o->clip_search) {
         real *hdiag = fq_malloc(sizeof(real) * (size_t)in, "GPTQ clip search weights");
         if (!hdiag)
             goto out;

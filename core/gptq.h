@@ -46,19 +46,23 @@ int gptq_hessian_get(const gptq_hessian *h, real *out);
  * mean diag H, recipe 0.01); block ≥ 1 (recipe 128). */
 int gptq_quantize(qlinear *l, const real *w, int out, int in, const real *H, int bits,
                   double damp, int block);
-/* The same with act_order != 0: the columns are quantized by descending diag H (the
- * inputs with the most energy first, while the most inputs are left to absorb their
- * error; GPTQ's "act-order" option), the codes stored in the original column order. The
- * per-row scales do not depend on the order, so the file format is unchanged. */
-int gptq_quantize_ordered(qlinear *l, const real *w, int out, int in, const real *H, int bits,
-                          double damp, int block, int act_order);
-/* The same with clip_search != 0: each row's scale is first shrunk to the ratio
- * α ∈ {1, 0.98, …, 0.80} of its RTN scale that minimises Σ_j H_jj (w_j − ŵ_j)², the
- * row's RTN error weighted by the diagonal of H (the part of GPTQ's objective a scale
- * alone controls; the learned clip was fitted for RTN, not for GPTQ's error feedback).
- * α = 1 keeps the RTN scale, so with clip_search = 0 this is gptq_quantize_ordered. */
-int gptq_quantize_clipped(qlinear *l, const real *w, int out, int in, const real *H, int bits,
-                          double damp, int block, int act_order, int clip_search);
+/* The recipe's GPTQ options. With both flags 0, gptq_quantize_opts is gptq_quantize. */
+typedef struct {
+    double damp;     /* fraction of mean diag H (recipe 0.01) */
+    int block;       /* recipe 128 */
+    /* act_order: the columns are quantized by descending diag H (the inputs with the most
+     * energy first, while the most inputs are left to absorb their error; GPTQ's
+     * "act-order"), the codes stored in the original column order. The per-row scales do
+     * not depend on the order, so the file format is unchanged. */
+    int act_order;
+    /* clip_search: each row's scale is first shrunk to the ratio α ∈ {1, 0.98, …, 0.80} of
+     * its RTN scale that minimises Σ_j H_jj (w_j − ŵ_j)², the row's RTN error weighted by
+     * the diagonal of H (the part of GPTQ's objective a scale alone controls; the learned
+     * clip was fitted for RTN, not for GPTQ's error feedback). */
+    int clip_search;
+} gptq_opts;
+int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                       const gptq_opts *o);
 
 /* tr((W − Ŵ) H (W − Ŵ)ᵀ) for the dequantized Ŵ of l: the layer-output error the codes
  * cause, (2/N)·‖(W − Ŵ) Xᵀ‖² when H = (2/N) XᵀX (for logs: GPTQ against RTN). */

@@ -78,6 +78,29 @@ int fq_parallel_for(size_t n, int nthreads, fq_item_fn fn, void *ctx)
     return FQ_OK;
 }
 
+typedef struct {
+    size_t n, chunk;
+    fq_range_fn fn;
+    void *ctx;
+} ranges;
+
+static int range_item(void *ctx, size_t i, int t)
+{
+    ranges *r = ctx;
+    size_t a = i * r->chunk, b = r->n - a < r->chunk ? r->n : a + r->chunk;
+    return r->fn(r->ctx, a, b, t);
+}
+
+int fq_parallel_ranges(size_t n, size_t chunk, int nthreads, fq_range_fn fn, void *ctx)
+{
+    if (!fn || chunk == 0)
+        return fq_error("fq_parallel_ranges: NULL function or empty chunk");
+    size_t items = (n + chunk - 1) / chunk;
+    ranges r = {n, chunk, fn, ctx};
+    return fq_parallel_for(items, nthreads > 0 ? nthreads : fq_io_threads(items), range_item,
+                           &r);
+}
+
 void **fq_thread_buffers(int nt, size_t bytes, const char *what)
 {
     void **b = fq_calloc((size_t)(nt > 0 ? nt : 1), sizeof *b, what);

@@ -16,6 +16,13 @@ typedef int (*fq_item_fn)(void *ctx, size_t i, int t);
  * FQ_ERR is returned. */
 int fq_parallel_for(size_t n, int nthreads, fq_item_fn fn, void *ctx);
 
+/* fn(ctx, a, b, t) does items [a, b) on thread t: [0, n) cut into ranges of `chunk` items
+ * (the last may be shorter), run as fq_parallel_for does on nthreads threads (<= 0: the
+ * I/O threads of fq_io_threads). For element-wise passes over multi-GB arrays, where one
+ * call per element would cost more than the work. */
+typedef int (*fq_range_fn)(void *ctx, size_t a, size_t b, int t);
+int fq_parallel_ranges(size_t n, size_t chunk, int nthreads, fq_range_fn fn, void *ctx);
+
 /* nt buffers of `bytes` each, one per thread of a loop (NULL and an fq_error naming
  * `what` when memory runs out); fq_thread_buffers_free(b, nt) frees them and the array. */
 void **fq_thread_buffers(int nt, size_t bytes, const char *what);

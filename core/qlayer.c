@@ -66,11 +66,8 @@ static void rtn_row(const float *wr, int in, float qmax, float *scale, int8_t *c
         mx = fmaxf(mx, fabsf(wr[j]));
     float s = fmaxf(mx, 1e-5f) / qmax;
     *scale = s;
-    for (int j = 0; j < in; j++) {
-        float c = rintf(wr[j] / s);
-        c = fminf(fmaxf(c, -qmax - 1), qmax);
-        codes[j] = (int8_t)c;
-    }
+    for (int j = 0; j < in; j++)
+        codes[j] = (int8_t)qlinear_rtn_code(wr[j], s, qmax);
 }
 
 typedef struct {
@@ -80,18 +77,15 @@ typedef struct {
     int8_t **rowbuf; /* per thread, `in` codes (4-bit: packed after) */
 } rtn_job;
 
-enum { RTN_ROWS = 64 };
-
-/* Rows [i·RTN_ROWS, …): a 70B layer's 0.86 G weights took ~7 s on one core (issue 6); the
- * rows are independent and each writes its own bytes, so threads give the same result. */
-static int rtn_rows(void *ctx, size_t i, int t)
+/* Rows [r0, r1): a 70B layer's 0.86 G weights took ~7 s on one core (issue 6); the rows
+ * are independent and each writes its own bytes, so threads give the same result. */
+static int rtn_rows(void *ctx, size_t r0, size_t r1, int t)
 {
     rtn_job *jb = ctx;
     qlinear *l = jb->l;
-    const int in = l->in, r1 = (int)((i + 1) * RTN_ROWS) < l->out ? (int)((i + 1) * RTN_ROWS)
-                                                                   : l->out;
-    for (int r = (int)(i * RTN_ROWS); r < r1; r++) {
-        size_t off = (size_t)r * in;
+    const int in = l->in;
+    for (size_t r = r0; r < r1; r++) {
+        size_t off = r * (size_t)in;
         if (l->bits <= 4) {
             rtn_row(jb->w + off, in, jb->qmax, &l->scales[r], jb->rowbuf[t]);
             int4_pack(jb->rowbuf[t], (size_t)in, l->codes + off / 2);
@@ -123,13 +117,13 @@ int qlinear_quantize_rtn(qlinear *l, const float *w, int out, int in, int bits)
         return fq_error("qlinear: input size %d is odd (expected even for two codes per byte)", in);
     l->codes = fq_malloc(bits <= 4 ? n / 2 : n, "weight codes");
     l->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
-    size_t items = ((size_t)out + RTN_ROWS - 1) / RTN_ROWS;
+    const size_t chunk = 64; /* rows per item */
     /* small weights inline: threads cost more than they save below ~1 M weights */
-    int nt = n < ((size_t)1 << 20) ? 1 : fq_io_threads(items);
+    int nt = n < ((size_t)1 << 20) ? 1 : fq_io_threads(((size_t)out + chunk - 1) / chunk);
     rtn_job jb = {l, w, (float)((1 << (bits - 1)) - 1), NULL};
     if (l->codes && l->scales)
         jb.rowbuf = (int8_t **)fq_thread_buffers(nt, (size_t)in, "weight code row");
-    int rc = jb.rowbuf ? fq_parallel_for(items, nt, rtn_rows, &jb) : FQ_ERR;
+    int rc = jb.rowbuf ? fq_parallel_ranges((size_t)out, chunk, nt, rtn_rows, &jb) : FQ_ERR;
     if (jb.rowbuf)
         fq_thread_buffers_free((void **)jb.rowbuf, nt);
     if (rc != FQ_OK)

@@ -13,6 +13,7 @@
 
 #include "llama_config.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,12 @@ void int4_unpack(const uint8_t *packed, size_t n, int8_t *codes);
 /* Quantize a weight [out, in] row-wise, symmetric, to `bits` (RTN): s_r = max|w_r| / qmax
  * (clamped ≥ 1e−5 / qmax); codes = clamp(rint(w/s), −qmax−1, qmax). Fills l (allocates). */
 int qlinear_quantize_rtn(qlinear *l, const float *w, int out, int in, int bits);
+/* RTN's code of one weight on scale s, in float as qlinear_quantize_rtn computes it:
+ * rint(w / s) clamped to [−qmax − 1, qmax] (the GPTQ clip search scores scales with it). */
+static inline float qlinear_rtn_code(float w, float s, float qmax)
+{
+    return fminf(fmaxf(rintf(w / s), -qmax - 1), qmax);
+}
 /* Dequantized weight [out, in] (w ≈ s·code, or the fp32 weight for 16 bits). */
 int qlinear_dequantize(const qlinear *l, float *w);
 

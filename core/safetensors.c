@@ -355,20 +355,17 @@ const char *st_file_meta(const st_file *f, const char *key)
  * (read through the mmap, so the page faults are in the loop too) took 2.2–2.5 s on one
  * core, once per layer in every worker and in the FP pass (issue 6). */
 typedef struct {
-    const unsigned char *src;
-    fq_dtype dtype;
-    size_t n, esize;
+    const st_tensor *t;
     float *dst;
 } convert_job;
 
-enum { CONVERT_CHUNK = 1 << 22 };
-
-static int convert_chunk(void *ctx, size_t i, int t)
+static int convert_range(void *ctx, size_t a, size_t b, int t)
 {
     (void)t;
-    convert_job *c = ctx;
-    size_t a = i * CONVERT_CHUNK, m = c->n - a < CONVERT_CHUNK ? c->n - a : CONVERT_CHUNK;
-    return fq_convert_to_f32(c->src + a * c->esize, c->dtype, m, c->dst + a);
+    const convert_job *c = ctx;
+    const unsigned char *src = c->t->data;
+    return fq_convert_to_f32(src + a * fq_dtype_size(c->t->dtype), c->t->dtype, b - a,
+                             c->dst + a);
 }
 
 int st_tensor_to_f32(const st_tensor *t, float *dst, size_t n)
@@ -382,11 +379,11 @@ int st_tensor_to_f32(const st_tensor *t, float *dst, size_t n)
                         "tensor's element count)", shown, n, t->nelem);
     if (n == 0)
         return FQ_OK;
-    size_t es = fq_dtype_size(t->dtype), chunks = (n + CONVERT_CHUNK - 1) / CONVERT_CHUNK;
-    convert_job cj = {(const unsigned char *)t->data, t->dtype, n, es, dst};
-    int rc = es == 0 || chunks < 2 ? fq_convert_to_f32(t->data, t->dtype, n, dst)
-                                   : fq_parallel_for(chunks, fq_io_threads(chunks), convert_chunk,
-                                                     &cj);
+    /* an unknown dtype (size 0) fails in fq_convert_to_f32 with its own message */
+    convert_job cj = {t, dst};
+    int rc = fq_dtype_size(t->dtype) == 0
+                 ? fq_convert_to_f32(t->data, t->dtype, n, dst)
+                 : fq_parallel_ranges(n, (size_t)1 << 22, 0, convert_range, &cj);
     if (rc != FQ_OK)
         return fq_error_wrap("tensor '%s'", shown);
     return FQ_OK;

@@ -24,7 +24,7 @@ static int batch_cap(const llama_config *c, int n, int s, int b)
 
 int llama_layer_fwd_batches_cuda(fq_cuda_ctx *ctx, const llama_layer *l, const llama_config *c,
                                  float *x, int n, int s, int b, int write_back, fq_stats *stats,
-                                 layer_fwd_times *times)
+                                 int tf32, layer_fwd_times *times)
 {
     if (!ctx || !l || !c || !x || n < 1 || s < 1 || b < 1)
         return fq_error(F ":llama_layer_fwd_batches_cuda: bad arguments (expected a context, "
@@ -49,6 +49,9 @@ int llama_layer_fwd_batches_cuda(fq_cuda_ctx *ctx, const llama_layer *l, const l
     memset(&st, 0, sizeof st);
     memset(&rope, 0, sizeof rope);
     layer_fwd_times tm = {0, 0, 0};
+    const int math = ctx->math;
+    if (tf32 && fq_cuda_set_math(ctx, FQ_MATH_TF32) != FQ_OK)
+        return FQ_ERR;
     double t0 = progress_monotonic_seconds();
     size_t half = seq * (size_t)(c->head_dim / 2);
     const float *host[9] = {l->attn_norm, l->wq, l->wk, l->wv, l->wo, l->mlp_norm, l->wgate,
@@ -90,6 +93,7 @@ int llama_layer_fwd_batches_cuda(fq_cuda_ctx *ctx, const llama_layer *l, const l
     }
     rc = FQ_OK;
 done:
+    fq_cuda_set_math(ctx, math);
     fq_stats_dev_free(&st);
     fq_cuda_free(dx);
     fq_cuda_free(dcos);
@@ -109,10 +113,10 @@ done:
 
 int llama_layer_fwd_batches_cuda(fq_cuda_ctx *ctx, const llama_layer *l, const llama_config *c,
                                  float *x, int n, int s, int b, int write_back, fq_stats *stats,
-                                 layer_fwd_times *times)
+                                 int tf32, layer_fwd_times *times)
 {
     (void)ctx, (void)l, (void)c, (void)x, (void)n, (void)s, (void)b, (void)write_back;
-    (void)stats, (void)times;
+    (void)stats, (void)tf32, (void)times;
     return fq_error("layer forward on a GPU: this flatq was built without the CUDA backend "
                     "(expected nvcc at build time, or device: cpu)");
 }

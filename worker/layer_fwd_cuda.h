@@ -20,9 +20,12 @@ typedef struct {
 
 /* x [n, s, d] on the host. write_back: x ← layer(x); else x is left as it was. stats (may
  * be NULL; fq_stats_init'ed for this model) receives the per-channel maxima over all n·s
- * tokens. times (may be NULL) accumulates where the time went. */
+ * tokens. times (may be NULL) accumulates where the time went. tf32: the GEMMs of this call
+ * on TF32 tensor cores, the context's math restored after — for outputs that need no more
+ * (statistics that only seed the channel scales; boundaries the cache keeps in bf16/fp16,
+ * 8 or 11 bits against TF32's 10): on a 70B layer 3.5 s instead of 11 s (issue 6). */
 int llama_layer_fwd_batches_cuda(fq_cuda_ctx *ctx, const llama_layer *l, const llama_config *c,
                                  float *x, int n, int s, int b, int write_back, fq_stats *stats,
-                                 layer_fwd_times *times);
+                                 int tf32, layer_fwd_times *times);
 
 #endif

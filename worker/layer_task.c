@@ -96,14 +96,14 @@ static fq_recipe recipe_from_job(const job *j)
 /* The §3.4 per-channel maxima over every calibration token: one FP pass over x (on the
  * rank's GPU when it has one). */
 static int layer_stats(fq_stats *st, const llama_layer *l, const llama_config *c, const float *x,
-                       int n, int s, int b, fq_cuda_ctx *cuda)
+                       int n, int s, int b, fq_cuda_ctx *cuda, int tf32)
 {
     if (cuda) {
         if (fq_stats_init(st, c) != FQ_OK)
             return FQ_ERR;
         /* write_back = 0: x is only read */
         return llama_layer_fwd_batches_cuda(cuda, l, c, (float *)(uintptr_t)x, n, s, b, 0, st,
-                                            NULL);
+                                            tf32, NULL);
     }
     size_t d = (size_t)c->hidden;
     rope_table rope;
@@ -188,22 +188,11 @@ static int flatquant_layer(layer_task *t, const layer_task_ctx *lc, const llama_
     fq_params P = {0};
     double t0 = progress_monotonic_seconds(), t_train = 0;
     /* The statistics set the channel scales' starting point only, so on a GPU they take
-     * TF32 tensor cores unless the recipe asks for fp32 (gpu_math): the fp32 pass was 11 s
-     * of a 70B layer, TF32 moves each maximum by ~1e-3 relative. */
-    int stats_tf32 = lc->cuda && lc->j->quantization.gpu_math != JOB_GPU_MATH_FP32;
-#ifdef FLATQ_HAVE_CUDA
-    if (stats_tf32 && fq_cuda_set_math(lc->cuda, FQ_MATH_TF32) != FQ_OK)
-        return FQ_ERR;
-#endif
-    int src = fq_recipe_check(&r, c);
-    if (src == FQ_OK)
-        src = layer_stats(&st, fp, c, x, n, s, r.batch, lc->cuda);
-#ifdef FLATQ_HAVE_CUDA
-    if (stats_tf32)
-        fq_cuda_set_math(lc->cuda, FQ_MATH_FP32);
-#endif
-    (void)stats_tf32;
-    if (src != FQ_OK) {
+     * TF32 tensor cores unless the recipe asks for fp32 (gpu_math): TF32 moves each maximum
+     * by ~1e-3 relative. */
+    int stats_tf32 = lc->j->quantization.gpu_math != JOB_GPU_MATH_FP32;
+    if (fq_recipe_check(&r, c) != FQ_OK ||
+        layer_stats(&st, fp, c, x, n, s, r.batch, lc->cuda, stats_tf32) != FQ_OK) {
         fq_stats_free(&st);
         return FQ_ERR;
     }
@@ -304,7 +293,8 @@ static int quarot_layer(const layer_task_ctx *lc, const llama_layer *fp, const f
     int rc = FQ_OK;
     if (smooth) {
         scales = fq_malloc(sizeof(float) * (size_t)c->intermediate, "smoothing scales");
-        rc = scales ? layer_stats(&st, fp, c, x, n, s, lc->j->calibration.batch, lc->cuda) : FQ_ERR;
+        rc = scales ? layer_stats(&st, fp, c, x, n, s, lc->j->calibration.batch, lc->cuda, 0)
+                    : FQ_ERR;
         if (rc == FQ_OK)
             rc = smooth_down_scales_layer(fp, c->hidden, c->intermediate, st.down_in,
                                           lc->j->quantization.smooth_alpha, scales);

@@ -37,6 +37,16 @@ static void free_lin(qlinear *l)
     memset(l, 0, sizeof *l);
 }
 
+/* H = (2/tok) xᵀx of x [tok, in] through the accumulator */
+static void hessian_of(const real *x, int tok, int in, real *H)
+{
+    gptq_hessian acc;
+    assert_int_equal(gptq_hessian_init(&acc, in), 0);
+    assert_int_equal(gptq_hessian_add(&acc, x, tok), 0);
+    assert_int_equal(gptq_hessian_get(&acc, H), 0);
+    gptq_hessian_free(&acc);
+}
+
 static void test_identity_hessian_is_rtn(void **state)
 {
     (void)state;
@@ -118,10 +128,7 @@ static void test_beats_rtn_on_correlated_inputs(void **state)
     fill_normal(w, OUT * IN, &rng, 0.5);
     for (int i = 0; i < OUT * IN; i++)
         wf[i] = (float)w[i];
-    gptq_hessian acc;
-    assert_int_equal(gptq_hessian_init(&acc, IN), 0);
-    assert_int_equal(gptq_hessian_add(&acc, x, TOK), 0);
-    assert_int_equal(gptq_hessian_get(&acc, H), 0);
+    hessian_of(x, TOK, IN, H);
     qlinear g, r;
     assert_int_equal(gptq_quantize(&g, w, OUT, IN, H, 4, 0.01, 16), 0);
     assert_int_equal(qlinear_quantize_rtn(&r, wf, OUT, IN, 4), 0);
@@ -136,7 +143,6 @@ static void test_beats_rtn_on_correlated_inputs(void **state)
     assert_true(fabs(pr - 2 * er / TOK) <= 1e-3 * pr);
     free_lin(&g);
     free_lin(&r);
-    gptq_hessian_free(&acc);
     free(x);
     free(w);
     free(H);
@@ -163,10 +169,7 @@ static void test_act_order_is_permuted_pass(void **state)
     fill_normal(w, OUT * IN, &rng, 0.5);
     for (int i = 0; i < OUT * IN; i++)
         wf[i] = (float)w[i];
-    gptq_hessian acc;
-    assert_int_equal(gptq_hessian_init(&acc, IN), 0);
-    assert_int_equal(gptq_hessian_add(&acc, x, TOK), 0);
-    assert_int_equal(gptq_hessian_get(&acc, H), 0);
+    hessian_of(x, TOK, IN, H);
     int p[IN], used[IN] = {0};
     for (int k = 0; k < IN; k++) { /* selection: the largest remaining diag, lowest index */
         int best = -1;
@@ -184,7 +187,8 @@ static void test_act_order_is_permuted_pass(void **state)
         for (int j = 0; j < IN; j++)
             hp[i * IN + j] = H[p[i] * IN + p[j]];
     qlinear a, b, r;
-    assert_int_equal(gptq_quantize_ordered(&a, w, OUT, IN, H, 4, 0.01, 16, 1), 0);
+    const gptq_opts act = {0.01, 16, 1, 0};
+    assert_int_equal(gptq_quantize_opts(&a, w, OUT, IN, H, 4, &act), 0);
     assert_int_equal(gptq_quantize(&b, wp, OUT, IN, hp, 4, 0.01, 16), 0);
     assert_int_equal(qlinear_dequantize(&a, d1), 0);
     assert_int_equal(qlinear_dequantize(&b, d2), 0);
@@ -199,7 +203,6 @@ static void test_act_order_is_permuted_pass(void **state)
     free_lin(&a);
     free_lin(&b);
     free_lin(&r);
-    gptq_hessian_free(&acc);
     free(x), free(w), free(H), free(wp), free(hp), free(wf), free(d1), free(d2);
 }
 
@@ -248,7 +251,8 @@ static void test_clip_search_picks_best_ratio(void **state)
     for (int j = 0; j < IN; j++)
         H[j * IN + j] = h[j] = (real)(0.5 + rng_uniform(&rng));
     qlinear c, r;
-    assert_int_equal(gptq_quantize_clipped(&c, w, OUT, IN, H, 4, 0.01, 16, 0, 1), 0);
+    const gptq_opts clip = {0.01, 16, 0, 1};
+    assert_int_equal(gptq_quantize_opts(&c, w, OUT, IN, H, 4, &clip), 0);
     assert_int_equal(qlinear_quantize_rtn(&r, wf, OUT, IN, 4), 0);
     int8_t codes[OUT * IN];
     int4_unpack(c.codes, OUT * IN, codes);
