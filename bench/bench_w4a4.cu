@@ -1,6 +1,7 @@
 /* bench_w4a4.cu — times the W4A4 kernels (kernels/w4a4_*.cu) on LLaMA-3-70B layer shapes
  * and their TP=2/TP=4 slices against cuBLAS BF16 and cuBLASLt FP8 (e4m3) measured in the
- * same program, and the KV4 decode attention against a BF16-KV kernel of the same design.
+ * same program, and the KV4 decode attention against the same kernel on a bf16 cache
+ * (fq_attention_bf16kv_cuda, the BF16 runtime's attention).
  *
  * Method (the nccl-tests habit): CUDA events around each repetition after 3 warm-ups,
  * median of 20; every operand is random (never zeros); when one operand set fits in L2
@@ -323,118 +324,7 @@ static void bench_decode_shapes(const shape &s, int M)
     cudaFree(sw), cudaFree(sx), cudaFree(x), cudaFree(y), cudaFree(qx);
 }
 
-/* ---------- BF16-KV decode attention: the same split-context design, bf16 K/V ---------- */
-
-constexpr int BT = 128;
-
-template <int R, int DH>
-__global__ void __launch_bounds__(BT) attn_bf16_partial(const uint16_t *q, const uint16_t *kc,
-                                                         const uint16_t *vc, int kv_heads,
-                                                         int max_ctx, int ctx, int heads,
-                                                         int nsplit, int chunk, float *po,
-                                                         float *pml)
-{
-    constexpr int COLS = DH / 2, PL = BT / COLS;
-    __shared__ float qs[R][DH];
-    __shared__ float S[R][BT];
-    __shared__ float mrun[R], lrun[R], alpha[R];
-    __shared__ float red[PL][R][DH + 1];
-    const int split = blockIdx.x, bg = blockIdx.y, b = bg / kv_heads, g = bg % kv_heads;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int p0 = split * chunk, p1 = min(ctx, p0 + chunk);
-    for (int i = tid; i < R * DH; i += BT)
-        qs[i / DH][i % DH] = __bfloat162float(__ushort_as_bfloat16(q[((size_t)b * heads + g * R + i / DH) * DH + i % DH]));
-    if (tid < R)
-        mrun[tid] = -INFINITY, lrun[tid] = 0.f;
-    const size_t base = ((size_t)b * kv_heads + g) * max_ctx;
-    const int col = tid % COLS, pl = tid / COLS;
-    float o[R][2];
-#pragma unroll
-    for (int h = 0; h < R; h++)
-        o[h][0] = o[h][1] = 0.f;
-    for (int t0 = p0; t0 < p1; t0 += BT) {
-        __syncthreads();
-        const int p = t0 + tid;
-        float dot[R];
-#pragma unroll
-        for (int h = 0; h < R; h++)
-            dot[h] = -INFINITY;
-        if (p < p1) {
-#pragma unroll
-            for (int h = 0; h < R; h++)
-                dot[h] = 0.f;
-            const uint4 *kr = reinterpret_cast<const uint4 *>(kc + (base + p) * DH);
-#pragma unroll 4
-            for (int w = 0; w < DH / 8; w++) {
-                uint4 v = kr[w];
-                uint32_t ww[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float k0 = __uint_as_float(ww[e] << 16), k1 = __uint_as_float(ww[e] & 0xFFFF0000u);
-#pragma unroll
-                    for (int h = 0; h < R; h++)
-                        dot[h] = fmaf(qs[h][w * 8 + 2 * e], k0, fmaf(qs[h][w * 8 + 2 * e + 1], k1, dot[h]));
-                }
-            }
-#pragma unroll
-            for (int h = 0; h < R; h++)
-                dot[h] *= rsqrtf((float)DH);
-        }
-#pragma unroll
-        for (int h = 0; h < R; h++)
-            S[h][tid] = dot[h];
-        __syncthreads();
-        for (int h = warp; h < R; h += BT / 32)
-            online_softmax_tile_warp<BT>(S[h], mrun[h], lrun[h], alpha[h], lane);
-        __syncthreads();
-#pragma unroll
-        for (int h = 0; h < R; h++)
-            o[h][0] *= alpha[h], o[h][1] *= alpha[h];
-        const int tend = min(BT, p1 - t0);
-        for (int i = pl; i < tend; i += PL) {
-            uint32_t v2 = reinterpret_cast<const uint32_t *>(vc + (base + t0 + i) * DH)[col];
-            float v0 = __uint_as_float(v2 << 16), v1 = __uint_as_float(v2 & 0xFFFF0000u);
-#pragma unroll
-            for (int h = 0; h < R; h++)
-                o[h][0] = fmaf(S[h][i], v0, o[h][0]), o[h][1] = fmaf(S[h][i], v1, o[h][1]);
-        }
-    }
-#pragma unroll
-    for (int h = 0; h < R; h++)
-        red[pl][h][2 * col] = o[h][0], red[pl][h][2 * col + 1] = o[h][1];
-    __syncthreads();
-    const size_t row0 = (size_t)b * heads + g * R;
-    for (int i = tid; i < R * DH; i += BT) {
-        float s = 0.f;
-        for (int l = 0; l < PL; l++)
-            s += red[l][i / DH][i % DH];
-        po[((row0 + i / DH) * nsplit + split) * DH + i % DH] = s;
-    }
-    if (tid < R) {
-        pml[((row0 + tid) * nsplit + split) * 2] = mrun[tid];
-        pml[((row0 + tid) * nsplit + split) * 2 + 1] = lrun[tid];
-    }
-}
-
-__global__ void attn_bf16_combine(uint16_t *out, const float *po, const float *pml, int rows,
-                                  int nsplit, int dh)
-{
-    const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= rows)
-        return;
-    const float *ml = pml + (size_t)row * nsplit * 2;
-    float m = -INFINITY, l = 0.f;
-    for (int s = 0; s < nsplit; s++)
-        m = fmaxf(m, ml[2 * s]);
-    for (int s = 0; s < nsplit; s++)
-        l += ml[2 * s + 1] * __expf(ml[2 * s] - m);
-    for (int j = lane; j < dh; j += 32) {
-        float acc = 0.f;
-        for (int s = 0; s < nsplit; s++)
-            acc += po[((size_t)row * nsplit + s) * dh + j] * __expf(ml[2 * s] - m);
-        out[(size_t)row * dh + j] = __bfloat16_as_ushort(__float2bfloat16_rn(acc / l));
-    }
-}
+/* ---------- decode attention: KV4 against the same kernel on a bf16 cache ---------- */
 
 static void bench_attention(int batch, int ctx)
 {
@@ -462,15 +352,9 @@ static void bench_attention(int batch, int ctx)
     double t4 = time_ms([&](int r) {
         FQ(fq_attention_kv4_cuda(&g_ctx, o, q, &C4[r % c4], 1, lens.data(), heads));
     });
-    int nsplit = std::max(1, std::min((528 + batch * kv - 1) / (batch * kv), (ctx + 255) / 256));
-    int chunk = ((ctx + nsplit - 1) / nsplit + BT - 1) / BT * BT;
-    nsplit = (ctx + chunk - 1) / chunk;
-    const int rows = batch * heads;
-    float *po = (float *)dalloc((size_t)rows * nsplit * dh * 4), *pml = (float *)dalloc((size_t)rows * nsplit * 8);
     double t16 = time_ms([&](int r) {
-        attn_bf16_partial<8, 128><<<dim3(nsplit, batch * kv), BT, 0, g_st>>>(
-            q, K16[r % c16], V16[r % c16], kv, ctx, ctx, heads, nsplit, chunk, po, pml);
-        attn_bf16_combine<<<(rows + 7) / 8, 256, 0, g_st>>>(o, po, pml, rows, nsplit, dh);
+        FQ(fq_attention_bf16kv_cuda(&g_ctx, o, q, K16[r % c16], V16[r % c16], batch, kv, ctx, dh,
+                                    1, lens.data(), heads));
     });
     out("attn decode b%-2d ctx %6d | kv4 %8.4f ms %6.0f GB/s %5.1f%% | bf16-kv %8.4f ms %6.0f GB/s %5.1f%% | %5.2fx\n",
         batch, ctx, t4, b4 / t4 / 1e6, 100 * (b4 / g_bw * 1e3) / t4, t16, b16 / t16 / 1e6,
@@ -479,7 +363,7 @@ static void bench_attention(int batch, int ctx)
         cudaFree(c.k_codes), cudaFree(c.v_codes), cudaFree(c.k_sz), cudaFree(c.v_sz);
     for (int i = 0; i < c16; i++)
         cudaFree(K16[i]), cudaFree(V16[i]);
-    cudaFree(q), cudaFree(o), cudaFree(po), cudaFree(pml);
+    cudaFree(q), cudaFree(o);
 }
 
 int main(int argc, char **argv)

@@ -38,7 +38,9 @@ static void run_usage(FILE *out)
             "  on one loaded model (prompts of more than 16384 tokens in all are prefilled\n"
             "  in chunks along the sequence). FLATQ_NCCL_TIMEOUT_S (default 300) bounds\n"
             "  every wait for the other ranks. --profile (with --bench on the GPU) adds a\n"
-            "  table of rank 0's time per op (CUDA events between the steps of a forward).\n");
+            "  table of rank 0's time per op (CUDA events between the steps of a forward).\n"
+            "  FLATQ_PDL=0 launches the GPU kernels in plain stream order instead of as\n"
+            "  programmatic dependents (each starting during its predecessor's tail).\n");
 }
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)

@@ -33,6 +33,88 @@ extern "C" {
 #define CTX_STREAM(ctx) ((cudaStream_t)(ctx)->stream)
 #define CTX_CUBLAS(ctx) ((cublasHandle_t)(ctx)->cublas)
 
+/* Programmatic dependent launch (ctx->pdl, sm_90). A kernel launched by fq_launch with
+ * ctx->pdl set may begin before its predecessor in the stream has finished: everything it
+ * does before pdl_wait() must touch only data no earlier kernel writes (weights, factors,
+ * its own shared memory); pdl_wait() returns when the predecessor (and so, transitively,
+ * every earlier kernel) has completed and its writes are visible. pdl_launch_dependents()
+ * lets the next kernel start now instead of at this one's end. Both are no-ops in a kernel
+ * launched without the attribute, so the kernels call them unconditionally. */
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* CTAs of fn (threads, dynamic smem bytes) that one multiprocessor holds at once, cached
+ * per kernel, device and shape (the query costs host time on every decode step otherwise);
+ * 0 when the query fails. Not thread-safe, like fq_smem_optin. */
+static inline int fq_max_resident(const void *fn, int device, int threads, size_t smem)
+{
+    struct entry {
+        const void *fn;
+        int device, threads;
+        size_t smem;
+        int n;
+    };
+    static entry tab[32];
+    static int used;
+    for (int i = 0; i < used; i++)
+        if (tab[i].fn == fn && tab[i].device == device && tab[i].threads == threads &&
+            tab[i].smem == smem)
+            return tab[i].n;
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, threads, smem) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (used < 32)
+        tab[used++] = {fn, device, threads, smem, n};
+    return n;
+}
+
+/* Every CTA of the grid waits here until all have arrived (counter, target from
+ * fq_cuda_grid_barrier): the writes each made before are visible after. The grid must fit
+ * on the GPU at once (the caller checks the occupancy), or this never returns. */
+__device__ __forceinline__ void grid_arrive_wait(unsigned long long *counter,
+                                                 unsigned long long target)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(counter, 1ULL);
+        while (*(volatile unsigned long long *)counter < target)
+            __nanosleep(64);
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+/* kern<<<grid, block, smem, ctx's stream>>>(args…), as a programmatic dependent when ctx->pdl */
+template <typename... P, typename... A>
+static inline cudaError_t fq_launch(const fq_cuda_ctx *ctx, void (*kern)(P...), dim3 grid,
+                                    dim3 block, size_t smem, A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = CTX_STREAM(ctx);
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = ctx->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kern, args...);
+}
+
 /* cudaFuncSetAttribute(fn, MaxDynamicSharedMemorySize, bytes) once per kernel, device and
  * size: the call costs host time on every launch of a decode step otherwise. The table is
  * per translation unit (each file caches its own kernels); when it is full the attribute

@@ -52,6 +52,8 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     ctx->sm_count = 1;
     ctx->math = FQ_MATH_FP32;
     ctx->split_transforms = 0;
+    ctx->pdl = 0;
+    ctx->barrier_arrivals = 0;
     for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
         ctx->scratch[i] = NULL;
         ctx->scratch_cap[i] = 0;
@@ -191,6 +193,26 @@ int fq_cuda_scratch(fq_cuda_ctx *ctx, int slot, size_t bytes, void **out)
         ctx->scratch_cap[slot] = bytes;
     }
     *out = ctx->scratch[slot];
+    return FQ_OK;
+}
+
+int fq_cuda_grid_barrier(fq_cuda_ctx *ctx, unsigned ctas, unsigned long long **counter,
+                         unsigned long long *target)
+{
+    if (!ctx || !counter || !target || ctas == 0)
+        return fq_error(F ":fq_cuda_grid_barrier: context %p, %u CTAs (expected a context and "
+                        "CTAs)", (void *)ctx, ctas);
+    if (!ctx->scratch[FQ_SCRATCH_BARRIER]) {
+        void *p = NULL;
+        if (fq_cuda_scratch(ctx, FQ_SCRATCH_BARRIER, sizeof(unsigned long long), &p) != FQ_OK)
+            return FQ_ERR;
+        CU_CHECK(cudaMemsetAsync(p, 0, sizeof(unsigned long long), CTX_STREAM(ctx)), F,
+                 "fq_cuda_grid_barrier", "cudaMemsetAsync");
+        ctx->barrier_arrivals = 0;
+    }
+    ctx->barrier_arrivals += ctas;
+    *counter = (unsigned long long *)ctx->scratch[FQ_SCRATCH_BARRIER];
+    *target = ctx->barrier_arrivals;
     return FQ_OK;
 }
 

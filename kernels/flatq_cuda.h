@@ -41,7 +41,7 @@ typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mo
 
 /* users of the context's scratch buffers (fq_cuda_scratch) */
 typedef enum { FQ_SCRATCH_SPLIT = 0, FQ_SCRATCH_QUANT = 1, FQ_SCRATCH_ATTN = 2,
-               FQ_SCRATCH_SLOTS = 3 } fq_scratch_slot;
+               FQ_SCRATCH_BARRIER = 3, FQ_SCRATCH_SLOTS = 4 } fq_scratch_slot;
 
 typedef struct {
     int device;     /* CUDA device ordinal */
@@ -50,15 +50,29 @@ typedef struct {
     void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
     int math;       /* fq_math_mode of every GEMM issued through this context */
     int split_transforms; /* 1: transform GEMMs as split TF32 in tensor-core modes (else SGEMM) */
+    /* 1: the inference kernels launch as programmatic dependents (Hopper PDL): each may start
+     * while the kernel before it in the stream finishes, doing what does not depend on it
+     * (weights, factors, shared-memory set-up) and waiting (griddepcontrol.wait) before it
+     * reads an activation. 0 (fq_cuda_init's default): ordinary stream order. */
+    int pdl;
     /* device scratch owned by the context, one buffer per user, grown on demand and kept:
      * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */
     void *scratch[FQ_SCRATCH_SLOTS];
     size_t scratch_cap[FQ_SCRATCH_SLOTS];
+    /* the grid barrier's arrivals so far (fq_cuda_grid_barrier): the device counter in
+     * slot FQ_SCRATCH_BARRIER only grows, each launch waits for its own total */
+    unsigned long long barrier_arrivals;
 } fq_cuda_ctx;
 
 /* A device buffer of at least `bytes` in the context's slot (fq_scratch_slot), valid until
  * the next call for the same slot; growing it waits for the device (cudaFree). */
 int fq_cuda_scratch(fq_cuda_ctx *ctx, int slot, size_t bytes, void **out);
+
+/* For a launch of `ctas` CTAs that all meet at one grid barrier: the device counter they
+ * add to and the total they wait for (kernels/cuda_common.cuh, grid_arrive_wait). Only for
+ * grids whose CTAs can all be resident at once; the counter is zeroed when first made. */
+int fq_cuda_grid_barrier(fq_cuda_ctx *ctx, unsigned ctas, unsigned long long **counter,
+                         unsigned long long *target);
 
 /* ---- context and memory (kernels/cuda_ctx.cu) ---- */
 int fq_cuda_init(fq_cuda_ctx *ctx, int device);

@@ -67,6 +67,26 @@ int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int ncons
                             const uint16_t *x, int M, int K, int blocks, int n1, int n2,
                             const float *L, const float *R, int kblocks, int bits);
 
+/* The decode-size transform + quantize with the op before it fused into its input load,
+ * saving that op's launch and the row's round trip through memory:
+ *   fq_norm_transform_quant_cuda: x is the residual [M, K]; the transform sees
+ *     bf16(γ·(x·r)), r = 1/sqrt(mean x² + eps), as rt_rmsnorm_bf16 writes it (blocks =
+ *     kblocks = 1: the norm needs the whole row);
+ *   fq_swiglu_transform_quant_cuda: x = gate [M, K] beside up [M, K]; the transform sees
+ *     bf16(g/(1 + e^−g)·u), as rt_swiglu_bf16 writes it.
+ * Only for the shapes fq_transform_quant_fuses() accepts (the column-split decode kernel:
+ * M <= 64, K % 64 == 0, …); others are refused, so a caller asks first and otherwise runs
+ * the op and fq_transform_quant_cuda. */
+int fq_transform_quant_fuses(const fq_cuda_ctx *ctx, int M, int K, int blocks, int n1, int n2,
+                             int kblocks);
+int fq_norm_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int nconsumers,
+                                 const uint16_t *x, const float *gamma, float eps, int M, int K,
+                                 int n1, int n2, const float *L, const float *R, int bits);
+int fq_swiglu_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int nconsumers,
+                                   const uint16_t *gate, const uint16_t *up, int M, int K,
+                                   int blocks, int n1, int n2, const float *L, const float *R,
+                                   int kblocks, int bits);
+
 /* y [M, N] bf16 = Σ_b (Σ_{j∈block b} qx[t, j]·qw[o, j])·sx[t, b]·sw[o] (+ residual [M, N]
  * bf16 when not NULL; y may equal residual). int32 accumulation is exact. K here is the
  * PACKED row length Kp (a multiple of 64; rows of qx and qw are K/2 bytes): pass
@@ -131,6 +151,13 @@ int fq_kv4_write_cuda(fq_cuda_ctx *ctx, fq_kv4_cache *cache, const uint16_t *k,
  * (split over the context for long sequences); n_q > 1 is prefill. */
 int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,
                           const fq_kv4_cache *cache, int n_q, const int *ctx_len, int heads);
+
+/* The same attention over a bf16 cache k, v [batch, kv_heads, max_ctx, dh] (16-byte
+ * aligned): the BF16 baseline runtime attends with this, so that a W4A4-vs-BF16 ratio
+ * compares the KV formats and the linears, not two attention designs. */
+int fq_attention_bf16kv_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,
+                             const uint16_t *k, const uint16_t *v, int batch, int kv_heads,
+                             int max_ctx, int dh, int n_q, const int *ctx_len, int heads);
 
 #ifdef __cplusplus
 }

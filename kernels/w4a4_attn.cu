@@ -53,6 +53,8 @@ __global__ void kv4_write_kernel(fq_kv4_cache c, const uint16_t *__restrict__ k,
                                  const batch_pos pos0, float k_kmax, float k_kmin,
                                  float v_kmax, float v_kmin, int qmax, int rows)
 {
+    pdl_wait();
+    pdl_launch_dependents();
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
     if (row >= rows)
@@ -98,13 +100,14 @@ __global__ void kv4_write_kernel(fq_kv4_cache c, const uint16_t *__restrict__ k,
 
 /* ---------- attention ---------- */
 
-constexpr int AT_THREADS = 128, AT_TILE = 128, AT_SPLIT_MIN = 256;
+constexpr int AT_THREADS = 128, AT_TILE = 128, AT_SPLIT_MIN = 128;
 
 constexpr int MAX_BATCH = 256; /* per-sequence lengths travel in the kernel parameters */
 
 struct attn_args {
     const uint16_t *q;
-    fq_kv4_cache c;
+    fq_kv4_cache c;             /* shape; the code/scale pointers when KV4 */
+    const uint16_t *k16, *v16; /* bf16 K/V [batch, kv_heads, max_ctx, dh] when BF16 KV */
     int ctx_len[MAX_BATCH];
     int n_q, heads, nsplit, chunk;
     int r, nhc; /* query heads per KV head; CTAs (runs of at most R heads) per KV head */
@@ -112,7 +115,25 @@ struct attn_args {
     float *part_ml; /* [batch, n_q, heads, nsplit, 2] */
 };
 
-template <int R, int DH>
+/* acc + Σ_e q[e]·v[e] over 8 values, in order (q: two 16-byte shared-memory broadcasts) */
+__device__ __forceinline__ float dot8(const float *q, const float (&v)[8], float acc)
+{
+    const float4 qa = *reinterpret_cast<const float4 *>(q);
+    const float4 qb = *reinterpret_cast<const float4 *>(q + 4);
+    acc = fmaf(qa.x, v[0], acc);
+    acc = fmaf(qa.y, v[1], acc);
+    acc = fmaf(qa.z, v[2], acc);
+    acc = fmaf(qa.w, v[3], acc);
+    acc = fmaf(qb.x, v[4], acc);
+    acc = fmaf(qb.y, v[5], acc);
+    acc = fmaf(qb.z, v[6], acc);
+    acc = fmaf(qb.w, v[7], acc);
+    return acc;
+}
+
+/* BF: the cache holds bf16 K and V (the BF16 baseline runtime's attention): the same tiles,
+ * softmax and merge, with plain dot products and V sums instead of the folded codes. */
+template <int R, int DH, bool BF>
 __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
 {
     constexpr int COLS = DH / 2; /* bytes per K/V row */
@@ -124,6 +145,8 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
     __shared__ float S[R][AT_TILE];
     __shared__ float mrun[R], lrun[R], alpha[R];
     __shared__ float red[PL][DH + 1];
+    pdl_wait();
+    pdl_launch_dependents();
 
     const int split = blockIdx.x, bg = blockIdx.y / a.nhc, qi = blockIdx.z;
     const int b = bg / a.c.kv_heads, g = bg % a.c.kv_heads;
@@ -178,51 +201,61 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
 #pragma unroll
                 for (int h = 0; h < R; h++)
                     dot[h] = 0.f;
-                /* the whole K row (DH/2 bytes) in 16-byte loads, then 8 codes per word;
-                 * code → float by the exponent trick (exact, no int-to-float unit); q comes
-                 * as 16-byte broadcast loads, two per word */
-                const uint8_t *krow = kc + (size_t)p * COLS;
+                if constexpr (BF) {
+                    /* the whole K row (2·DH bytes) in 16-byte loads of 8 values */
+                    const uint4 *krow = reinterpret_cast<const uint4 *>(a.k16 + (base + p) * DH);
+#pragma unroll 4
+                    for (int w = 0; w < DH / 8; w++) {
+                        const uint4 u = krow[w];
+                        const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
+                        float kv[8];
 #pragma unroll
-                for (int v16 = 0; v16 < (COLS + 15) / 16; v16++) {
-                    uint32_t wv[4];
-                    if (COLS % 16 == 0) {
-                        const uint4 u = *reinterpret_cast<const uint4 *>(krow + v16 * 16);
-                        wv[0] = u.x, wv[1] = u.y, wv[2] = u.z, wv[3] = u.w;
-                    } else {
+                        for (int e = 0; e < 4; e++) {
+                            kv[2 * e] = __uint_as_float(wv[e] << 16);
+                            kv[2 * e + 1] = __uint_as_float(wv[e] & 0xFFFF0000u);
+                        }
 #pragma unroll
-                        for (int e = 0; e < 4; e++)
-                            wv[e] = e < COLS / 4 ? reinterpret_cast<const uint32_t *>(krow)[e] : 0u;
+                        for (int h = 0; h < R; h++)
+                            dot[h] = dot8(&qs[h][w * 8], kv, dot[h]);
                     }
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int w = v16 * 4 + e;
-                        if (w >= COLS / 4)
-                            break;
-                        float cv[8];
+                    for (int h = 0; h < R; h++)
+                        sc[h] = dot[h] * sm_scale;
+                } else {
+                    /* the whole K row (DH/2 bytes) in 16-byte loads, then 8 codes per word;
+                     * code → float by the exponent trick (exact, no int-to-float unit); q comes
+                     * as 16-byte broadcast loads, two per word */
+                    const uint8_t *krow = kc + (size_t)p * COLS;
 #pragma unroll
-                        for (int k = 0; k < 8; k++)
-                            cv[k] = __uint_as_float(0x4B000000u | ((wv[e] >> (4 * k)) & 0xFu)) - 8388608.f;
+                    for (int v16 = 0; v16 < (COLS + 15) / 16; v16++) {
+                        uint32_t wv[4];
+                        if (COLS % 16 == 0) {
+                            const uint4 u = *reinterpret_cast<const uint4 *>(krow + v16 * 16);
+                            wv[0] = u.x, wv[1] = u.y, wv[2] = u.z, wv[3] = u.w;
+                        } else {
 #pragma unroll
-                        for (int h = 0; h < R; h++) {
-                            const float4 qa = *reinterpret_cast<const float4 *>(&qs[h][w * 8]);
-                            const float4 qb = *reinterpret_cast<const float4 *>(&qs[h][w * 8 + 4]);
-                            float d0 = dot[h];
-                            d0 = fmaf(qa.x, cv[0], d0);
-                            d0 = fmaf(qa.y, cv[1], d0);
-                            d0 = fmaf(qa.z, cv[2], d0);
-                            d0 = fmaf(qa.w, cv[3], d0);
-                            d0 = fmaf(qb.x, cv[4], d0);
-                            d0 = fmaf(qb.y, cv[5], d0);
-                            d0 = fmaf(qb.z, cv[6], d0);
-                            d0 = fmaf(qb.w, cv[7], d0);
-                            dot[h] = d0;
+                            for (int e = 0; e < 4; e++)
+                                wv[e] = e < COLS / 4 ? reinterpret_cast<const uint32_t *>(krow)[e] : 0u;
+                        }
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int w = v16 * 4 + e;
+                            if (w >= COLS / 4)
+                                break;
+                            float cv[8];
+#pragma unroll
+                            for (int k = 0; k < 8; k++)
+                                cv[k] = __uint_as_float(0x4B000000u | ((wv[e] >> (4 * k)) & 0xFu)) - 8388608.f;
+#pragma unroll
+                            for (int h = 0; h < R; h++)
+                                dot[h] = dot8(&qs[h][w * 8], cv, dot[h]);
                         }
                     }
-                }
-                const float s = __half2float(ksz[(size_t)p * 2]), z = __half2float(ksz[(size_t)p * 2 + 1]);
+                    const float s = __half2float(ksz[(size_t)p * 2]), z = __half2float(ksz[(size_t)p * 2 + 1]);
 #pragma unroll
-                for (int h = 0; h < R; h++)
-                    sc[h] = s * (dot[h] - z * qsum[h]) * sm_scale;
+                    for (int h = 0; h < R; h++)
+                        sc[h] = s * (dot[h] - z * qsum[h]) * sm_scale;
+                }
             } else {
 #pragma unroll
                 for (int h = 0; h < R; h++)
@@ -247,23 +280,60 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
             wz[h] *= al;
         }
         const int tend = min(AT_TILE, p1 - t0);
-        for (int i = pl; i < tend; i += PL) {
-            const int p = t0 + i;
-            const uint8_t *vrow = vc + (size_t)p * COLS + cw * (DPT / 2);
-            const uint32_t word = DPT == 8 ? *reinterpret_cast<const uint32_t *>(vrow)
-                                           : *reinterpret_cast<const uint16_t *>(vrow);
-            float cv[DPT];
+        if constexpr (BF) {
+            /* four positions' loads in flight: one dependent global load per position
+             * made this loop the partial kernel's time (session 7) */
+#pragma unroll 4
+            for (int i = pl; i < tend; i += PL) {
+                const uint16_t *vrow = a.v16 + (base + t0 + i) * DH + cw * DPT;
+                float vv[DPT];
+                if constexpr (DPT == 8) {
+                    const uint4 u = *reinterpret_cast<const uint4 *>(vrow);
+                    const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-            for (int e = 0; e < DPT; e++)
-                cv[e] = __uint_as_float(0x4B000000u | ((word >> (4 * e)) & 0xFu)) - 8388608.f;
-            const float s = __half2float(vsz[(size_t)p * 2]), z = __half2float(vsz[(size_t)p * 2 + 1]);
+                    for (int e = 0; e < 4; e++) {
+                        vv[2 * e] = __uint_as_float(wv[e] << 16);
+                        vv[2 * e + 1] = __uint_as_float(wv[e] & 0xFFFF0000u);
+                    }
+                } else {
+                    const uint2 u = *reinterpret_cast<const uint2 *>(vrow);
+                    const uint32_t wv[2] = {u.x, u.y};
 #pragma unroll
-            for (int h = 0; h < R; h++) {
-                const float w = S[h][i] * s;
+                    for (int e = 0; e < 2; e++) {
+                        vv[2 * e] = __uint_as_float(wv[e] << 16);
+                        vv[2 * e + 1] = __uint_as_float(wv[e] & 0xFFFF0000u);
+                    }
+                }
+#pragma unroll
+                for (int h = 0; h < R; h++) {
+                    const float w = S[h][i];
+#pragma unroll
+                    for (int e = 0; e < DPT; e++)
+                        o[h][e] = fmaf(w, vv[e], o[h][e]);
+                }
+            }
+        } else {
+            /* four positions' loads in flight: one dependent global load per position
+             * made this loop the partial kernel's time (session 7) */
+#pragma unroll 4
+            for (int i = pl; i < tend; i += PL) {
+                const int p = t0 + i;
+                const uint8_t *vrow = vc + (size_t)p * COLS + cw * (DPT / 2);
+                const uint32_t word = DPT == 8 ? *reinterpret_cast<const uint32_t *>(vrow)
+                                               : *reinterpret_cast<const uint16_t *>(vrow);
+                float cv[DPT];
 #pragma unroll
                 for (int e = 0; e < DPT; e++)
-                    o[h][e] = fmaf(w, cv[e], o[h][e]);
-                wz[h] = fmaf(w, z, wz[h]);
+                    cv[e] = __uint_as_float(0x4B000000u | ((word >> (4 * e)) & 0xFu)) - 8388608.f;
+                const float s = __half2float(vsz[(size_t)p * 2]), z = __half2float(vsz[(size_t)p * 2 + 1]);
+#pragma unroll
+                for (int h = 0; h < R; h++) {
+                    const float w = S[h][i] * s;
+#pragma unroll
+                    for (int e = 0; e < DPT; e++)
+                        o[h][e] = fmaf(w, cv[e], o[h][e]);
+                    wz[h] = fmaf(w, z, wz[h]);
+                }
             }
         }
     }
@@ -290,11 +360,19 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
     }
 }
 
-/* One warp per (batch, query, head): merge the splits, normalise, write bf16. */
-__global__ void attn_combine(uint16_t *__restrict__ out, const float *__restrict__ part_o,
-                             const float *__restrict__ part_ml, int rows, int nsplit, int dh)
+/* One thread per (row = (batch, query, head), dim j): merge the splits, normalise, write
+ * bf16. The split loop's loads are issued COMB_U at a time ahead of their FMAs: as one warp
+ * per row with a dependent L2 load per split and dim the merge took 20 µs per decode step
+ * (Nsight Compute, session 7). Same terms in the same order as that version. */
+constexpr int COMB_THREADS = 256, COMB_U = 4;
+__global__ void __launch_bounds__(COMB_THREADS)
+    attn_combine(uint16_t *__restrict__ out, const float *__restrict__ part_o,
+                 const float *__restrict__ part_ml, int rows, int nsplit, int dh)
 {
-    const int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    pdl_wait();
+    pdl_launch_dependents();
+    const int rpb = blockDim.x / dh; /* rows per CTA (dh <= 256 divides the CTA) */
+    const int row = blockIdx.x * rpb + threadIdx.x / dh, j = threadIdx.x % dh;
     if (row >= rows)
         return;
     const float *ml = part_ml + (size_t)row * nsplit * 2;
@@ -305,31 +383,43 @@ __global__ void attn_combine(uint16_t *__restrict__ out, const float *__restrict
     for (int s = 0; s < nsplit; s++)
         if (ml[2 * s + 1] > 0.f)
             l += ml[2 * s + 1] * __expf(ml[2 * s] - m);
-    for (int j = lane; j < dh; j += 32) {
-        float acc = 0.f;
-        for (int s = 0; s < nsplit; s++)
-            if (ml[2 * s + 1] > 0.f)
-                acc += part_o[((size_t)row * nsplit + s) * dh + j] * __expf(ml[2 * s] - m);
-        out[(size_t)row * dh + j] = __bfloat16_as_ushort(__float2bfloat16_rn(acc / l));
+    const float *po = part_o + (size_t)row * nsplit * dh + j;
+    float acc = 0.f;
+    for (int s0 = 0; s0 < nsplit; s0 += COMB_U) {
+        float o[COMB_U], mm[COMB_U], ll[COMB_U];
+#pragma unroll
+        for (int u = 0; u < COMB_U; u++) {
+            const int s = s0 + u < nsplit ? s0 + u : nsplit - 1;
+            o[u] = po[(size_t)s * dh];
+            mm[u] = ml[2 * s];
+            ll[u] = ml[2 * s + 1];
+        }
+#pragma unroll
+        for (int u = 0; u < COMB_U; u++)
+            if (s0 + u < nsplit && ll[u] > 0.f)
+                acc += o[u] * __expf(mm[u] - m);
     }
+    out[(size_t)row * dh + j] = __bfloat16_as_ushort(__float2bfloat16_rn(acc / l));
 }
 
 template <int R, int DH>
-void launch_partial(dim3 grid, cudaStream_t st, const attn_args &a)
+cudaError_t launch_partial(dim3 grid, const fq_cuda_ctx *ctx, const attn_args &a, bool bf)
 {
-    attn_kv4_partial<R, DH><<<grid, AT_THREADS, 0, st>>>(a);
+    return bf ? fq_launch(ctx, attn_kv4_partial<R, DH, true>, grid, dim3(AT_THREADS), 0, a)
+              : fq_launch(ctx, attn_kv4_partial<R, DH, false>, grid, dim3(AT_THREADS), 0, a);
 }
 
+/* -1: no instance for dh; else the launch's cudaError_t */
 template <int R>
-int dispatch_dh(dim3 grid, cudaStream_t st, const attn_args &a)
+int dispatch_dh(dim3 grid, const fq_cuda_ctx *ctx, const attn_args &a, bool bf)
 {
     switch (a.c.dh) {
-    case 8: launch_partial<R, 8>(grid, st, a); return 0;
-    case 16: launch_partial<R, 16>(grid, st, a); return 0;
-    case 32: launch_partial<R, 32>(grid, st, a); return 0;
-    case 64: launch_partial<R, 64>(grid, st, a); return 0;
-    case 128: launch_partial<R, 128>(grid, st, a); return 0;
-    case 256: launch_partial<R, 256>(grid, st, a); return 0;
+    case 8: return (int)launch_partial<R, 8>(grid, ctx, a, bf);
+    case 16: return (int)launch_partial<R, 16>(grid, ctx, a, bf);
+    case 32: return (int)launch_partial<R, 32>(grid, ctx, a, bf);
+    case 64: return (int)launch_partial<R, 64>(grid, ctx, a, bf);
+    case 128: return (int)launch_partial<R, 128>(grid, ctx, a, bf);
+    case 256: return (int)launch_partial<R, 256>(grid, ctx, a, bf);
     default: return -1;
     }
 }
@@ -351,24 +441,21 @@ extern "C" int fq_kv4_write_cuda(fq_cuda_ctx *ctx, fq_kv4_cache *cache, const ui
     batch_pos bp;
     for (int b = 0; b < cache->batch; b++)
         bp.v[b] = pos0[b];
-    cudaStream_t st = CTX_STREAM(ctx);
     const int rows = cache->batch * n_new * cache->kv_heads;
     dim3 grid((rows + 7) / 8, 2);
-    kv4_write_kernel<<<grid, 256, 0, st>>>(*cache, k, v, n_new, bp, k_kmax, k_kmin, v_kmax,
-                                           v_kmin, (1 << bits) - 1, rows);
-    LAUNCH_CHECK(FILE_, "fq_kv4_write_cuda", "kv4_write_kernel");
+    CU_CHECK(fq_launch(ctx, kv4_write_kernel, grid, dim3(256), 0, *cache, k, v, n_new, bp,
+                       k_kmax, k_kmin, v_kmax, v_kmin, (1 << bits) - 1, rows),
+             FILE_, "fq_kv4_write_cuda", "kv4_write_kernel");
     return FQ_OK;
 }
 
-extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,
-                                     const fq_kv4_cache *cache, int n_q, const int *ctx_len,
-                                     int heads)
+/* Both attentions after their checks: KV4 when k16 is NULL, else bf16 K/V (k16, v16) in
+ * the shape of `cache`. */
+static int attention_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out, const uint16_t *q,
+                         const fq_kv4_cache *cache, const uint16_t *k16, const uint16_t *v16,
+                         int n_q, const int *ctx_len, int heads)
 {
-    const char *where = FILE_ ":fq_attention_kv4_cuda";
-    if (!ctx)
-        return fq_error("%s: NULL context (expected an initialised fq_cuda_ctx)", where);
-    if (w4a4_check_attention(where, out, q, cache, n_q, ctx_len, heads))
-        return FQ_ERR;
+    const bool bf = k16 != nullptr;
     const int r = heads / cache->kv_heads, dh = cache->dh;
     if (cache->batch > MAX_BATCH)
         return fq_error("%s: batch = %d (expected at most %d on the GPU)", where, cache->batch,
@@ -380,26 +467,32 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
         return fq_error("%s: dh = %d (expected a power of two in 8..256 on the GPU)", where, dh);
     if (r < 1 || r > 32)
         return fq_error("%s: heads/kv_heads = %d (expected 1..32 on the GPU)", where, r);
-    /* heads per CTA: the smallest instantiated R >= r, at most 16 */
-    const int R = r <= 1 ? 1 : r <= 2 ? 2 : r <= 4 ? 4 : r <= 8 ? 8 : 16;
+    int maxctx = 0;
+    for (int b = 0; b < cache->batch; b++)
+        maxctx = ctx_len[b] > maxctx ? ctx_len[b] : maxctx;
+    /* Heads per CTA: the smallest instantiated R >= r, at most 16; halved (down to 2) while
+     * even the most splits leave fewer than two CTAs per multiprocessor — one decode
+     * sequence of a 70B layer had 8 KV heads × 9 splits = 72 CTAs of 8 heads (28 µs at 2k
+     * context, session 7). A head's arithmetic does not depend on R below 16. Splits:
+     * enough CTAs to fill the GPU when there are few (batch·kv_heads·n_q), never chunks
+     * shorter than AT_SPLIT_MIN positions. */
+    const int maxsplit = (maxctx + AT_SPLIT_MIN - 1) / AT_SPLIT_MIN;
+    int R = r <= 1 ? 1 : r <= 2 ? 2 : r <= 4 ? 4 : r <= 8 ? 8 : 16;
+    while (R > 2 && R < 16 &&
+           (long)cache->batch * cache->kv_heads * ((r + R - 1) / R) * n_q * maxsplit <
+               2L * ctx->sm_count)
+        R /= 2;
     const int nhc = (r + R - 1) / R;
     if ((long)cache->batch * cache->kv_heads * nhc > 65535)
         return fq_error("%s: batch·kv_heads = %d·%d (expected at most %d on the GPU: one grid "
                         "row per KV head)", where, cache->batch, cache->kv_heads, 65535 / nhc);
-    int maxctx = 0;
-    for (int b = 0; b < cache->batch; b++)
-        maxctx = ctx_len[b] > maxctx ? ctx_len[b] : maxctx;
-    /* Splits: enough CTAs to fill the GPU when there are few (batch·kv_heads·n_q), never
-     * chunks shorter than AT_SPLIT_MIN positions. */
     const long groups = (long)cache->batch * cache->kv_heads * nhc * n_q;
     int nsplit = (int)((528 + groups - 1) / groups);
-    int maxsplit = (maxctx + AT_SPLIT_MIN - 1) / AT_SPLIT_MIN;
     nsplit = nsplit < 1 ? 1 : (nsplit > maxsplit ? maxsplit : nsplit);
     int chunk = (maxctx + nsplit - 1) / nsplit;
     chunk = (chunk + AT_TILE - 1) / AT_TILE * AT_TILE;
     nsplit = (maxctx + chunk - 1) / chunk;
 
-    cudaStream_t st = CTX_STREAM(ctx);
     const size_t rows = (size_t)cache->batch * n_q * heads;
     float *part = nullptr;
     const size_t part_bytes = rows * nsplit * (dh + 2) * sizeof(float);
@@ -409,6 +502,8 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
     attn_args a;
     a.q = q;
     a.c = *cache;
+    a.k16 = k16;
+    a.v16 = v16;
     for (int b = 0; b < cache->batch; b++)
         a.ctx_len[b] = ctx_len[b];
     a.n_q = n_q;
@@ -422,18 +517,51 @@ extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint
     dim3 grid(nsplit, cache->batch * cache->kv_heads * nhc, n_q);
     int rc;
     switch (R) {
-    case 1: rc = dispatch_dh<1>(grid, st, a); break;
-    case 2: rc = dispatch_dh<2>(grid, st, a); break;
-    case 4: rc = dispatch_dh<4>(grid, st, a); break;
-    case 8: rc = dispatch_dh<8>(grid, st, a); break;
-    default: rc = dispatch_dh<16>(grid, st, a); break;
+    case 1: rc = dispatch_dh<1>(grid, ctx, a, bf); break;
+    case 2: rc = dispatch_dh<2>(grid, ctx, a, bf); break;
+    case 4: rc = dispatch_dh<4>(grid, ctx, a, bf); break;
+    case 8: rc = dispatch_dh<8>(grid, ctx, a, bf); break;
+    default: rc = dispatch_dh<16>(grid, ctx, a, bf); break;
     }
-    if (rc)
+    if (rc < 0)
         return fq_error("%s: dh = %d has no kernel instance (expected a power of two in "
                         "8..256)", where, dh);
-    LAUNCH_CHECK(FILE_, "fq_attention_kv4_cuda", "attn_kv4_partial");
-    attn_combine<<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(out, a.part_o, a.part_ml, (int)rows,
-                                                             nsplit, dh);
-    LAUNCH_CHECK(FILE_, "fq_attention_kv4_cuda", "attn_combine");
+    CU_CHECK((cudaError_t)rc, FILE_, where, "attn_kv4_partial");
+    const int rpb = COMB_THREADS / dh;
+    CU_CHECK(fq_launch(ctx, attn_combine, dim3((unsigned)((rows + rpb - 1) / rpb)),
+                       dim3(rpb * dh), 0, out, (const float *)a.part_o,
+                       (const float *)a.part_ml, (int)rows, nsplit, dh),
+             FILE_, where, "attn_combine");
     return FQ_OK;
+}
+
+extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,
+                                     const fq_kv4_cache *cache, int n_q, const int *ctx_len,
+                                     int heads)
+{
+    const char *where = FILE_ ":fq_attention_kv4_cuda";
+    if (!ctx)
+        return fq_error("%s: NULL context (expected an initialised fq_cuda_ctx)", where);
+    if (w4a4_check_attention(where, out, q, cache, n_q, ctx_len, heads))
+        return FQ_ERR;
+    return attention_run(ctx, where, out, q, cache, nullptr, nullptr, n_q, ctx_len, heads);
+}
+
+extern "C" int fq_attention_bf16kv_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,
+                                        const uint16_t *k, const uint16_t *v, int batch,
+                                        int kv_heads, int max_ctx, int dh, int n_q,
+                                        const int *ctx_len, int heads)
+{
+    const char *where = FILE_ ":fq_attention_bf16kv_cuda";
+    if (!ctx)
+        return fq_error("%s: NULL context (expected an initialised fq_cuda_ctx)", where);
+    if ((uintptr_t)k % 16 || (uintptr_t)v % 16)
+        return fq_error("%s: k or v is not 16-byte aligned (expected cudaMalloc'd caches)", where);
+    /* the KV4 shape checks on a view whose code and scale pointers are the bf16 caches
+     * (only their being set is checked; the kernel reads k and v as bf16) */
+    const fq_kv4_cache view = {batch, kv_heads, max_ctx, dh, (uint8_t *)k, (uint8_t *)v,
+                               (uint16_t *)k, (uint16_t *)v};
+    if (w4a4_check_attention(where, out, q, &view, n_q, ctx_len, heads))
+        return FQ_ERR;
+    return attention_run(ctx, where, out, q, &view, k, v, n_q, ctx_len, heads);
 }

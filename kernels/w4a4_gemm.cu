@@ -328,6 +328,9 @@ __global__ void __launch_bounds__(WARPS * 32) w4a4_gemm_decode(dec_batch B)
 
     vec zero;
     memset(&zero, 0, sizeof zero);
+    /* PDL: the first weight loads (weights: no kernel writes them) are issued before
+     * waiting for the kernel that wrote the activations, so they overlap its tail */
+    bool waited = false;
     for (int c = c0; c < c1; c += U) {
         /* the weight stream (HBM, read once: evict-first) is issued U chunks ahead */
         vec W0[U], W1[U];
@@ -338,6 +341,11 @@ __global__ void __launch_bounds__(WARPS * 32) w4a4_gemm_decode(dec_batch B)
             size_t off = (size_t)cc * (CK / 2);
             W0[u] = ok && w0ok ? __ldcs(reinterpret_cast<const vec *>(wa + off)) : zero;
             W1[u] = ok && w1ok ? __ldcs(reinterpret_cast<const vec *>(wb + off)) : zero;
+        }
+        if (!waited) {
+            pdl_wait();
+            pdl_launch_dependents();
+            waited = true;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -371,6 +379,10 @@ __global__ void __launch_bounds__(WARPS * 32) w4a4_gemm_decode(dec_batch B)
                 }
             }
         }
+    }
+    if (!waited) { /* a warp without chunks still reads sx and the residual below */
+        pdl_wait();
+        pdl_launch_dependents();
     }
     if (c0 < c1)
         flush(cur_b);
@@ -427,8 +439,8 @@ int launch_decode_v(fq_cuda_ctx *ctx, const char *where, const dec_batch &B, int
     if (smem > 48 * 1024)
         CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where,
                  "cudaFuncSetAttribute");
-    kern<<<ctas, WARPS * 32, smem, CTX_STREAM(ctx)>>>(B);
-    LAUNCH_CHECK(FILE_, where, "w4a4_gemm_decode");
+    CU_CHECK(fq_launch(ctx, kern, dim3(ctas), dim3(WARPS * 32), smem, B), FILE_, where,
+             "w4a4_gemm_decode");
     return FQ_OK;
 }
 

@@ -24,6 +24,7 @@
  */
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <type_traits>
 
 #include "kernels/cuda_common.cuh"
 extern "C" {
@@ -35,7 +36,8 @@ extern "C" {
 namespace {
 
 constexpr int MAX_BLOCK_VALUES = 28672;
-constexpr int COL_JB = 16, COL_THREADS = 128, SPLIT_MAX_M = 64;
+constexpr int COL_THREADS = 128, COL_THREADS_MAX = 256, SPLIT_MAX_M = 64;
+constexpr int QC_WORDS = FQ_BLOCK; /* 8-code words per CTA of the decode quantize step */
 /* the decode kernel's shared memory (X, Z and Y columns, R columns, L) must fit the
  * opt-in limit of Hopper (227 KiB); larger blocks take the one-CTA-per-token kernel */
 constexpr size_t COL_MAX_SMEM = 227 * 1024;
@@ -299,6 +301,73 @@ __global__ void __launch_bounds__(FQ_BLOCK)
     }
 }
 
+/* The op before the transform, fused into the decode kernel's input load (each of its CTAs
+ * reads the token's whole row anyway): none (x is the activation), RMSNorm (x is the
+ * residual; the row becomes bf16(γ·(x·r)), r = 1/sqrt(mean x² + eps), as rt_rmsnorm_bf16
+ * writes it, the sum of squares in this CTA's order), SwiGLU (x is gate; the row becomes
+ * bf16(g/(1 + e^−g)·u), as rt_swiglu_bf16 writes it). Each saves a launch and a round trip
+ * of the row through memory per decode step. */
+enum { PRO_NONE = 0, PRO_RMSNORM = 1, PRO_SWIGLU = 2 };
+struct prologue {
+    int kind;
+    const float *gamma; /* RMSNorm: [K] */
+    float eps;
+    const uint16_t *up; /* SwiGLU: [M, K] beside gate */
+};
+
+__device__ __forceinline__ float round_bf16(float f)
+{
+    return __uint_as_float((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f)) << 16);
+}
+
+/* X ← transform block b of token t's input row (n values; RMSNorm needs blocks = 1) */
+__device__ void load_input(float *X, float *red, const uint16_t *x, const prologue &p, int t,
+                           int K, int b, int n)
+{
+    const size_t off = (size_t)t * K + (size_t)b * n;
+    load_x_block(X, x + off, n);
+    if (p.kind == PRO_NONE)
+        return;
+    if (p.kind == PRO_SWIGLU) {
+        const uint4 *u4 = reinterpret_cast<const uint4 *>(p.up + off);
+        for (int i = threadIdx.x; i < n / 8; i += blockDim.x) {
+            const uint4 v = u4[i];
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float u0 = __uint_as_float(w[e] << 16), u1 = __uint_as_float(w[e] & 0xFFFF0000u);
+                const float g0 = X[i * 8 + 2 * e], g1 = X[i * 8 + 2 * e + 1];
+                X[i * 8 + 2 * e] = round_bf16(g0 / (1.0f + expf(-g0)) * u0);
+                X[i * 8 + 2 * e + 1] = round_bf16(g1 / (1.0f + expf(-g1)) * u1);
+            }
+        }
+        __syncthreads();
+        return;
+    }
+    float ss = 0.f; /* each thread squares the values it loaded itself */
+    for (int i = threadIdx.x; i < n / 8; i += blockDim.x)
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            ss += X[i * 8 + e] * X[i * 8 + e];
+    ss = block_sum(ss, red);
+    const float r = rsqrtf(ss / K + p.eps);
+    /* γ in 16-byte loads, four in flight: one scalar L2 load per value made this loop most of
+     * the fused kernel's 26 µs at K = 8192 (session 7) */
+    const float4 *g4 = reinterpret_cast<const float4 *>(p.gamma);
+    float4 *X4 = reinterpret_cast<float4 *>(X);
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
+        const float4 g = __ldg(g4 + i);
+        float4 v = X4[i];
+        v.x = round_bf16(g.x * (v.x * r));
+        v.y = round_bf16(g.y * (v.y * r));
+        v.z = round_bf16(g.z * (v.z * r));
+        v.w = round_bf16(g.w * (v.w * r));
+        X4[i] = v;
+    }
+    __syncthreads();
+}
+
 /* Decode, step 1: many CTAs per token. CTA (column block, transform block, token) computes
  * Y[:, jb] = Lᵀ·(X̃·R[:, jb]) — columns of Y need only the same columns of Z, so column
  * blocks are independent — writes them to the fp32 workspace y_ws [M, K] and each row's
@@ -306,22 +375,36 @@ __global__ void __launch_bounds__(FQ_BLOCK)
  * few warps to hide L2 latency behind a chain of dependent factor loads (measured 43 µs
  * per call on a 70B shape), so the CTA first stages what it reads — R[:, jb] and all of L —
  * in shared memory with independent coalesced loads, then runs the products from there
- * (same summation order as before, so the same bits). */
-template <int RB>
-__global__ void __launch_bounds__(COL_THREADS)
+ * (same summation order as before, so the same bits). JB columns per CTA: 16 when the
+ * grid is large anyway, 4 when it is not — with 16, one token of the 70B attention input
+ * ran on 8 CTAs and took 20 µs (Nsight Compute, session 7); every output still sums
+ * k = 0, 1, … in one thread, so the column split changes no bit. */
+/* Step 2 inside step 1 (FQ): when the whole grid fits on the GPU at once, the CTAs meet at
+ * a grid barrier after writing their row extrema, and each then quantizes its own columns
+ * of Y from shared memory — no y_ws round trip, no second launch. */
+struct fused_quant {
+    quant_dsts d;
+    int nc, kblocks, qmax;
+    unsigned long long *barrier, target;
+};
+
+template <int RB, int JB, bool FQ>
+__global__ void __launch_bounds__(COL_THREADS_MAX)
     transform_cols_kernel(float *__restrict__ y_ws, float *__restrict__ part,
-                          const uint16_t *__restrict__ x, int K, int blocks, int n1, int n2,
-                          const float *__restrict__ L, const float *__restrict__ R)
+                          const uint16_t *__restrict__ x, prologue pro, int K, int blocks,
+                          int n1, int n2, const float *__restrict__ L,
+                          const float *__restrict__ R, fused_quant fq)
 {
     extern __shared__ __align__(16) float sm[];
+    __shared__ float red[32];
     const int n = n1 * n2, cb = blockIdx.x, b = blockIdx.y, t = blockIdx.z;
-    const int ncb = gridDim.x, j0 = cb * COL_JB, jn = min(COL_JB, n2 - j0);
-    float *X = sm, *Zs = X + n, *Ys = Zs + n1 * COL_JB, *Rs = Ys + n1 * COL_JB;
-    float *Ls = Rs + n2 * COL_JB;
+    const int ncb = gridDim.x, j0 = cb * JB, jn = min(JB, n2 - j0);
+    float *X = sm, *Zs = X + n, *Ys = Zs + n1 * JB, *Rs = Ys + n1 * JB;
+    float *Ls = Rs + n2 * JB;
     if (R) {
         const float *Rb = R + (size_t)b * n2 * n2 + j0;
-        for (int e = threadIdx.x; e < n2 * COL_JB; e += blockDim.x) {
-            const int k = e / COL_JB, jj = e % COL_JB;
+        for (int e = threadIdx.x; e < n2 * JB; e += blockDim.x) {
+            const int k = e / JB, jj = e % JB;
             Rs[e] = jj < jn ? __ldg(Rb + (size_t)k * n2 + jj) : 0.f;
         }
     }
@@ -335,26 +418,31 @@ __global__ void __launch_bounds__(COL_THREADS)
             for (int e = threadIdx.x; e < n1 * n1; e += blockDim.x)
                 Ls[e] = __ldg(L + (size_t)b * n1 * n1 + e);
     }
-    load_x_block(X, x + (size_t)t * K + (size_t)b * n, n);
+    /* the factors above are weights: staged while the kernel before may still run */
+    pdl_wait();
+    pdl_launch_dependents();
+    load_input(X, red, x, pro, t, K, b, n);
     __syncthreads();
     const float *cur = nullptr;
     int cstride = 0, cc0 = 0;
     if (R) {
-        xr_product<RB, true>(Zs, COL_JB, 0, X, n1, n2, Rs, COL_JB, 0, jn);
-        cur = Zs, cstride = COL_JB, cc0 = 0;
+        xr_product<RB, true>(Zs, JB, 0, X, n1, n2, Rs, JB, 0, jn);
+        cur = Zs, cstride = JB, cc0 = 0;
     } else {
         cur = X, cstride = n2, cc0 = j0;
     }
     __syncthreads();
     if (L) {
-        lz_product<RB, true>(Ys, COL_JB, 0, cur, cstride, cc0, n1, Ls, jn);
+        lz_product<RB, true>(Ys, JB, 0, cur, cstride, cc0, n1, Ls, jn);
         __syncthreads();
-        cur = Ys, cstride = COL_JB, cc0 = 0;
+        cur = Ys, cstride = JB, cc0 = 0;
     }
-    float *yt = y_ws + (size_t)t * K + (size_t)b * n;
-    for (int e = threadIdx.x; e < n1 * jn; e += blockDim.x) {
-        int i = e / jn, jj = e % jn;
-        yt[(size_t)i * n2 + j0 + jj] = cur[i * cstride + cc0 + jj];
+    if constexpr (!FQ) {
+        float *yt = y_ws + (size_t)t * K + (size_t)b * n;
+        for (int e = threadIdx.x; e < n1 * jn; e += blockDim.x) {
+            int i = e / jn, jj = e % jn;
+            yt[(size_t)i * n2 + j0 + jj] = cur[i * cstride + cc0 + jj];
+        }
     }
     for (int i = threadIdx.x; i < n1; i += blockDim.x) {
         float mx = -INFINITY, mn = INFINITY;
@@ -367,48 +455,180 @@ __global__ void __launch_bounds__(COL_THREADS)
         pp[0] = mx;
         pp[1] = mn;
     }
+    if constexpr (FQ) {
+        /* JB == 4 and jn == 4 (the host checks): a row's 4 codes are one 16-bit store */
+        grid_arrive_wait(fq.barrier, fq.target);
+        const int sub = fq.kblocks / blocks, rows = n1 / sub;
+        for (int s = 0; s < sub; s++) {
+            const int kb = b * sub + s;
+            float mx = -INFINITY, mn = INFINITY;
+            const float2 *pp = reinterpret_cast<const float2 *>(
+                part + (((size_t)t * blocks + b) * n1 + (size_t)s * rows) * ncb * 2);
+#pragma unroll 4
+            for (int e = threadIdx.x; e < rows * ncb; e += blockDim.x) {
+                const float2 v = __ldcg(pp + e); /* other CTAs' writes: past L1 */
+                mx = fmaxf(mx, v.x);
+                mn = fminf(mn, v.y);
+            }
+            mx = block_max(mx, red);
+            mn = block_min(mn, red);
+            for (int p = 0; p < fq.nc; p++) {
+                const float sc = sym_scale(mx, mn, fq.d.kmax[p], fq.d.kmin[p], fq.qmax);
+                if (cb == 0 && threadIdx.x == 0)
+                    fq.d.scales[p][(size_t)t * fq.kblocks + kb] = sc;
+                for (int i = threadIdx.x; i < rows; i += blockDim.x) {
+                    const int row = s * rows + i;
+                    uint32_t h = 0;
+#pragma unroll
+                    for (int jj = 0; jj < 4; jj++) {
+                        float q = rintf(__fdiv_rn(cur[row * cstride + cc0 + jj], sc));
+                        q = fminf(fmaxf(q, (float)(-fq.qmax - 1)), (float)fq.qmax);
+                        h |= ((uint32_t)(int)q & 0xFu) << (4 * jj);
+                    }
+                    const size_t at = (size_t)t * K + (size_t)b * n + (size_t)row * n2 + j0;
+                    reinterpret_cast<uint16_t *>(fq.d.codes[p])[at / 4] = (uint16_t)h;
+                }
+            }
+        }
+    }
 }
 
-/* Decode, step 2: CTA (K-block, token) reduces the row extrema of its block (whole rows of
- * the [n1, n2] view: the caller guarantees it) and writes every consumer's codes and scale. */
+/* Decode, step 2: CTA (K-block, chunk of QC_WORDS words, token) reduces the row extrema of
+ * its K-block (whole rows of the [n1, n2] view: the caller guarantees it) and writes its
+ * chunk of every consumer's codes (one 8-code word per thread and consumer, read as two
+ * 16-byte loads); the chunk-0 CTA writes the scale. One CTA per K-block and token, as
+ * before, quantized 8192 values × 3 consumers in a 256-thread loop: 11 µs (session 7). */
 __global__ void __launch_bounds__(FQ_BLOCK)
     quant_cols_kernel(quant_dsts d, int nc, const float *__restrict__ y_ws,
                       const float *__restrict__ part, int K, int blocks, int n1, int n2,
-                      int ncb, int kblocks, int qmax)
+                      int ncb, int kblocks, int nchunk, int qmax)
 {
     __shared__ float red[32];
-    const int kb = blockIdx.x, t = blockIdx.y, sub = kblocks / blocks, blen = K / kblocks;
+    pdl_wait();
+    pdl_launch_dependents();
+    const int kb = blockIdx.x / nchunk, ch = blockIdx.x % nchunk, t = blockIdx.y;
+    const int sub = kblocks / blocks, blen = K / kblocks;
     const int b = kb / sub, rows = n1 / sub, i0 = (kb % sub) * rows;
     float mx = -INFINITY, mn = INFINITY;
-    const float *pp = part + (((size_t)t * blocks + b) * n1 + i0) * ncb * 2;
+    const float2 *pp =
+        reinterpret_cast<const float2 *>(part + (((size_t)t * blocks + b) * n1 + i0) * ncb * 2);
+#pragma unroll 4
     for (int e = threadIdx.x; e < rows * ncb; e += blockDim.x) {
-        mx = fmaxf(mx, pp[2 * e]);
-        mn = fminf(mn, pp[2 * e + 1]);
+        const float2 v = pp[e];
+        mx = fmaxf(mx, v.x);
+        mn = fminf(mn, v.y);
     }
     mx = block_max(mx, red);
     mn = block_min(mn, red);
+    const int w = ch * QC_WORDS + threadIdx.x;
     const float *yb = y_ws + (size_t)t * K + (size_t)kb * blen;
-    const size_t byte0 = ((size_t)t * K + (size_t)kb * blen) / 2;
+    float v[8];
+    if (w < blen / 8) {
+        const float4 a = *reinterpret_cast<const float4 *>(yb + (size_t)w * 8);
+        const float4 c = *reinterpret_cast<const float4 *>(yb + (size_t)w * 8 + 4);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = c.x, v[5] = c.y, v[6] = c.z,
+        v[7] = c.w;
+    }
+    const size_t word0 = ((size_t)t * K + (size_t)kb * blen) / 8;
     for (int p = 0; p < nc; p++) {
         const float s = sym_scale(mx, mn, d.kmax[p], d.kmin[p], qmax);
-        if (threadIdx.x == 0)
+        if (ch == 0 && threadIdx.x == 0)
             d.scales[p][(size_t)t * kblocks + kb] = s;
-        quant_pack(d.codes[p] + byte0, yb, blen, s, qmax);
+        if (w < blen / 8) {
+            uint32_t word = 0;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                float q = rintf(__fdiv_rn(v[e], s));
+                q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
+                word |= ((uint32_t)(int)q & 0xFu) << (4 * e);
+            }
+            reinterpret_cast<uint32_t *>(d.codes[p])[word0 + w] = word;
+        }
     }
+}
+
+/* The decode kernels' shape for (M, blocks, n1, n2): JB columns per CTA, RB rows per work
+ * item, threads per CTA (see transform_cols_kernel). */
+struct cols_shape {
+    int jb, rb, threads;
+};
+cols_shape decode_cols_shape(int sm_count, int M, int blocks, int n1, int n2)
+{
+    cols_shape c;
+    const long wide_ctas = (long)M * blocks * ((n2 + 15) / 16);
+    if (wide_ctas >= 2L * sm_count) {
+        c.jb = 16, c.threads = COL_THREADS, c.rb = n1 % 8 == 0 ? 8 : 1;
+        return c;
+    }
+    /* narrow: 4 columns, and rows per item small enough that every thread has one */
+    c.jb = 4, c.threads = COL_THREADS_MAX;
+    c.rb = n1 % 8 == 0 && 4 * (n1 / 8) >= c.threads   ? 8
+           : n1 % 2 == 0 && 4 * (n1 / 2) >= c.threads ? 2
+                                                      : 1;
+    return c;
+}
+
+/* The column kernel for JB; with fq (JB = 4, 4 | n2) the quantization rides in it when the
+ * whole grid can be resident at once (its grid barrier needs that); *fused says which ran. */
+template <int JB>
+int launch_cols(fq_cuda_ctx *ctx, const cols_shape &c, dim3 grid, size_t smem,
+                const prologue &pro, float *y_ws, float *part, const uint16_t *x, int K,
+                int blocks, int n1, int n2, const float *L, const float *R, fused_quant *fq,
+                int *fused)
+{
+    auto pick = [&](auto fqv) {
+        constexpr bool F = decltype(fqv)::value;
+        return c.rb == 8 ? transform_cols_kernel<8, JB, F>
+               : c.rb == 2 ? transform_cols_kernel<2, JB, F>
+                           : transform_cols_kernel<1, JB, F>;
+    };
+    *fused = 0;
+    const unsigned ctas = grid.x * grid.y * grid.z;
+    if (JB == 4 && fq && n2 % 4 == 0) {
+        auto kern = pick(std::true_type{});
+        if (fq_smem_optin((const void *)kern, ctx->device, (int)smem) != cudaSuccess)
+            return -1;
+        if ((long)ctas <= (long)fq_max_resident((const void *)kern, ctx->device, c.threads, smem) *
+                              ctx->sm_count) {
+            if (fq_cuda_grid_barrier(ctx, ctas, &fq->barrier, &fq->target) != FQ_OK)
+                return -1;
+            *fused = 1;
+            return fq_launch(ctx, kern, grid, dim3(c.threads), smem, y_ws, part, x, pro, K,
+                             blocks, n1, n2, L, R, *fq) == cudaSuccess
+                       ? 0
+                       : -1;
+        }
+    }
+    auto kern = pick(std::false_type{});
+    if (fq_smem_optin((const void *)kern, ctx->device, (int)smem) != cudaSuccess)
+        return -1;
+    const fused_quant none = {};
+    return fq_launch(ctx, kern, grid, dim3(c.threads), smem, y_ws, part, x, pro, K, blocks, n1,
+                     n2, L, R, none) == cudaSuccess
+               ? 0
+               : -1;
 }
 
 } // namespace
 
-extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int nconsumers,
-                                       const uint16_t *x, int M, int K, int blocks, int n1,
-                                       int n2, const float *L, const float *R, int kblocks,
-                                       int bits)
+/* The decode (column-split) path's shared-memory bytes for these shapes, 0 when the shapes
+ * take another kernel: what the fused entry points require. */
+static size_t decode_path_smem(const fq_cuda_ctx *ctx, int M, int K, int blocks, int n1, int n2,
+                               int kblocks)
 {
-    const char *where = FILE_ ":fq_transform_quant_cuda";
-    if (!ctx)
-        return fq_error("%s: NULL context (expected an initialised fq_cuda_ctx)", where);
-    if (w4a4_check_quant(where, dst, nconsumers, x, M, K, blocks, n1, n2, kblocks, bits))
-        return FQ_ERR;
+    if (K % 64 || M > SPLIT_MAX_M || blocks < 1 || kblocks % blocks || n1 % (kblocks / blocks))
+        return 0;
+    const cols_shape cs = decode_cols_shape(ctx->sm_count, M, blocks, n1, n2);
+    const size_t smem = sizeof(float) * ((size_t)n1 * n2 + 2 * (size_t)n1 * cs.jb +
+                                         (size_t)n2 * cs.jb + (size_t)n1 * n1);
+    return smem <= COL_MAX_SMEM ? smem : 0;
+}
+
+static int transform_quant_run(fq_cuda_ctx *ctx, const char *where, const fq_quant_dst *dst,
+                               int nconsumers, const uint16_t *x, const prologue &pro, int M,
+                               int K, int blocks, int n1, int n2, const float *L, const float *R,
+                               int kblocks, int bits)
+{
     if (n1 * n2 > MAX_BLOCK_VALUES)
         return fq_error("%s: transform block n1·n2 = %d (expected at most %d on the GPU: two "
                         "fp32 copies must fit in shared memory)", where, n1 * n2,
@@ -428,9 +648,13 @@ extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst
     }
     const int qmax = (1 << (bits - 1)) - 1, sub = kblocks / blocks;
     cudaStream_t st = CTX_STREAM(ctx);
-    const char *fn = "fq_transform_quant_cuda";
+    const char *fn = where + sizeof(FILE_ ":") - 1; /* the function, after "FILE:" */
     /* rows blocked by 8 when n1 allows it (the factors' loads serve 8 FMAs), else by 1 */
     const bool rb8 = n1 % 8 == 0;
+    if (pro.kind != PRO_NONE && !decode_path_smem(ctx, M, K, blocks, n1, n2, kblocks))
+        return fq_error("%s: M = %d, K = %d, blocks %d, n1·n2 = %d·%d: not the decode kernel's "
+                        "shapes (expected fq_transform_quant_fuses() to accept them before a "
+                        "fused call)", where, M, K, blocks, n1, n2);
     if (K % 64) { /* padded rows; the checks above left blocks = kblocks = 1 */
         const size_t smem = sizeof(float) * (2 * (size_t)((K + 3) / 4 * 4));
         const int Kp = fq_w4a4_padded_k(K);
@@ -443,25 +667,35 @@ extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst
     }
     /* Few tokens: split each token over column blocks (decode); the K-blocks must then be
      * whole rows of the [n1, n2] view. Many tokens: one CTA per token (prefill). */
+    const cols_shape cs = decode_cols_shape(ctx->sm_count, M, blocks, n1, n2);
     const size_t smem_cols =
-        sizeof(float) * ((size_t)n1 * n2 + 2 * (size_t)n1 * COL_JB + (size_t)n2 * COL_JB +
+        sizeof(float) * ((size_t)n1 * n2 + 2 * (size_t)n1 * cs.jb + (size_t)n2 * cs.jb +
                          (size_t)n1 * n1);
     if (M <= SPLIT_MAX_M && n1 % sub == 0 && smem_cols <= COL_MAX_SMEM) {
-        const int ncb = (n2 + COL_JB - 1) / COL_JB;
+        const int ncb = (n2 + cs.jb - 1) / cs.jb;
         const size_t ws = (size_t)M * K + (size_t)M * blocks * n1 * ncb * 2;
         float *y_ws = nullptr;
         if (fq_cuda_scratch(ctx, FQ_SCRATCH_QUANT, ws * sizeof(float), (void **)&y_ws))
-            return fq_error_wrap(FILE_ ":%s: workspace", fn);
+            return fq_error_wrap("%s: workspace", where);
         float *part = y_ws + (size_t)M * K;
-        auto kern = rb8 ? transform_cols_kernel<8> : transform_cols_kernel<1>;
-        CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, (int)smem_cols), FILE_, fn,
-                 "cudaFuncSetAttribute");
-        kern<<<dim3(ncb, blocks, M), COL_THREADS, smem_cols, st>>>(y_ws, part, x, K, blocks, n1, n2,
-                                                              L, R);
-        LAUNCH_CHECK(FILE_, fn, "transform_cols_kernel");
-        quant_cols_kernel<<<dim3(kblocks, M), FQ_BLOCK, 0, st>>>(d, nconsumers, y_ws, part, K,
-                                                                 blocks, n1, n2, ncb, kblocks, qmax);
-        LAUNCH_CHECK(FILE_, fn, "quant_cols_kernel");
+        const dim3 grid(ncb, blocks, M);
+        fused_quant fq = {d, nconsumers, kblocks, qmax, nullptr, 0};
+        int fused = 0;
+        const int rc = cs.jb == 16 ? launch_cols<16>(ctx, cs, grid, smem_cols, pro, y_ws, part, x,
+                                                     K, blocks, n1, n2, L, R, &fq, &fused)
+                                   : launch_cols<4>(ctx, cs, grid, smem_cols, pro, y_ws, part, x,
+                                                    K, blocks, n1, n2, L, R, &fq, &fused);
+        if (rc)
+            return fq_error("%s: CUDA error in transform_cols_kernel (%zu bytes of shared "
+                            "memory): %s (expected success)", where, smem_cols,
+                            cudaGetErrorString(cudaGetLastError()));
+        if (fused)
+            return FQ_OK;
+        const int blen = K / kblocks, nchunk = (blen / 8 + QC_WORDS - 1) / QC_WORDS;
+        CU_CHECK(fq_launch(ctx, quant_cols_kernel, dim3(kblocks * nchunk, M), dim3(FQ_BLOCK), 0,
+                           d, nconsumers, (const float *)y_ws, (const float *)part, K, blocks,
+                           n1, n2, ncb, kblocks, nchunk, qmax),
+                 FILE_, fn, "quant_cols_kernel");
         return FQ_OK;
     }
     const size_t smem = 2 * sizeof(float) * (size_t)n1 * n2;
@@ -471,4 +705,70 @@ extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst
     kern<<<M, FQ_BLOCK, smem, st>>>(d, nconsumers, x, K, blocks, n1, n2, L, R, kblocks, qmax);
     LAUNCH_CHECK(FILE_, fn, "transform_quant_kernel");
     return FQ_OK;
+}
+
+extern "C" int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int nconsumers,
+                                       const uint16_t *x, int M, int K, int blocks, int n1,
+                                       int n2, const float *L, const float *R, int kblocks,
+                                       int bits)
+{
+    const char *where = FILE_ ":fq_transform_quant_cuda";
+    if (!ctx)
+        return fq_error("%s: NULL context (expected an initialised fq_cuda_ctx)", where);
+    if (w4a4_check_quant(where, dst, nconsumers, x, M, K, blocks, n1, n2, kblocks, bits))
+        return FQ_ERR;
+    const prologue none = {PRO_NONE, nullptr, 0.f, nullptr};
+    return transform_quant_run(ctx, where, dst, nconsumers, x, none, M, K, blocks, n1, n2, L, R,
+                               kblocks, bits);
+}
+
+extern "C" int fq_transform_quant_fuses(const fq_cuda_ctx *ctx, int M, int K, int blocks,
+                                        int n1, int n2, int kblocks)
+{
+    return ctx && n1 > 0 && n2 > 0 && n1 * n2 <= MAX_BLOCK_VALUES &&
+           decode_path_smem(ctx, M, K, blocks, n1, n2, kblocks) > 0;
+}
+
+extern "C" int fq_norm_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst,
+                                            int nconsumers, const uint16_t *x,
+                                            const float *gamma, float eps, int M, int K, int n1,
+                                            int n2, const float *L, const float *R, int bits)
+{
+    const char *where = FILE_ ":fq_norm_transform_quant_cuda";
+    if (!ctx)
+        return fq_error("%s: NULL context (expected an initialised fq_cuda_ctx)", where);
+    if (w4a4_check_quant(where, dst, nconsumers, x, M, K, 1, n1, n2, 1, bits))
+        return FQ_ERR;
+    if (!gamma || (uintptr_t)gamma % 16 || !(eps >= 0.f))
+        return fq_error("%s: gamma %p, eps %g (expected a 16-byte aligned device vector and "
+                        "eps >= 0)", where, (const void *)gamma, (double)eps);
+    if (!fq_transform_quant_fuses(ctx, M, K, 1, n1, n2, 1))
+        return fq_error("%s: M = %d, K = %d, n1·n2 = %d·%d (expected the decode kernel's "
+                        "shapes: fq_transform_quant_fuses)", where, M, K, n1, n2);
+    const prologue pro = {PRO_RMSNORM, gamma, eps, nullptr};
+    return transform_quant_run(ctx, where, dst, nconsumers, x, pro, M, K, 1, n1, n2, L, R, 1,
+                               bits);
+}
+
+extern "C" int fq_swiglu_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst,
+                                              int nconsumers, const uint16_t *gate,
+                                              const uint16_t *up, int M, int K, int blocks,
+                                              int n1, int n2, const float *L, const float *R,
+                                              int kblocks, int bits)
+{
+    const char *where = FILE_ ":fq_swiglu_transform_quant_cuda";
+    if (!ctx)
+        return fq_error("%s: NULL context (expected an initialised fq_cuda_ctx)", where);
+    if (w4a4_check_quant(where, dst, nconsumers, gate, M, K, blocks, n1, n2, kblocks, bits))
+        return FQ_ERR;
+    if (!up || (uintptr_t)up % 16)
+        return fq_error("%s: up %p (expected a 16-byte aligned device buffer)", where,
+                        (const void *)up);
+    if (!fq_transform_quant_fuses(ctx, M, K, blocks, n1, n2, kblocks))
+        return fq_error("%s: M = %d, K = %d, blocks %d, n1·n2 = %d·%d (expected the decode "
+                        "kernel's shapes: fq_transform_quant_fuses)", where, M, K, blocks, n1,
+                        n2);
+    const prologue pro = {PRO_SWIGLU, nullptr, 0.f, up};
+    return transform_quant_run(ctx, where, dst, nconsumers, gate, pro, M, K, blocks, n1, n2, L,
+                               R, kblocks, bits);
 }

@@ -1,7 +1,8 @@
 /* gpu_fp_layer.c — one decoder layer of the FP (bf16) model on the GPU, Megatron-sharded.
  *
  * The same order as core/llama_model.c's forward: RMSNorm → q/k/v (this rank's heads) →
- * RoPE → KV cache write → causal attention over the cache → o_proj (this rank's input
+ * RoPE → KV cache write → causal attention over the cache (the KV4 runtime's kernel on bf16
+ * K/V: one attention design in both) → o_proj (this rank's input
  * rows) → all-reduce → RMSNorm → gate/up (this rank's f slice) → SwiGLU → down_proj (its
  * rows) → all-reduce. The residual add rides on the row-parallel GEMM: rank 0 accumulates
  * into the hidden state, the others overwrite it with their partial product, and the sum
@@ -10,6 +11,7 @@
 #include "runtime/gpu_model.h"
 #include "error.h"
 #include "runtime/rt_ops.h"
+#include "kernels/w4a4.h"
 
 #ifdef FLATQ_HAVE_CUDA
 
@@ -26,7 +28,11 @@ int gpu_row_parallel_linear(gpu_model *m, const uint16_t *in, const uint16_t *w,
 
 int gpu_fp_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
 {
-    (void)pos0; /* positions were uploaded to pos0_d by the model forward */
+    /* positions were uploaded to pos0_d by the model forward; the attention takes each
+     * sequence's length on the host */
+    int len[4096];
+    for (int b = 0; b < B; b++)
+        len[b] = pos0[b] + n;
     const llama_config *c = &m->cfg;
     const tp_plan *p = &m->plan;
     const gpu_fp_layer *l = &m->fp[layer];
@@ -47,8 +53,8 @@ int gpu_fp_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
         rt_kv_write_bf16(ctx, l->kc, l->vc, m->kb, m->vb, B, n, p->kv_heads, dh, m->max_ctx,
                          m->pos0_d) != FQ_OK ||
         rt_prof_mark(pf, RTP_KV) != FQ_OK ||
-        rt_attention_bf16(ctx, m->att, m->qb, l->kc, l->vc, B, n, p->heads, p->kv_heads, dh,
-                          m->max_ctx, m->pos0_d) != FQ_OK ||
+        fq_attention_bf16kv_cuda(ctx, m->att, m->qb, l->kc, l->vc, B, p->kv_heads, m->max_ctx,
+                                 dh, n, len, p->heads) != FQ_OK ||
         rt_prof_mark(pf, RTP_ATTN) != FQ_OK ||
         gpu_row_parallel_linear(m, m->att, l->wo, N, hl) != FQ_OK)
         return FQ_ERR;

@@ -7,7 +7,8 @@
  * rank's blocks + per-block quantization → W4A4 o_proj (this rank's input columns) with
  * the residual on rank 0 → all-reduce → RMSNorm(γ2') → Kron(mlp_in) + two quantizations
  * → gate/up GEMMs → SwiGLU → Kron(down_in) on this rank's blocks + per-block quantization
- * → down_proj → all-reduce.
+ * → down_proj → all-reduce. At decode sizes the two RMSNorms and the SwiGLU run inside
+ * the transform's launch (fq_norm_transform_quant_cuda, fq_swiglu_transform_quant_cuda).
  *
  * Slicing: column-parallel weights keep whole output rows (contiguous in the file);
  * row-parallel ones keep a byte range of every row, so the shard boundary must fall on a
@@ -223,6 +224,27 @@ static int q_row_parallel(gpu_model *m, const gpu_q_layer *l, int linear, int N,
     return rt_prof_mark(m->prof, RTP_ALLREDUCE);
 }
 
+/* RMSNorm(x)·γ, then Kron(t) + the consumers' quantizations: one launch at decode sizes
+ * (fq_norm_transform_quant_cuda), else the norm into m->a and the transform from there. */
+static int norm_transform_quant(gpu_model *m, const fq_quant_dst *dst, int nc,
+                                const float *gamma, const gpu_kron *t, int N)
+{
+    fq_cuda_ctx *ctx = m->ctx;
+    int d = m->cfg.hidden, bits = m->qc.a_bits;
+    float eps = (float)m->cfg.rms_eps;
+    if (fq_transform_quant_fuses(ctx, N, d, 1, t->n1, t->n2, 1)) {
+        if (fq_norm_transform_quant_cuda(ctx, dst, nc, m->x, gamma, eps, N, d, t->n1, t->n2,
+                                         t->L, t->R, bits) != FQ_OK)
+            return FQ_ERR;
+    } else if (rt_rmsnorm_bf16(ctx, m->a, m->x, gamma, N, d, eps) != FQ_OK ||
+               rt_prof_mark(m->prof, RTP_NORM) != FQ_OK ||
+               fq_transform_quant_cuda(ctx, dst, nc, m->a, N, d, 1, t->n1, t->n2, t->L, t->R, 1,
+                                       bits) != FQ_OK) {
+        return FQ_ERR;
+    }
+    return rt_prof_mark(m->prof, RTP_TQUANT);
+}
+
 int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
 {
     const llama_config *c = &m->cfg;
@@ -231,7 +253,6 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
     fq_cuda_ctx *ctx = m->ctx;
     int N = B * n, d = c->hidden, dh = c->head_dim, hl = p->heads * dh, gl = p->kv_heads * dh;
     int bits = m->qc.a_bits, nb = p->blocks;
-    float eps = (float)c->rms_eps;
     int pos[4096], len[4096];
     for (int b = 0; b < B; b++) {
         pos[b] = pos0[b];
@@ -244,11 +265,7 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
     /* attention */
     fq_quant_dst qkv[3] = {dst_of(m, l, 0, QL_Q), dst_of(m, l, 1, QL_K), dst_of(m, l, 2, QL_V)};
     rt_profile *pf = m->prof;
-    if (rt_rmsnorm_bf16(ctx, m->a, m->x, l->attn_norm, N, d, eps) != FQ_OK ||
-        rt_prof_mark(pf, RTP_NORM) != FQ_OK ||
-        fq_transform_quant_cuda(ctx, qkv, 3, m->a, N, d, 1, l->attn_in.n1, l->attn_in.n2,
-                                l->attn_in.L, l->attn_in.R, 1, bits) != FQ_OK ||
-        rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
+    if (norm_transform_quant(m, qkv, 3, l->attn_norm, &l->attn_in, N) != FQ_OK ||
         q_gemms(m, l, 3, (uint16_t *[]){m->qb, m->kb, m->vb}, (int[]){QL_Q, QL_K, QL_V},
                 (int[]){hl, gl, gl}, N, d) != FQ_OK ||
         rt_prof_mark(pf, RTP_GEMM) != FQ_OK ||
@@ -270,21 +287,25 @@ int gpu_q_layer_fwd(gpu_model *m, int layer, int B, int n, const int *pos0)
     /* MLP */
     fq_quant_dst gu[2] = {dst_of(m, l, 0, QL_GATE), dst_of(m, l, 1, QL_UP)};
     size_t nf = (size_t)N * p->ffn;
-    if (rt_rmsnorm_bf16(ctx, m->a, m->x, l->mlp_norm, N, d, eps) != FQ_OK ||
-        rt_prof_mark(pf, RTP_NORM) != FQ_OK ||
-        fq_transform_quant_cuda(ctx, gu, 2, m->a, N, d, 1, l->mlp_in.n1, l->mlp_in.n2,
-                                l->mlp_in.L, l->mlp_in.R, 1, bits) != FQ_OK ||
-        rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
+    if (norm_transform_quant(m, gu, 2, l->mlp_norm, &l->mlp_in, N) != FQ_OK ||
         q_gemms(m, l, 2, (uint16_t *[]){m->gate, m->up}, (int[]){QL_GATE, QL_UP},
                 (int[]){p->ffn, p->ffn}, N, d) != FQ_OK ||
-        rt_prof_mark(pf, RTP_GEMM) != FQ_OK ||
-        rt_swiglu_bf16(ctx, m->gate, m->gate, m->up, nf) != FQ_OK ||
-        rt_prof_mark(pf, RTP_SWIGLU) != FQ_OK)
+        rt_prof_mark(pf, RTP_GEMM) != FQ_OK)
         return FQ_ERR;
+    /* SwiGLU, then Kron(down_in) + quantization: one launch at decode sizes */
     fq_quant_dst dn = dst_of(m, l, 0, QL_DOWN);
-    if (fq_transform_quant_cuda(ctx, &dn, 1, m->gate, N, p->ffn, nb, l->down_in.n1,
-                                l->down_in.n2, l->down_in.L, l->down_in.R, nb, bits) != FQ_OK ||
-        rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
+    const gpu_kron *kd = &l->down_in;
+    if (fq_transform_quant_fuses(ctx, N, p->ffn, nb, kd->n1, kd->n2, nb)) {
+        if (fq_swiglu_transform_quant_cuda(ctx, &dn, 1, m->gate, m->up, N, p->ffn, nb, kd->n1,
+                                           kd->n2, kd->L, kd->R, nb, bits) != FQ_OK)
+            return FQ_ERR;
+    } else if (rt_swiglu_bf16(ctx, m->gate, m->gate, m->up, nf) != FQ_OK ||
+               rt_prof_mark(pf, RTP_SWIGLU) != FQ_OK ||
+               fq_transform_quant_cuda(ctx, &dn, 1, m->gate, N, p->ffn, nb, kd->n1, kd->n2,
+                                       kd->L, kd->R, nb, bits) != FQ_OK) {
+        return FQ_ERR;
+    }
+    if (rt_prof_mark(pf, RTP_TQUANT) != FQ_OK ||
         q_row_parallel(m, l, QL_DOWN, N, p->ffn, nb) != FQ_OK)
         return FQ_ERR;
     return FQ_OK;

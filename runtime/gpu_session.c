@@ -62,8 +62,13 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
 #ifdef FLATQ_HAVE_CUDA
     if (rc == FQ_OK) {
         rc = fq_cuda_init(&s->ctx, s->comm.device);
-        if (rc == FQ_OK)
+        if (rc == FQ_OK) {
             s->have_ctx = 1;
+            /* inference kernels as programmatic dependents (kernels/flatq_cuda.h) unless
+             * FLATQ_PDL=0: the benchmark compares both in one run */
+            const char *pdl = getenv("FLATQ_PDL");
+            s->ctx.pdl = !(pdl && strcmp(pdl, "0") == 0);
+        }
         else
             fq_error_wrap("rank %d", s->comm.rank);
     }

@@ -110,6 +110,8 @@ __global__ void rmsnorm_kernel(uint16_t *out, const uint16_t *x, const float *ga
                                float eps)
 {
     __shared__ float sh[32];
+    pdl_wait();
+    pdl_launch_dependents();
     const uint16_t *row = x + (size_t)blockIdx.x * d;
     float ss = 0;
     for (int c = threadIdx.x; c < d; c += blockDim.x) {
@@ -131,6 +133,8 @@ __global__ void rmsnorm8_kernel(uint16_t *out, const uint16_t *x, const float *g
                                 float eps)
 {
     __shared__ float sh[32];
+    pdl_wait();
+    pdl_launch_dependents();
     const uint4 *row = reinterpret_cast<const uint4 *>(x + (size_t)blockIdx.x * d);
     const int nv = d / 8;
     float ss = 0;
@@ -169,11 +173,16 @@ int rt_rmsnorm_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *x, const fl
     ARGCHECK(n > 0 && d > 0, "rt_rmsnorm_bf16", "n=%d d=%d (expected positive)", n, d);
     const bool wide = d % 8 == 0 && (uintptr_t)out % 16 == 0 && (uintptr_t)x % 16 == 0 &&
                       (uintptr_t)gamma % 16 == 0;
+    /* a decode step normalises a few rows, each on one CTA whose latency is the op's time:
+     * one 16-byte load per thread there (up to 1024 threads), FQ_BLOCK for prefill */
+    const int nv = d / 8, few = (nv + 31) / 32 * 32;
+    const int threads = n <= 16 && few > FQ_BLOCK ? (few < 1024 ? few : 1024) : FQ_BLOCK;
     if (wide)
-        rmsnorm8_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, x, gamma, d, eps);
+        CU_CHECK(fq_launch(ctx, rmsnorm8_kernel, dim3(n), dim3(threads), 0, out, x, gamma, d, eps),
+                 F, "rt_rmsnorm_bf16", "rmsnorm8_kernel");
     else
-        rmsnorm_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, x, gamma, d, eps);
-    LAUNCH_CHECK(F, "rt_rmsnorm_bf16", "rmsnorm_kernel");
+        CU_CHECK(fq_launch(ctx, rmsnorm_kernel, dim3(n), dim3(FQ_BLOCK), 0, out, x, gamma, d, eps),
+                 F, "rt_rmsnorm_bf16", "rmsnorm_kernel");
     return FQ_OK;
 }
 
@@ -192,14 +201,28 @@ __device__ __forceinline__ float2 rope_rotate(float u1, float u2, float c, float
     return make_float2(u1 * c - u2 * s, u2 * c + u1 * s);
 }
 
-/* out[j] = Σ_i xs[i] M[i, j], i ascending (xs staged in shared memory), rounded to bf16 */
+/* out[j] = Σ_i xs[i] M[i, j], i ascending (xs staged in shared memory), rounded to bf16.
+ * The loads of M come 16 at a time ahead of their FMAs: as one dependent load per FMA the
+ * 128-long sum took one L2 latency per term (rope_mk_kernel 26 µs per decode step at dh
+ * 128, Nsight Compute, session 7). Same FMAs in the same order, so the same bits. */
 __device__ __forceinline__ void vec_times_matrix(uint16_t *out, const float *xs, int dh,
-                                                 const float *M)
+                                                 const float *__restrict__ M)
 {
+    constexpr int U = 16;
     for (int j = threadIdx.x; j < dh; j += blockDim.x) {
         float acc = 0;
-        for (int i = 0; i < dh; i++)
-            acc += xs[i] * M[(size_t)i * dh + j];
+        int i = 0;
+        for (; i + U <= dh; i += U) {
+            float m[U];
+#pragma unroll
+            for (int e = 0; e < U; e++)
+                m[e] = __ldg(M + (size_t)(i + e) * dh + j);
+#pragma unroll
+            for (int e = 0; e < U; e++)
+                acc = fmaf(xs[i + e], m[e], acc);
+        }
+        for (; i < dh; i++)
+            acc = fmaf(xs[i], __ldg(M + (size_t)i * dh + j), acc);
         out[j] = to_bf(acc);
     }
 }
@@ -268,6 +291,8 @@ __global__ void rope_mk_kernel(uint16_t *q, uint16_t *k, uint16_t *v, int nq, in
                                const float *Mv)
 {
     extern __shared__ float xs[];
+    pdl_wait();
+    pdl_launch_dependents();
     int vec = blockIdx.x, heads = hq, rope = 1;
     uint16_t *base = q;
     const float *M = Mq;
@@ -302,14 +327,17 @@ int rt_rope_mk_bf16(fq_cuda_ctx *ctx, uint16_t *q, uint16_t *k, uint16_t *v, int
              "rt_rope_mk_bf16", "B=%d n=%d heads=%d/%d dh=%d (expected positive sizes, dh even "
              "and <= 4096, q, k, M_q, M_k, and v when M_v is given)", B, n, hq, hk, dh);
     int nq = B * n * hq, nk = B * n * hk, nv = Mv ? nk : 0;
-    rope_mk_kernel<<<nq + nk + nv, vec_threads(dh), sizeof(float) * dh, CTX_STREAM(ctx)>>>(
-        q, k, v, nq, nk, hq, hk, n, dh, pos0, cos, sin, Mq, Mk, Mv);
-    LAUNCH_CHECK(F, "rt_rope_mk_bf16", "rope_mk_kernel");
+    CU_CHECK(fq_launch(ctx, rope_mk_kernel, dim3(nq + nk + nv), dim3(vec_threads(dh)),
+                       sizeof(float) * dh, q, k, v, nq, nk, hq, hk, n, dh, pos0, cos, sin, Mq,
+                       Mk, Mv),
+             F, "rt_rope_mk_bf16", "rope_mk_kernel");
     return FQ_OK;
 }
 
 __global__ void swiglu_kernel(uint16_t *out, const uint16_t *gate, const uint16_t *up, size_t n)
 {
+    pdl_wait();
+    pdl_launch_dependents();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         float g = bf(gate[i]);
@@ -321,8 +349,9 @@ int rt_swiglu_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *gate, const 
                    size_t n)
 {
     ARGCHECK(n > 0, "rt_swiglu_bf16", "n=0 (expected elements)");
-    swiglu_kernel<<<fq_grid(n, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, gate, up, n);
-    LAUNCH_CHECK(F, "rt_swiglu_bf16", "swiglu_kernel");
+    CU_CHECK(fq_launch(ctx, swiglu_kernel, dim3(fq_grid(n, FQ_BLOCK)), dim3(FQ_BLOCK), 0, out,
+                       gate, up, n),
+             F, "rt_swiglu_bf16", "swiglu_kernel");
     return FQ_OK;
 }
 
@@ -355,94 +384,6 @@ int rt_kv_write_bf16(fq_cuda_ctx *ctx, uint16_t *kc, uint16_t *vc, const uint16_
     kv_write_kernel<<<fq_grid(total, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
         kc, vc, k, v, B, n, g, dh, max_ctx, pos0);
     LAUNCH_CHECK(F, "rt_kv_write_bf16", "kv_write_kernel");
-    return FQ_OK;
-}
-
-#define ATT_WARPS 4
-#define ATT_MAX_PER_LANE 8 /* dh <= 256 */
-
-/* grid (B·n, h); four warps split the keys 0..pos, lanes split dh */
-__global__ void attention_kernel(uint16_t *out, const uint16_t *q, const uint16_t *kc,
-                                 const uint16_t *vc, int n, int h, int g, int dh, int max_ctx,
-                                 const int32_t *pos0)
-{
-    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
-    __shared__ float so[ATT_WARPS][ATT_MAX_PER_LANE * 32];
-    int tok = blockIdx.x, head = blockIdx.y, b = tok / n;
-    int pos = pos0[b] + tok % n, kvh = head / (h / g);
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int per = (dh + 31) / 32;
-    float scale = rsqrtf((float)dh);
-    const uint16_t *qv = q + ((size_t)tok * h + head) * dh;
-    float qr[ATT_MAX_PER_LANE], acc[ATT_MAX_PER_LANE];
-    for (int e = 0; e < per; e++) {
-        int c = lane + 32 * e;
-        qr[e] = c < dh ? bf(qv[c]) * scale : 0.0f;
-        acc[e] = 0;
-    }
-    const uint16_t *K = kc + ((size_t)b * g + kvh) * max_ctx * dh;
-    const uint16_t *V = vc + ((size_t)b * g + kvh) * max_ctx * dh;
-    float m = -INFINITY, l = 0;
-    for (int j = warp; j <= pos; j += ATT_WARPS) {
-        const uint16_t *kr = K + (size_t)j * dh;
-        float s = 0;
-        for (int e = 0; e < per; e++) {
-            int c = lane + 32 * e;
-            if (c < dh)
-                s += qr[e] * bf(kr[c]);
-        }
-        for (int o = 16; o > 0; o >>= 1)
-            s += __shfl_xor_sync(0xffffffffu, s, o);
-        float mn = fmaxf(m, s), corr = __expf(m - mn), p = __expf(s - mn);
-        l = l * corr + p;
-        const uint16_t *vr = V + (size_t)j * dh;
-        for (int e = 0; e < per; e++) {
-            int c = lane + 32 * e;
-            acc[e] = acc[e] * corr + (c < dh ? p * bf(vr[c]) : 0.0f);
-        }
-        m = mn;
-    }
-    if (lane == 0) {
-        sm[warp] = m;
-        sl[warp] = l;
-    }
-    for (int e = 0; e < per; e++)
-        so[warp][lane + 32 * e] = acc[e];
-    __syncthreads();
-    if (warp == 0) {
-        float M = -INFINITY;
-        for (int w = 0; w < ATT_WARPS; w++)
-            M = fmaxf(M, sm[w]);
-        float L = 0;
-        for (int w = 0; w < ATT_WARPS; w++)
-            L += sm[w] == -INFINITY ? 0.0f : sl[w] * __expf(sm[w] - M);
-        uint16_t *ov = out + ((size_t)tok * h + head) * dh;
-        for (int e = 0; e < per; e++) {
-            int c = lane + 32 * e;
-            if (c >= dh)
-                continue;
-            float o = 0;
-            for (int w = 0; w < ATT_WARPS; w++)
-                if (sm[w] != -INFINITY)
-                    o += so[w][c] * __expf(sm[w] - M);
-            ov[c] = to_bf(o / L);
-        }
-    }
-}
-
-int rt_attention_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q, const uint16_t *kc,
-                      const uint16_t *vc, int B, int n, int h, int g, int dh, int max_ctx,
-                      const int32_t *pos0)
-{
-    ARGCHECK(B > 0 && n > 0 && g > 0 && h % g == 0 && dh > 0 && dh <= 32 * ATT_MAX_PER_LANE,
-             "rt_attention_bf16", "B=%d n=%d h=%d g=%d dh=%d (expected positive sizes, g "
-             "dividing h, dh <= %d)", B, n, h, g, dh, 32 * ATT_MAX_PER_LANE);
-    ARGCHECK((size_t)B * n <= 0x7fffffffu && h <= 65535, "rt_attention_bf16",
-             "B·n=%zu h=%d (expected a launchable grid)", (size_t)B * n, h);
-    dim3 grid((unsigned)(B * n), (unsigned)h);
-    attention_kernel<<<grid, 32 * ATT_WARPS, 0, CTX_STREAM(ctx)>>>(out, q, kc, vc, n, h, g, dh,
-                                                                   max_ctx, pos0);
-    LAUNCH_CHECK(F, "rt_attention_bf16", "attention_kernel");
     return FQ_OK;
 }
 
@@ -501,30 +442,60 @@ int rt_gather_vocab(fq_cuda_ctx *ctx, float *out, const float *parts, int T, int
     return FQ_OK;
 }
 
-__global__ void argmax_kernel(int32_t *ids, const float *logits, int V)
+/* One CTA of ARGMAX_THREADS per row, 16-byte loads four deep when the row allows it: the
+ * first version (256 threads, one dependent scalar load per step) took 189 µs per decode
+ * step on a 128256-word vocabulary (session 7). Ties go to the lowest index. */
+constexpr int ARGMAX_THREADS = 1024;
+__device__ __forceinline__ void argmax_take(float v, int i, float &best, int &bi)
 {
-    __shared__ float sv[FQ_BLOCK];
-    __shared__ int si[FQ_BLOCK];
+    if (v > best || (v == best && i < bi)) {
+        best = v;
+        bi = i;
+    }
+}
+
+__global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *ids,
+                                                                const float *__restrict__ logits,
+                                                                int V)
+{
+    __shared__ float sv[ARGMAX_THREADS];
+    __shared__ int si[ARGMAX_THREADS];
     const float *row = logits + (size_t)blockIdx.x * V;
     float best = -INFINITY;
     int bi = 0x7fffffff;
-    for (int v = threadIdx.x; v < V; v += blockDim.x)
-        if (row[v] > best) { /* strided: the first maximum of this thread's share */
-            best = row[v];
-            bi = v;
+    int v0 = 0;
+    if (V % 4 == 0 && (uintptr_t)row % 16 == 0) {
+        const float4 *r4 = reinterpret_cast<const float4 *>(row);
+        const int n4 = V / 4;
+        constexpr int D = 4;
+        for (int base = threadIdx.x; base < n4; base += D * blockDim.x) {
+            float4 f[D];
+#pragma unroll
+            for (int u = 0; u < D; u++) {
+                const int i = base + u * blockDim.x;
+                f[u] = i < n4 ? __ldg(r4 + i) : make_float4(-INFINITY, -INFINITY, -INFINITY,
+                                                             -INFINITY);
+            }
+#pragma unroll
+            for (int u = 0; u < D; u++) {
+                const int i = 4 * (base + u * blockDim.x);
+                argmax_take(f[u].x, i, best, bi);
+                argmax_take(f[u].y, i + 1, best, bi);
+                argmax_take(f[u].z, i + 2, best, bi);
+                argmax_take(f[u].w, i + 3, best, bi);
+            }
         }
+        v0 = V;
+    }
+    for (int v = v0 + threadIdx.x; v < V; v += blockDim.x)
+        argmax_take(row[v], v, best, bi);
     sv[threadIdx.x] = best;
     si[threadIdx.x] = bi;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            float ov = sv[threadIdx.x + s];
-            int oi = si[threadIdx.x + s];
-            if (ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
-                sv[threadIdx.x] = ov;
-                si[threadIdx.x] = oi;
-            }
-        }
+        if (threadIdx.x < s)
+            argmax_take(sv[threadIdx.x + s], si[threadIdx.x + s], sv[threadIdx.x],
+                        si[threadIdx.x]);
         __syncthreads();
     }
     if (threadIdx.x == 0)
@@ -534,7 +505,7 @@ __global__ void argmax_kernel(int32_t *ids, const float *logits, int V)
 int rt_argmax(fq_cuda_ctx *ctx, int32_t *ids, const float *logits, int n, int V)
 {
     ARGCHECK(n > 0 && V > 0, "rt_argmax", "n=%d V=%d (expected positive)", n, V);
-    argmax_kernel<<<n, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(ids, logits, V);
+    argmax_kernel<<<n, ARGMAX_THREADS, 0, CTX_STREAM(ctx)>>>(ids, logits, V);
     LAUNCH_CHECK(F, "rt_argmax", "argmax_kernel");
     return FQ_OK;
 }

@@ -54,11 +54,7 @@ int rt_swiglu_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *gate, const 
 int rt_kv_write_bf16(fq_cuda_ctx *ctx, uint16_t *kc, uint16_t *vc, const uint16_t *k,
                      const uint16_t *v, int B, int n, int g, int dh, int max_ctx,
                      const int32_t *pos0);
-/* Causal GQA attention of q [B, n, h, dh] (query i of sequence b at position pos0[b] + i)
- * over cache positions 0 .. pos0[b] + i; out [B, n, h, dh]; scale 1/sqrt(dh). */
-int rt_attention_bf16(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q, const uint16_t *kc,
-                      const uint16_t *vc, int B, int n, int h, int g, int dh, int max_ctx,
-                      const int32_t *pos0);
+/* (the attention over these caches: fq_attention_bf16kv_cuda, kernels/w4a4.h) */
 /* y [n, o] = x [n, in] · W [o, in]ᵀ (+ y when accumulate): bf16 in and out, fp32 compute
  * (cuBLAS). */
 int rt_linear_bf16(fq_cuda_ctx *ctx, uint16_t *y, const uint16_t *x, const uint16_t *w, int n,

@@ -133,6 +133,28 @@ static void check_w4a4_model(gpu_suite *t, const char *label, const char *src_di
            "gpu %.4f\n", label, pc.ppl, pe.ppl, pg.ppl);
     snprintf(what, sizeof what, "w4a4 %s ppl vs CPU composition (relative)", label);
     gpu_report(t, what, rel, 1e-2, rel <= 1e-2, "");
+    /* the decode steps in plain stream order and as programmatic dependents (ctx.pdl): the
+     * same kernels on the same data, so the same bits, unless a kernel reads an activation
+     * before its griddepcontrol.wait */
+    const int half = S / 2, steps = 8;
+    float *plain = gpu_host((size_t)steps * V), *dep = gpu_host((size_t)steps * V);
+    for (int mode = 0; mode < 2; mode++) {
+        float *dst = mode ? dep : plain;
+        const float *d;
+        int pos = 0;
+        t->ctx.pdl = mode;
+        gpu_call(t, gpu_model_forward(&gq, ids, 1, half, &pos, 0, &d), "w4a4 prefill");
+        for (int st = 0; st < steps; st++) {
+            pos = half + st;
+            gpu_call(t, gpu_model_forward(&gq, ids + pos, 1, 1, &pos, 0, &d), "w4a4 decode");
+            gpu_call(t, rt_download(&t->ctx, dst + (size_t)st * V, d, sizeof(float) * V),
+                     "download");
+        }
+    }
+    t->ctx.pdl = 0;
+    snprintf(what, sizeof what, "w4a4 %s decode logits, PDL vs stream order", label);
+    gpu_check_exact(t, what, dep, plain, (size_t)steps * V);
+    free(plain), free(dep);
     w4a4_ref_model_free(&em);
     gpu_model_free(&gq);
     qmodel_runner_free(&qr);
@@ -268,6 +290,51 @@ static void check_rope_mk(gpu_suite *t, int B, int n, int hq, int hk, int dh, in
     free(f), free(cs), free(sn), free(M), free(ref), free(got), free(sep), free(h), free(o);
 }
 
+/* rt_argmax against the first maximum of each row on the host: planted ties (the lower
+ * index must win), the maximum in the scalar tail, rows whose start is not 16-byte aligned
+ * (V % 4 != 0: the scalar path) */
+static void check_argmax(gpu_suite *t, int n, int V)
+{
+    size_t nv = (size_t)n * V;
+    float *lg = gpu_host(nv);
+    gpu_fill_normal(t, lg, nv, 1.0);
+    for (int r = 0; r < n; r++) {
+        float *row = lg + (size_t)r * V;
+        int a = (r * 7919 + 13) % V, b = (a + 1 + r * 104729 % (V - 1)) % V;
+        if (r % 3 == 0)
+            row[a] = row[b] = 50.f; /* a tie */
+        else if (r % 3 == 1)
+            row[V - 1] = 60.f; /* the last element */
+        else
+            row[a] = 55.f;
+    }
+    int32_t *want = malloc(sizeof(int32_t) * n), *got = malloc(sizeof(int32_t) * n);
+    if (!want || !got)
+        gpu_die(t, "host alloc");
+    for (int r = 0; r < n; r++) {
+        const float *row = lg + (size_t)r * V;
+        int bi = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > row[bi])
+                bi = v;
+        want[r] = bi;
+    }
+    float *dl = gpu_dev_copy(t, lg, nv), *di = gpu_dev(t, (size_t)n);
+    gpu_call(t, rt_argmax(&t->ctx, (int32_t *)di, dl, n, V), "rt_argmax");
+    gpu_call(t, fq_cuda_sync(&t->ctx), "sync");
+    gpu_call(t, rt_download(&t->ctx, got, di, sizeof(int32_t) * n), "download");
+    char what[64];
+    snprintf(what, sizeof what, "rt_argmax n%d V%d vs host first maximum", n, V);
+    int diff = 0;
+    for (int r = 0; r < n; r++)
+        if (got[r] != want[r]) {
+            fprintf(stderr, "%s: row %d: got %d, expected %d\n", what, r, got[r], want[r]);
+            diff++;
+        }
+    gpu_report(t, what, diff, 0, diff == 0, " rows");
+    free(lg), free(want), free(got);
+}
+
 int main(void)
 {
     gpu_suite t;
@@ -277,6 +344,9 @@ int main(void)
     check_rmsnorm(&t, 1, 8192);
     check_rmsnorm(&t, 5, 384);
     check_rmsnorm(&t, 3, 172);
+    check_rmsnorm(&t, 2, 28672);
+    check_argmax(&t, 6, 128256);
+    check_argmax(&t, 5, 1001);
     check_rope_mk(&t, 1, 1, 64, 8, 128, 1);
     check_rope_mk(&t, 3, 5, 6, 2, 64, 0);
     check_rope_mk(&t, 2, 1, 4, 4, 48, 1);

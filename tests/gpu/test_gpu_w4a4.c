@@ -278,6 +278,56 @@ static void test_gemm_padded(gpu_suite *t, int M, int N, int K, int path)
 
 /* ---------- transform + quantize ---------- */
 
+/* The device codes and scales of nc consumers against the C reference's: bit for bit when
+ * exact (identity transforms), else at most 1e-3 of the codes off by one (fp32 sums in
+ * another order near rounding ties) and scales within scale_tol. */
+static void check_quant(gpu_suite *t, const char *what, const fq_quant_dst *dd,
+                        const fq_quant_dst *hd, int nc, size_t nq, int rows, int exact,
+                        double scale_tol)
+{
+    for (int p = 0; p < nc; p++) {
+        uint8_t *codes = host_fetch(t, dd[p].codes, nq / 2);
+        float *scales = host_fetch(t, dd[p].scales, sizeof(float) * rows);
+        char name[128];
+        snprintf(name, sizeof name, "%s consumer %d", what, p);
+        if (exact) {
+            check_bytes(t, name, codes, hd[p].codes, nq / 2, 1);
+            snprintf(name, sizeof name, "%s scales consumer %d", what, p);
+            gpu_check_exact(t, name, scales, hd[p].scales, (size_t)rows);
+        } else {
+            size_t diff = 0, far = 0;
+            for (size_t i = 0; i < nq; i++) {
+                int a = (codes[i / 2] >> (4 * (i & 1))) & 0xF, b = (hd[p].codes[i / 2] >> (4 * (i & 1))) & 0xF;
+                a = a >= 8 ? a - 16 : a, b = b >= 8 ? b - 16 : b;
+                diff += a != b;
+                far += abs(a - b) > 1;
+            }
+            double worst = 0;
+            for (int i = 0; i < rows; i++)
+                worst = fmax(worst, fabs((double)scales[i] - hd[p].scales[i]) / hd[p].scales[i]);
+            double frac = (double)diff / (double)nq;
+            if (far)
+                fprintf(stderr, "%s: %zu codes differ by more than one\n", name, far);
+            gpu_report(t, name, frac, 1e-3, frac <= 1e-3 && far == 0, " codes");
+            snprintf(name, sizeof name, "%s scales consumer %d", what, p);
+            gpu_report(t, name, worst, scale_tol, worst <= scale_tol, "");
+        }
+        free(codes), free(scales);
+    }
+}
+
+/* consumers' host and device destinations (the device ones poisoned) */
+static void quant_dsts_make(gpu_suite *t, fq_quant_dst *hd, fq_quant_dst *dd, int nc, size_t nq,
+                            int rows)
+{
+    const float clips[3][2] = {{0.98f, 0.95f}, {0.8f, 1.0f}, {1.0f, 0.6f}};
+    for (int p = 0; p < nc; p++) {
+        hd[p] = (fq_quant_dst){clips[p][0], clips[p][1], malloc(nq / 2), gpu_host((size_t)rows)};
+        dd[p] = (fq_quant_dst){clips[p][0], clips[p][1], dev_poison_bytes(t, nq / 2, 0xA5),
+                               dev_floats_poison(t, (size_t)rows)};
+    }
+}
+
 static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1, int n2,
                                  int kblocks, int use_l, int use_r, int nc)
 {
@@ -290,14 +340,8 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
     float *L = gpu_host((size_t)blocks * n1 * n1), *R = gpu_host((size_t)blocks * n2 * n2);
     gpu_fill_normal(t, L, (size_t)blocks * n1 * n1, 1.0 / sqrt(n1));
     gpu_fill_normal(t, R, (size_t)blocks * n2 * n2, 1.0 / sqrt(n2));
-    const float clips[3][2] = {{0.98f, 0.95f}, {0.8f, 1.0f}, {1.0f, 0.6f}};
     fq_quant_dst hd[3], dd[3];
-    for (int p = 0; p < nc; p++) {
-        hd[p] = (fq_quant_dst){clips[p][0], clips[p][1], malloc(nq / 2),
-                               gpu_host((size_t)M * kblocks)};
-        dd[p] = (fq_quant_dst){clips[p][0], clips[p][1], dev_poison_bytes(t, nq / 2, 0xA5),
-                               dev_floats_poison(t, (size_t)M * kblocks)};
-    }
+    quant_dsts_make(t, hd, dd, nc, nq, M * kblocks);
     if (fq_transform_quant(hd, nc, x, M, K, blocks, n1, n2, use_l ? L : NULL, use_r ? R : NULL,
                            kblocks, 4))
         gpu_die(t, "CPU fq_transform_quant");
@@ -308,39 +352,73 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
                                         use_l ? d_L : NULL, use_r ? d_R : NULL, kblocks, 4),
              "fq_transform_quant_cuda");
     int exact = !use_l && !use_r;
-    for (int p = 0; p < nc; p++) {
-        uint8_t *codes = host_fetch(t, dd[p].codes, nq / 2);
-        float *scales = host_fetch(t, dd[p].scales, sizeof(float) * M * kblocks);
-        char name[96];
-        snprintf(name, sizeof name, "quant %s K%d b%d kb%d consumer %d",
-                 exact ? "identity" : use_r ? "L,R" : "L only", K, blocks, kblocks, p);
-        if (exact) {
-            check_bytes(t, name, codes, hd[p].codes, nq / 2, 1);
-            snprintf(name, sizeof name, "quant identity scales consumer %d", p);
-            gpu_check_exact(t, name, scales, hd[p].scales, (size_t)M * kblocks);
-        } else {
-            size_t diff = 0, far = 0;
-            for (size_t i = 0; i < nq; i++) {
-                int a = (codes[i / 2] >> (4 * (i & 1))) & 0xF, b = (hd[p].codes[i / 2] >> (4 * (i & 1))) & 0xF;
-                a = a >= 8 ? a - 16 : a, b = b >= 8 ? b - 16 : b;
-                diff += a != b;
-                far += abs(a - b) > 1;
-            }
-            double worst = 0;
-            for (int i = 0; i < M * kblocks; i++)
-                worst = fmax(worst, fabs((double)scales[i] - hd[p].scales[i]) / hd[p].scales[i]);
-            double frac = (double)diff / (double)nq;
-            if (far)
-                fprintf(stderr, "%s: %zu codes differ by more than one\n", name, far);
-            gpu_report(t, name, frac, 1e-3, frac <= 1e-3 && far == 0, " codes");
-            snprintf(name, sizeof name, "quant %s scales consumer %d", use_r ? "L,R" : "L only", p);
-            gpu_report(t, name, worst, 1e-5, worst <= 1e-5, "");
-        }
-        free(codes), free(scales);
-    }
+    char what[96];
+    snprintf(what, sizeof what, "quant %s K%d b%d kb%d", exact ? "identity" : use_r ? "L,R" : "L only",
+             K, blocks, kblocks);
+    check_quant(t, what, dd, hd, nc, nq, M * kblocks, exact, 1e-5);
     for (int p = 0; p < nc; p++)
         free(hd[p].codes), free(hd[p].scales);
     free(x), free(L), free(R);
+}
+
+/* The fused decode forms: RMSNorm (swiglu = 0; x the residual, blocks = 1) or SwiGLU
+ * (swiglu = 1; x = gate beside up) before the transform, against the C reference on the
+ * row that rt_rmsnorm_bf16 / rt_swiglu_bf16 would have written (float math as on the GPU;
+ * the norm's sum of squares in double, so a value at a bf16 rounding tie may land on the
+ * other side: the codes' 1e-3 and the scales' 1e-3 allow for that). */
+static void test_fused_quant(gpu_suite *t, int swiglu, int M, int K, int blocks, int n1, int n2,
+                             int nc)
+{
+    const float eps = 1e-5f;
+    size_t nx = (size_t)M * K, nq = nx;
+    uint16_t *x = malloc(sizeof(uint16_t) * nx), *up = malloc(sizeof(uint16_t) * nx);
+    uint16_t *in = malloc(sizeof(uint16_t) * nx);
+    rand_bf16(t, x, nx, swiglu ? 2.0 : 1.0);
+    rand_bf16(t, up, nx, 1.0);
+    for (int m = 0; m < M; m += 3)
+        x[(size_t)m * K + (m * 37) % K] = fq_f32_to_bf16(40.0f); /* outlier channels */
+    float *gam = gpu_host(K), *L = gpu_host((size_t)blocks * n1 * n1);
+    float *R = gpu_host((size_t)blocks * n2 * n2);
+    gpu_fill_normal(t, gam, K, 0.5);
+    gpu_fill_normal(t, L, (size_t)blocks * n1 * n1, 1.0 / sqrt(n1));
+    gpu_fill_normal(t, R, (size_t)blocks * n2 * n2, 1.0 / sqrt(n2));
+    for (int m = 0; m < M; m++) {
+        const uint16_t *xr = x + (size_t)m * K, *ur = up + (size_t)m * K;
+        double ss = 0;
+        for (int j = 0; j < K; j++)
+            ss += (double)fq_bf16_to_f32(xr[j]) * fq_bf16_to_f32(xr[j]);
+        float r = (float)(1.0 / sqrt(ss / K + eps));
+        for (int j = 0; j < K; j++) {
+            float g = fq_bf16_to_f32(xr[j]);
+            in[(size_t)m * K + j] = fq_f32_to_bf16(
+                swiglu ? g / (1.0f + expf(-g)) * fq_bf16_to_f32(ur[j]) : gam[j] * (g * r));
+        }
+    }
+    fq_quant_dst hd[3], dd[3];
+    quant_dsts_make(t, hd, dd, nc, nq, M * blocks);
+    if (fq_transform_quant(hd, nc, in, M, K, blocks, n1, n2, L, R, blocks, 4))
+        gpu_die(t, "CPU fq_transform_quant");
+    uint16_t *d_x = dev_upload(t, x, sizeof(uint16_t) * nx);
+    uint16_t *d_up = dev_upload(t, up, sizeof(uint16_t) * nx);
+    float *d_g = dev_floats_copy(t, gam, K), *d_L = dev_floats_copy(t, L, (size_t)blocks * n1 * n1);
+    float *d_R = dev_floats_copy(t, R, (size_t)blocks * n2 * n2);
+    if (!fq_transform_quant_fuses(&t->ctx, M, K, blocks, n1, n2, blocks))
+        gpu_die(t, "fq_transform_quant_fuses refused a decode shape");
+    if (swiglu)
+        gpu_call(t, fq_swiglu_transform_quant_cuda(&t->ctx, dd, nc, d_x, d_up, M, K, blocks, n1,
+                                                   n2, d_L, d_R, blocks, 4),
+                 "fq_swiglu_transform_quant_cuda");
+    else
+        gpu_call(t, fq_norm_transform_quant_cuda(&t->ctx, dd, nc, d_x, d_g, eps, M, K, n1, n2,
+                                                 d_L, d_R, 4),
+                 "fq_norm_transform_quant_cuda");
+    char what[96];
+    snprintf(what, sizeof what, "quant fused %s M%d K%d b%d", swiglu ? "swiglu" : "rmsnorm", M,
+             K, blocks);
+    check_quant(t, what, dd, hd, nc, nq, M * blocks, 0, 1e-3);
+    for (int p = 0; p < nc; p++)
+        free(hd[p].codes), free(hd[p].scales);
+    free(x), free(up), free(in), free(gam), free(L), free(R);
 }
 
 /* ---------- KV4 ---------- */
@@ -440,6 +518,34 @@ static void test_attention(gpu_suite *t, int batch, int kv_heads, int heads, int
     snprintf(name, sizeof name, "attn kv4 %s b%d h%d/%d dh%d ctx%d", n_q == 1 ? "decode" : "prefill",
              batch, heads, kv_heads, dh, ctx[0]);
     gpu_check_rel(t, name, gf, rf, nq, 5e-3);
+
+    /* the BF16-KV instance of the same kernel (the BF16 runtime's attention) on the cache
+     * dequantized to bf16, against the same reference: the two differ only by the bf16
+     * rounding of scale·(code − zero) */
+    const size_t vecs = (size_t)batch * kv_heads * max_ctx, nkv = vecs * dh;
+    uint16_t *k16 = malloc(sizeof(uint16_t) * nkv), *v16 = malloc(sizeof(uint16_t) * nkv);
+    for (size_t vi = 0; vi < vecs; vi++)
+        for (int j = 0; j < dh; j++) {
+            const uint8_t *kc = kp.h.k_codes + vi * dh / 2, *vc = kp.h.v_codes + vi * dh / 2;
+            int ck = (kc[j / 2] >> (4 * (j & 1))) & 0xF, cv = (vc[j / 2] >> (4 * (j & 1))) & 0xF;
+            float ks = fq_f16_to_f32(kp.h.k_sz[2 * vi]), kz = fq_f16_to_f32(kp.h.k_sz[2 * vi + 1]);
+            float vs = fq_f16_to_f32(kp.h.v_sz[2 * vi]), vz = fq_f16_to_f32(kp.h.v_sz[2 * vi + 1]);
+            k16[vi * dh + j] = fq_f32_to_bf16(ks * ((float)ck - kz));
+            v16[vi * dh + j] = fq_f32_to_bf16(vs * ((float)cv - vz));
+        }
+    uint16_t *d_k = dev_upload(t, k16, sizeof(uint16_t) * nkv);
+    uint16_t *d_v = dev_upload(t, v16, sizeof(uint16_t) * nkv);
+    uint16_t *d_o16 = dev_poison_bytes(t, sizeof(uint16_t) * nq, 0xFF);
+    gpu_call(t, fq_attention_bf16kv_cuda(&t->ctx, d_o16, d_q, d_k, d_v, batch, kv_heads, max_ctx,
+                                         dh, n_q, ctx, heads),
+             "fq_attention_bf16kv_cuda");
+    uint16_t *got16 = host_fetch(t, d_o16, sizeof(uint16_t) * nq);
+    for (size_t i = 0; i < nq; i++)
+        gf[i] = fq_bf16_to_f32(got16[i]);
+    snprintf(name, sizeof name, "attn bf16-kv %s b%d h%d/%d dh%d ctx%d",
+             n_q == 1 ? "decode" : "prefill", batch, heads, kv_heads, dh, ctx[0]);
+    gpu_check_rel(t, name, gf, rf, nq, 1e-2);
+    free(k16), free(v16), free(got16);
     free(q), free(ref), free(got), free(gf), free(rf);
     kv_pair_free(&kp);
 }
@@ -472,6 +578,12 @@ static void test_refused(gpu_suite *t)
     expect_refused(t, "refuse gemm multi 4 problems", fq_w4a4_gemm_multi_cuda(&t->ctx, 4, pr4, 1, 1, 64), "4 problems");
     expect_refused(t, "refuse unaligned qx", fq_w4a4_gemm_cuda(&t->ctx, y, qx + 8, s, 1, qw, s, 1, 1, 64, NULL), "aligned");
     fq_quant_dst d = {0.9f, 0.9f, qx, s};
+    expect_refused(t, "refuse fused norm quant M = 65",
+                   fq_norm_transform_quant_cuda(&t->ctx, &d, 1, y, s, 1e-5f, 65, 64, 8, 8, NULL,
+                                                NULL, 4), "M = 65");
+    expect_refused(t, "refuse fused swiglu quant no up",
+                   fq_swiglu_transform_quant_cuda(&t->ctx, &d, 1, y, NULL, 1, 64, 1, 8, 8, NULL,
+                                                  NULL, 1, 4), "up");
     expect_refused(t, "refuse quant M = 0", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 0, 64, 1, 8, 8, NULL, NULL, 1, 4), "M = 0");
     expect_refused(t, "refuse quant padded K, kblocks 2", fq_transform_quant_cuda(&t->ctx, &d, 1, y, 1, 172, 2, 2, 43, NULL, NULL, 2, 4), "kblocks = 2 with K = 172");
     fq_kv4_cache c = {1, 1, 16, 96, qx, qw, y, y};
@@ -528,6 +640,20 @@ int main(void)
     test_transform_quant(&t, 64, 4096, 1, 64, 64, 1, 1, 1, 3);
     test_transform_quant(&t, 16, 2048, 2, 32, 32, 2, 1, 0, 1);
     test_transform_quant(&t, 8, 28672, 1, 128, 224, 1, 1, 1, 1);
+    /* the decode step's 70B shapes (Nsight Compute, session 7): attention/MLP input, o's
+     * per-head blocks (L only), down at TP 1 with 8 TP blocks and with one; M = 40 has
+     * enough CTAs for 16-column blocks */
+    test_transform_quant(&t, 1, 8192, 1, 64, 128, 1, 1, 1, 3);
+    test_transform_quant(&t, 1, 8192, 8, 8, 128, 8, 1, 0, 1);
+    test_transform_quant(&t, 2, 28672, 8, 56, 64, 8, 1, 1, 1);
+    test_transform_quant(&t, 1, 28672, 1, 128, 224, 1, 1, 1, 1);
+    test_transform_quant(&t, 40, 8192, 1, 64, 128, 1, 1, 1, 2);
+    /* the decode step's fused forms: the norm into the q/k/v and gate/up transforms, SwiGLU
+     * into down's (test_refused: a prefill size the fused entry points refuse) */
+    test_fused_quant(&t, 0, 1, 8192, 1, 64, 128, 3);
+    test_fused_quant(&t, 0, 8, 4096, 1, 64, 64, 2);
+    test_fused_quant(&t, 1, 1, 28672, 8, 56, 64, 1);
+    test_fused_quant(&t, 1, 5, 4096, 2, 32, 64, 1);
     /* M > 64 takes the one-CTA-per-token kernel, M <= 64 the column-split one; n1 % 8 != 0
      * and n2 % 4 != 0 take the unblocked loops; kblocks/blocks not dividing n1 the fused one */
     test_transform_quant(&t, 100, 4096, 1, 64, 64, 1, 1, 1, 3);
@@ -555,6 +681,7 @@ int main(void)
     test_kv4_write(&t);
     test_attention(&t, 2, 2, 16, 128, (int[]){1000, 777}, 1);
     test_attention(&t, 1, 8, 64, 128, (int[]){8192}, 1);
+    test_attention(&t, 1, 8, 64, 128, (int[]){2048}, 1); /* few CTAs: 2 heads per CTA */
     test_attention(&t, 1, 2, 8, 64, (int[]){100}, 37);
     test_attention(&t, 2, 4, 4, 128, (int[]){64, 64}, 64);
     /* GQA groups beyond 1, 2, 4, 8, 16: 16m's 6/2 (group 3, dh 64), 6, 24, 32 */

@@ -1,0 +1,32 @@
+# device_common.sh — sourced by bench/device_decode_*.sh on the GPU machine: its environment
+# (MPI as root, NVLink multicast off, the carried libraries and data), the 70B-shaped
+# checkpoints the inference benchmarks time, and the GPU test stage.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+export LD_LIBRARY_PATH="$PWD/.dev/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export FLATQ_DATA="$PWD/.dev/data"
+
+# synth_70b DIR LAYERS LOG: W4A4 (DIR/quantized) and BF16 (DIR) checkpoints of LAYERS
+# LLaMA-3-70B-shaped layers on this machine's disk, and their 1-layer views (DIR-1,
+# DIR/quantized-1: per layer = all layers − 1 layer on the same shards)
+synth_70b() {
+    bin/flatq synth "$1" --shape llama-3-70b --layers "$2" --quantized --tp-blocks 8 >"$3" 2>&1 &&
+        bash bench/one_layer_view.sh "$1" "$1-1" &&
+        bash bench/one_layer_view.sh "$1/quantized" "$1/quantized-1"
+}
+
+# gpu_tests WORKDIR TIMEOUT_S RESULTS: tests/gpu/run.sh on the carried binaries (logs under
+# WORKDIR/gputests), one RESULT line appended to RESULTS
+gpu_tests() {
+    GPU_TESTS_PREBUILT=1 GPU_TESTS_LOG_DIR="$1/gputests" timeout "$2" bash tests/gpu/run.sh \
+        >"$1/gpu-tests.txt" 2>&1
+    echo "RESULT|gpu-tests|rc=$?|$(grep -o 'gpu-tests: .*' "$1/gpu-tests.txt" | head -1)" >>"$3"
+}
+
+# device_begin NAME: final (where the call's files go: $OUT), w (/tmp/NAME, fresh, with
+# gputests/), t0 (the start, for stage stamps)
+device_begin() {
+    final=${OUT:-/tmp/out}
+    w=/tmp/$1
+    rm -rf "$w" && mkdir -p "$w/gputests" "$final"
+    t0=$(date +%s)
+}
