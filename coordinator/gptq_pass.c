@@ -142,6 +142,7 @@ typedef struct {
     gptq_hessian h[QL_NLINEAR];
     int active[QL_NLINEAR];
     int stop_lin;
+    double seconds; /* in gptq_hessian_add */
 } hessian_obs;
 
 static int observe_input(void *ctx, int lin, const real *xhat, int rows, int k)
@@ -151,8 +152,10 @@ static int observe_input(void *ctx, int lin, const real *xhat, int rows, int k)
         if (o->h[lin].n != k)
             return fq_error(WHERE ": linear %s input has %d columns (expected %d)",
                             qlinear_names[lin], k, o->h[lin].n);
+        double t0 = progress_monotonic_seconds();
         if (gptq_hessian_add(&o->h[lin], xhat, rows) != FQ_OK)
             return FQ_ERR;
+        o->seconds += progress_monotonic_seconds() - t0;
     }
     return lin == o->stop_lin ? 1 : 0;
 }
@@ -166,11 +169,15 @@ typedef struct {
     real *buf;  /* one batch */
     int nsamples, seqlen, batch;
     gptq_opts opts;
+    /* this layer's time: forwards (Hessian sums excluded), Hessian sums, quantization */
+    double t_forward, t_hessian, t_quant;
 } pass_state;
 
 /* Forward every batch: in place on x (observer NULL), or on a copy with the observer. */
 static int forward_all(pass_state *ps, const qlayer_rt *rt, hessian_obs *obs)
 {
+    double t0 = progress_monotonic_seconds(), h0 = obs ? obs->seconds : 0;
+    int rc = FQ_OK;
     size_t d = (size_t)ps->c->hidden, per = (size_t)ps->seqlen * d;
     for (int s0 = 0; s0 < ps->nsamples; s0 += ps->batch) {
         int nb = s0 + ps->batch <= ps->nsamples ? ps->batch : ps->nsamples - s0;
@@ -180,10 +187,15 @@ static int forward_all(pass_state *ps, const qlayer_rt *rt, hessian_obs *obs)
             x = ps->buf;
         }
         if (qlayer_fwd_observed(x, rt, ps->c, &ps->qc, &ps->rope, nb, ps->seqlen, &ps->w,
-                                obs ? observe_input : NULL, obs) != FQ_OK)
-            return FQ_ERR;
+                                obs ? observe_input : NULL, obs) != FQ_OK) {
+            rc = FQ_ERR;
+            break;
+        }
     }
-    return FQ_OK;
+    double h = obs ? obs->seconds - h0 : 0;
+    ps->t_hessian += h;
+    ps->t_forward += progress_monotonic_seconds() - t0 - h;
+    return rc;
 }
 
 static void qlinear_release(qlinear *l)
@@ -240,8 +252,10 @@ static int gptq_layer(pass_state *ps, qlayer *q, real *wp[QL_NLINEAR],
             free(H);
             H = fq_malloc(sizeof(real) * (size_t)in * in, "Hessian");
             rc = H ? gptq_hessian_get(&obs.h[lin], H) : FQ_ERR;
+            double tq = progress_monotonic_seconds();
             if (rc == FQ_OK)
                 rc = gptq_quantize_opts(&nl, wp[lin], out, in, H, ps->qc.w_bits, &ps->opts);
+            ps->t_quant += progress_monotonic_seconds() - tq;
             if (rc != FQ_OK) {
                 fq_error_wrap("weight %s", qlinear_names[lin]);
                 break;
@@ -315,6 +329,7 @@ static int pass_layer(pass_state *ps, const job *j, int layer, int *reused)
     } else if (rc == FQ_OK) {
         double t0 = progress_monotonic_seconds();
         double err[QL_NLINEAR][2];
+        ps->t_forward = ps->t_hessian = ps->t_quant = 0;
         rc = merged_read(j->cache.dir, layer, ps->c, wp);
         if (rc == FQ_OK)
             rc = gptq_layer(ps, &q, wp, err);
@@ -324,8 +339,9 @@ static int pass_layer(pass_state *ps, const job *j, int layer, int *reused)
             char mpath[4096];
             if (gptq_merged_path(j->cache.dir, layer, mpath, sizeof mpath) == FQ_OK)
                 unlink(mpath); /* consumed; a rerun reads the gptq result instead */
-            printf("gptq: layer %d in %.1f s; output error GPTQ / RTN:", layer,
-                   progress_monotonic_seconds() - t0);
+            printf("gptq: layer %d in %.1f s (forwards %.1f, Hessians %.1f, quantization %.1f); "
+                   "output error GPTQ / RTN:", layer, progress_monotonic_seconds() - t0,
+                   ps->t_forward, ps->t_hessian, ps->t_quant);
             for (int i = 0; i < QL_NLINEAR; i++)
                 printf(" %s %.3f", qlinear_names[i], err[i][0] > 0 ? err[i][1] / err[i][0] : 1);
             printf("\n");
