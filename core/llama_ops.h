@@ -31,7 +31,10 @@ void rope_fwd(real *x, int b, int s, int heads, int dh, const rope_table *t);
 
 /* Causal grouped-query attention. q [b,s,h·dh], k,v [b,s,g·dh] → out [b,s,h·dh].
  * Query head j reads KV head j / (h/g). scratch holds s·s reals. If probs is not NULL it
- * receives the softmax rows [b, h, s, s] (zeros above the diagonal) for the backward. */
+ * receives the softmax rows [b, h, s, s] (zeros above the diagonal) for the backward.
+ * The (sequence, head) pairs run on OpenBLAS's configured thread count (at most s/128),
+ * each with one-thread GEMMs; the count is restored before returning. Not for concurrent
+ * use with other BLAS callers of the same process. */
 void attention_fwd(real *out, real *probs, const real *q, const real *k, const real *v,
                    int b, int s, int h, int g, int dh, real *scratch);
 
