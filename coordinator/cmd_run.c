@@ -40,7 +40,9 @@ static void run_usage(FILE *out)
             "  every wait for the other ranks. --profile (with --bench on the GPU) adds a\n"
             "  table of rank 0's time per op (CUDA events between the steps of a forward).\n"
             "  FLATQ_PDL=0 launches the GPU kernels in plain stream order instead of as\n"
-            "  programmatic dependents (each starting during its predecessor's tail).\n");
+            "  programmatic dependents (each starting during its predecessor's tail);\n"
+            "  FLATQ_GRID_BARRIER=0 keeps kernels from waiting on their whole grid (for\n"
+            "  GPUs shared with other processes at once, as under CUDA MPS).\n");
 }
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)

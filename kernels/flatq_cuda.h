@@ -55,6 +55,10 @@ typedef struct {
      * (weights, factors, shared-memory set-up) and waiting (griddepcontrol.wait) before it
      * reads an activation. 0 (fq_cuda_init's default): ordinary stream order. */
     int pdl;
+    /* 1 (fq_cuda_init's default): kernels may meet at a grid barrier when their whole grid
+     * fits on the GPU (the decode transform's fused quantization). That needs the SMs to
+     * themselves: 0 where other clients share them at once (CUDA MPS). */
+    int grid_barrier;
     /* device scratch owned by the context, one buffer per user, grown on demand and kept:
      * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */
     void *scratch[FQ_SCRATCH_SLOTS];

@@ -584,7 +584,7 @@ int launch_cols(fq_cuda_ctx *ctx, const cols_shape &c, dim3 grid, size_t smem,
     };
     *fused = 0;
     const unsigned ctas = grid.x * grid.y * grid.z;
-    if (JB == 4 && fq && n2 % 4 == 0) {
+    if (JB == 4 && fq && ctx->grid_barrier && n2 % 4 == 0) {
         auto kern = pick(std::true_type{});
         if (fq_smem_optin((const void *)kern, ctx->device, (int)smem) != cudaSuccess)
             return -1;

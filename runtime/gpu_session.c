@@ -68,6 +68,10 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
              * FLATQ_PDL=0: the benchmark compares both in one run */
             const char *pdl = getenv("FLATQ_PDL");
             s->ctx.pdl = !(pdl && strcmp(pdl, "0") == 0);
+            /* FLATQ_GRID_BARRIER=0: no kernel waits for its whole grid (for GPUs whose
+             * SMs other processes share at once, as under CUDA MPS) */
+            const char *gb = getenv("FLATQ_GRID_BARRIER");
+            s->ctx.grid_barrier = !(gb && strcmp(gb, "0") == 0);
         }
         else
             fq_error_wrap("rank %d", s->comm.rank);
