@@ -13,24 +13,15 @@
 # bench/device_x2_s6c.sh (SIDE=16m LAYERS=6), merged into this one since.
 # Carried: bin, .dev/lib, .dev/data (GPU_TESTS=1: also build/gpu-tests).
 set -u
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
-export LD_LIBRARY_PATH="$PWD/.dev/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export FLATQ_DATA="$PWD/.dev/data"
-final=${OUT:-/tmp/out}
-w=/tmp/calibscale
-rm -rf "$w" && mkdir -p "$w/gputests" "$final"
-t0=$(date +%s)
+. bench/device_common.sh
+device_begin calibscale
 L=${LAYERS:-4}
 E=${SCALE_EPOCHS:-3}
 SIDE=${SIDE:-full}
 stages() {
-    stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" >>"$w/results.txt"; }
-    nvidia-smi -L >"$w/device.txt"
     tests=""
     if [ "${GPU_TESTS:-0}" = 1 ]; then
-        (CUDA_VISIBLE_DEVICES=1 GPU_TESTS_PREBUILT=1 GPU_TESTS_LOG_DIR="$w/gputests" \
-            GPU_TEST_TIMEOUT_S=120 timeout 200 bash tests/gpu/run.sh >"$w/gpu-tests.txt" 2>&1
-         echo "RESULT|gpu-tests|rc=$?|$(grep -o 'gpu-tests: .*' "$w/gpu-tests.txt" | head -1)" >>"$w/results.txt") &
+        CUDA_VISIBLE_DEVICES=1 GPU_TEST_TIMEOUT_S=120 gpu_tests "$w" 200 "$w/results.txt" &
         tests=$!
     fi
     { bin/flatq synth /tmp/synthjob --shape llama-3-70b --layers "$L" &&
@@ -57,7 +48,7 @@ stages() {
         JOB_S=${SCALE_JOB_S:-260} bash bench/device_synth_job.sh >"$w/scale_e$E.txt" 2>&1
     stamp "scaling done"
 }
-timeout -k 5 "${WALL_S:-530}" bash -c "$(declare -f stages); w=$w; t0=$t0; L=$L; E=$E; SIDE=$SIDE; stages"
+timeout -k 5 "${WALL_S:-530}" bash -c "$(declare -f stages stamp gpu_tests); w=$w; t0=$t0; L=$L; E=$E; SIDE=$SIDE; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
 {
     cat "$w/device.txt" "$w/results.txt"

@@ -1,4 +1,4 @@
-# device_common.sh — sourced by bench/device_decode_*.sh on the GPU machine: its environment
+# device_common.sh — sourced by the bench/device_*.sh scripts on the GPU machine: its environment
 # (MPI as root, NVLink multicast off, the carried libraries and data), the 70B-shaped
 # checkpoints the inference benchmarks time, and the GPU test stage.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
@@ -23,10 +23,14 @@ gpu_tests() {
 }
 
 # device_begin NAME: final (where the call's files go: $OUT), w (/tmp/NAME, fresh, with
-# gputests/), t0 (the start, for stage stamps)
+# gputests/ and device.txt naming the GPUs), t0 (the start, for stage stamps)
 device_begin() {
     final=${OUT:-/tmp/out}
     w=/tmp/$1
     rm -rf "$w" && mkdir -p "$w/gputests" "$final"
     t0=$(date +%s)
+    nvidia-smi -L >"$w/device.txt"
 }
+
+# stamp WHAT: a "STAGE|WHAT|seconds since t0" line in $w/results.txt
+stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" >>"$w/results.txt"; }

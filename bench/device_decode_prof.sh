@@ -14,8 +14,6 @@
 set -u
 . bench/device_common.sh
 device_begin decprof
-stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" | tee -a "$w/results.txt"; }
-nvidia-smi -L >"$w/device.txt"
 synth_70b /tmp/synth70b 2 "$w/synth.txt" &
 synth=$!
 if [ "${GPU_TESTS:-0}" = 1 ]; then

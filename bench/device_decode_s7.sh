@@ -14,8 +14,6 @@ set -u
 . bench/device_common.sh
 device_begin decs7
 stages() {
-    stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" >>"$w/results.txt"; }
-    nvidia-smi -L >"$w/device.txt"
     MPI="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x CUDA_VISIBLE_DEVICES -x FLATQ_PDL"
     synth_70b /tmp/synth70b 2 "$w/synth.txt" &
     synth=$!
@@ -57,7 +55,7 @@ stages() {
         stamp "ncu done"
     fi
 }
-timeout -k 5 "${WALL_S:-560}" bash -c "$(declare -f stages synth_70b gpu_tests); w=$w; t0=$t0; stages"
+timeout -k 5 "${WALL_S:-560}" bash -c "$(declare -f stages stamp synth_70b gpu_tests); w=$w; t0=$t0; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
 {
     cat "$w/device.txt" "$w/results.txt"

@@ -9,25 +9,13 @@
 #   phase 3: the same bench at TP 2 on both GPUs.
 # Carried: bin, build/gpu-tests, build/bench, .dev/lib, .dev/data.
 set -u
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
-export LD_LIBRARY_PATH="$PWD/.dev/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export FLATQ_DATA="$PWD/.dev/data"
-final=${OUT:-/tmp/out}
-w=/tmp/x2s6
-rm -rf "$w" && mkdir -p "$w/gputests" "$final"
-t0=$(date +%s)
+. bench/device_common.sh
+device_begin x2s6
 stages() {
-    stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" >>"$w/results.txt"; }
-    nvidia-smi -L >"$w/device.txt"
     MPI="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x CUDA_VISIBLE_DEVICES"
-    (bin/flatq synth /tmp/synth70b --shape llama-3-70b --layers 2 --quantized --tp-blocks 8 \
-        >"$w/synth.txt" 2>&1
-     bash bench/one_layer_view.sh /tmp/synth70b /tmp/synth70b-1
-     bash bench/one_layer_view.sh /tmp/synth70b/quantized /tmp/synth70b/quantized-1) &
+    synth_70b /tmp/synth70b 2 "$w/synth.txt" &
     synth=$!
-    (CUDA_VISIBLE_DEVICES=0 GPU_TESTS_PREBUILT=1 GPU_TESTS_LOG_DIR="$w/gputests" timeout 230 \
-        bash tests/gpu/run.sh >"$w/gpu-tests.txt" 2>&1
-     echo "RESULT|gpu-tests|rc=$?|$(grep -o 'gpu-tests: .*' "$w/gpu-tests.txt" | head -1)" >>"$w/results.txt") &
+    CUDA_VISIBLE_DEVICES=0 gpu_tests "$w" 230 "$w/results.txt" &
     tests=$!
     (OUT=$w ONE_GPU=1 LAYERS=1 GPUS=" " EXTRA="--set quantization.epochs=${SYNTH_EPOCHS:-1}" \
         JOB_S=${ONE_JOB_S:-260} bash bench/device_synth_job.sh >"$w/synth_job.txt" 2>&1) &
@@ -56,7 +44,7 @@ stages() {
     bench 2 0,1 bench-tp2.txt
     stamp "tp2 bench done"
 }
-timeout -k 5 "${WALL_S:-520}" bash -c "$(declare -f stages); w=$w; t0=$t0; MPI=''; stages"
+timeout -k 5 "${WALL_S:-520}" bash -c "$(declare -f stages stamp synth_70b gpu_tests); w=$w; t0=$t0; MPI=''; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
 {
     cat "$w/device.txt" "$w/results.txt"

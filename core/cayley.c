@@ -18,8 +18,6 @@ extern void sgesv_(const int *n, const int *nrhs, float *a, const int *lda, int 
                    float *b, const int *ldb, int *info);
 extern void dgesv_(const int *n, const int *nrhs, double *a, const int *lda, int *ipiv,
                    double *b, const int *ldb, int *info);
-extern int openblas_get_num_threads(void);
-extern void openblas_set_num_threads(int n);
 
 /* Column-major A Z = B for n right-hand sides, A destroyed, B becomes Z; f64 picks dgesv
  * (double buffers) over sgesv (float). Returns 0, -1 when A is singular, -2 when the pivot
@@ -29,15 +27,15 @@ static int lu_solve(void *A, void *B, int n, int f64)
     int *ipiv = malloc(sizeof(int) * (size_t)n), info = 0;
     if (!ipiv)
         return -2;
-    const int threads = openblas_get_num_threads();
+    const int threads = real_blas_threads();
     if (threads > 1)
-        openblas_set_num_threads(1);
+        real_blas_set_threads(1);
     if (f64)
         dgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
     else
         sgesv_(&n, &n, A, &n, ipiv, B, &n, &info);
     if (threads > 1)
-        openblas_set_num_threads(threads);
+        real_blas_set_threads(threads);
     free(ipiv);
     return info == 0 ? 0 : -1;
 }

@@ -175,16 +175,19 @@ static int attention_item(void *ctx, size_t item, int t)
     return FQ_OK;
 }
 
-extern int openblas_get_num_threads(void);
-extern void openblas_set_num_threads(int n);
-
-/* BLAS's configured threads, at most `items` and at most s / ATT_BLOCK (the callers'
- * scratch is s·s reals per pass: one ATT_BLOCK·s block per thread) */
-static int attention_threads(int s, size_t items)
+/* fn over items [0, n) on BLAS's configured thread count, at most s / ATT_BLOCK (the
+ * callers' scratch is s·s reals per pass: one ATT_BLOCK·s block per thread), with BLAS on
+ * one thread meanwhile (restored after); one thread: in order, BLAS untouched. */
+static void attention_items(int s, size_t n, fq_item_fn fn, void *ctx)
 {
-    int nt = openblas_get_num_threads(), cap = s / ATT_BLOCK > 0 ? s / ATT_BLOCK : 1;
-    nt = nt < cap ? nt : cap;
-    return (size_t)nt < items ? nt : (int)items;
+    const int blas = real_blas_threads(), cap = s / ATT_BLOCK > 0 ? s / ATT_BLOCK : 1;
+    int nt = blas < cap ? blas : cap;
+    nt = (size_t)nt < n ? nt : (int)n;
+    if (nt > 1)
+        real_blas_set_threads(1);
+    (void)fq_parallel_for(n, nt, fn, ctx); /* the attention items cannot fail */
+    if (nt > 1)
+        real_blas_set_threads(blas);
 }
 
 /* The (sequence, head) pairs run on as many threads as BLAS is configured for, each with
@@ -196,19 +199,8 @@ static int attention_threads(int s, size_t items)
 void attention_fwd(real *out, real *probs, const real *q, const real *k, const real *v,
                    int b, int s, int h, int g, int dh, real *scratch)
 {
-    const size_t pairs = (size_t)b * h;
-    int nt = attention_threads(s, pairs);
-    if (nt <= 1) {
-        for (int bi = 0; bi < b; bi++)
-            for (int j = 0; j < h; j++)
-                attention_head_fwd(out, probs, q, k, v, bi, j, s, h, g, dh, scratch);
-        return;
-    }
-    const int blas = openblas_get_num_threads();
-    openblas_set_num_threads(1);
     attention_job a = {out, probs, scratch, q, k, v, s, h, g, dh};
-    (void)fq_parallel_for(pairs, nt, attention_item, &a); /* items cannot fail */
-    openblas_set_num_threads(blas);
+    attention_items(s, (size_t)b * h, attention_item, &a);
 }
 
 void swiglu_fwd(real *out, const real *gate, const real *up, size_t n)
@@ -317,19 +309,8 @@ void attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *q
                    const real *k, const real *v, int b, int s, int h, int g, int dh,
                    real *scratch)
 {
-    const size_t items = (size_t)b * g;
-    int nt = attention_threads(s, items);
-    if (nt <= 1) {
-        for (int bi = 0; bi < b; bi++)
-            for (int j = 0; j < h; j++)
-                attention_head_bwd(dq, dk, dv, dout, q, k, v, bi, j, s, h, g, dh, scratch);
-        return;
-    }
-    const int blas = openblas_get_num_threads();
-    openblas_set_num_threads(1);
     attention_bwd_job a = {dq, dk, dv, scratch, dout, q, k, v, s, h, g, dh};
-    (void)fq_parallel_for(items, nt, attention_bwd_item, &a); /* items cannot fail */
-    openblas_set_num_threads(blas);
+    attention_items(s, (size_t)b * g, attention_bwd_item, &a);
 }
 
 void swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up,

@@ -3,6 +3,20 @@
 
 #include <cblas.h>
 
+/* OpenBLAS's own calls (no header declares them on Debian's packages) */
+extern int openblas_get_num_threads(void);
+extern void openblas_set_num_threads(int n);
+
+int real_blas_threads(void)
+{
+    return openblas_get_num_threads();
+}
+
+void real_blas_set_threads(int n)
+{
+    openblas_set_num_threads(n);
+}
+
 void real_gemm(int trans_a, int trans_b, int m, int n, int k, real alpha, const real *a,
                int lda, const real *b, int ldb, real beta, real *c, int ldc)
 {

@@ -24,6 +24,11 @@ typedef float real;
 void real_gemm(int trans_a, int trans_b, int m, int n, int k, real alpha, const real *a,
                int lda, const real *b, int ldb, real beta, real *c, int ldc);
 
+/* The threads BLAS runs its calls on (OpenBLAS: OPENBLAS_NUM_THREADS or the cores), and
+ * setting them: for code that runs small BLAS calls on threads of its own, one each. */
+int real_blas_threads(void);
+void real_blas_set_threads(int n);
+
 /* Convert n fp32 values into real (a copy in either precision). */
 void real_from_f32(const float *src, size_t n, real *dst);
 void real_to_f32(const real *src, size_t n, float *dst);

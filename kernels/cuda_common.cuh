@@ -33,6 +33,13 @@ extern "C" {
 #define CTX_STREAM(ctx) ((cudaStream_t)(ctx)->stream)
 #define CTX_CUBLAS(ctx) ((cublasHandle_t)(ctx)->cublas)
 
+/* silu(g)·u in fp32: the one SwiGLU formula of every GPU path (the calibration op, the
+ * runtime's kernel and the decode transform's fused load), so they round alike. */
+__device__ __forceinline__ float fq_silu_mul(float g, float u)
+{
+    return g / (1.0f + expf(-g)) * u;
+}
+
 /* Programmatic dependent launch (ctx->pdl, sm_90). A kernel launched by fq_launch with
  * ctx->pdl set may begin before its predecessor in the stream has finished: everything it
  * does before pdl_wait() must touch only data no earlier kernel writes (weights, factors,

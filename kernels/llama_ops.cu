@@ -138,8 +138,7 @@ static __global__ void swiglu_fwd_kernel(float *out, const float *gate, const fl
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = fq_silu_mul(gate[i], up[i]);
     }
 }
 

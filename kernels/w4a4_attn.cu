@@ -131,6 +131,17 @@ __device__ __forceinline__ float dot8(const float *q, const float (&v)[8], float
     return acc;
 }
 
+/* f[0 .. 2·NW) = the bf16 pairs of NW 32-bit words (low half first), exactly */
+template <int NW>
+__device__ __forceinline__ void bf16_unpack(const uint32_t (&w)[NW], float (&f)[2 * NW])
+{
+#pragma unroll
+    for (int e = 0; e < NW; e++) {
+        f[2 * e] = __uint_as_float(w[e] << 16);
+        f[2 * e + 1] = __uint_as_float(w[e] & 0xFFFF0000u);
+    }
+}
+
 /* BF: the cache holds bf16 K and V (the BF16 baseline runtime's attention): the same tiles,
  * softmax and merge, with plain dot products and V sums instead of the folded codes. */
 template <int R, int DH, bool BF>
@@ -209,11 +220,7 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
                         const uint4 u = krow[w];
                         const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
                         float kv[8];
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            kv[2 * e] = __uint_as_float(wv[e] << 16);
-                            kv[2 * e + 1] = __uint_as_float(wv[e] & 0xFFFF0000u);
-                        }
+                        bf16_unpack(wv, kv);
 #pragma unroll
                         for (int h = 0; h < R; h++)
                             dot[h] = dot8(&qs[h][w * 8], kv, dot[h]);
@@ -287,23 +294,15 @@ __global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
             for (int i = pl; i < tend; i += PL) {
                 const uint16_t *vrow = a.v16 + (base + t0 + i) * DH + cw * DPT;
                 float vv[DPT];
+                uint32_t wv[DPT / 2];
                 if constexpr (DPT == 8) {
                     const uint4 u = *reinterpret_cast<const uint4 *>(vrow);
-                    const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        vv[2 * e] = __uint_as_float(wv[e] << 16);
-                        vv[2 * e + 1] = __uint_as_float(wv[e] & 0xFFFF0000u);
-                    }
+                    wv[0] = u.x, wv[1] = u.y, wv[2] = u.z, wv[3] = u.w;
                 } else {
                     const uint2 u = *reinterpret_cast<const uint2 *>(vrow);
-                    const uint32_t wv[2] = {u.x, u.y};
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        vv[2 * e] = __uint_as_float(wv[e] << 16);
-                        vv[2 * e + 1] = __uint_as_float(wv[e] & 0xFFFF0000u);
-                    }
+                    wv[0] = u.x, wv[1] = u.y;
                 }
+                bf16_unpack(wv, vv);
 #pragma unroll
                 for (int h = 0; h < R; h++) {
                     const float w = S[h][i];

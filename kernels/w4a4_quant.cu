@@ -170,6 +170,32 @@ __device__ __forceinline__ float sym_scale(float mx, float mn, float kmax, float
     return tt == 0.f ? 1.f : __fdiv_rn(tt, (float)qmax);
 }
 
+/* The 4-bit two's-complement code of y at scale s: clamp(rint(y/s), −qmax−1, qmax), IEEE
+ * division, as core/quantizer.c rounds. */
+__device__ __forceinline__ uint32_t code4(float y, float s, int qmax)
+{
+    float q = rintf(__fdiv_rn(y, s));
+    q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
+    return (uint32_t)(int)q & 0xFu;
+}
+
+/* max and min over the n (max, min) pairs of a K-block's row extrema, written by other
+ * CTAs or an earlier kernel (read past L1), reduced over the CTA */
+__device__ __forceinline__ void kblock_extrema(const float *part, int n, float *red, float &mx,
+                                               float &mn)
+{
+    const float2 *pp = reinterpret_cast<const float2 *>(part);
+    mx = -INFINITY, mn = INFINITY;
+#pragma unroll 4
+    for (int e = threadIdx.x; e < n; e += blockDim.x) {
+        const float2 v = __ldcg(pp + e);
+        mx = fmaxf(mx, v.x);
+        mn = fminf(mn, v.y);
+    }
+    mx = block_max(mx, red);
+    mn = block_min(mn, red);
+}
+
 /* Quantize y[0..len) with scale s into nibbles at out (len a multiple of 8). */
 __device__ __forceinline__ void quant_pack(uint8_t *out8, const float *y, int len, float s, int qmax)
 {
@@ -177,11 +203,8 @@ __device__ __forceinline__ void quant_pack(uint8_t *out8, const float *y, int le
     for (int i = threadIdx.x; i < len / 8; i += blockDim.x) {
         uint32_t word = 0;
 #pragma unroll
-        for (int e = 0; e < 8; e++) {
-            float q = rintf(__fdiv_rn(y[i * 8 + e], s));
-            q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
-            word |= ((uint32_t)(int)q & 0xFu) << (4 * e);
-        }
+        for (int e = 0; e < 8; e++)
+            word |= code4(y[i * 8 + e], s, qmax) << (4 * e);
         out[i] = word;
     }
 }
@@ -199,9 +222,7 @@ __device__ __forceinline__ void quant_pack_padded(uint8_t *out8, const float *y,
             const int j = i * 8 + e;
             if (j >= K)
                 break;
-            float q = rintf(__fdiv_rn(y[j], s));
-            q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
-            word |= ((uint32_t)(int)q & 0xFu) << (4 * e);
+            word |= code4(y[j], s, qmax) << (4 * e);
         }
         out[i] = word;
     }
@@ -337,8 +358,8 @@ __device__ void load_input(float *X, float *red, const uint16_t *x, const prolog
             for (int e = 0; e < 4; e++) {
                 const float u0 = __uint_as_float(w[e] << 16), u1 = __uint_as_float(w[e] & 0xFFFF0000u);
                 const float g0 = X[i * 8 + 2 * e], g1 = X[i * 8 + 2 * e + 1];
-                X[i * 8 + 2 * e] = round_bf16(g0 / (1.0f + expf(-g0)) * u0);
-                X[i * 8 + 2 * e + 1] = round_bf16(g1 / (1.0f + expf(-g1)) * u1);
+                X[i * 8 + 2 * e] = round_bf16(fq_silu_mul(g0, u0));
+                X[i * 8 + 2 * e + 1] = round_bf16(fq_silu_mul(g1, u1));
             }
         }
         __syncthreads();
@@ -368,6 +389,15 @@ __device__ void load_input(float *X, float *red, const uint16_t *x, const prolog
     __syncthreads();
 }
 
+/* Step 2 inside step 1 (FQ, transform_cols_kernel below): when the whole grid fits on the GPU at once, the CTAs meet at
+ * a grid barrier after writing their row extrema, and each then quantizes its own columns
+ * of Y from shared memory — no y_ws round trip, no second launch. */
+struct fused_quant {
+    quant_dsts d;
+    int nc, kblocks, qmax;
+    unsigned long long *barrier, target;
+};
+
 /* Decode, step 1: many CTAs per token. CTA (column block, transform block, token) computes
  * Y[:, jb] = Lᵀ·(X̃·R[:, jb]) — columns of Y need only the same columns of Z, so column
  * blocks are independent — writes them to the fp32 workspace y_ws [M, K] and each row's
@@ -379,15 +409,6 @@ __device__ void load_input(float *X, float *red, const uint16_t *x, const prolog
  * grid is large anyway, 4 when it is not — with 16, one token of the 70B attention input
  * ran on 8 CTAs and took 20 µs (Nsight Compute, session 7); every output still sums
  * k = 0, 1, … in one thread, so the column split changes no bit. */
-/* Step 2 inside step 1 (FQ): when the whole grid fits on the GPU at once, the CTAs meet at
- * a grid barrier after writing their row extrema, and each then quantizes its own columns
- * of Y from shared memory — no y_ws round trip, no second launch. */
-struct fused_quant {
-    quant_dsts d;
-    int nc, kblocks, qmax;
-    unsigned long long *barrier, target;
-};
-
 template <int RB, int JB, bool FQ>
 __global__ void __launch_bounds__(COL_THREADS_MAX)
     transform_cols_kernel(float *__restrict__ y_ws, float *__restrict__ part,
@@ -461,17 +482,9 @@ __global__ void __launch_bounds__(COL_THREADS_MAX)
         const int sub = fq.kblocks / blocks, rows = n1 / sub;
         for (int s = 0; s < sub; s++) {
             const int kb = b * sub + s;
-            float mx = -INFINITY, mn = INFINITY;
-            const float2 *pp = reinterpret_cast<const float2 *>(
-                part + (((size_t)t * blocks + b) * n1 + (size_t)s * rows) * ncb * 2);
-#pragma unroll 4
-            for (int e = threadIdx.x; e < rows * ncb; e += blockDim.x) {
-                const float2 v = __ldcg(pp + e); /* other CTAs' writes: past L1 */
-                mx = fmaxf(mx, v.x);
-                mn = fminf(mn, v.y);
-            }
-            mx = block_max(mx, red);
-            mn = block_min(mn, red);
+            float mx, mn;
+            kblock_extrema(part + (((size_t)t * blocks + b) * n1 + (size_t)s * rows) * ncb * 2,
+                           rows * ncb, red, mx, mn);
             for (int p = 0; p < fq.nc; p++) {
                 const float sc = sym_scale(mx, mn, fq.d.kmax[p], fq.d.kmin[p], fq.qmax);
                 if (cb == 0 && threadIdx.x == 0)
@@ -480,11 +493,8 @@ __global__ void __launch_bounds__(COL_THREADS_MAX)
                     const int row = s * rows + i;
                     uint32_t h = 0;
 #pragma unroll
-                    for (int jj = 0; jj < 4; jj++) {
-                        float q = rintf(__fdiv_rn(cur[row * cstride + cc0 + jj], sc));
-                        q = fminf(fmaxf(q, (float)(-fq.qmax - 1)), (float)fq.qmax);
-                        h |= ((uint32_t)(int)q & 0xFu) << (4 * jj);
-                    }
+                    for (int jj = 0; jj < 4; jj++)
+                        h |= code4(cur[row * cstride + cc0 + jj], sc, fq.qmax) << (4 * jj);
                     const size_t at = (size_t)t * K + (size_t)b * n + (size_t)row * n2 + j0;
                     reinterpret_cast<uint16_t *>(fq.d.codes[p])[at / 4] = (uint16_t)h;
                 }
@@ -509,17 +519,8 @@ __global__ void __launch_bounds__(FQ_BLOCK)
     const int kb = blockIdx.x / nchunk, ch = blockIdx.x % nchunk, t = blockIdx.y;
     const int sub = kblocks / blocks, blen = K / kblocks;
     const int b = kb / sub, rows = n1 / sub, i0 = (kb % sub) * rows;
-    float mx = -INFINITY, mn = INFINITY;
-    const float2 *pp =
-        reinterpret_cast<const float2 *>(part + (((size_t)t * blocks + b) * n1 + i0) * ncb * 2);
-#pragma unroll 4
-    for (int e = threadIdx.x; e < rows * ncb; e += blockDim.x) {
-        const float2 v = pp[e];
-        mx = fmaxf(mx, v.x);
-        mn = fminf(mn, v.y);
-    }
-    mx = block_max(mx, red);
-    mn = block_min(mn, red);
+    float mx, mn;
+    kblock_extrema(part + (((size_t)t * blocks + b) * n1 + i0) * ncb * 2, rows * ncb, red, mx, mn);
     const int w = ch * QC_WORDS + threadIdx.x;
     const float *yb = y_ws + (size_t)t * K + (size_t)kb * blen;
     float v[8];
@@ -537,11 +538,8 @@ __global__ void __launch_bounds__(FQ_BLOCK)
         if (w < blen / 8) {
             uint32_t word = 0;
 #pragma unroll
-            for (int e = 0; e < 8; e++) {
-                float q = rintf(__fdiv_rn(v[e], s));
-                q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
-                word |= ((uint32_t)(int)q & 0xFu) << (4 * e);
-            }
+            for (int e = 0; e < 8; e++)
+                word |= code4(v[e], s, qmax) << (4 * e);
             reinterpret_cast<uint32_t *>(d.codes[p])[word0 + w] = word;
         }
     }
@@ -568,13 +566,13 @@ cols_shape decode_cols_shape(int sm_count, int M, int blocks, int n1, int n2)
     return c;
 }
 
-/* The column kernel for JB; with fq (JB = 4, 4 | n2) the quantization rides in it when the
- * whole grid can be resident at once (its grid barrier needs that); *fused says which ran. */
+/* The column kernel for JB; the quantization rides in it (JB = 4, 4 | n2) when the whole
+ * grid can be resident at once, as its grid barrier needs: then fq->barrier is set, else
+ * the caller runs quant_cols_kernel. */
 template <int JB>
 int launch_cols(fq_cuda_ctx *ctx, const cols_shape &c, dim3 grid, size_t smem,
                 const prologue &pro, float *y_ws, float *part, const uint16_t *x, int K,
-                int blocks, int n1, int n2, const float *L, const float *R, fused_quant *fq,
-                int *fused)
+                int blocks, int n1, int n2, const float *L, const float *R, fused_quant *fq)
 {
     auto pick = [&](auto fqv) {
         constexpr bool F = decltype(fqv)::value;
@@ -582,9 +580,9 @@ int launch_cols(fq_cuda_ctx *ctx, const cols_shape &c, dim3 grid, size_t smem,
                : c.rb == 2 ? transform_cols_kernel<2, JB, F>
                            : transform_cols_kernel<1, JB, F>;
     };
-    *fused = 0;
+    fq->barrier = nullptr;
     const unsigned ctas = grid.x * grid.y * grid.z;
-    if (JB == 4 && fq && ctx->grid_barrier && n2 % 4 == 0) {
+    if (JB == 4 && ctx->grid_barrier && n2 % 4 == 0) {
         auto kern = pick(std::true_type{});
         if (fq_smem_optin((const void *)kern, ctx->device, (int)smem) != cudaSuccess)
             return -1;
@@ -592,7 +590,6 @@ int launch_cols(fq_cuda_ctx *ctx, const cols_shape &c, dim3 grid, size_t smem,
                               ctx->sm_count) {
             if (fq_cuda_grid_barrier(ctx, ctas, &fq->barrier, &fq->target) != FQ_OK)
                 return -1;
-            *fused = 1;
             return fq_launch(ctx, kern, grid, dim3(c.threads), smem, y_ws, part, x, pro, K,
                              blocks, n1, n2, L, R, *fq) == cudaSuccess
                        ? 0
@@ -646,12 +643,15 @@ static int transform_quant_run(fq_cuda_ctx *ctx, const char *where, const fq_qua
             return fq_error("%s: dst[%d].codes is not 4-byte aligned (expected a cudaMalloc'd "
                             "buffer)", where, q);
     }
-    const int qmax = (1 << (bits - 1)) - 1, sub = kblocks / blocks;
+    const int qmax = (1 << (bits - 1)) - 1;
     cudaStream_t st = CTX_STREAM(ctx);
     const char *fn = where + sizeof(FILE_ ":") - 1; /* the function, after "FILE:" */
     /* rows blocked by 8 when n1 allows it (the factors' loads serve 8 FMAs), else by 1 */
     const bool rb8 = n1 % 8 == 0;
-    if (pro.kind != PRO_NONE && !decode_path_smem(ctx, M, K, blocks, n1, n2, kblocks))
+    /* Few tokens: split each token over column blocks (decode); the K-blocks must then be
+     * whole rows of the [n1, n2] view. Many tokens: one CTA per token (prefill). */
+    const size_t smem_cols = decode_path_smem(ctx, M, K, blocks, n1, n2, kblocks);
+    if (pro.kind != PRO_NONE && !smem_cols)
         return fq_error("%s: M = %d, K = %d, blocks %d, n1·n2 = %d·%d: not the decode kernel's "
                         "shapes (expected fq_transform_quant_fuses() to accept them before a "
                         "fused call)", where, M, K, blocks, n1, n2);
@@ -665,13 +665,8 @@ static int transform_quant_run(fq_cuda_ctx *ctx, const char *where, const fq_qua
         LAUNCH_CHECK(FILE_, fn, "transform_quant_padded_kernel");
         return FQ_OK;
     }
-    /* Few tokens: split each token over column blocks (decode); the K-blocks must then be
-     * whole rows of the [n1, n2] view. Many tokens: one CTA per token (prefill). */
-    const cols_shape cs = decode_cols_shape(ctx->sm_count, M, blocks, n1, n2);
-    const size_t smem_cols =
-        sizeof(float) * ((size_t)n1 * n2 + 2 * (size_t)n1 * cs.jb + (size_t)n2 * cs.jb +
-                         (size_t)n1 * n1);
-    if (M <= SPLIT_MAX_M && n1 % sub == 0 && smem_cols <= COL_MAX_SMEM) {
+    if (smem_cols) {
+        const cols_shape cs = decode_cols_shape(ctx->sm_count, M, blocks, n1, n2);
         const int ncb = (n2 + cs.jb - 1) / cs.jb;
         const size_t ws = (size_t)M * K + (size_t)M * blocks * n1 * ncb * 2;
         float *y_ws = nullptr;
@@ -680,16 +675,15 @@ static int transform_quant_run(fq_cuda_ctx *ctx, const char *where, const fq_qua
         float *part = y_ws + (size_t)M * K;
         const dim3 grid(ncb, blocks, M);
         fused_quant fq = {d, nconsumers, kblocks, qmax, nullptr, 0};
-        int fused = 0;
         const int rc = cs.jb == 16 ? launch_cols<16>(ctx, cs, grid, smem_cols, pro, y_ws, part, x,
-                                                     K, blocks, n1, n2, L, R, &fq, &fused)
+                                                     K, blocks, n1, n2, L, R, &fq)
                                    : launch_cols<4>(ctx, cs, grid, smem_cols, pro, y_ws, part, x,
-                                                    K, blocks, n1, n2, L, R, &fq, &fused);
+                                                    K, blocks, n1, n2, L, R, &fq);
         if (rc)
             return fq_error("%s: CUDA error in transform_cols_kernel (%zu bytes of shared "
                             "memory): %s (expected success)", where, smem_cols,
                             cudaGetErrorString(cudaGetLastError()));
-        if (fused)
+        if (fq.barrier)
             return FQ_OK;
         const int blen = K / kblocks, nchunk = (blen / 8 + QC_WORDS - 1) / QC_WORDS;
         CU_CHECK(fq_launch(ctx, quant_cols_kernel, dim3(kblocks * nchunk, M), dim3(FQ_BLOCK), 0,

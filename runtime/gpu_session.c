@@ -44,6 +44,15 @@ static double timeout_from_env(void)
     return t > 0 ? t : 300;
 }
 
+#ifdef FLATQ_HAVE_CUDA
+/* an on/off switch of the environment: on unless set to "0" */
+static int env_switch(const char *name)
+{
+    const char *v = getenv(name);
+    return !(v && strcmp(v, "0") == 0);
+}
+#endif
+
 int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batch,
                      int max_ctx, int max_tokens, int max_logit_rows)
 {
@@ -65,13 +74,11 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
         if (rc == FQ_OK) {
             s->have_ctx = 1;
             /* inference kernels as programmatic dependents (kernels/flatq_cuda.h) unless
-             * FLATQ_PDL=0: the benchmark compares both in one run */
-            const char *pdl = getenv("FLATQ_PDL");
-            s->ctx.pdl = !(pdl && strcmp(pdl, "0") == 0);
-            /* FLATQ_GRID_BARRIER=0: no kernel waits for its whole grid (for GPUs whose
-             * SMs other processes share at once, as under CUDA MPS) */
-            const char *gb = getenv("FLATQ_GRID_BARRIER");
-            s->ctx.grid_barrier = !(gb && strcmp(gb, "0") == 0);
+             * FLATQ_PDL=0 (the benchmark compares both in one run); FLATQ_GRID_BARRIER=0:
+             * no kernel waits for its whole grid (for GPUs whose SMs other processes share
+             * at once, as under CUDA MPS) */
+            s->ctx.pdl = env_switch("FLATQ_PDL");
+            s->ctx.grid_barrier = env_switch("FLATQ_GRID_BARRIER");
         }
         else
             fq_error_wrap("rank %d", s->comm.rank);

@@ -340,8 +340,7 @@ __global__ void swiglu_kernel(uint16_t *out, const uint16_t *gate, const uint16_
     pdl_launch_dependents();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        float g = bf(gate[i]);
-        out[i] = to_bf(g / (1.0f + expf(-g)) * bf(up[i]));
+        out[i] = to_bf(fq_silu_mul(bf(gate[i]), bf(up[i])));
     }
 }
 
@@ -478,6 +477,8 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *ids,
             }
 #pragma unroll
             for (int u = 0; u < D; u++) {
+                if (base + u * (int)blockDim.x >= n4)
+                    break; /* past the row: no index beyond V may win, even for a row of −∞ */
                 const int i = 4 * (base + u * blockDim.x);
                 argmax_take(f[u].x, i, best, bi);
                 argmax_take(f[u].y, i + 1, best, bi);
