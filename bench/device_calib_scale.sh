@@ -8,7 +8,8 @@
 #   phase 2, side by side: GPU 0 one layer with SCALE_EPOCHS epochs (the 1-GPU rate);
 #     GPU 1 SIDE: "full" one layer with the full recipe (the per-layer time), "16m" one
 #     flatq-llama-16m job with its ppl (the end-to-end check), "none";
-#   phase 3: all LAYERS on both GPUs.
+#   phase 3: all LAYERS on SCALE_GPUS (default "2"; e.g. "4 2" on a 4-GPU machine), one
+#     device_synth_job.sh run per count so each prints its efficiency as soon as it ends.
 # Session 6 ran it as bench/device_x2_s6b.sh (GPU_TESTS=1 SIDE=full LAYERS=4) and
 # bench/device_x2_s6c.sh (SIDE=16m LAYERS=6), merged into this one since.
 # Carried: bin, .dev/lib, .dev/data (GPU_TESTS=1: also build/gpu-tests).
@@ -44,9 +45,12 @@ stages() {
     stamp "one layer, $E epochs, done"
     wait $b
     stamp "side run ($SIDE) done"
-    OUT=$w REUSE_SYNTH=1 TAG=e$E SKIP_ONE=1 GPUS=2 LAYERS=$L EXTRA="--set quantization.epochs=$E" \
-        JOB_S=${SCALE_JOB_S:-260} bash bench/device_synth_job.sh >"$w/scale_e$E.txt" 2>&1
-    stamp "scaling done"
+    for g in ${SCALE_GPUS:-2}; do
+        OUT=$w REUSE_SYNTH=1 TAG=e$E SKIP_ONE=1 GPUS=$g LAYERS=$L \
+            EXTRA="--set quantization.epochs=$E" JOB_S=${SCALE_JOB_S:-260} \
+            bash bench/device_synth_job.sh >"$w/scale${g}_e$E.txt" 2>&1
+        stamp "scaling on $g GPUs done"
+    done
 }
 timeout -k 5 "${WALL_S:-530}" bash -c "$(declare -f stages stamp gpu_tests); w=$w; t0=$t0; L=$L; E=$E; SIDE=$SIDE; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
@@ -54,7 +58,7 @@ echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
     cat "$w/device.txt" "$w/results.txt"
     grep -h "^SUMMARY\|FAIL" "$w"/gputests/*.out 2>/dev/null | head -20
     echo "== 16m"; grep -h "ABL\|calibration:\|FP pass" "$w/16m.txt" "$w"/abl-*.calibrate.log 2>/dev/null
-    for f in one_e$E one_full scale_e$E; do echo "== $f"; grep -v "^GPU [0-9]" "$w/$f.txt" 2>/dev/null; done
+    for f in one_e$E one_full $(for g in ${SCALE_GPUS:-2}; do echo scale${g}_e$E; done); do echo "== $f"; grep -v "^GPU [0-9]" "$w/$f.txt" 2>/dev/null; done
 } >"$final/summary.txt"
 cat "$final/summary.txt"
 tar -C /tmp -czf /tmp/calibscale.tgz calibscale && split -b 15m -d /tmp/calibscale.tgz "$final/results.tgz."
