@@ -324,9 +324,12 @@ static void bench_decode_shapes(const shape &s, int M)
     cudaFree(sw), cudaFree(sx), cudaFree(x), cudaFree(y), cudaFree(qx);
 }
 
-/* ---------- decode attention: KV4 against the same kernel on a bf16 cache ---------- */
+/* ---------- attention: KV4 against the same kernel on a bf16 cache, tensor-core and
+ * CUDA-core kernels (ctx.attn_tc) ---------- */
 
-static void bench_attention(int batch, int ctx)
+/* n_q = 1: decode (bytes against HBM); n_q = ctx: a causal prefill of the whole context
+ * (FLOPs: 4·heads·dh per query-position pair, half the square) */
+static void bench_attention(int batch, int ctx, int n_q)
 {
     const int kv = 8, heads = 64, dh = 128;
     const size_t slots = (size_t)batch * kv * ctx;
@@ -346,19 +349,39 @@ static void bench_attention(int batch, int ctx)
     }
     for (int i = 0; i < c16; i++)
         K16[i] = rand_bf16(slots * dh, 500 + i, 0.5f), V16[i] = rand_bf16(slots * dh, 600 + i);
-    uint16_t *q = rand_bf16((size_t)batch * heads * dh, 77), *o = (uint16_t *)dalloc((size_t)batch * heads * dh * 2);
+    const size_t nq = (size_t)batch * n_q * heads * dh;
+    uint16_t *q = rand_bf16(nq, 77), *o = (uint16_t *)dalloc(nq * 2);
     std::vector<int> lens(batch, ctx);
     CK(cudaStreamSynchronize(g_st));
-    double t4 = time_ms([&](int r) {
-        FQ(fq_attention_kv4_cuda(&g_ctx, o, q, &C4[r % c4], 1, lens.data(), heads));
-    });
-    double t16 = time_ms([&](int r) {
-        FQ(fq_attention_bf16kv_cuda(&g_ctx, o, q, K16[r % c16], V16[r % c16], batch, kv, ctx, dh,
-                                    1, lens.data(), heads));
-    });
-    out("attn decode b%-2d ctx %6d | kv4 %8.4f ms %6.0f GB/s %5.1f%% | bf16-kv %8.4f ms %6.0f GB/s %5.1f%% | %5.2fx\n",
-        batch, ctx, t4, b4 / t4 / 1e6, 100 * (b4 / g_bw * 1e3) / t4, t16, b16 / t16 / 1e6,
-        100 * (b16 / g_bw * 1e3) / t16, t16 / t4);
+    double t[2][2]; /* [tensor cores][bf16 kv] */
+    for (int tc = 0; tc < 2; tc++) {
+        g_ctx.attn_tc = tc;
+        t[tc][0] = time_ms([&](int r) {
+            FQ(fq_attention_kv4_cuda(&g_ctx, o, q, &C4[r % c4], n_q, lens.data(), heads));
+        });
+        t[tc][1] = time_ms([&](int r) {
+            FQ(fq_attention_bf16kv_cuda(&g_ctx, o, q, K16[r % c16], V16[r % c16], batch, kv, ctx,
+                                        dh, n_q, lens.data(), heads));
+        });
+    }
+    g_ctx.attn_tc = 1;
+    if (n_q == 1) {
+        for (int tc = 1; tc >= 0; tc--)
+            out("attn decode %s b%-2d ctx %6d | kv4 %8.4f ms %6.0f GB/s %5.1f%% | bf16-kv %8.4f ms %6.0f GB/s %5.1f%% | %5.2fx\n",
+                tc ? "tensor-core" : "cuda-core  ", batch, ctx, t[tc][0], b4 / t[tc][0] / 1e6,
+                100 * (b4 / g_bw * 1e3) / t[tc][0], t[tc][1], b16 / t[tc][1] / 1e6,
+                100 * (b16 / g_bw * 1e3) / t[tc][1], t[tc][1] / t[tc][0]);
+        out("attn decode b%-2d ctx %6d | kv4 tensor-core vs kv4 cuda-core %5.2fx, vs bf16-kv tensor-core %5.2fx, vs bf16-kv cuda-core %5.2fx\n",
+            batch, ctx, t[0][0] / t[1][0], t[1][1] / t[1][0], t[0][1] / t[1][0]);
+    } else {
+        const double flop = 4.0 * heads * dh * batch * ((double)n_q * (n_q + 1) / 2);
+        for (int tc = 1; tc >= 0; tc--)
+            out("attn prefill %s b%-2d ctx %6d | kv4 %8.3f ms %6.1f TFLOP/s | bf16-kv %8.3f ms %6.1f TFLOP/s | %5.2fx\n",
+                tc ? "tensor-core" : "cuda-core  ", batch, ctx, t[tc][0], flop / t[tc][0] / 1e9,
+                t[tc][1], flop / t[tc][1] / 1e9, t[tc][1] / t[tc][0]);
+        out("attn prefill b%-2d ctx %6d | tensor-core vs cuda-core: kv4 %5.1fx, bf16-kv %5.1fx\n",
+            batch, ctx, t[0][0] / t[1][0], t[0][1] / t[1][1]);
+    }
     for (auto &c : C4)
         cudaFree(c.k_codes), cudaFree(c.v_codes), cudaFree(c.k_sz), cudaFree(c.v_sz);
     for (int i = 0; i < c16; i++)
@@ -392,8 +415,10 @@ int main(int argc, char **argv)
         name, g_bw / 1e9, PEAK_INT8 / 1e12, PEAK_BF16 / 1e12);
     if (!strcmp(only, "all") || !strcmp(only, "attn")) {
         for (int b : {1, 8})
-            for (int ctx : {8192, 16384, 32768})
-                bench_attention(b, ctx);
+            for (int ctx : {2048, 8192, 16384, 32768})
+                bench_attention(b, ctx, 1);
+        for (int ctx : {2048, 8192})
+            bench_attention(1, ctx, ctx);
     }
     const shape shapes[] = {
         {"qkv", 10240, 8192, 1}, {"o", 8192, 8192, 1}, {"gate_up", 57344, 8192, 1}, {"down", 8192, 28672, 1},

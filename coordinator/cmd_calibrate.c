@@ -343,6 +343,9 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
                   .seqlen = j->calibration.seqlen, .batch = j->calibration.batch};
     if (fp_pass_init(&fp) != FQ_OK)
         return FQ_ERR;
+    /* each boundary's cache write beside the next boundary's compute (issue 6: at 4 GPUs the
+     * serial write held back every worker's first layer by ~10 s per boundary) */
+    fp.async_commit = 1;
     int gptq = j->quantization.weight_quantizer == JOB_WQ_GPTQ, forgotten = 0;
     if (gptq && gptq_pass_prepare(j->output, j->cache.dir, cs->cfg.n_layers, &forgotten) != FQ_OK) {
         fp_pass_free(&fp);
@@ -378,6 +381,7 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
                            .outdir = j->output,
                            .produce_next_boundary = lt->cuda ? fp_pass_produce_cuda : fp_pass_produce,
                            .produce_ctx = lt->cuda ? (void *)&gfp : (void *)&fp,
+                           .flush_boundaries = lt->cuda ? fp_pass_flush_cuda : fp_pass_flush,
                            /* LLaMA layers cost the same: no layer_cost */
                            .release_boundary = j->cache.delete_consumed ? release_boundary : NULL,
                            .release_ctx = cs, .run_layer = layer_task_run, .run_ctx = lt,
@@ -388,8 +392,9 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
     progress_end(&prog);
     if (rc == FQ_OK) {
         printf("calibration: %d layers run, %d reused; FP pass %.1f s (%d boundaries computed, "
-               "%d reused), cache writes %.1f s\n", rep.layers_run, rep.layers_skipped,
-               fp.seconds, fp.produced, fp.reused, fp.commit_s);
+               "%d reused), cache writes %.1f s (on a writer thread; the FP pass spent %.1f s "
+               "encoding and waiting for it)\n", rep.layers_run, rep.layers_skipped,
+               fp.seconds, fp.produced, fp.reused, fp.write_s, fp.commit_s);
         if (lt->cuda)
             printf("  FP pass on the GPU: upload %.1f s, layers %.1f s, download %.1f s\n",
                    gfp.upload_s, gfp.compute_s, gfp.download_s);

@@ -42,7 +42,9 @@ static void run_usage(FILE *out)
             "  FLATQ_PDL=0 launches the GPU kernels in plain stream order instead of as\n"
             "  programmatic dependents (each starting during its predecessor's tail);\n"
             "  FLATQ_GRID_BARRIER=0 keeps kernels from waiting on their whole grid (for\n"
-            "  GPUs shared with other processes at once, as under CUDA MPS).\n");
+            "  GPUs shared with other processes at once, as under CUDA MPS);\n"
+            "  FLATQ_ATTN_TC=0 attends with the CUDA-core kernel instead of the\n"
+            "  tensor-core one.\n");
 }
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)

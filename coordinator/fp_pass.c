@@ -4,62 +4,160 @@
 #include "error.h"
 #include "parallel.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The cache write of one boundary on a thread of its own (async_commit). */
+typedef struct {
+    fp_pass *p;
+    void *payload; /* the boundary in the cache's dtype: what the thread writes */
+    size_t cap;
+    layer_cache_dtype dtype;
+    int boundary, running, rc;
+    pthread_t th;
+    char err[1024];
+} fp_writer;
 
 int fp_pass_init(fp_pass *p)
 {
     size_t n = (size_t)p->nsamples * p->seqlen * p->cfg->hidden;
     p->x = fq_malloc(sizeof(float) * n, "FP pass activations");
+    p->writer = fq_calloc(1, sizeof(fp_writer), "FP pass writer");
     p->x_boundary = -1;
     p->seconds = 0;
-    p->commit_s = 0;
+    p->commit_s = p->write_s = 0;
     p->produced = p->reused = 0;
-    return p->x ? FQ_OK : FQ_ERR;
+    if (!p->x || !p->writer) {
+        fp_pass_free(p);
+        return FQ_ERR;
+    }
+    return FQ_OK;
 }
 
 void fp_pass_free(fp_pass *p)
 {
+    fp_writer *w = p->writer;
+    if (w) {
+        (void)fp_pass_flush(p); /* never free what a running write reads */
+        free(w->payload);
+        free(w);
+    }
+    p->writer = NULL;
     free(p->x);
     p->x = NULL;
 }
 
-/* x ← x rounded to the cache's dtype, in chunks on the I/O threads: 2 G values of a 70B
- * boundary took seconds on one core, every boundary, on the FP pass's critical path */
-static int round_range(void *ctx, size_t a, size_t b, int t)
+/* Encoding x into the cache's dtype, sample by sample on the I/O threads (2 G values of a
+ * 70B boundary took seconds on one core, on the FP pass's critical path); then x ← the
+ * values as the cache stores them, so the chain continues from them (a second pass: x
+ * stays intact until every sample has encoded, for the fp16 → bf16 fallback). */
+typedef struct {
+    fp_pass *p;
+    uint8_t *dst;
+    layer_cache_dtype dtype;
+    int boundary;
+} encode_job;
+
+static int encode_sample_x(void *ctx, size_t i, int t)
 {
     (void)t;
-    const fp_pass *p = ctx;
-    if (p->dtype == LAYER_CACHE_BF16)
-        for (size_t k = a; k < b; k++)
-            p->x[k] = fq_bf16_to_f32(fq_f32_to_bf16(p->x[k]));
+    const encode_job *e = ctx;
+    const size_t per = (size_t)e->p->seqlen * e->p->cfg->hidden;
+    return layer_cache_encode(e->p->x + i * per, per, e->dtype,
+                              e->dst + i * per * layer_cache_dtype_bytes(e->dtype), e->boundary, i);
+}
+
+static int round_sample_x(void *ctx, size_t i, int t)
+{
+    (void)t;
+    const encode_job *e = ctx;
+    const size_t per = (size_t)e->p->seqlen * e->p->cfg->hidden;
+    float *x = e->p->x + i * per;
+    const uint16_t *h = (const uint16_t *)(e->dst + i * per * 2);
+    if (e->dtype == LAYER_CACHE_BF16)
+        for (size_t k = 0; k < per; k++)
+            x[k] = fq_bf16_to_f32(h[k]);
     else
-        for (size_t k = a; k < b; k++)
-            p->x[k] = fq_f16_to_f32(fq_f32_to_f16(p->x[k]));
+        for (size_t k = 0; k < per; k++)
+            x[k] = fq_f16_to_f32(h[k]);
+    return FQ_OK;
+}
+
+static int encode_x(fp_pass *p, fp_writer *w, int boundary)
+{
+    size_t n = (size_t)p->nsamples * p->seqlen * p->cfg->hidden;
+    size_t need = n * layer_cache_dtype_bytes(p->dtype); /* fp16 → bf16 keeps the size */
+    if (w->cap < need) {
+        free(w->payload);
+        w->payload = fq_malloc(need, "FP pass cache payload");
+        w->cap = w->payload ? need : 0;
+        if (!w->payload)
+            return FQ_ERR;
+    }
+    encode_job e = {.p = p, .dst = w->payload, .dtype = p->dtype, .boundary = boundary};
+    const size_t ns = (size_t)p->nsamples;
+    const int nt = fq_io_threads(ns);
+    if (fq_parallel_for(ns, nt, encode_sample_x, &e) != FQ_OK) {
+        if (p->dtype != LAYER_CACHE_F16)
+            return FQ_ERR;
+        /* fp16 overflows on some LLaMA residual channels: keep going in bf16 */
+        fprintf(stderr, "flatq: note: boundary %d does not fit fp16 (%s); the cache "
+                        "continues in bf16\n", boundary, fq_errmsg());
+        p->dtype = e.dtype = LAYER_CACHE_BF16;
+        if (fq_parallel_for(ns, nt, encode_sample_x, &e) != FQ_OK)
+            return FQ_ERR;
+    }
+    return p->dtype == LAYER_CACHE_F32 ? FQ_OK : fq_parallel_for(ns, nt, round_sample_x, &e);
+}
+
+static void *writer_main(void *arg)
+{
+    fp_writer *w = arg;
+    fp_pass *p = w->p;
+    double t0 = progress_monotonic_seconds();
+    w->rc = layer_cache_write_encoded(p->cache_dir, w->boundary, p->fingerprint, w->dtype,
+                                      w->payload, (size_t)p->nsamples, (size_t)p->seqlen,
+                                      (size_t)p->cfg->hidden);
+    if (w->rc != FQ_OK)
+        snprintf(w->err, sizeof w->err, "%s", fq_errmsg());
+    p->write_s += progress_monotonic_seconds() - t0; /* read only after the join */
+    return NULL;
+}
+
+int fp_pass_flush(void *ctx)
+{
+    fp_pass *p = ctx;
+    fp_writer *w = p ? p->writer : NULL;
+    if (!w || !w->running)
+        return FQ_OK;
+    pthread_join(w->th, NULL);
+    w->running = 0;
+    if (w->rc != FQ_OK)
+        return fq_error("FP pass, boundary %d: %s", w->boundary, w->err);
     return FQ_OK;
 }
 
 int fp_pass_commit_boundary(fp_pass *p, int boundary)
 {
+    fp_writer *w = p->writer;
     double t0 = progress_monotonic_seconds();
-    if (layer_cache_write(p->cache_dir, boundary, p->fingerprint, p->dtype, p->x,
-                          (size_t)p->nsamples, (size_t)p->seqlen, (size_t)p->cfg->hidden) != FQ_OK) {
-        if (p->dtype != LAYER_CACHE_F16)
-            return FQ_ERR;
-        /* fp16 overflows on some LLaMA residual channels: keep going in bf16 */
-        fprintf(stderr, "flatq: note: boundary %d does not fit fp16 (%s); the cache continues "
-                        "in bf16\n", boundary, fq_errmsg());
-        p->dtype = LAYER_CACHE_BF16;
-        if (layer_cache_write(p->cache_dir, boundary, p->fingerprint, p->dtype, p->x,
-                              (size_t)p->nsamples, (size_t)p->seqlen,
-                              (size_t)p->cfg->hidden) != FQ_OK)
-            return FQ_ERR;
-    }
-    size_t n = (size_t)p->nsamples * p->seqlen * p->cfg->hidden;
-    if ((p->dtype == LAYER_CACHE_BF16 || p->dtype == LAYER_CACHE_F16) &&
-        fq_parallel_ranges(n, (size_t)1 << 22, 0, round_range, p) != FQ_OK)
+    /* the previous boundary's write reads the payload buffer: finish it first */
+    if (fp_pass_flush(p) != FQ_OK || encode_x(p, w, boundary) != FQ_OK)
         return FQ_ERR;
+    w->p = p;
+    w->boundary = boundary;
+    w->dtype = p->dtype;
+    w->rc = FQ_OK;
+    int started = p->async_commit && pthread_create(&w->th, NULL, writer_main, w) == 0;
+    if (started) {
+        w->running = 1;
+    } else {
+        writer_main(w); /* synchronous (or no thread to be had) */
+        if (w->rc != FQ_OK)
+            return fq_error("%s", w->err);
+    }
     p->commit_s += progress_monotonic_seconds() - t0;
     p->x_boundary = boundary;
     p->produced++;

@@ -24,8 +24,16 @@ typedef struct {
     float *x;                /* the boundary in memory, [nsamples, seqlen, d] */
     int x_boundary;          /* which boundary x holds (−1: none) */
     double seconds;          /* time spent computing (not reading) boundaries */
-    double commit_s;         /* time spent writing them to the cache (and rounding x) */
+    double commit_s;         /* time the pass spent committing them (encoding, rounding x,
+                              * writing, or waiting for the writer thread) */
     int produced, reused;
+    /* 1: fp_pass_commit_boundary hands the cache write to a thread of its own and returns,
+     * so the next boundary computes while this one is written (a 70B boundary is ~4 GB,
+     * ~5 s to disk: as long as its layer on the GPU); the write of boundary b is then
+     * finished by the next commit or by fp_pass_flush. 0: written before commit returns. */
+    int async_commit;
+    double write_s;          /* time the writer thread spent writing (async_commit) */
+    void *writer;            /* its state (fp_pass.c) */
 } fp_pass;
 
 int fp_pass_init(fp_pass *p);
@@ -38,5 +46,10 @@ int fp_pass_produce(void *ctx, int boundary);
  * as `boundary` then round x like the cache stores it (bf16/fp16/fp32). */
 int fp_pass_load_input(fp_pass *p, int boundary);
 int fp_pass_commit_boundary(fp_pass *p, int boundary);
+
+/* Wait until every committed boundary is in the cache (the writer thread's result; FQ_OK
+ * at once without async_commit). ctx: the fp_pass, or (fp_pass_flush_cuda) the
+ * fp_pass_cuda whose pass it is — the scheduler's flush_boundaries. */
+int fp_pass_flush(void *ctx);
 
 #endif

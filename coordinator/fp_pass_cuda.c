@@ -103,7 +103,19 @@ int fp_pass_produce_cuda(void *vctx, int boundary)
     return FQ_OK;
 }
 
+int fp_pass_flush_cuda(void *ctx)
+{
+    fp_pass_cuda *g = ctx;
+    return g && g->p ? fp_pass_flush(g->p) : FQ_OK;
+}
+
 #else /* built without the CUDA backend */
+
+int fp_pass_flush_cuda(void *ctx)
+{
+    (void)ctx;
+    return FQ_OK;
+}
 
 int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device)
 {

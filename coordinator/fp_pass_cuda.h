@@ -39,5 +39,7 @@ int fp_pass_cuda_init(fp_pass_cuda *g, fp_pass *p, int device);
 void fp_pass_cuda_free(fp_pass_cuda *g);
 /* scheduler callback (ctx = fp_pass_cuda *): make boundary b (b = 0, 1, ... in order). */
 int fp_pass_produce_cuda(void *ctx, int boundary);
+/* the scheduler's flush_boundaries for it: fp_pass_flush of its pass */
+int fp_pass_flush_cuda(void *ctx);
 
 #endif

@@ -33,6 +33,7 @@ const char *layer_cache_dtype_name(layer_cache_dtype t)
 }
 
 static size_t dtype_bytes(layer_cache_dtype t) { return t == LAYER_CACHE_F32 ? 4 : 2; }
+size_t layer_cache_dtype_bytes(layer_cache_dtype dtype) { return dtype_bytes(dtype); }
 
 static fq_dtype to_fq_dtype(layer_cache_dtype t)
 {
@@ -102,8 +103,8 @@ static void header_encode(const layer_cache_header *h, uint8_t out[LAYER_CACHE_H
 }
 
 /* Narrow one sample, refusing values that are or would become non-finite. */
-static int encode_sample(const float *x, size_t count, layer_cache_dtype dtype, void *dst,
-                         int boundary, size_t sample)
+int layer_cache_encode(const float *x, size_t count, layer_cache_dtype dtype, void *dst,
+                       int boundary, size_t sample)
 {
     for (size_t i = 0; i < count; i++)
         if (!isfinite(x[i]))
@@ -128,7 +129,8 @@ static int encode_sample(const float *x, size_t count, layer_cache_dtype dtype, 
  * written on several threads — one core hashes ~0.3 GB/s, and a 70B layer's cache is
  * 4 GB per boundary. */
 typedef struct {
-    const float *x;
+    const float *x;          /* fp32 samples, encoded here; or */
+    const uint8_t *payload;  /* samples already encoded */
     size_t per_sample, sample_bytes;
     layer_cache_dtype dtype;
     int boundary;
@@ -141,16 +143,19 @@ typedef struct {
 static int write_sample(void *ctx, size_t i, int t)
 {
     write_job *j = ctx;
-    if (encode_sample(j->x + i * j->per_sample, j->per_sample, j->dtype, j->bufs[t],
-                      j->boundary, i) != FQ_OK)
+    const void *src = j->payload ? (const void *)(j->payload + i * j->sample_bytes) : j->bufs[t];
+    if (!j->payload && layer_cache_encode(j->x + i * j->per_sample, j->per_sample, j->dtype,
+                                          j->bufs[t], j->boundary, i) != FQ_OK)
         return FQ_ERR;
-    sha256(j->bufs[t], j->sample_bytes, j->table + i * SAMPLE_DIGEST);
-    return atomic_file_pwrite(j->f, j->bufs[t], j->sample_bytes,
+    sha256(src, j->sample_bytes, j->table + i * SAMPLE_DIGEST);
+    return atomic_file_pwrite(j->f, src, j->sample_bytes,
                               j->payload_at + (off_t)(i * j->sample_bytes));
 }
 
-int layer_cache_write(const char *dir, int boundary, const char *fingerprint,
-                      layer_cache_dtype dtype, const float *x, size_t n, size_t s, size_t d)
+/* x (fp32) or payload (encoded) → the cache file of `boundary` */
+static int cache_write(const char *dir, int boundary, const char *fingerprint,
+                       layer_cache_dtype dtype, const float *x, const void *payload, size_t n,
+                       size_t s, size_t d)
 {
     char path[4096];
     if (layer_cache_path(dir, boundary, path, sizeof path) != FQ_OK)
@@ -159,18 +164,18 @@ int layer_cache_write(const char *dir, int boundary, const char *fingerprint,
         return fq_error("%s: fingerprint must be 64 lowercase hex characters", path);
     if (dtype != LAYER_CACHE_F32 && dtype != LAYER_CACHE_F16 && dtype != LAYER_CACHE_BF16)
         return fq_error("%s: dtype %d (expected fp32, fp16 or bf16)", path, (int)dtype);
-    if (!x || n == 0 || s == 0 || d == 0 || (uint64_t)n * s > max_elements / d)
+    if ((!x && !payload) || n == 0 || s == 0 || d == 0 || (uint64_t)n * s > max_elements / d)
         return fq_error("%s: shape (%zu, %zu, %zu) (expected non-empty, under 2^40 values)",
                         path, n, s, d);
     size_t per_sample = s * d, sample_bytes = per_sample * dtype_bytes(dtype);
     int nt = fq_io_threads(n);
     uint8_t *table = fq_calloc(n, SAMPLE_DIGEST, "cache sample table");
-    void **bufs = fq_thread_buffers(nt, sample_bytes, "cache sample buffer");
+    void **bufs = payload ? NULL : fq_thread_buffers(nt, sample_bytes, "cache sample buffer");
     atomic_file f = {.fd = -1};
     int rc = FQ_ERR;
-    if (!table || !bufs || atomic_file_open(&f, path) != FQ_OK)
+    if (!table || (!payload && !bufs) || atomic_file_open(&f, path) != FQ_OK)
         goto out;
-    write_job job = {.x = x, .per_sample = per_sample, .sample_bytes = sample_bytes,
+    write_job job = {.x = x, .payload = payload, .per_sample = per_sample, .sample_bytes = sample_bytes,
                      .dtype = dtype, .boundary = boundary, .table = table, .f = &f,
                      .payload_at = LAYER_CACHE_HEADER_BYTES + (off_t)n * SAMPLE_DIGEST,
                      .bufs = bufs};
@@ -191,8 +196,22 @@ fail:
     atomic_file_abort(&f);
 out:
     free(table);
-    fq_thread_buffers_free(bufs, nt);
+    if (bufs)
+        fq_thread_buffers_free(bufs, nt);
     return rc;
+}
+
+int layer_cache_write(const char *dir, int boundary, const char *fingerprint,
+                      layer_cache_dtype dtype, const float *x, size_t n, size_t s, size_t d)
+{
+    return cache_write(dir, boundary, fingerprint, dtype, x, NULL, n, s, d);
+}
+
+int layer_cache_write_encoded(const char *dir, int boundary, const char *fingerprint,
+                              layer_cache_dtype dtype, const void *payload, size_t n, size_t s,
+                              size_t d)
+{
+    return cache_write(dir, boundary, fingerprint, dtype, NULL, payload, n, s, d);
 }
 
 static int read_exact(int fd, void *buf, size_t n, off_t at, const char *path)

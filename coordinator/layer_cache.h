@@ -47,6 +47,18 @@ int layer_cache_path(const char *dir, int boundary, char *out, size_t cap);
 int layer_cache_write(const char *dir, int boundary, const char *fingerprint,
                       layer_cache_dtype dtype, const float *x, size_t n, size_t s, size_t d);
 
+/* The two halves of layer_cache_write, for a caller that writes from another thread while
+ * x changes (coordinator/fp_pass.c): encode `count` values of sample `sample` as `dtype`
+ * into dst (the same checks and messages), and write a payload already in `dtype`
+ * (n·s·d elements, as layer_cache_encode leaves them). */
+int layer_cache_encode(const float *x, size_t count, layer_cache_dtype dtype, void *dst,
+                       int boundary, size_t sample);
+int layer_cache_write_encoded(const char *dir, int boundary, const char *fingerprint,
+                              layer_cache_dtype dtype, const void *payload, size_t n, size_t s,
+                              size_t d);
+/* bytes per element of dtype (4 or 2) */
+size_t layer_cache_dtype_bytes(layer_cache_dtype dtype);
+
 /* Read and check the header only: magic, version, sizes against the file length,
  * header checksum, and (when fingerprint is not NULL) the fingerprint. */
 int layer_cache_read_header(const char *dir, int boundary, const char *fingerprint,

@@ -291,7 +291,8 @@ static int check_heartbeats(sched *s)
 static int produce_one(sched *s)
 {
     int b = s->produced;
-    if (s->cfg->produce_next_boundary(s->cfg->produce_ctx, b) != FQ_OK)
+    if (s->cfg->produce_next_boundary(s->cfg->produce_ctx, b) != FQ_OK ||
+        (s->cfg->flush_boundaries && s->cfg->flush_boundaries(s->cfg->produce_ctx) != FQ_OK))
         return fq_error_wrap("coordinator: FP pass, boundary %d", b);
     s->produced++;
     s->rep->boundaries_produced++;
@@ -365,14 +366,23 @@ typedef struct {
 static void *fp_thread_main(void *arg)
 {
     fp_thread *f = arg;
-    for (int b = f->start; b < f->need && !atomic_load(&f->stop); b++) {
-        if (f->cfg->produce_next_boundary(f->cfg->produce_ctx, b) != FQ_OK) {
-            snprintf(f->err, sizeof f->err, "%s", fq_errmsg());
-            atomic_store(&f->failed, 1);
-            return NULL;
-        }
-        atomic_store(&f->done, b + 1);
+    const scheduler_config *c = f->cfg;
+    int b = f->start, rc = FQ_OK;
+    for (; b < f->need && !atomic_load(&f->stop); b++) {
+        if ((rc = c->produce_next_boundary(c->produce_ctx, b)) != FQ_OK)
+            break;
+        /* with a flush, b may still be in writing: only those before it are complete */
+        atomic_store(&f->done, c->flush_boundaries ? b : b + 1);
     }
+    /* the last write is waited for on every way out: nothing runs past the scheduler */
+    if (c->flush_boundaries && c->flush_boundaries(c->produce_ctx) != FQ_OK && rc == FQ_OK)
+        rc = FQ_ERR;
+    if (rc != FQ_OK) {
+        snprintf(f->err, sizeof f->err, "%s", fq_errmsg());
+        atomic_store(&f->failed, 1);
+        return NULL;
+    }
+    atomic_store(&f->done, b);
     return NULL;
 }
 

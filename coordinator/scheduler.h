@@ -40,6 +40,11 @@ typedef struct {
      * pending layers need). Reusing a valid cache file is the callback's business. */
     int (*produce_next_boundary)(void *ctx, int boundary);
     void *produce_ctx;
+    /* Optional: when set, produce_next_boundary(b) may return while boundary b is still
+     * being written (all before it are complete), and this waits for the rest (called
+     * with produce_ctx). With workers the FP pass then computes b + 1 while b is written,
+     * and b is released to the workers once the next call returns. */
+    int (*flush_boundaries)(void *ctx);
     /* Optional: relative cost of a layer, for largest-first dispatch. */
     double (*layer_cost)(void *ctx, int layer);
     void *cost_ctx;

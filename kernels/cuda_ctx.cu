@@ -54,6 +54,7 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     ctx->split_transforms = 0;
     ctx->pdl = 0;
     ctx->grid_barrier = 1;
+    ctx->attn_tc = 1;
     ctx->barrier_arrivals = 0;
     for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
         ctx->scratch[i] = NULL;

@@ -59,6 +59,10 @@ typedef struct {
      * fits on the GPU (the decode transform's fused quantization). That needs the SMs to
      * themselves: 0 where other clients share them at once (CUDA MPS). */
     int grid_barrier;
+    /* 1 (fq_cuda_init's default): the inference attention runs on the tensor-core kernel
+     * where it applies (kernels/w4a4_attn.cu: dh 64/128, aligned buffers); 0: the CUDA-core
+     * kernel everywhere (the tests and benchmarks compare the two). */
+    int attn_tc;
     /* device scratch owned by the context, one buffer per user, grown on demand and kept:
      * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */
     void *scratch[FQ_SCRATCH_SLOTS];

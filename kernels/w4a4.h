@@ -159,6 +159,10 @@ int fq_attention_bf16kv_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,
                              const uint16_t *k, const uint16_t *v, int batch, int kv_heads,
                              int max_ctx, int dh, int n_q, const int *ctx_len, int heads);
 
+/* Both attentions run on the tensor-core kernel (mma.sync bf16, flash-style, one launch at
+ * prefill) where dh is 64 or 128 and q, the caches and out are aligned as cudaMalloc leaves
+ * them, unless ctx->attn_tc is 0; on the CUDA-core kernel otherwise. */
+
 #ifdef __cplusplus
 }
 #endif

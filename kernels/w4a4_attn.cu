@@ -401,6 +401,354 @@ __global__ void __launch_bounds__(COMB_THREADS)
     out[(size_t)row * dh + j] = __bfloat16_as_ushort(__float2bfloat16_rn(acc / l));
 }
 
+/* ---------- tensor-core attention (mma.sync m16n8k16 bf16, fp32 accumulation) ----------
+ * Flash-attention style for dh 64 and 128, prefill and decode alike. The rows of one (batch,
+ * KV head) are its (query, head-in-group) pairs, row = qi·r + h, so a GQA group of 8 heads
+ * fills half an m16 tile at decode and 2 query positions per tile at prefill. A warp owns 16
+ * rows and walks the context 16 positions at a time: S = Q·Kᵀ on two n8 tiles, an online
+ * softmax in the log2 domain on the accumulator fragments, then O += P·V, where the S
+ * fragments are already the A operand of the P·V MMA (FlashAttention-2's register reuse).
+ * No shared memory in the loop: each lane loads its own fragments from global memory.
+ *
+ * Layout freedom makes that cheap. A dot product does not care about the order of its k
+ * terms as long as both operands use the same one, and an output column may be any dim as
+ * long as the write knows which:
+ *  - q·k: lane (g, t) feeds its k slots from dims d0 = t·dh/4 + 4i … d0 + 3 of chunk i,
+ *    slots (2t, 2t+1) ↔ dims (d0, d0+2) and (2t+8, 2t+9) ↔ (d0+1, d0+3); so a K row is
+ *    read as 4 contiguous pieces (one per t), and a KV4 code byte (dims 2j, 2j+1) gives
+ *    one value to each half; Q is permuted once to match.
+ *  - P·V: output column c of n-tile N ↔ a dim chosen so that a lane reads dh/16 code bytes
+ *    (KV4) or 16 bf16 bytes per position contiguously: see tc_out_dim.
+ * KV4 codes become bf16 by the exponent trick, 0x4300 | c = 128 + c exactly, and the 128 is
+ * folded into the zero point: q·k = s·(Σ q_j·(128 + c_j) − (128 + z)·Σ q_j), and
+ * Σ_p w_p·(c_pj − z_p) = Σ_p w_p·(128 + c_pj) − Σ_p w_p·(128 + z_p) with w_p = bf16(P_p·s_p)
+ * rounded once and used in both sums, so the correction cancels what the MMA added.
+ * Warps of a CTA either take different row tiles (prefill: wr = 4) or interleave over one
+ * tile's positions (decode: wr = 1, four position lanes), merged through shared memory at
+ * the end. One split writes bf16 directly; several write the (max, sum, unnormalised
+ * output) partials that attn_combine merges, in the natural-log units it expects. */
+constexpr int TC_WARPS = 4, TC_THREADS = 32 * TC_WARPS;
+
+struct tc_args {
+    const uint16_t *q;
+    fq_kv4_cache c;
+    const uint16_t *k16, *v16;
+    int ctx_len[MAX_BATCH];
+    int n_q, heads, r, nsplit, chunk;
+    int wr; /* row tiles per CTA: 1, 2 or 4 (TC_WARPS / wr warps per tile) */
+    uint16_t *out;
+    float *part_o, *part_ml;
+};
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* bf16x2 {lo, hi}, round to nearest */
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float bf16_lo(uint32_t x) { return __uint_as_float(x << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t x) { return __uint_as_float(x & 0xFFFF0000u); }
+
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* bf16x2 of 128 + the low (or high) nibbles of bytes 0 and 2 of p */
+__device__ __forceinline__ uint32_t codes_lo(uint32_t p) { return (p & 0x000F000Fu) | 0x43004300u; }
+__device__ __forceinline__ uint32_t codes_hi(uint32_t p) { return ((p >> 4) & 0x000F000Fu) | 0x43004300u; }
+
+/* the dim of output column c of n-tile N (see the comment above) */
+template <int DH, bool BF> __device__ __forceinline__ int tc_out_dim(int N, int c)
+{
+    if constexpr (BF)
+        return 64 * (N / 8) + 8 * c + N % 8;
+    else
+        return 2 * (c * (DH / 16) + N / 2) + (N & 1);
+}
+
+template <int N> __device__ __forceinline__ void load_words(uint32_t (&w)[N], const void *p)
+{
+    static_assert(N == 1 || N == 2 || N % 4 == 0, "1, 2 or 4k words");
+    if constexpr (N == 1) {
+        w[0] = *reinterpret_cast<const uint32_t *>(p);
+    } else if constexpr (N == 2) {
+        const uint2 u = *reinterpret_cast<const uint2 *>(p);
+        w[0] = u.x, w[1] = u.y;
+    } else {
+#pragma unroll
+        for (int i = 0; i < N / 4; i++) {
+            const uint4 u = reinterpret_cast<const uint4 *>(p)[i];
+            w[4 * i] = u.x, w[4 * i + 1] = u.y, w[4 * i + 2] = u.z, w[4 * i + 3] = u.w;
+        }
+    }
+}
+
+template <int DH, bool BF>
+__global__ void __launch_bounds__(TC_THREADS) attn_tc(tc_args a)
+{
+    constexpr int NT = DH / 8;  /* output n-tiles */
+    constexpr int KC = DH / 16; /* k chunks of q·k */
+    constexpr int QW = DH / 8;  /* q words per lane and row (dh/4 dims) */
+    constexpr int KW = BF ? DH / 8 : DH / 32; /* K words per lane and position */
+    constexpr int VW = BF ? DH / 16 : DH / 64 > 0 ? DH / 64 : 1; /* V words per position */
+    static_assert(DH == 64 || DH == 128, "dh 64 or 128");
+    __shared__ float ot[TC_WARPS][16][DH + 4];
+    __shared__ float mls[TC_WARPS][16][2];
+    pdl_wait();
+    pdl_launch_dependents();
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g8 = lane >> 2, t4 = lane & 3;
+    const int split = blockIdx.x, b = blockIdx.y / a.c.kv_heads, kvh = blockIdx.y % a.c.kv_heads;
+    const int ws = TC_WARPS / a.wr, rt = warp % a.wr, pw = warp / a.wr;
+    const int zb = gridDim.z - 1 - blockIdx.z; /* the longest causal rows first */
+    const int nrows = a.n_q * a.r, ctx = a.ctx_len[b];
+    const int row0 = (zb * a.wr + rt) * 16;
+    const int rowA = row0 + g8, rowB = rowA + 8;
+    const int posA = rowA < nrows ? ctx - a.n_q + rowA / a.r : -1;
+    const int posB = rowB < nrows ? ctx - a.n_q + rowB / a.r : -1;
+    const int lastrow = min(row0 + 15, nrows - 1);
+    const int maxpos = lastrow >= row0 ? ctx - a.n_q + lastrow / a.r : -1;
+    const int p0 = split * a.chunk, pend = min(min(ctx, p0 + a.chunk), maxpos + 1);
+
+    /* Q fragments, permuted as the K side reads (a0/a2 of row A, a1/a3 of row B) */
+    uint32_t qlo[2][KC], qhi[2][KC];
+    float qs[2];
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        const int row = hr ? rowB : rowA;
+        uint32_t w[QW];
+        if (row < nrows) {
+            const int qi = row / a.r, h = row % a.r;
+            load_words(w, a.q + (((size_t)b * a.n_q + qi) * a.heads + kvh * a.r + h) * DH +
+                              t4 * (DH / 4));
+        } else {
+#pragma unroll
+            for (int i = 0; i < QW; i++)
+                w[i] = 0u;
+        }
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < KC; i++) {
+            qlo[hr][i] = __byte_perm(w[2 * i], w[2 * i + 1], 0x5410);
+            qhi[hr][i] = __byte_perm(w[2 * i], w[2 * i + 1], 0x7632);
+            sum += bf16_lo(w[2 * i]) + bf16_hi(w[2 * i]) + bf16_lo(w[2 * i + 1]) +
+                   bf16_hi(w[2 * i + 1]);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        qs[hr] = sum;
+    }
+
+    const size_t base = ((size_t)b * a.c.kv_heads + kvh) * a.c.max_ctx;
+    const uint8_t *kc = a.c.k_codes + base * (DH / 2), *vc = a.c.v_codes + base * (DH / 2);
+    const __half2 *ksz = reinterpret_cast<const __half2 *>(a.c.k_sz) + base;
+    const __half2 *vsz = reinterpret_cast<const __half2 *>(a.c.v_sz) + base;
+    const uint16_t *k16 = a.k16 + base * DH, *v16 = a.v16 + base * DH;
+    const float cs = rsqrtf((float)DH) * 1.4426950408889634f; /* scores in log2 units */
+
+    float o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m2[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, wz[2] = {0.f, 0.f};
+
+    for (int t0 = p0 + pw * 16; t0 < pend; t0 += ws * 16) {
+        const int lastp = pend - 1;
+        /* every load first (positions past the end read the last valid one, masked below) */
+        int pv[4], pc[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            pv[e] = t0 + (e >> 1) * 8 + 2 * t4 + (e & 1);
+            pc[e] = min(pv[e], lastp);
+        }
+        uint32_t kw[2][KW], vw[4][VW];
+        float ks[4], kz[4], vs[4], vz[4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const int pk = min(t0 + nt * 8 + g8, lastp);
+            if constexpr (BF)
+                load_words(kw[nt], k16 + (size_t)pk * DH + t4 * (DH / 4));
+            else
+                load_words(kw[nt], kc + (size_t)pk * (DH / 2) + t4 * (DH / 8));
+        }
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            if constexpr (BF) {
+                /* dims 8g .. 8g + 7, and 64 + 8g .. when dh = 128 */
+#pragma unroll
+                for (int hf = 0; hf < VW / 4; hf++) {
+                    uint32_t w4[4];
+                    load_words(w4, v16 + (size_t)pc[e] * DH + 64 * hf + g8 * 8);
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        vw[e][4 * hf + i] = w4[i];
+                }
+            } else {
+                load_words(vw[e], vc + (size_t)pc[e] * (DH / 2) + g8 * (DH / 16));
+                const float2 kf = __half22float2(ksz[pc[e]]), vf = __half22float2(vsz[pc[e]]);
+                ks[e] = kf.x, kz[e] = kf.y + 128.f, vs[e] = vf.x, vz[e] = vf.y + 128.f;
+            }
+        }
+
+        /* S = Q·Kᵀ: sc[nt][0..1] row A, [2..3] row B, positions pv[2nt], pv[2nt+1] */
+        float sc[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+            for (int i = 0; i < KC; i++) {
+                uint32_t b0, b1;
+                if constexpr (BF) {
+                    b0 = __byte_perm(kw[nt][2 * i], kw[nt][2 * i + 1], 0x5410);
+                    b1 = __byte_perm(kw[nt][2 * i], kw[nt][2 * i + 1], 0x7632);
+                } else {
+                    const uint32_t p = __byte_perm(kw[nt][i >> 1], 0u, (i & 1) ? 0x4342 : 0x4140);
+                    b0 = codes_lo(p);
+                    b1 = codes_hi(p);
+                }
+                mma_bf16(sc[nt], qlo[0][i], qlo[1][i], qhi[0][i], qhi[1][i], b0, b1);
+            }
+        }
+        float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int hr = e >> 1, pe = 2 * nt + (e & 1), p = pv[pe];
+                float v = sc[nt][e];
+                if constexpr (BF)
+                    v *= cs;
+                else
+                    v = ks[pe] * (v - kz[pe] * qs[hr]) * cs;
+                v = (p <= (hr ? posB : posA) && p < pend) ? v : -INFINITY;
+                sc[nt][e] = v;
+                tmax[hr] = fmaxf(tmax[hr], v);
+            }
+        float al[2], mu[2];
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            tmax[hr] = fmaxf(tmax[hr], __shfl_xor_sync(0xffffffffu, tmax[hr], 1));
+            tmax[hr] = fmaxf(tmax[hr], __shfl_xor_sync(0xffffffffu, tmax[hr], 2));
+            const float mn = fmaxf(m2[hr], tmax[hr]);
+            mu[hr] = mn == -INFINITY ? 0.f : mn;
+            al[hr] = fast_exp2(m2[hr] - mu[hr]);
+            m2[hr] = mn;
+            l[hr] *= al[hr];
+            wz[hr] *= al[hr];
+        }
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            o[n][0] *= al[0], o[n][1] *= al[0];
+            o[n][2] *= al[1], o[n][3] *= al[1];
+        }
+        /* P, then the A operand of P·V (KV4: w = bf16(P·s_v), the zero-point term from the
+         * same rounded w) */
+        uint32_t pa[4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int hr = 0; hr < 2; hr++) {
+                const int pe = 2 * nt;
+                float p0v = fast_exp2(sc[nt][2 * hr] - mu[hr]);
+                float p1v = fast_exp2(sc[nt][2 * hr + 1] - mu[hr]);
+                l[hr] += p0v + p1v;
+                if constexpr (!BF) {
+                    p0v *= vs[pe], p1v *= vs[pe + 1];
+                }
+                const uint32_t x = pack_bf16(p0v, p1v);
+                if constexpr (!BF)
+                    wz[hr] += bf16_lo(x) * vz[pe] + bf16_hi(x) * vz[pe + 1];
+                pa[2 * nt + hr] = x;
+            }
+        /* O += P·V over the n-tiles */
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            uint32_t b0, b1;
+            if constexpr (BF) {
+                const int wi = 4 * (n / 8) + (n % 8) / 2;
+                const unsigned sel = (n & 1) ? 0x7632 : 0x5410;
+                b0 = __byte_perm(vw[0][wi], vw[1][wi], sel);
+                b1 = __byte_perm(vw[2][wi], vw[3][wi], sel);
+            } else {
+                const int m = n / 2, wi = m / 4, j = m % 4;
+                const unsigned sel = j | (j << 4) | ((4 + j) << 8) | ((4 + j) << 12);
+                const uint32_t x01 = __byte_perm(vw[0][wi], vw[1][wi], sel);
+                const uint32_t x23 = __byte_perm(vw[2][wi], vw[3][wi], sel);
+                b0 = (n & 1) ? codes_hi(x01) : codes_lo(x01);
+                b1 = (n & 1) ? codes_hi(x23) : codes_lo(x23);
+            }
+            mma_bf16(o[n], pa[0], pa[1], pa[2], pa[3], b0, b1);
+        }
+    }
+
+    /* the quad's partial sums, then this warp's rows into shared memory */
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 1);
+        l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 2);
+        wz[hr] += __shfl_xor_sync(0xffffffffu, wz[hr], 1);
+        wz[hr] += __shfl_xor_sync(0xffffffffu, wz[hr], 2);
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int cc = 0; cc < 2; cc++) {
+            const int d = tc_out_dim<DH, BF>(n, 2 * t4 + cc);
+            ot[warp][g8][d] = o[n][cc] - wz[0];
+            ot[warp][g8 + 8][d] = o[n][2 + cc] - wz[1];
+        }
+    if (t4 == 0) {
+        mls[warp][g8][0] = m2[0], mls[warp][g8][1] = l[0];
+        mls[warp][g8 + 8][0] = m2[1], mls[warp][g8 + 8][1] = l[1];
+    }
+    __syncthreads();
+    /* merge the position lanes of each row tile; write bf16 (one split) or the partials */
+    const int npair = a.wr * 16 * (DH / 2);
+    for (int e = threadIdx.x; e < npair; e += TC_THREADS) {
+        const int j2 = e % (DH / 2), rr = (e / (DH / 2)) % 16, rt2 = e / (DH / 2) / 16;
+        const int row = (zb * a.wr + rt2) * 16 + rr;
+        if (row >= nrows)
+            continue;
+        float M = -INFINITY;
+        for (int p = 0; p < ws; p++)
+            M = fmaxf(M, mls[rt2 + a.wr * p][rr][0]);
+        float L = 0.f, o0 = 0.f, o1 = 0.f;
+        for (int p = 0; p < ws; p++) {
+            const int w = rt2 + a.wr * p;
+            const float mw = mls[w][rr][0];
+            const float f = mw == -INFINITY ? 0.f : fast_exp2(mw - M);
+            L += f * mls[w][rr][1];
+            o0 += f * ot[w][rr][2 * j2];
+            o1 += f * ot[w][rr][2 * j2 + 1];
+        }
+        const size_t orow = ((size_t)b * a.n_q + row / a.r) * a.heads + kvh * a.r + row % a.r;
+        if (a.nsplit == 1) {
+            reinterpret_cast<uint32_t *>(a.out + orow * DH)[j2] = pack_bf16(o0 / L, o1 / L);
+        } else {
+            const size_t at = orow * a.nsplit + split;
+            a.part_o[at * DH + 2 * j2] = o0;
+            a.part_o[at * DH + 2 * j2 + 1] = o1;
+            if (j2 == 0) {
+                a.part_ml[at * 2] = M == -INFINITY ? -INFINITY : M * 0.6931471805599453f;
+                a.part_ml[at * 2 + 1] = L;
+            }
+        }
+    }
+}
+
 template <int R, int DH>
 cudaError_t launch_partial(dim3 grid, const fq_cuda_ctx *ctx, const attn_args &a, bool bf)
 {
@@ -448,6 +796,96 @@ extern "C" int fq_kv4_write_cuda(fq_cuda_ctx *ctx, fq_kv4_cache *cache, const ui
     return FQ_OK;
 }
 
+/* (max, sum, output) partials of `rows` rows × nsplit splits in the context's scratch (no
+ * allocation call per decode step) */
+static int attn_partials(fq_cuda_ctx *ctx, const char *where, size_t rows, int nsplit, int dh,
+                         float **po, float **pml)
+{
+    float *part = nullptr;
+    if (fq_cuda_scratch(ctx, FQ_SCRATCH_ATTN, rows * nsplit * (dh + 2) * sizeof(float),
+                        (void **)&part))
+        return fq_error_wrap("%s: partials", where);
+    *po = part;
+    *pml = part + rows * nsplit * dh;
+    return FQ_OK;
+}
+
+static int attn_merge(fq_cuda_ctx *ctx, const char *where, uint16_t *out, const float *po,
+                      const float *pml, size_t rows, int nsplit, int dh)
+{
+    const int rpb = COMB_THREADS / dh;
+    CU_CHECK(fq_launch(ctx, attn_combine, dim3((unsigned)((rows + rpb - 1) / rpb)),
+                       dim3(rpb * dh), 0, out, po, pml, (int)rows, nsplit, dh),
+             FILE_, where, "attn_combine");
+    return FQ_OK;
+}
+
+template <int DH>
+cudaError_t launch_tc(dim3 grid, const fq_cuda_ctx *ctx, const tc_args &a, bool bf)
+{
+    return bf ? fq_launch(ctx, attn_tc<DH, true>, grid, dim3(TC_THREADS), 0, a)
+              : fq_launch(ctx, attn_tc<DH, false>, grid, dim3(TC_THREADS), 0, a);
+}
+
+static bool tc_applies(const fq_cuda_ctx *ctx, const uint16_t *out, const uint16_t *q,
+                       const fq_kv4_cache *c, bool bf)
+{
+    const auto al = [](const void *p, uintptr_t n) { return (uintptr_t)p % n == 0; };
+    return ctx->attn_tc && (c->dh == 64 || c->dh == 128) && al(q, 16) && al(out, 4) &&
+           (bf || (al(c->k_codes, 16) && al(c->v_codes, 16) && al(c->k_sz, 4) &&
+                   al(c->v_sz, 4)));
+}
+
+/* The tensor-core path (attn_tc): row tiles of 16 (query, head) pairs per (batch, KV head),
+ * 4 of them per CTA when there are enough rows, else the CTA's warps split the positions;
+ * splits over the context until about four CTAs per multiprocessor, chunks of at least
+ * 128 positions. */
+static int attention_tc_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out,
+                            const uint16_t *q, const fq_kv4_cache *cache, const uint16_t *k16,
+                            const uint16_t *v16, int n_q, const int *ctx_len, int heads,
+                            int maxctx)
+{
+    const bool bf = k16 != nullptr;
+    const int r = heads / cache->kv_heads, dh = cache->dh;
+    const long nrows = (long)n_q * r;
+    const int wr = nrows <= 16 ? 1 : nrows <= 32 ? 2 : 4;
+    const long zblocks = (nrows + 16L * wr - 1) / (16L * wr);
+    const long bkv = (long)cache->batch * cache->kv_heads;
+    if (zblocks > 65535 || bkv > 65535)
+        return fq_error("%s: batch·kv_heads = %ld, n_q·heads/kv_heads = %ld (expected at most "
+                        "65535 and 4194240 on the GPU)", where, bkv, nrows);
+    const long groups = bkv * zblocks;
+    const int maxsplit = (maxctx + 127) / 128;
+    int nsplit = (int)((4L * ctx->sm_count + groups - 1) / groups);
+    nsplit = nsplit < 1 ? 1 : (nsplit > maxsplit ? maxsplit : nsplit);
+    int chunk = (maxctx + nsplit - 1) / nsplit;
+    chunk = (chunk + 63) / 64 * 64;
+    nsplit = (maxctx + chunk - 1) / chunk;
+    const size_t rows = (size_t)cache->batch * n_q * heads;
+    tc_args a;
+    a.q = q;
+    a.c = *cache;
+    a.k16 = k16;
+    a.v16 = v16;
+    for (int b = 0; b < cache->batch; b++)
+        a.ctx_len[b] = ctx_len[b];
+    a.n_q = n_q;
+    a.heads = heads;
+    a.r = r;
+    a.nsplit = nsplit;
+    a.chunk = chunk;
+    a.wr = wr;
+    a.out = out;
+    a.part_o = a.part_ml = nullptr;
+    if (nsplit > 1 && attn_partials(ctx, where, rows, nsplit, dh, &a.part_o, &a.part_ml))
+        return FQ_ERR;
+    const dim3 grid(nsplit, (unsigned)bkv, (unsigned)zblocks);
+    CU_CHECK(dh == 64 ? launch_tc<64>(grid, ctx, a, bf) : launch_tc<128>(grid, ctx, a, bf),
+             FILE_, where, "attn_tc");
+    return nsplit > 1 ? attn_merge(ctx, where, out, a.part_o, a.part_ml, rows, nsplit, dh)
+                      : FQ_OK;
+}
+
 /* Both attentions after their checks: KV4 when k16 is NULL, else bf16 K/V (k16, v16) in
  * the shape of `cache`. */
 static int attention_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out, const uint16_t *q,
@@ -469,7 +907,9 @@ static int attention_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out, con
     int maxctx = 0;
     for (int b = 0; b < cache->batch; b++)
         maxctx = ctx_len[b] > maxctx ? ctx_len[b] : maxctx;
-    /* Heads per CTA: the smallest instantiated R >= r, at most 16; halved (down to 2) while
+    if (tc_applies(ctx, out, q, cache, bf))
+        return attention_tc_run(ctx, where, out, q, cache, k16, v16, n_q, ctx_len, heads, maxctx);
+    /* The CUDA-core kernel. Heads per CTA: the smallest instantiated R >= r, at most 16; halved (down to 2) while
      * even the most splits leave fewer than two CTAs per multiprocessor — one decode
      * sequence of a 70B layer had 8 KV heads × 9 splits = 72 CTAs of 8 heads (28 µs at 2k
      * context, session 7). A head's arithmetic does not depend on R below 16. Splits:
@@ -493,12 +933,9 @@ static int attention_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out, con
     nsplit = (maxctx + chunk - 1) / chunk;
 
     const size_t rows = (size_t)cache->batch * n_q * heads;
-    float *part = nullptr;
-    const size_t part_bytes = rows * nsplit * (dh + 2) * sizeof(float);
-    /* the partials live in the context's scratch: no allocation call per decode step */
-    if (fq_cuda_scratch(ctx, FQ_SCRATCH_ATTN, part_bytes, (void **)&part))
-        return fq_error_wrap("%s: partials", where);
     attn_args a;
+    if (attn_partials(ctx, where, rows, nsplit, dh, &a.part_o, &a.part_ml))
+        return FQ_ERR;
     a.q = q;
     a.c = *cache;
     a.k16 = k16;
@@ -511,8 +948,6 @@ static int attention_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out, con
     a.chunk = chunk;
     a.r = r;
     a.nhc = nhc;
-    a.part_o = part;
-    a.part_ml = part + rows * nsplit * dh;
     dim3 grid(nsplit, cache->batch * cache->kv_heads * nhc, n_q);
     int rc;
     switch (R) {
@@ -526,12 +961,7 @@ static int attention_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out, con
         return fq_error("%s: dh = %d has no kernel instance (expected a power of two in "
                         "8..256)", where, dh);
     CU_CHECK((cudaError_t)rc, FILE_, where, "attn_kv4_partial");
-    const int rpb = COMB_THREADS / dh;
-    CU_CHECK(fq_launch(ctx, attn_combine, dim3((unsigned)((rows + rpb - 1) / rpb)),
-                       dim3(rpb * dh), 0, out, (const float *)a.part_o,
-                       (const float *)a.part_ml, (int)rows, nsplit, dh),
-             FILE_, where, "attn_combine");
-    return FQ_OK;
+    return attn_merge(ctx, where, out, a.part_o, a.part_ml, rows, nsplit, dh);
 }
 
 extern "C" int fq_attention_kv4_cuda(fq_cuda_ctx *ctx, uint16_t *out, const uint16_t *q,

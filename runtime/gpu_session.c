@@ -76,9 +76,11 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
             /* inference kernels as programmatic dependents (kernels/flatq_cuda.h) unless
              * FLATQ_PDL=0 (the benchmark compares both in one run); FLATQ_GRID_BARRIER=0:
              * no kernel waits for its whole grid (for GPUs whose SMs other processes share
-             * at once, as under CUDA MPS) */
+             * at once, as under CUDA MPS); FLATQ_ATTN_TC=0: the CUDA-core attention kernel
+             * instead of the tensor-core one */
             s->ctx.pdl = env_switch("FLATQ_PDL");
             s->ctx.grid_barrier = env_switch("FLATQ_GRID_BARRIER");
+            s->ctx.attn_tc = env_switch("FLATQ_ATTN_TC");
         }
         else
             fq_error_wrap("rank %d", s->comm.rank);

@@ -491,9 +491,12 @@ static void test_kv4_write(gpu_suite *t)
     kv_pair_free(&kp);
 }
 
-static void test_attention(gpu_suite *t, int batch, int kv_heads, int heads, int dh,
-                           const int *ctx, int n_q)
+/* kernel: 1 the tensor-core attention (where it applies: dh 64/128), 0 the CUDA-core one */
+static void test_attention_on(gpu_suite *t, int batch, int kv_heads, int heads, int dh,
+                              const int *ctx, int n_q, int kernel)
 {
+    t->ctx.attn_tc = kernel;
+    const char *kn = kernel && (dh == 64 || dh == 128) ? "tc" : "cc";
     int max_ctx = 0;
     for (int b = 0; b < batch; b++)
         max_ctx = ctx[b] > max_ctx ? ctx[b] : max_ctx;
@@ -515,8 +518,8 @@ static void test_attention(gpu_suite *t, int batch, int kv_heads, int heads, int
     for (size_t i = 0; i < nq; i++)
         gf[i] = fq_bf16_to_f32(got[i]), rf[i] = fq_bf16_to_f32(ref[i]);
     char name[96];
-    snprintf(name, sizeof name, "attn kv4 %s b%d h%d/%d dh%d ctx%d", n_q == 1 ? "decode" : "prefill",
-             batch, heads, kv_heads, dh, ctx[0]);
+    snprintf(name, sizeof name, "attn kv4 %s %s b%d h%d/%d dh%d ctx%d nq%d", kn,
+             n_q == 1 ? "decode" : "prefill", batch, heads, kv_heads, dh, ctx[0], n_q);
     gpu_check_rel(t, name, gf, rf, nq, 5e-3);
 
     /* the BF16-KV instance of the same kernel (the BF16 runtime's attention) on the cache
@@ -542,12 +545,22 @@ static void test_attention(gpu_suite *t, int batch, int kv_heads, int heads, int
     uint16_t *got16 = host_fetch(t, d_o16, sizeof(uint16_t) * nq);
     for (size_t i = 0; i < nq; i++)
         gf[i] = fq_bf16_to_f32(got16[i]);
-    snprintf(name, sizeof name, "attn bf16-kv %s b%d h%d/%d dh%d ctx%d",
-             n_q == 1 ? "decode" : "prefill", batch, heads, kv_heads, dh, ctx[0]);
+    snprintf(name, sizeof name, "attn bf16-kv %s %s b%d h%d/%d dh%d ctx%d nq%d", kn,
+             n_q == 1 ? "decode" : "prefill", batch, heads, kv_heads, dh, ctx[0], n_q);
     gpu_check_rel(t, name, gf, rf, nq, 1e-2);
     free(k16), free(v16), free(got16);
     free(q), free(ref), free(got), free(gf), free(rf);
     kv_pair_free(&kp);
+    t->ctx.attn_tc = 1;
+}
+
+/* both kernels where the tensor-core one applies, the CUDA-core one alone elsewhere */
+static void test_attention(gpu_suite *t, int batch, int kv_heads, int heads, int dh,
+                           const int *ctx, int n_q)
+{
+    test_attention_on(t, batch, kv_heads, heads, dh, ctx, n_q, 1);
+    if (dh == 64 || dh == 128)
+        test_attention_on(t, batch, kv_heads, heads, dh, ctx, n_q, 0);
 }
 
 /* ---------- refused shapes ---------- */
@@ -691,6 +704,12 @@ int main(void)
     test_attention(&t, 1, 1, 6, 32, (int[]){90}, 90);
     test_attention(&t, 1, 1, 24, 64, (int[]){513}, 1);
     test_attention(&t, 1, 2, 64, 128, (int[]){200}, 3);
+    /* the tensor-core kernel's prefill tiles: 4 row tiles per CTA, causal rows across
+     * tiles, sequences of different lengths, a partial last tile, GQA 8 and 4 */
+    test_attention(&t, 1, 8, 64, 128, (int[]){300}, 300);
+    test_attention(&t, 2, 4, 16, 64, (int[]){200, 150}, 64);
+    test_attention(&t, 1, 2, 16, 128, (int[]){1500}, 37);
+    test_attention(&t, 4, 8, 64, 128, (int[]){4100, 3000, 17, 2048}, 1); /* decode b4, splits */
     test_refused(&t);
     dev_free_all();
     return gpu_suite_end(&t);

@@ -1,7 +1,8 @@
 /* test_layer_cache.c — the activation cache: round trip per dtype (checked against the
  * rounding error each dtype allows, and the on-disk layout read back by hand), damaged
  * files (flipped bytes, truncation, another job's fingerprint) detected, write failures
- * (unwritable directory, fp16 overflow, disk full) reported without leaving files. */
+ * (unwritable directory, fp16 overflow, disk full) reported without leaving files; the FP
+ * pass's commit with the write on a thread of its own gives the same files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,7 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "coordinator/fp_pass.h"
 #include "coordinator/layer_cache.h"
+#include "dtype.h"
 #include "error.h"
 
 static const char *fp_a = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -358,6 +361,79 @@ static void test_disk_full(void **state)
     free(dir);
 }
 
+/* fp_pass_commit_boundary with the write on the writer thread (async_commit, the job's
+ * mode) and without: each boundary's file is byte-identical to layer_cache_write of the
+ * values committed, x holds them as the cache stores them when commit returns (the next
+ * boundary computes from x while the file is written), and an fp16 overflow moves the
+ * cache to bf16 from that boundary on. */
+static void test_fp_pass_commit_writer_thread(void **state)
+{
+    (void)state;
+    char *ref = make_dir();
+    llama_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.hidden = D;
+    const size_t n = (size_t)N * S * D;
+    float *want = malloc(sizeof(float) * n);
+    for (int mode = 0; mode < 2; mode++) {
+        char *dir = make_dir();
+        fp_pass p = {.cfg = &cfg, .cache_dir = dir, .fingerprint = fp_a,
+                     .dtype = LAYER_CACHE_F16, .nsamples = N, .seqlen = S};
+        assert_int_equal(fp_pass_init(&p), FQ_OK);
+        p.async_commit = mode;
+        for (int b = 0; b < 4; b++) {
+            fill(p.x, n, 3.0 + b);
+            if (b == 2)
+                p.x[n / 2] = 1e6f; /* beyond fp16: bf16 from here on */
+            memcpy(want, p.x, sizeof(float) * n);
+            assert_int_equal(fp_pass_commit_boundary(&p, b), FQ_OK);
+            const layer_cache_dtype t = b < 2 ? LAYER_CACHE_F16 : LAYER_CACHE_BF16;
+            assert_int_equal(p.dtype, t);
+            for (size_t i = 0; i < n; i++) {
+                float r = t == LAYER_CACHE_F16 ? fq_f16_to_f32(fq_f32_to_f16(want[i]))
+                                               : fq_bf16_to_f32(fq_f32_to_bf16(want[i]));
+                assert_true(p.x[i] == r);
+            }
+            if (mode == 0) /* the reference files, written directly */
+                assert_int_equal(layer_cache_write(ref, b, fp_a, t, want, N, S, D), FQ_OK);
+            /* overwriting x at once must not change what the writer writes */
+            fill(p.x, n, -7.0);
+        }
+        assert_int_equal(fp_pass_flush(&p), FQ_OK);
+        assert_int_equal(p.produced, 4);
+        fp_pass_free(&p);
+        for (int b = 0; b < 4; b++) {
+            char pa[4096], pb[4096];
+            unsigned char *da, *db;
+            long la, lb;
+            file_path(ref, b, pa);
+            file_path(dir, b, pb);
+            slurp(pa, &da, &la);
+            slurp(pb, &db, &lb);
+            assert_int_equal(la, lb);
+            assert_memory_equal(da, db, (size_t)la);
+            free(da);
+            free(db);
+        }
+        assert_int_equal(count_entries(dir), 4);
+        remove_dir(dir);
+        free(dir);
+    }
+    /* a write that fails on the writer thread is reported by the flush */
+    fp_pass p = {.cfg = &cfg, .cache_dir = "/nonexistent/fq_cache", .fingerprint = fp_a,
+                 .dtype = LAYER_CACHE_BF16, .nsamples = N, .seqlen = S};
+    assert_int_equal(fp_pass_init(&p), FQ_OK);
+    p.async_commit = 1;
+    fill(p.x, n, 1.0);
+    assert_int_equal(fp_pass_commit_boundary(&p, 0), FQ_OK);
+    assert_int_equal(fp_pass_flush(&p), FQ_ERR);
+    assert_non_null(strstr(fq_errmsg(), "boundary 0"));
+    fp_pass_free(&p);
+    free(want);
+    remove_dir(ref);
+    free(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_bad_arguments_and_unwritable_dir),
         cmocka_unit_test(test_fp16_overflow_and_nan_refused),
         cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_fp_pass_commit_writer_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

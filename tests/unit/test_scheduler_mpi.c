@@ -47,6 +47,10 @@ typedef struct {
     int layer_ms;
     layer_cache_dtype dtype;
     char fingerprint[65]; /* recipe+model, for the cache */
+    /* --pipelined: produce(b) leaves boundary b unwritten (held in `pending`) until the
+     * next produce or flush, as the FP pass's writer thread does */
+    int pipelined, pending_b;
+    float *pending;
 } test_job;
 
 static void log_line(const test_job *j, const char *fmt, ...) FQ_PRINTF(2, 3);
@@ -71,9 +75,26 @@ static void nap_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+static int write_pending(test_job *j)
+{
+    if (!j->pending)
+        return FQ_OK;
+    int rc = layer_cache_write(j->cache, j->pending_b, j->fingerprint, j->dtype, j->pending,
+                               (size_t)j->n, (size_t)j->s, (size_t)j->d);
+    free(j->pending);
+    j->pending = NULL;
+    if (rc == FQ_OK)
+        log_line(j, "build boundary %d\n", j->pending_b);
+    return rc;
+}
+
+static int flush_boundaries(void *ctx) { return write_pending(ctx); }
+
 static int produce_boundary(void *ctx, int b)
 {
     test_job *j = ctx;
+    if (write_pending(j) != FQ_OK)
+        return FQ_ERR;
     if (layer_cache_valid(j->cache, b, j->fingerprint)) {
         log_line(j, "reuse boundary %d\n", b);
         return FQ_OK;
@@ -92,6 +113,12 @@ static int produce_boundary(void *ctx, int b)
             return FQ_ERR;
         for (size_t i = 0; i < count; i++)
             x[i] = (float)(tanh(1.1 * (double)x[i]) + 0.01 * (b - 1));
+    }
+    if (j->pipelined) {
+        /* a worker that read b now would fail: the scheduler must wait for the flush */
+        j->pending = x;
+        j->pending_b = b;
+        return FQ_OK;
     }
     int rc = layer_cache_write(j->cache, b, j->fingerprint, j->dtype, x, (size_t)j->n,
                                (size_t)j->s, (size_t)j->d);
@@ -229,6 +256,7 @@ static int run_job(test_job *j, MPI_Comm comm, double heartbeat, int trim, sched
     progress_init(&prog, stdout, j->nlayers, 0, -1);
     scheduler_config sc = {.comm = comm, .nlayers = j->nlayers, .outdir = j->out,
                            .produce_next_boundary = produce_boundary, .produce_ctx = j,
+                           .flush_boundaries = j->pipelined ? flush_boundaries : NULL,
                            .release_boundary = trim ? release_boundary : NULL,
                            .release_ctx = j, .run_layer = run_test_layer, .run_ctx = j,
                            .device = "cpu", .heartbeat_timeout_s = heartbeat,
@@ -263,6 +291,8 @@ static int driver(int argc, char **argv)
             heartbeat = atof(argv[++i]);
         else if (!strcmp(argv[i], "--trim"))
             trim = 1;
+        else if (!strcmp(argv[i], "--pipelined"))
+            j.pipelined = 1;
         else {
             if (rank == 0)
                 fprintf(stderr, "test_scheduler_mpi: unknown option '%s'\n", argv[i]);
