@@ -3,11 +3,14 @@
 # (kernels/w4a4_attn.cu attn_tc) against the CUDA-core one, as kernels and in the runtime,
 # on every GPU count the machine has (TP 1, 2 and, on 4 GPUs, 4).
 # Every log returns as summary.txt plus attns8.tgz, also when WALL_S (570) stops it.
-#   phase 1: GPU 1 the GPU tests; the last GPU bench_w4a4's attention table (decode b1/b8
-#     at 2k–32k, causal prefill at 2k/8k; both kernels, KV4 and bf16 K/V); the CPU writes
+#   phase 1: GPU 1 the GPU tests; the last GPU (GPU 1 after the tests on 2 GPUs)
+#     bench_w4a4's attention table (decode b1/b8 at 2k–32k, causal prefill at 2k/8k; both
+#     kernels, KV4 and bf16 K/V); the CPU writes
 #     the 2-layer 70B-shaped W4A4/BF16 checkpoints and their 1-layer views;
 #   phase 2: GPU 0 `flatq run --bench` at TP 1, W4A4 and BF16, FLATQ_ATTN_TC=1 and 0;
-#   phase 3: TP 2 and TP 4 (when there are 4 GPUs), both kernels.
+#   phase 3: TP 2 and TP 4 (when there are 4 GPUs), both kernels (TPS: which degrees);
+#   CALIB=1: then the calibration job on LAYERS (4) 70B-shaped layers, 1 epoch, 2 GPUs: the
+#     FP pass's boundary cadence with the cache written beside it (layer start times).
 # Carried: bin, build/gpu-tests, build/bench/bench_w4a4, .dev/lib, .dev/data.
 set -u
 . bench/device_common.sh
@@ -19,8 +22,12 @@ stages() {
     synth=$!
     CUDA_VISIBLE_DEVICES=1 gpu_tests "$w" 240 "$w/results.txt" &
     tests=$!
-    CUDA_VISIBLE_DEVICES=$((ngpu - 1)) timeout 200 build/bench/bench_w4a4 "$w/w4a4_attn.txt" attn \
-        >"$w/bench_w4a4.out" 2>&1 &
+    # the kernel table on a GPU of its own (GPU 2+), else on GPU 1 after the tests: the
+    # tests' device-memory peaks (cudaMemGetInfo) read 0 with another process freeing
+    # memory on their GPU (call 4)
+    (if [ "$ngpu" -lt 3 ]; then while kill -0 $tests 2>/dev/null; do sleep 1; done; fi
+     CUDA_VISIBLE_DEVICES=$((ngpu >= 3 ? ngpu - 1 : 1)) timeout 200 build/bench/bench_w4a4 \
+         "$w/w4a4_attn.txt" attn >"$w/bench_w4a4.out" 2>&1) &
     kb=$!
     wait $synth
     stamp "inference checkpoints written"
@@ -34,17 +41,23 @@ stages() {
             done
         done >"$w/$3" 2>&1
     }
-    bench 1 0 bench-tp1.txt
-    stamp "tp1 bench done"
-    wait $tests
-    stamp "gpu tests done"
-    wait $kb
-    stamp "kernel bench done"
-    bench 2 0,1 bench-tp2.txt
-    stamp "tp2 bench done"
-    if [ "$ngpu" -ge 4 ]; then
-        bench 4 0,1,2,3 bench-tp4.txt
-        stamp "tp4 bench done"
+    # TPS: the tensor-parallel degrees to time (default "1 2 4"; 4 only on 4 GPUs)
+    for tp in ${TPS-1 2 4}; do
+        [ "$tp" -gt "$ngpu" ] && continue
+        bench "$tp" "$(seq -s, 0 $((tp - 1)))" "bench-tp$tp.txt"
+        stamp "tp$tp bench done"
+        if [ "$tp" = 1 ]; then
+            wait $tests
+            stamp "gpu tests done"
+            wait $kb
+            stamp "kernel bench done"
+        fi
+    done
+    wait $tests $kb
+    if [ "${CALIB:-0}" = 1 ]; then
+        OUT=$w LAYERS=${LAYERS:-4} GPUS=2 EXTRA="--set quantization.epochs=1" JOB_S=200 \
+            bash bench/device_synth_job.sh >"$w/calib.txt" 2>&1
+        stamp "calibration job done"
     fi
 }
 timeout -k 5 "${WALL_S:-570}" bash -c "$(declare -f stages stamp synth_70b gpu_tests); w=$w; t0=$t0; stages"
@@ -56,6 +69,8 @@ echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
     grep -h "gpu-tests:\|!!!" "$w/gpu-tests.txt" 2>/dev/null | head
     cat "$w/w4a4_attn.txt" 2>/dev/null
     grep -hE "^BENCH|^==|rror" "$w"/bench-tp*.txt 2>/dev/null
+    echo "== calib"; grep -v "^GPU [0-9]" "$w/calib.txt" 2>/dev/null
+    grep -h "started\|done on" "$w"/gpus2.log 2>/dev/null
 } >"$final/summary.txt"
 cat "$final/summary.txt"
 tar -C /tmp -czf "$final/attns8.tgz" attns8

@@ -16,8 +16,9 @@
  *   Σ_p P_p·s_p·(c_pj − z_p) = Σ_p w_p·c_pj − Σ_p w_p·z_p,  w_p = P_p·s_p.
  * Each split writes (max, sum, unnormalised output) in fp32; a second kernel merges the
  * splits and writes bf16. Decode (n_q = 1) uses many splits to fill the GPU; prefill
- * (n_q > 1) runs one CTA per query position and re-reads K/V through L2 — correct, but
- * not a flash-attention kernel (bench/NOTES.md says what that costs).
+ * (n_q > 1) runs one CTA per query position and re-reads K/V through L2. This CUDA-core
+ * kernel now serves the head sizes the tensor-core one below (attn_tc) does not take, and
+ * ctx->attn_tc = 0; attn_tc is 5–6× faster at prefill (bench/NOTES.md, session 8).
  * GQA groups: the kernel is instantiated for R = 1, 2, 4, 8, 16 heads per CTA; a group r
  * that is not one of those runs on the next larger R with the extra head slots masked
  * (zero queries, nothing written: r = 3 → R = 4, r = 6 → R = 8), and r > 16 on R = 16
@@ -419,10 +420,10 @@ __global__ void __launch_bounds__(COMB_THREADS)
  *    one value to each half; Q is permuted once to match.
  *  - P·V: output column c of n-tile N ↔ a dim chosen so that a lane reads dh/16 code bytes
  *    (KV4) or 16 bf16 bytes per position contiguously: see tc_out_dim.
- * KV4 codes become bf16 by the exponent trick, 0x4300 | c = 128 + c exactly, and the 128 is
- * folded into the zero point: q·k = s·(Σ q_j·(128 + c_j) − (128 + z)·Σ q_j), and
- * Σ_p w_p·(c_pj − z_p) = Σ_p w_p·(128 + c_pj) − Σ_p w_p·(128 + z_p) with w_p = bf16(P_p·s_p)
- * rounded once and used in both sums, so the correction cancels what the MMA added.
+ * KV4 codes become centred 16-bit floats c − 8 (codes_c8), and the zero point is applied
+ * after the MMA: q·k = s·(Σ q_j·(c_j − 8) − (z − 8)·Σ q_j) on bf16 (q is bf16), and
+ * Σ_p w_p·(c_pj − z_p) = Σ_p w_p·(c_pj − 8) − Σ_p w_p·(z_p − 8), w_p = P_p·s_p, on fp16
+ * with w split into hi + lo halves (≈ 22 bits: see the P·V step for why).
  * Warps of a CTA either take different row tiles (prefill: wr = 4) or interleave over one
  * tile's positions (decode: wr = 1, four position lanes), merged through shared memory at
  * the end. One split writes bf16 directly; several write the (max, sum, unnormalised
@@ -440,13 +441,21 @@ struct tc_args {
     float *part_o, *part_ml;
 };
 
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1)
+/* c += A·B on 16-bit operands (F16: fp16, else bf16), fp32 accumulation */
+template <bool F16>
+__device__ __forceinline__ void mma16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                      uint32_t a3, uint32_t b0, uint32_t b1)
 {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#define FQ_MMA16(T)                                                                              \
+    asm("mma.sync.aligned.m16n8k16.row.col.f32." T "." T ".f32 {%0,%1,%2,%3}, "                \
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"                                              \
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                         \
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1))
+    if constexpr (F16)
+        FQ_MMA16("f16");
+    else
+        FQ_MMA16("bf16");
+#undef FQ_MMA16
 }
 
 /* bf16x2 {lo, hi}, round to nearest */
@@ -466,9 +475,24 @@ __device__ __forceinline__ float fast_exp2(float x)
     return y;
 }
 
-/* bf16x2 of 128 + the low (or high) nibbles of bytes 0 and 2 of p */
-__device__ __forceinline__ uint32_t codes_lo(uint32_t p) { return (p & 0x000F000Fu) | 0x43004300u; }
-__device__ __forceinline__ uint32_t codes_hi(uint32_t p) { return ((p >> 4) & 0x000F000Fu) | 0x43004300u; }
+/* Two codes (the low, or high, nibbles of bytes 0 and 2 of p) as c − 8 in a 16-bit float
+ * pair, exactly: 128 + c by the exponent trick (bf16 0x4300 is 128 and a code is its low
+ * mantissa bits; fp16 0x5800 is 128 with the code 3 bits up, ulp 1/8 there), minus 136.
+ * Centred codes keep the MMA's fp32 sums near the size of the result: with 128 + c the
+ * P·V sum over a long context was ~1000× larger than what remained after the zero-point
+ * correction, and its roundings showed in the output (1e-3 against the CPU, session 8). */
+template <bool F16> __device__ __forceinline__ uint32_t codes_c8(uint32_t p, bool hi)
+{
+    uint32_t x, r;
+    if constexpr (F16) {
+        x = (hi ? (p >> 1) & 0x00780078u : (p & 0x000F000Fu) << 3) | 0x58005800u;
+        asm("sub.rn.f16x2 %0, %1, %2;\n" : "=r"(r) : "r"(x), "r"(0x58405840u));
+    } else {
+        x = (hi ? (p >> 4) & 0x000F000Fu : p & 0x000F000Fu) | 0x43004300u;
+        asm("sub.rn.bf16x2 %0, %1, %2;\n" : "=r"(r) : "r"(x), "r"(0x43084308u));
+    }
+    return r;
+}
 
 /* the dim of output column c of n-tile N (see the comment above) */
 template <int DH, bool BF> __device__ __forceinline__ int tc_out_dim(int N, int c)
@@ -496,14 +520,56 @@ template <int N> __device__ __forceinline__ void load_words(uint32_t (&w)[N], co
     }
 }
 
+/* One warp's 16 positions of K and V as its lanes' MMA fragments want them (positions past
+ * pend read the last valid one; the scores mask them). */
+template <int DH, bool BF> struct kv_tile {
+    static constexpr int KW = BF ? DH / 8 : DH / 32;           /* K words per lane and position */
+    static constexpr int VW = BF ? DH / 16 : (DH / 64 > 0 ? DH / 64 : 1); /* V words per position */
+    uint32_t kw[2][KW], vw[4][VW];
+    __half2 ksz[4], vsz[4]; /* KV4: (scale, zero) of the lane's four positions */
+
+    __device__ __forceinline__ void load(const uint8_t *kc, const uint8_t *vc,
+                                         const __half2 *ks, const __half2 *vs,
+                                         const uint16_t *k16, const uint16_t *v16, int t0,
+                                         int pend, int g8, int t4)
+    {
+        const int lastp = pend - 1;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const int pk = min(t0 + nt * 8 + g8, lastp);
+            if constexpr (BF)
+                load_words(kw[nt], k16 + (size_t)pk * DH + t4 * (DH / 4));
+            else
+                load_words(kw[nt], kc + (size_t)pk * (DH / 2) + t4 * (DH / 8));
+        }
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int pc = min(t0 + (e >> 1) * 8 + 2 * t4 + (e & 1), lastp);
+            if constexpr (BF) {
+                /* dims 8g .. 8g + 7, and 64 + 8g .. when dh = 128 */
+#pragma unroll
+                for (int hf = 0; hf < VW / 4; hf++) {
+                    uint32_t w4[4];
+                    load_words(w4, v16 + (size_t)pc * DH + 64 * hf + g8 * 8);
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        vw[e][4 * hf + i] = w4[i];
+                }
+            } else {
+                load_words(vw[e], vc + (size_t)pc * (DH / 2) + g8 * (DH / 16));
+                ksz[e] = ks[pc];
+                vsz[e] = vs[pc];
+            }
+        }
+    }
+};
+
 template <int DH, bool BF>
-__global__ void __launch_bounds__(TC_THREADS) attn_tc(tc_args a)
+__global__ void __launch_bounds__(TC_THREADS, 3) attn_tc(tc_args a)
 {
     constexpr int NT = DH / 8;  /* output n-tiles */
     constexpr int KC = DH / 16; /* k chunks of q·k */
     constexpr int QW = DH / 8;  /* q words per lane and row (dh/4 dims) */
-    constexpr int KW = BF ? DH / 8 : DH / 32; /* K words per lane and position */
-    constexpr int VW = BF ? DH / 16 : DH / 64 > 0 ? DH / 64 : 1; /* V words per position */
     static_assert(DH == 64 || DH == 128, "dh 64 or 128");
     __shared__ float ot[TC_WARPS][16][DH + 4];
     __shared__ float mls[TC_WARPS][16][2];
@@ -565,62 +631,59 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc(tc_args a)
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     float m2[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, wz[2] = {0.f, 0.f};
 
-    for (int t0 = p0 + pw * 16; t0 < pend; t0 += ws * 16) {
-        const int lastp = pend - 1;
-        /* every load first (positions past the end read the last valid one, masked below) */
-        int pv[4], pc[4];
+    /* KV4: the next tile's loads are issued before this tile's math (24 registers); bf16
+     * K/V tiles are 64 registers, which would halve the CTAs per multiprocessor */
+    constexpr bool PREFETCH = !BF;
+    const int step = ws * 16;
+    kv_tile<DH, BF> cur, nxt;
+    int t0 = p0 + pw * 16;
+    if (PREFETCH && t0 < pend)
+        cur.load(kc, vc, ksz, vsz, k16, v16, t0, pend, g8, t4);
+    for (; t0 < pend; t0 += step) {
+        if constexpr (PREFETCH) {
+            if (t0 + step < pend)
+                nxt.load(kc, vc, ksz, vsz, k16, v16, t0 + step, pend, g8, t4);
+        } else {
+            cur.load(kc, vc, ksz, vsz, k16, v16, t0, pend, g8, t4);
+        }
+        int pv[4];
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
+        for (int e = 0; e < 4; e++)
             pv[e] = t0 + (e >> 1) * 8 + 2 * t4 + (e & 1);
-            pc[e] = min(pv[e], lastp);
-        }
-        uint32_t kw[2][KW], vw[4][VW];
         float ks[4], kz[4], vs[4], vz[4];
+        if constexpr (!BF) {
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-            const int pk = min(t0 + nt * 8 + g8, lastp);
-            if constexpr (BF)
-                load_words(kw[nt], k16 + (size_t)pk * DH + t4 * (DH / 4));
-            else
-                load_words(kw[nt], kc + (size_t)pk * (DH / 2) + t4 * (DH / 8));
-        }
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            if constexpr (BF) {
-                /* dims 8g .. 8g + 7, and 64 + 8g .. when dh = 128 */
-#pragma unroll
-                for (int hf = 0; hf < VW / 4; hf++) {
-                    uint32_t w4[4];
-                    load_words(w4, v16 + (size_t)pc[e] * DH + 64 * hf + g8 * 8);
-#pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        vw[e][4 * hf + i] = w4[i];
-                }
-            } else {
-                load_words(vw[e], vc + (size_t)pc[e] * (DH / 2) + g8 * (DH / 16));
-                const float2 kf = __half22float2(ksz[pc[e]]), vf = __half22float2(vsz[pc[e]]);
-                ks[e] = kf.x, kz[e] = kf.y + 128.f, vs[e] = vf.x, vz[e] = vf.y + 128.f;
+            for (int e = 0; e < 4; e++) {
+                const float2 kf = __half22float2(cur.ksz[e]), vf = __half22float2(cur.vsz[e]);
+                ks[e] = kf.x, kz[e] = kf.y - 8.f, vs[e] = vf.x, vz[e] = vf.y - 8.f;
             }
         }
 
-        /* S = Q·Kᵀ: sc[nt][0..1] row A, [2..3] row B, positions pv[2nt], pv[2nt+1] */
-        float sc[2][4];
+        /* S = Q·Kᵀ: sc[nt][0..1] row A, [2..3] row B, positions pv[2nt], pv[2nt+1]; even and
+         * odd k chunks in two accumulators (half the dependent MMA chain), added at the end */
+        float sc[2][4], sc2[2][4];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
-            sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                sc[nt][e] = sc2[nt][e] = 0.f;
 #pragma unroll
             for (int i = 0; i < KC; i++) {
                 uint32_t b0, b1;
                 if constexpr (BF) {
-                    b0 = __byte_perm(kw[nt][2 * i], kw[nt][2 * i + 1], 0x5410);
-                    b1 = __byte_perm(kw[nt][2 * i], kw[nt][2 * i + 1], 0x7632);
+                    b0 = __byte_perm(cur.kw[nt][2 * i], cur.kw[nt][2 * i + 1], 0x5410);
+                    b1 = __byte_perm(cur.kw[nt][2 * i], cur.kw[nt][2 * i + 1], 0x7632);
                 } else {
-                    const uint32_t p = __byte_perm(kw[nt][i >> 1], 0u, (i & 1) ? 0x4342 : 0x4140);
-                    b0 = codes_lo(p);
-                    b1 = codes_hi(p);
+                    const uint32_t p = __byte_perm(cur.kw[nt][i >> 1], 0u, (i & 1) ? 0x4342 : 0x4140);
+                    b0 = codes_c8<false>(p, false);
+                    b1 = codes_c8<false>(p, true);
                 }
-                mma_bf16(sc[nt], qlo[0][i], qlo[1][i], qhi[0][i], qhi[1][i], b0, b1);
+                mma16<false>(i & 1 ? sc2[nt] : sc[nt], qlo[0][i], qlo[1][i], qhi[0][i], qhi[1][i],
+                             b0, b1);
             }
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                sc[nt][e] += sc2[nt][e];
         }
         float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -649,14 +712,20 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc(tc_args a)
             l[hr] *= al[hr];
             wz[hr] *= al[hr];
         }
+        /* the running maximum rarely moves after the first tiles: skip the rescale then */
+        if (__any_sync(0xffffffffu, al[0] != 1.f || al[1] != 1.f)) {
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            o[n][0] *= al[0], o[n][1] *= al[0];
-            o[n][2] *= al[1], o[n][3] *= al[1];
+            for (int n = 0; n < NT; n++) {
+                o[n][0] *= al[0], o[n][1] *= al[0];
+                o[n][2] *= al[1], o[n][3] *= al[1];
+            }
         }
-        /* P, then the A operand of P·V (KV4: w = bf16(P·s_v), the zero-point term from the
-         * same rounded w) */
-        uint32_t pa[4];
+        /* P, then the A operand of P·V. bf16 K/V: bf16(P). KV4: w = P·s_v on fp16 as a
+         * hi + lo pair (two MMAs), ~22 bits of w instead of a bf16's 8: the W4A4 runtime
+         * feeds the attention output to 4-bit quantizers, where a rounding of P flips
+         * codes downstream (a bf16 P moved flatq-llama-16m's logits 33 % away from the
+         * CPU composition in the runtime test; fp32 P·V does not) */
+        uint32_t pa[4], pl[4];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
@@ -665,33 +734,40 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc(tc_args a)
                 float p0v = fast_exp2(sc[nt][2 * hr] - mu[hr]);
                 float p1v = fast_exp2(sc[nt][2 * hr + 1] - mu[hr]);
                 l[hr] += p0v + p1v;
-                if constexpr (!BF) {
-                    p0v *= vs[pe], p1v *= vs[pe + 1];
+                if constexpr (BF) {
+                    pa[2 * nt + hr] = pack_bf16(p0v, p1v);
+                } else {
+                    const float w0 = p0v * vs[pe], w1 = p1v * vs[pe + 1];
+                    const __half2 h = __floats2half2_rn(w0, w1);
+                    const float2 hf = __half22float2(h);
+                    const __half2 lo = __floats2half2_rn(w0 - hf.x, w1 - hf.y);
+                    pa[2 * nt + hr] = *reinterpret_cast<const uint32_t *>(&h);
+                    pl[2 * nt + hr] = *reinterpret_cast<const uint32_t *>(&lo);
+                    wz[hr] += w0 * vz[pe] + w1 * vz[pe + 1];
                 }
-                const uint32_t x = pack_bf16(p0v, p1v);
-                if constexpr (!BF)
-                    wz[hr] += bf16_lo(x) * vz[pe] + bf16_hi(x) * vz[pe + 1];
-                pa[2 * nt + hr] = x;
             }
         /* O += P·V over the n-tiles */
 #pragma unroll
         for (int n = 0; n < NT; n++) {
-            uint32_t b0, b1;
             if constexpr (BF) {
                 const int wi = 4 * (n / 8) + (n % 8) / 2;
                 const unsigned sel = (n & 1) ? 0x7632 : 0x5410;
-                b0 = __byte_perm(vw[0][wi], vw[1][wi], sel);
-                b1 = __byte_perm(vw[2][wi], vw[3][wi], sel);
+                const uint32_t b0 = __byte_perm(cur.vw[0][wi], cur.vw[1][wi], sel);
+                const uint32_t b1 = __byte_perm(cur.vw[2][wi], cur.vw[3][wi], sel);
+                mma16<false>(o[n], pa[0], pa[1], pa[2], pa[3], b0, b1);
             } else {
                 const int m = n / 2, wi = m / 4, j = m % 4;
                 const unsigned sel = j | (j << 4) | ((4 + j) << 8) | ((4 + j) << 12);
-                const uint32_t x01 = __byte_perm(vw[0][wi], vw[1][wi], sel);
-                const uint32_t x23 = __byte_perm(vw[2][wi], vw[3][wi], sel);
-                b0 = (n & 1) ? codes_hi(x01) : codes_lo(x01);
-                b1 = (n & 1) ? codes_hi(x23) : codes_lo(x23);
+                const uint32_t x01 = __byte_perm(cur.vw[0][wi], cur.vw[1][wi], sel);
+                const uint32_t x23 = __byte_perm(cur.vw[2][wi], cur.vw[3][wi], sel);
+                const uint32_t b0 = codes_c8<true>(x01, n & 1);
+                const uint32_t b1 = codes_c8<true>(x23, n & 1);
+                mma16<true>(o[n], pa[0], pa[1], pa[2], pa[3], b0, b1);
+                mma16<true>(o[n], pl[0], pl[1], pl[2], pl[3], b0, b1);
             }
-            mma_bf16(o[n], pa[0], pa[1], pa[2], pa[3], b0, b1);
         }
+        if constexpr (PREFETCH)
+            cur = nxt;
     }
 
     /* the quad's partial sums, then this warp's rows into shared memory */
@@ -820,11 +896,10 @@ static int attn_merge(fq_cuda_ctx *ctx, const char *where, uint16_t *out, const 
     return FQ_OK;
 }
 
-template <int DH>
-cudaError_t launch_tc(dim3 grid, const fq_cuda_ctx *ctx, const tc_args &a, bool bf)
+static void (*tc_kernel(int dh, bool bf))(tc_args)
 {
-    return bf ? fq_launch(ctx, attn_tc<DH, true>, grid, dim3(TC_THREADS), 0, a)
-              : fq_launch(ctx, attn_tc<DH, false>, grid, dim3(TC_THREADS), 0, a);
+    return dh == 64 ? (bf ? attn_tc<64, true> : attn_tc<64, false>)
+                    : (bf ? attn_tc<128, true> : attn_tc<128, false>);
 }
 
 static bool tc_applies(const fq_cuda_ctx *ctx, const uint16_t *out, const uint16_t *q,
@@ -838,8 +913,8 @@ static bool tc_applies(const fq_cuda_ctx *ctx, const uint16_t *out, const uint16
 
 /* The tensor-core path (attn_tc): row tiles of 16 (query, head) pairs per (batch, KV head),
  * 4 of them per CTA when there are enough rows, else the CTA's warps split the positions;
- * splits over the context until about four CTAs per multiprocessor, chunks of at least
- * 128 positions. */
+ * splits over the context until the grid fills the GPU once, chunks of at least 128
+ * positions. */
 static int attention_tc_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out,
                             const uint16_t *q, const fq_kv4_cache *cache, const uint16_t *k16,
                             const uint16_t *v16, int n_q, const int *ctx_len, int heads,
@@ -856,7 +931,12 @@ static int attention_tc_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out,
                         "65535 and 4194240 on the GPU)", where, bkv, nrows);
     const long groups = bkv * zblocks;
     const int maxsplit = (maxctx + 127) / 128;
-    int nsplit = (int)((4L * ctx->sm_count + groups - 1) / groups);
+    /* one wave: as many CTAs as the GPU holds at once (a second, partial wave of splits
+     * doubled the decode time at 32k context) */
+    void (*kern)(tc_args) = tc_kernel(dh, bf);
+    int per_sm = fq_max_resident((const void *)kern, ctx->device, TC_THREADS, 0);
+    per_sm = per_sm > 0 ? per_sm : 2;
+    int nsplit = (int)((long)per_sm * ctx->sm_count / groups);
     nsplit = nsplit < 1 ? 1 : (nsplit > maxsplit ? maxsplit : nsplit);
     int chunk = (maxctx + nsplit - 1) / nsplit;
     chunk = (chunk + 63) / 64 * 64;
@@ -880,8 +960,7 @@ static int attention_tc_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out,
     if (nsplit > 1 && attn_partials(ctx, where, rows, nsplit, dh, &a.part_o, &a.part_ml))
         return FQ_ERR;
     const dim3 grid(nsplit, (unsigned)bkv, (unsigned)zblocks);
-    CU_CHECK(dh == 64 ? launch_tc<64>(grid, ctx, a, bf) : launch_tc<128>(grid, ctx, a, bf),
-             FILE_, where, "attn_tc");
+    CU_CHECK(fq_launch(ctx, kern, grid, dim3(TC_THREADS), 0, a), FILE_, where, "attn_tc");
     return nsplit > 1 ? attn_merge(ctx, where, out, a.part_o, a.part_ml, rows, nsplit, dh)
                       : FQ_OK;
 }

