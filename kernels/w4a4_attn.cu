@@ -622,7 +622,7 @@ __global__ void __launch_bounds__(TC_THREADS, 3) attn_tc(tc_args a)
     const uint8_t *kc = a.c.k_codes + base * (DH / 2), *vc = a.c.v_codes + base * (DH / 2);
     const __half2 *ksz = reinterpret_cast<const __half2 *>(a.c.k_sz) + base;
     const __half2 *vsz = reinterpret_cast<const __half2 *>(a.c.v_sz) + base;
-    const uint16_t *k16 = a.k16 + base * DH, *v16 = a.v16 + base * DH;
+    const uint16_t *k16 = BF ? a.k16 + base * DH : nullptr, *v16 = BF ? a.v16 + base * DH : nullptr;
     const float cs = rsqrtf((float)DH) * 1.4426950408889634f; /* scores in log2 units */
 
     float o[NT][4];
