@@ -24,7 +24,10 @@ int fp_pass_init(fp_pass *p)
 {
     size_t n = (size_t)p->nsamples * p->seqlen * p->cfg->hidden;
     p->x = fq_malloc(sizeof(float) * n, "FP pass activations");
-    p->writer = fq_calloc(1, sizeof(fp_writer), "FP pass writer");
+    fp_writer *w = fq_calloc(1, sizeof(fp_writer), "FP pass writer");
+    if (w)
+        w->p = p;
+    p->writer = w;
     p->x_boundary = -1;
     p->seconds = 0;
     p->commit_s = p->write_s = 0;
@@ -146,7 +149,6 @@ int fp_pass_commit_boundary(fp_pass *p, int boundary)
     /* the previous boundary's write reads the payload buffer: finish it first */
     if (fp_pass_flush(p) != FQ_OK || encode_x(p, w, boundary) != FQ_OK)
         return FQ_ERR;
-    w->p = p;
     w->boundary = boundary;
     w->dtype = p->dtype;
     w->rc = FQ_OK;

@@ -32,8 +32,7 @@ const char *layer_cache_dtype_name(layer_cache_dtype t)
     return "invalid";
 }
 
-static size_t dtype_bytes(layer_cache_dtype t) { return t == LAYER_CACHE_F32 ? 4 : 2; }
-size_t layer_cache_dtype_bytes(layer_cache_dtype dtype) { return dtype_bytes(dtype); }
+size_t layer_cache_dtype_bytes(layer_cache_dtype t) { return t == LAYER_CACHE_F32 ? 4 : 2; }
 
 static fq_dtype to_fq_dtype(layer_cache_dtype t)
 {
@@ -167,7 +166,7 @@ static int cache_write(const char *dir, int boundary, const char *fingerprint,
     if ((!x && !payload) || n == 0 || s == 0 || d == 0 || (uint64_t)n * s > max_elements / d)
         return fq_error("%s: shape (%zu, %zu, %zu) (expected non-empty, under 2^40 values)",
                         path, n, s, d);
-    size_t per_sample = s * d, sample_bytes = per_sample * dtype_bytes(dtype);
+    size_t per_sample = s * d, sample_bytes = per_sample * layer_cache_dtype_bytes(dtype);
     int nt = fq_io_threads(n);
     uint8_t *table = fq_calloc(n, SAMPLE_DIGEST, "cache sample table");
     void **bufs = payload ? NULL : fq_thread_buffers(nt, sample_bytes, "cache sample buffer");
@@ -196,8 +195,7 @@ fail:
     atomic_file_abort(&f);
 out:
     free(table);
-    if (bufs)
-        fq_thread_buffers_free(bufs, nt);
+    fq_thread_buffers_free(bufs, nt);
     return rc;
 }
 
@@ -291,7 +289,7 @@ static int open_checked(const char *dir, int boundary, const char *fingerprint,
         goto bad;
     }
     uint64_t want_size = LAYER_CACHE_HEADER_BYTES + h->nsamples * SAMPLE_DIGEST +
-                         h->nsamples * h->seqlen * h->hidden * dtype_bytes(h->dtype);
+                         h->nsamples * h->seqlen * h->hidden * layer_cache_dtype_bytes(h->dtype);
     if ((uint64_t)st.st_size != want_size) {
         fq_error("%s: file is %lld bytes (expected %llu for shape (%llu, %llu, %llu) %s; "
                  "truncated or corrupted)",
@@ -357,7 +355,7 @@ static int read_range(int fd, const char *path, const layer_cache_header *h, siz
                       size_t b, float *x)
 {
     size_t n = (size_t)h->nsamples, per_sample = (size_t)(h->seqlen * h->hidden);
-    size_t sample_bytes = per_sample * dtype_bytes(h->dtype);
+    size_t sample_bytes = per_sample * layer_cache_dtype_bytes(h->dtype);
     int nt = fq_io_threads(b - a);
     uint8_t *table = fq_malloc(n * SAMPLE_DIGEST, "cache sample table");
     void **bufs = fq_thread_buffers(nt, sample_bytes, "cache sample buffer");

@@ -105,15 +105,21 @@ constexpr int AT_THREADS = 128, AT_TILE = 128, AT_SPLIT_MIN = 128;
 
 constexpr int MAX_BATCH = 256; /* per-sequence lengths travel in the kernel parameters */
 
+/* What both attention kernels take (attn_args_fill); each adds its own launch shape. */
 struct attn_args {
     const uint16_t *q;
     fq_kv4_cache c;             /* shape; the code/scale pointers when KV4 */
     const uint16_t *k16, *v16; /* bf16 K/V [batch, kv_heads, max_ctx, dh] when BF16 KV */
     int ctx_len[MAX_BATCH];
     int n_q, heads, nsplit, chunk;
-    int r, nhc; /* query heads per KV head; CTAs (runs of at most R heads) per KV head */
+    int r;          /* query heads per KV head */
     float *part_o;  /* [batch, n_q, heads, nsplit, dh] */
     float *part_ml; /* [batch, n_q, heads, nsplit, 2] */
+};
+
+/* the CUDA-core kernel: CTAs (runs of at most R heads) per KV head */
+struct cc_args : attn_args {
+    int nhc;
 };
 
 /* acc + Σ_e q[e]·v[e] over 8 values, in order (q: two 16-byte shared-memory broadcasts) */
@@ -146,7 +152,7 @@ __device__ __forceinline__ void bf16_unpack(const uint32_t (&w)[NW], float (&f)[
 /* BF: the cache holds bf16 K and V (the BF16 baseline runtime's attention): the same tiles,
  * softmax and merge, with plain dot products and V sums instead of the folded codes. */
 template <int R, int DH, bool BF>
-__global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(attn_args a)
+__global__ void __launch_bounds__(AT_THREADS) attn_kv4_partial(cc_args a)
 {
     constexpr int COLS = DH / 2; /* bytes per K/V row */
     /* V pass: each thread owns DPT consecutive dims of a row (one 32- or 16-bit load) and
@@ -430,15 +436,9 @@ __global__ void __launch_bounds__(COMB_THREADS)
  * output) partials that attn_combine merges, in the natural-log units it expects. */
 constexpr int TC_WARPS = 4, TC_THREADS = 32 * TC_WARPS;
 
-struct tc_args {
-    const uint16_t *q;
-    fq_kv4_cache c;
-    const uint16_t *k16, *v16;
-    int ctx_len[MAX_BATCH];
-    int n_q, heads, r, nsplit, chunk;
+struct tc_args : attn_args {
     int wr; /* row tiles per CTA: 1, 2 or 4 (TC_WARPS / wr warps per tile) */
-    uint16_t *out;
-    float *part_o, *part_ml;
+    uint16_t *out; /* written directly when nsplit is 1 */
 };
 
 /* c += A·B on 16-bit operands (F16: fp16, else bf16), fp32 accumulation */
@@ -826,7 +826,7 @@ __global__ void __launch_bounds__(TC_THREADS, 3) attn_tc(tc_args a)
 }
 
 template <int R, int DH>
-cudaError_t launch_partial(dim3 grid, const fq_cuda_ctx *ctx, const attn_args &a, bool bf)
+cudaError_t launch_partial(dim3 grid, const fq_cuda_ctx *ctx, const cc_args &a, bool bf)
 {
     return bf ? fq_launch(ctx, attn_kv4_partial<R, DH, true>, grid, dim3(AT_THREADS), 0, a)
               : fq_launch(ctx, attn_kv4_partial<R, DH, false>, grid, dim3(AT_THREADS), 0, a);
@@ -834,7 +834,7 @@ cudaError_t launch_partial(dim3 grid, const fq_cuda_ctx *ctx, const attn_args &a
 
 /* -1: no instance for dh; else the launch's cudaError_t */
 template <int R>
-int dispatch_dh(dim3 grid, const fq_cuda_ctx *ctx, const attn_args &a, bool bf)
+int dispatch_dh(dim3 grid, const fq_cuda_ctx *ctx, const cc_args &a, bool bf)
 {
     switch (a.c.dh) {
     case 8: return (int)launch_partial<R, 8>(grid, ctx, a, bf);
@@ -896,6 +896,34 @@ static int attn_merge(fq_cuda_ctx *ctx, const char *where, uint16_t *out, const 
     return FQ_OK;
 }
 
+/* nsplit context splits for `want` CTAs per (row group), clamped to 1 .. one per
+ * AT_SPLIT_MIN positions, chunks rounded up to `align` positions; *chunk set */
+static int context_splits(int maxctx, long want, int align, int *chunk)
+{
+    const int maxsplit = (maxctx + AT_SPLIT_MIN - 1) / AT_SPLIT_MIN;
+    const int nsplit = want < 1 ? 1 : (want > maxsplit ? maxsplit : (int)want);
+    *chunk = ((maxctx + nsplit - 1) / nsplit + align - 1) / align * align;
+    return (maxctx + *chunk - 1) / *chunk;
+}
+
+static void attn_args_fill(attn_args &a, const uint16_t *q, const fq_kv4_cache *cache,
+                           const uint16_t *k16, const uint16_t *v16, int n_q,
+                           const int *ctx_len, int heads, int nsplit, int chunk)
+{
+    a.q = q;
+    a.c = *cache;
+    a.k16 = k16;
+    a.v16 = v16;
+    for (int b = 0; b < cache->batch; b++)
+        a.ctx_len[b] = ctx_len[b];
+    a.n_q = n_q;
+    a.heads = heads;
+    a.r = heads / cache->kv_heads;
+    a.nsplit = nsplit;
+    a.chunk = chunk;
+    a.part_o = a.part_ml = nullptr;
+}
+
 static void (*tc_kernel(int dh, bool bf))(tc_args)
 {
     return dh == 64 ? (bf ? attn_tc<64, true> : attn_tc<64, false>)
@@ -930,33 +958,19 @@ static int attention_tc_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out,
         return fq_error("%s: batch·kv_heads = %ld, n_q·heads/kv_heads = %ld (expected at most "
                         "65535 and 4194240 on the GPU)", where, bkv, nrows);
     const long groups = bkv * zblocks;
-    const int maxsplit = (maxctx + 127) / 128;
     /* one wave: as many CTAs as the GPU holds at once (a second, partial wave of splits
-     * doubled the decode time at 32k context) */
+     * doubled the decode time at 32k context); chunks of whole 4-warp steps */
     void (*kern)(tc_args) = tc_kernel(dh, bf);
     int per_sm = fq_max_resident((const void *)kern, ctx->device, TC_THREADS, 0);
     per_sm = per_sm > 0 ? per_sm : 2;
-    int nsplit = (int)((long)per_sm * ctx->sm_count / groups);
-    nsplit = nsplit < 1 ? 1 : (nsplit > maxsplit ? maxsplit : nsplit);
-    int chunk = (maxctx + nsplit - 1) / nsplit;
-    chunk = (chunk + 63) / 64 * 64;
-    nsplit = (maxctx + chunk - 1) / chunk;
+    int chunk;
+    const int nsplit = context_splits(maxctx, (long)per_sm * ctx->sm_count / groups,
+                                      16 * TC_WARPS, &chunk);
     const size_t rows = (size_t)cache->batch * n_q * heads;
     tc_args a;
-    a.q = q;
-    a.c = *cache;
-    a.k16 = k16;
-    a.v16 = v16;
-    for (int b = 0; b < cache->batch; b++)
-        a.ctx_len[b] = ctx_len[b];
-    a.n_q = n_q;
-    a.heads = heads;
-    a.r = r;
-    a.nsplit = nsplit;
-    a.chunk = chunk;
+    attn_args_fill(a, q, cache, k16, v16, n_q, ctx_len, heads, nsplit, chunk);
     a.wr = wr;
     a.out = out;
-    a.part_o = a.part_ml = nullptr;
     if (nsplit > 1 && attn_partials(ctx, where, rows, nsplit, dh, &a.part_o, &a.part_ml))
         return FQ_ERR;
     const dim3 grid(nsplit, (unsigned)bkv, (unsigned)zblocks);
@@ -1005,28 +1019,15 @@ static int attention_run(fq_cuda_ctx *ctx, const char *where, uint16_t *out, con
         return fq_error("%s: batch·kv_heads = %d·%d (expected at most %d on the GPU: one grid "
                         "row per KV head)", where, cache->batch, cache->kv_heads, 65535 / nhc);
     const long groups = (long)cache->batch * cache->kv_heads * nhc * n_q;
-    int nsplit = (int)((528 + groups - 1) / groups);
-    nsplit = nsplit < 1 ? 1 : (nsplit > maxsplit ? maxsplit : nsplit);
-    int chunk = (maxctx + nsplit - 1) / nsplit;
-    chunk = (chunk + AT_TILE - 1) / AT_TILE * AT_TILE;
-    nsplit = (maxctx + chunk - 1) / chunk;
+    int chunk;
+    const int nsplit = context_splits(maxctx, (528 + groups - 1) / groups, AT_TILE, &chunk);
 
     const size_t rows = (size_t)cache->batch * n_q * heads;
-    attn_args a;
+    cc_args a;
+    attn_args_fill(a, q, cache, k16, v16, n_q, ctx_len, heads, nsplit, chunk);
+    a.nhc = nhc;
     if (attn_partials(ctx, where, rows, nsplit, dh, &a.part_o, &a.part_ml))
         return FQ_ERR;
-    a.q = q;
-    a.c = *cache;
-    a.k16 = k16;
-    a.v16 = v16;
-    for (int b = 0; b < cache->batch; b++)
-        a.ctx_len[b] = ctx_len[b];
-    a.n_q = n_q;
-    a.heads = heads;
-    a.nsplit = nsplit;
-    a.chunk = chunk;
-    a.r = r;
-    a.nhc = nhc;
     dim3 grid(nsplit, cache->batch * cache->kv_heads * nhc, n_q);
     int rc;
     switch (R) {

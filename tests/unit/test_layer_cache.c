@@ -148,28 +148,35 @@ static void slurp(const char *path, unsigned char **buf, long *len)
     fclose(f);
 }
 
+/* boundary b's files in dirs a and b have the same bytes */
+static void assert_same_file(const char *da, const char *db, int b)
+{
+    char pa[4096], pb[4096];
+    unsigned char *ba, *bb;
+    long la, lb;
+    file_path(da, b, pa);
+    file_path(db, b, pb);
+    slurp(pa, &ba, &la);
+    slurp(pb, &bb, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(ba, bb, (size_t)la);
+    free(ba);
+    free(bb);
+}
+
 /* Samples are encoded, hashed and checked on several threads: the file must not depend on
  * how many, and a corrupted sample must be named whichever thread reads it. */
 static void test_thread_count_invisible(void **state)
 {
     (void)state;
-    char *d1 = make_dir(), *d4 = make_dir(), p1[4096], p4[4096];
+    char *d1 = make_dir(), *d4 = make_dir(), p4[4096];
     float x[N * S * D], y[N * S * D];
     fill(x, N * S * D, 2.0);
     setenv("FLATQ_IO_THREADS", "1", 1);
     assert_int_equal(layer_cache_write(d1, 3, fp_a, LAYER_CACHE_BF16, x, N, S, D), FQ_OK);
     setenv("FLATQ_IO_THREADS", "4", 1);
     assert_int_equal(layer_cache_write(d4, 3, fp_a, LAYER_CACHE_BF16, x, N, S, D), FQ_OK);
-    file_path(d1, 3, p1);
-    file_path(d4, 3, p4);
-    unsigned char *b1, *b4;
-    long l1, l4;
-    slurp(p1, &b1, &l1);
-    slurp(p4, &b4, &l4);
-    assert_int_equal(l1, l4);
-    assert_memory_equal(b1, b4, (size_t)l1);
-    free(b1);
-    free(b4);
+    assert_same_file(d1, d4, 3);
     /* every sample read back by 3 threads equals the 1-thread read */
     float *y1 = NULL;
     layer_cache_header h;
@@ -180,6 +187,7 @@ static void test_thread_count_invisible(void **state)
     assert_memory_equal(y, y1, sizeof y);
     free(y1);
     /* a flipped byte in the last sample's payload is found and named */
+    file_path(d4, 3, p4);
     FILE *f = fopen(p4, "r+b");
     assert_non_null(f);
     long at = 256 + N * 32 + (long)(N - 1) * S * D * 2 + 5;
@@ -402,19 +410,8 @@ static void test_fp_pass_commit_writer_thread(void **state)
         assert_int_equal(fp_pass_flush(&p), FQ_OK);
         assert_int_equal(p.produced, 4);
         fp_pass_free(&p);
-        for (int b = 0; b < 4; b++) {
-            char pa[4096], pb[4096];
-            unsigned char *da, *db;
-            long la, lb;
-            file_path(ref, b, pa);
-            file_path(dir, b, pb);
-            slurp(pa, &da, &la);
-            slurp(pb, &db, &lb);
-            assert_int_equal(la, lb);
-            assert_memory_equal(da, db, (size_t)la);
-            free(da);
-            free(db);
-        }
+        for (int b = 0; b < 4; b++)
+            assert_same_file(ref, dir, b);
         assert_int_equal(count_entries(dir), 4);
         remove_dir(dir);
         free(dir);
