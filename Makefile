@@ -118,7 +118,7 @@ gpu-tests:
 endif
 
 # nvcc writes no dependency files: the .cu objects depend on the kernel headers by hand.
-$(CU_OBJS): kernels/flatq_cuda.h kernels/cuda_common.cuh core/error.h $(wildcard runtime/*.h)
+$(CU_OBJS): kernels/flatq_cuda.h $(wildcard kernels/*.cuh) core/error.h $(wildcard runtime/*.h)
 
 $(BUILD)/gpu-tests/%: tests/gpu/%.c tests/gpu/gpu_check.h kernels/flatq_cuda.h $(LIB)
 	@mkdir -p $(dir $@)

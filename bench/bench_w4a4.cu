@@ -248,10 +248,23 @@ static void bench_linear(const shape &s, int M)
     double t_gemm = time_ms([&](int r) {
         FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
     });
+    /* the mma.sync prefill kernel, which the wgmma one replaced at these sizes */
+    double t_sync = decode ? NAN : time_ms([&](int r) {
+        FQ(fq_w4a4_gemm_path_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL, FQ_W4A4_PREFILL));
+    });
     fq_quant_dst d = {0.98f, 0.98f, qx, sx};
     double t_quant = time_ms([&](int) {
         FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
     });
+    /* the one-CTA-per-token transform kernel, which the cuBLAS one replaced at these sizes */
+    double t_qold = NAN;
+    if (!decode) {
+        g_ctx.transform_gemm = 0;
+        t_qold = time_ms([&](int) {
+            FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
+        });
+        g_ctx.transform_gemm = 1;
+    }
     double t_lin = time_ms([&](int r) {
         FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
         FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
@@ -269,10 +282,11 @@ static void bench_linear(const shape &s, int M)
             s.name, s.tp, M, N, K, t_gemm, bytes / t_gemm / 1e6, 100 * floor_ms / t_gemm,
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin);
     } else {
-        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak)\n",
+        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f, wgmma %5.2fx of it | quant per-token %8.3f, sgemm %5.2fx of it\n",
             s.name, s.tp, M, N, K, t_gemm, flop / t_gemm / 1e9, 100 * flop / t_gemm / 1e9 / (PEAK_INT8 / 1e12),
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin,
-            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12));
+            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_qold,
+            t_qold / t_quant);
     }
     for (auto p : Wq) cudaFree(p);
     for (auto p : Wb) cudaFree(p);
@@ -431,13 +445,15 @@ int main(int argc, char **argv)
             for (const shape &s : shapes)
                 bench_decode_shapes(s, M);
     }
-    if (!strcmp(only, "all") || !strcmp(only, "linear")) {
+    const bool prefill_only = !strcmp(only, "prefill"); /* the linear rows of M >= 2048 */
+    if (!strcmp(only, "all") || !strcmp(only, "linear") || prefill_only) {
         out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
-        out("prefill rows: the same with TOPS and %% of INT8 peak\n");
+        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma), then the mma.sync kernel's ms and the ratio, the per-token transform kernel's ms and the ratio (quant: cuBLAS transform)\n");
         const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
         for (int M : Ms)
             for (const shape &s : shapes)
-                bench_linear(s, M);
+                if (!prefill_only || M >= 2048)
+                    bench_linear(s, M);
     }
     fq_cuda_free_ctx(&g_ctx);
     return 0;

@@ -3,7 +3,7 @@
 # benchmark (bench/bench_w4a4.cu). The Makefile's bench rule builds C files only, so this
 # script compiles the CUDA benchmark against build/libflatq.a with the Makefile's flags.
 #   bench/bench_w4a4.sh build            -> build/bench/bench_w4a4
-#   bench/bench_w4a4.sh run LOG [what]   -> runs it (what: all | linear | decode | attn), table to LOG
+#   bench/bench_w4a4.sh run LOG [what]   -> runs it (what: all | linear | prefill | decode | attn), table to LOG
 set -eu
 cd "$(dirname "$0")/.."
 case "${1:-build}" in
@@ -19,5 +19,5 @@ build)
 run)
     exec build/bench/bench_w4a4 "${2:-/dev/null}" "${3:-all}" ;;
 *)
-    echo "usage: $0 build | run LOG [all|linear|decode|attn]" >&2; exit 2 ;;
+    echo "usage: $0 build | run LOG [all|linear|prefill|decode|attn]" >&2; exit 2 ;;
 esac

@@ -189,7 +189,7 @@ static int cache_write(const char *dir, int boundary, const char *fingerprint,
     if (atomic_file_pwrite(&f, table, n * SAMPLE_DIGEST, LAYER_CACHE_HEADER_BYTES) != FQ_OK ||
         atomic_file_pwrite(&f, hdr, sizeof hdr, 0) != FQ_OK)
         goto fail;
-    rc = atomic_file_commit(&f);
+    rc = atomic_file_commit_nosync(&f); /* digests guard it: atomic_file.h */
     goto out;
 fail:
     atomic_file_abort(&f);

@@ -4,6 +4,9 @@
  * Layer i reads boundary i (its input) and boundary i+1 (its full-precision target).
  * The file is written once, atomically (atomic_file.h), and trusted only after its
  * checksums verify, so a resumed job reuses a valid cache and rebuilds a damaged one.
+ * Because of those checksums it is committed without fsync (atomic_file_commit_nosync):
+ * a file torn by a crash fails its digests and is rebuilt, and the FP pass does not wait
+ * for the disk before a worker may read the boundary from the page cache.
  *
  * Layout (all integers little-endian):
  *   header, 256 bytes:  magic "FQACT001", u32 version, u32 dtype (1 fp32, 2 fp16,

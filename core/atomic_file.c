@@ -1,4 +1,5 @@
-/* atomic_file.c — temp file + fsync + rename + fsync(dir); see atomic_file.h. */
+/* atomic_file.c — temp file + fsync + rename + fsync(dir) (or without the fsyncs for
+ * self-validating caches); see atomic_file.h. */
 #include "atomic_file.h"
 #include "error.h"
 
@@ -94,9 +95,9 @@ static int fsync_parent_dir(const char *path)
     return rc;
 }
 
-int atomic_file_commit(atomic_file *f)
+static int commit(atomic_file *f, int durable)
 {
-    if (fsync(f->fd) != 0) {
+    if (durable && fsync(f->fd) != 0) {
         fq_error("%s: fsync failed (%s)", f->path, strerror(errno));
         atomic_file_abort(f);
         return FQ_ERR;
@@ -113,12 +114,15 @@ int atomic_file_commit(atomic_file *f)
         atomic_file_abort(f);
         return FQ_ERR;
     }
-    int rc = fsync_parent_dir(f->path);
+    int rc = durable ? fsync_parent_dir(f->path) : FQ_OK;
     free(f->tmp_path);
     free(f->path);
     f->tmp_path = f->path = NULL;
     return rc;
 }
+
+int atomic_file_commit(atomic_file *f) { return commit(f, 1); }
+int atomic_file_commit_nosync(atomic_file *f) { return commit(f, 0); }
 
 void atomic_file_abort(atomic_file *f)
 {

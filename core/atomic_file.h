@@ -29,6 +29,13 @@ int atomic_file_pwrite(atomic_file *f, const void *data, size_t n, off_t offset)
 /* fsync, close, rename onto the final name, fsync the directory. Frees f. On error the
  * temporary file is removed (f is freed either way). */
 int atomic_file_commit(atomic_file *f);
+/* close and rename onto the final name WITHOUT the fsyncs: readers on the running system
+ * still see the old file or the whole new one, but after a crash the renamed file may hold
+ * garbage. Only for files that are regenerable and that every reader validates by content
+ * (the layer cache: per-sample SHA-256 digests, checked on every read and before a resumed
+ * job reuses a boundary): the fsync of a 4 GB cache file was most of its write time, on
+ * the FP pass's critical path (bench/NOTES.md, session 9). Frees f; on error as commit. */
+int atomic_file_commit_nosync(atomic_file *f);
 /* Give up: close and remove the temporary file, free f. Safe on a zeroed f. */
 void atomic_file_abort(atomic_file *f);
 

@@ -55,6 +55,8 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     ctx->pdl = 0;
     ctx->grid_barrier = 1;
     ctx->attn_tc = 1;
+    ctx->gemm_wgmma = 1;
+    ctx->transform_gemm = 1;
     ctx->barrier_arrivals = 0;
     for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
         ctx->scratch[i] = NULL;

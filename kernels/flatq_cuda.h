@@ -63,6 +63,13 @@ typedef struct {
      * where it applies (kernels/w4a4_attn.cu: dh 64/128, aligned buffers); 0: the CUDA-core
      * kernel everywhere (the tests and benchmarks compare the two). */
     int attn_tc;
+    /* 1 (fq_cuda_init's default): the W4A4 GEMM at prefill sizes runs on the wgmma kernel
+     * (kernels/w4a4_gemm_sm90.cu); 0: on the mma.sync one (the benchmark compares both) */
+    int gemm_wgmma;
+    /* 1 (fq_cuda_init's default): the W4A4 transform + quantize at prefill sizes (M > 64,
+     * both Kronecker factors) runs its transform as fp32 cuBLAS GEMMs (kernels/w4a4_quant.cu
+     * transform_quant_gemm); 0: the one-CTA-per-token kernel */
+    int transform_gemm;
     /* device scratch owned by the context, one buffer per user, grown on demand and kept:
      * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */
     void *scratch[FQ_SCRATCH_SLOTS];

@@ -112,14 +112,15 @@ int fq_w4a4_gemm_multi_cuda(fq_cuda_ctx *ctx, int np, const fq_w4a4_problem *pro
 
 /* Added for tests and benchmarks. The GEMM with a chosen kernel (path: FQ_W4A4_AUTO picks
  * the decode kernel for M <= 32, and for M <= 64 when N <= 10240, when kblocks × its
- * tiles of 16 rows <= 64; else the tensor-core one), and the raw int32 accumulators
+ * tiles of 16 rows <= 64; else a tensor-core one: FQ_W4A4_WGMMA, the warpgroup-MMA kernel,
+ * unless ctx->gemm_wgmma is 0, then FQ_W4A4_PREFILL, the mma.sync kernel), and the raw int32 accumulators
  * acc [M, N] = Σ_j qx[t, j]·qw[o, j] over the whole K through the same kernels, so a test
  * can compare them bit for bit with fq_w4a4_gemm_i32 (core/w4a4_ref.h). GPU-only limits,
  * refused with an error: K <= 131072 (also in C); device buffers 16-byte aligned; on the
  * decode path M <= 64 and kblocks × (1, 2 or 4 tiles for M <= 16, 32, 64) <= 64; a transform block n1·n2 <= 28672; attention: dh a power of two in
  * 8..256, heads/kv_heads in 1..32, batch <= 256, n_q <= 65535. A KV scale beyond
  * the fp16 range is written as inf on the GPU (the C reference refuses it). */
-enum { FQ_W4A4_AUTO = 0, FQ_W4A4_PREFILL = 1, FQ_W4A4_DECODE = 2 };
+enum { FQ_W4A4_AUTO = 0, FQ_W4A4_PREFILL = 1, FQ_W4A4_DECODE = 2, FQ_W4A4_WGMMA = 3 };
 int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, const float *sx,
                            int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
                            const uint16_t *residual, int path);

@@ -2,18 +2,12 @@
  * int8 tensor cores (mma.sync m16n8k32 s8), int32 accumulation, both scales in the epilogue.
  *
  * The idea. Hopper has no int4 MMA, so nibbles become int8 on the way from shared memory to
- * the tensor core. Two tricks keep that nearly free:
- *  - No sign extension: a nibble placed in the HIGH half of a byte is an int8 equal to 16·q,
- *    so (w << 4) & 0xF0F0F0F0 gives the even elements of a 32-bit word and w & 0xF0F0F0F0 the
- *    odd ones, two logic ops per 8 values. The products are 256× too large; the int32
- *    accumulator stays exact while 64·K·256 < 2^31 (K <= 131072, checked), and an arithmetic
- *    shift by 8 recovers the exact sum.
- *  - A dot product does not care about the order of k as long as A and B use the same one:
- *    the even elements of a thread's word go to the MMA's first 16 k slots and the odd ones to
- *    the last 16, for A and B alike, so each thread feeds its fragments straight from the
- *    words it loaded, without shuffling bytes.
+ * the tensor core, as 16·q bytes with the even elements of a word first (the trick of
+ * kernels/w4a4_gemm.cuh): each thread feeds its mma.sync fragments straight from the words
+ * it loaded, A and B in the same permuted k order, without shuffling bytes.
  *
- * Prefill (M > 16): 128×128 tiles, 8 warps of 64×32, K in steps of 128 through a 4-stage
+ * Prefill on mma.sync (FQ_W4A4_PREFILL; the wgmma kernel of kernels/w4a4_gemm_sm90.cu takes
+ * these sizes by default): 128×128 tiles, 8 warps of 64×32, K in steps of 128 through a 4-stage
  * cp.async ring; each 64-element half of a step stays within one K-block, so the per-block
  * activation scales (TP, ALGORITHM §7) are applied by flushing the int32 accumulators into
  * fp32 at block ends. Shared memory rows are 64 bytes with the 16-byte chunks XOR-swizzled
@@ -33,6 +27,7 @@
 #include <type_traits>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/w4a4_gemm.cuh"
 extern "C" {
 #include "w4a4_ref.h"
 }
@@ -53,30 +48,6 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, ui
                  "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t nib_even(uint32_t w) { return (w << 4) & 0xF0F0F0F0u; }
-__device__ __forceinline__ uint32_t nib_odd(uint32_t w) { return w & 0xF0F0F0F0u; }
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-/* The epilogue of one output element (see the file comment). */
-__device__ __forceinline__ uint16_t epilogue_bf16(float v, float sw, const uint16_t *res, size_t at)
-{
-    v = __fmul_rn(v, sw);
-    if (res)
-        v = __fadd_rn(v, __bfloat162float(__ushort_as_bfloat16(res[at])));
-    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
 /* Byte offset of logical 16-byte chunk c of row r in a stage's A or B tile. */
@@ -515,12 +486,15 @@ int decode_auto(int M, int N, int kblocks)
     return decode_fits(M, kblocks) && (M <= 32 || N <= DEC_MT4_MAX_N);
 }
 
-int pick_path(const char *where, int path, int M, int N, int kblocks)
+int pick_path(const fq_cuda_ctx *ctx, const char *where, int path, int M, int N, int kblocks)
 {
     if (path == FQ_W4A4_AUTO)
-        path = decode_auto(M, N, kblocks) ? FQ_W4A4_DECODE : FQ_W4A4_PREFILL;
-    if (path != FQ_W4A4_PREFILL && path != FQ_W4A4_DECODE)
-        return fq_error("%s: path = %d (expected FQ_W4A4_AUTO, _PREFILL or _DECODE)", where, path),
+        path = decode_auto(M, N, kblocks) ? FQ_W4A4_DECODE
+               : ctx->gemm_wgmma          ? FQ_W4A4_WGMMA
+                                          : FQ_W4A4_PREFILL;
+    if (path != FQ_W4A4_PREFILL && path != FQ_W4A4_DECODE && path != FQ_W4A4_WGMMA)
+        return fq_error("%s: path = %d (expected FQ_W4A4_AUTO, _PREFILL, _DECODE or _WGMMA)",
+                        where, path),
                -1;
     if (path == FQ_W4A4_DECODE && M > DEC_MAX_M)
         return fq_error("%s: M = %d on the decode path (expected at most %d)", where, M, DEC_MAX_M), -1;
@@ -544,13 +518,16 @@ extern "C" int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8
     if (w4a4_check_gemm(where, y, qx, sx, kblocks, qw, sw, M, N, K) ||
         check_aligned(where, qx, "qx") || check_aligned(where, qw, "qw"))
         return FQ_ERR;
-    path = pick_path(where, path, M, N, kblocks);
+    path = pick_path(ctx, where, path, M, N, kblocks);
     if (path < 0)
         return FQ_ERR;
     if (path == FQ_W4A4_DECODE) {
         dec_batch B = one_problem(y, nullptr, qx, sx, kblocks, qw, sw, M, N, K, residual);
         return launch_decode<0>(ctx, where, B);
     }
+    if (path == FQ_W4A4_WGMMA)
+        return w4a4_gemm_wgmma_launch(ctx, where, y, nullptr, qx, sx, kblocks, qw, sw, M, N, K,
+                                      residual);
     if (kblocks == 1)
         return launch_prefill<0>(ctx, where, y, nullptr, qx, sx, 1, qw, sw, M, N, K, residual);
     return launch_prefill<1>(ctx, where, y, nullptr, qx, sx, kblocks, qw, sw, M, N, K, residual);
@@ -613,13 +590,16 @@ extern "C" int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8
     if (w4a4_check_gemm(where, acc, qx, &one, 1, qw, &one, M, N, K) ||
         check_aligned(where, qx, "qx") || check_aligned(where, qw, "qw"))
         return FQ_ERR;
-    path = pick_path(where, path, M, N, 1);
+    path = pick_path(ctx, where, path, M, N, 1);
     if (path < 0)
         return FQ_ERR;
     if (path == FQ_W4A4_DECODE) {
         dec_batch B = one_problem(nullptr, acc, qx, nullptr, 1, qw, nullptr, M, N, K, nullptr);
         return launch_decode<2>(ctx, where, B);
     }
+    if (path == FQ_W4A4_WGMMA)
+        return w4a4_gemm_wgmma_launch(ctx, where, nullptr, acc, qx, nullptr, 1, qw, nullptr, M, N,
+                                      K, nullptr);
     return launch_prefill<2>(ctx, where, nullptr, acc, qx, nullptr, 1, qw, nullptr, M, N, K,
                              nullptr);
 }

@@ -22,6 +22,7 @@
  * writes the Kp = round_up(K, 64) long code row with zero codes after K. It is kept apart
  * so the kernels of K % 64 == 0 run exactly as before; it is not tuned (small models).
  */
+#include <algorithm>
 #include <cuda_bf16.h>
 #include <stdint.h>
 #include <type_traits>
@@ -545,6 +546,56 @@ __global__ void __launch_bounds__(FQ_BLOCK)
     }
 }
 
+/* Prefill through cuBLAS (transform_quant_gemm), step 1: the bf16 rows of T tokens as fp32,
+ * each transform block contiguous ([blocks][T][n], n = K / blocks, a multiple of 64), so
+ * that every block is one kron_fwd_cuda over T rows. */
+__global__ void __launch_bounds__(FQ_BLOCK)
+    rows_to_blocks_f32(float *__restrict__ xf, const uint16_t *__restrict__ x, int T, int K,
+                       int blocks)
+{
+    const int n = K / blocks;
+    const size_t groups = (size_t)T * K / 8;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < groups;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i * 8 / K;
+        const int k = (int)(i * 8 - t * K), b = k / n, j = k - b * n;
+        const uint4 v = reinterpret_cast<const uint4 *>(x)[i];
+        float4 *dst = reinterpret_cast<float4 *>(xf + ((size_t)b * T + t) * n + j);
+        dst[0] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xFFFF0000u),
+                             __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xFFFF0000u));
+        dst[1] = make_float4(__uint_as_float(v.z << 16), __uint_as_float(v.z & 0xFFFF0000u),
+                             __uint_as_float(v.w << 16), __uint_as_float(v.w & 0xFFFF0000u));
+    }
+}
+
+/* Step 3: CTA (K-block, token) quantizes its K-block of the transformed rows y
+ * ([blocks][T][n] as step 1 laid them out) for every consumer: extrema, scale, codes of
+ * token t0 + t. */
+__global__ void __launch_bounds__(FQ_BLOCK)
+    quant_blocks_kernel(quant_dsts d, int nc, const float *__restrict__ y, int T, int K,
+                        int blocks, int kblocks, int t0, int qmax)
+{
+    __shared__ float red[32];
+    const int kb = blockIdx.x, t = blockIdx.y;
+    const int n = K / blocks, sub = kblocks / blocks, blen = K / kblocks;
+    const float *yb = y + ((size_t)(kb / sub) * T + t) * n + (size_t)(kb % sub) * blen;
+    float mx = -INFINITY, mn = INFINITY;
+    for (int i = threadIdx.x; i < blen / 4; i += blockDim.x) {
+        const float4 v = reinterpret_cast<const float4 *>(yb)[i];
+        mx = fmaxf(mx, fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)));
+        mn = fminf(mn, fminf(fminf(v.x, v.y), fminf(v.z, v.w)));
+    }
+    mx = block_max(mx, red);
+    mn = block_min(mn, red);
+    const size_t row = (size_t)t0 + t;
+    for (int p = 0; p < nc; p++) {
+        const float s = sym_scale(mx, mn, d.kmax[p], d.kmin[p], qmax);
+        if (threadIdx.x == 0)
+            d.scales[p][row * kblocks + kb] = s;
+        quant_pack(d.codes[p] + (row * K + (size_t)kb * blen) / 2, yb, blen, s, qmax);
+    }
+}
+
 /* The decode kernels' shape for (M, blocks, n1, n2): JB columns per CTA, RB rows per work
  * item, threads per CTA (see transform_cols_kernel). */
 struct cols_shape {
@@ -621,6 +672,42 @@ static size_t decode_path_smem(const fq_cuda_ctx *ctx, int M, int K, int blocks,
     return smem <= COL_MAX_SMEM ? smem : 0;
 }
 
+/* Many tokens with both factors: the transform as fp32 SGEMMs (kron_fwd_cuda: Z = X̃·R
+ * over all T·n1 rows at once, then Y = Lᵀ·Z batched over tokens), between a conversion
+ * pass and a quantization pass, in chunks of at most GEMM_CHUNK_VALUES values per buffer.
+ * The one-CTA-per-token kernel re-reads R and L from L1/L2 for every token and ran at
+ * 7–10 fp32 TFLOP/s (down's T_d = 128 × 224: 6 ms for 2048 tokens); the GEMMs reuse each
+ * factor tile across many rows. Same fp32 order (X̃·R, then Lᵀ·Z), so the codes differ from
+ * the C reference only near rounding ties, as before (tests/gpu counts them). */
+constexpr size_t GEMM_CHUNK_VALUES = (size_t)1 << 25;
+static int transform_quant_gemm(fq_cuda_ctx *ctx, const char *where, const quant_dsts &d,
+                                int nc, const uint16_t *x, int M, int K, int blocks, int n1,
+                                int n2, const float *L, const float *R, int kblocks, int qmax)
+{
+    const char *fn = where + sizeof(FILE_ ":") - 1;
+    const int n = K / blocks;
+    /* tokens per chunk: the buffers' bound, and the quantization grid's y limit */
+    const int chunk = (int)std::max<size_t>(1, std::min<size_t>({(size_t)M, GEMM_CHUNK_VALUES / K, 65535}));
+    float *xf = nullptr;
+    if (fq_cuda_scratch(ctx, FQ_SCRATCH_QUANT, 3 * sizeof(float) * (size_t)chunk * K, (void **)&xf))
+        return fq_error_wrap("%s: workspace", where);
+    float *y = xf + (size_t)chunk * K, *work = y + (size_t)chunk * K;
+    for (int t0 = 0; t0 < M; t0 += chunk) {
+        const int T = std::min(chunk, M - t0);
+        rows_to_blocks_f32<<<fq_grid((size_t)T * K / 8, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+            xf, x + (size_t)t0 * K, T, K, blocks);
+        LAUNCH_CHECK(FILE_, fn, "rows_to_blocks_f32");
+        for (int b = 0; b < blocks; b++)
+            if (kron_fwd_cuda(ctx, y + (size_t)b * T * n, xf + (size_t)b * T * n, T, n1, n2,
+                              L + (size_t)b * n1 * n1, R + (size_t)b * n2 * n2, work))
+                return fq_error_wrap("%s: transform block %d", where, b);
+        quant_blocks_kernel<<<dim3(kblocks, T), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+            d, nc, y, T, K, blocks, kblocks, t0, qmax);
+        LAUNCH_CHECK(FILE_, fn, "quant_blocks_kernel");
+    }
+    return FQ_OK;
+}
+
 static int transform_quant_run(fq_cuda_ctx *ctx, const char *where, const fq_quant_dst *dst,
                                int nconsumers, const uint16_t *x, const prologue &pro, int M,
                                int K, int blocks, int n1, int n2, const float *L, const float *R,
@@ -692,6 +779,9 @@ static int transform_quant_run(fq_cuda_ctx *ctx, const char *where, const fq_qua
                  FILE_, fn, "quant_cols_kernel");
         return FQ_OK;
     }
+    if (ctx->transform_gemm && L && R && pro.kind == PRO_NONE)
+        return transform_quant_gemm(ctx, where, d, nconsumers, x, M, K, blocks, n1, n2, L, R,
+                                    kblocks, qmax);
     const size_t smem = 2 * sizeof(float) * (size_t)n1 * n2;
     auto kern = rb8 ? transform_quant_kernel<8> : transform_quant_kernel<1>;
     CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, (int)smem), FILE_, fn,

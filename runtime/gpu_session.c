@@ -77,10 +77,14 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
              * FLATQ_PDL=0 (the benchmark compares both in one run); FLATQ_GRID_BARRIER=0:
              * no kernel waits for its whole grid (for GPUs whose SMs other processes share
              * at once, as under CUDA MPS); FLATQ_ATTN_TC=0: the CUDA-core attention kernel
-             * instead of the tensor-core one */
+             * instead of the tensor-core one; FLATQ_GEMM_WGMMA=0: the mma.sync W4A4 GEMM at
+             * prefill sizes instead of the wgmma one; FLATQ_TRANSFORM_GEMM=0: the prefill
+             * transform on the one-CTA-per-token kernel instead of cuBLAS */
             s->ctx.pdl = env_switch("FLATQ_PDL");
             s->ctx.grid_barrier = env_switch("FLATQ_GRID_BARRIER");
             s->ctx.attn_tc = env_switch("FLATQ_ATTN_TC");
+            s->ctx.gemm_wgmma = env_switch("FLATQ_GEMM_WGMMA");
+            s->ctx.transform_gemm = env_switch("FLATQ_TRANSFORM_GEMM");
         }
         else
             fq_error_wrap("rank %d", s->comm.rank);

@@ -1,6 +1,7 @@
 /* test_gpu_w4a4.c — kernels/w4a4_*.cu against the C references of core/w4a4_ref.c.
  *
- * Bit-exact: the GEMM's int32 accumulators (both kernels, K with a 64-element tail, the
+ * Bit-exact: the GEMM's int32 accumulators (all three kernels: mma.sync and wgmma prefill,
+ * decode; K with a 64-element tail, the
  * largest products over K = 28672), its bf16 outputs (the epilogue order is the
  * reference's, kblocks 1 and > 1, block lengths that end mid-tile, with a residual and with
  * y aliasing the residual), transform+quant codes and scales when the transform is
@@ -13,7 +14,7 @@
  * Padded rows (K % 64 != 0: stories260K's f = 172 as T_d 2 × 86; rows of round_up(K, 64)
  * codes, zero after K) get the same checks: transform+quant codes over the whole padded row
  * (bit-exact with identity transforms, the code-difference rate with random ones) and the
- * GEMM on padded rows bit-exact, both paths. 16m's K = 1024 as 32 × 32 too. Attention
+ * GEMM on padded rows bit-exact, every path. 16m's K = 1024 as 32 × 32 too. Attention
  * also for GQA groups the kernel masks (3 with dh 64 as in flatq-llama-16m, 6) and splits
  * over several CTAs (24, 32).
  * Refused shapes return FQ_ERR before any launch.
@@ -123,6 +124,11 @@ static void rand_bf16(gpu_suite *t, uint16_t *x, size_t n, double sd)
 
 /* ---------- GEMM ---------- */
 
+static const char *path_name(int path)
+{
+    return path == FQ_W4A4_DECODE ? "decode" : path == FQ_W4A4_WGMMA ? "wgmma" : "prefill";
+}
+
 static void test_gemm_i32(gpu_suite *t, int M, int N, int K, int path, int extreme)
 {
     size_t bx = (size_t)M * K / 2, bw = (size_t)N * K / 2;
@@ -140,7 +146,7 @@ static void test_gemm_i32(gpu_suite *t, int M, int N, int K, int path, int extre
              "fq_w4a4_gemm_i32_cuda");
     int32_t *got = host_fetch(t, d_acc, sizeof(int32_t) * M * N);
     char name[96];
-    snprintf(name, sizeof name, "gemm i32 %s %dx%dx%d%s", path == FQ_W4A4_DECODE ? "decode" : "prefill",
+    snprintf(name, sizeof name, "gemm i32 %s %dx%dx%d%s", path_name(path),
              M, N, K, extreme ? " all -8" : "");
     check_bytes(t, name, got, ref, sizeof(int32_t) * M * N, sizeof(int32_t));
     free(qx), free(qw), free(ref), free(got);
@@ -201,7 +207,7 @@ static void test_gemm_bf16(gpu_suite *t, int M, int N, int K, int kblocks, int p
              "fq_w4a4_gemm_path_cuda");
     char name[96];
     snprintf(name, sizeof name, "gemm bf16 %s %dx%dx%d kb%d%s",
-             path == FQ_W4A4_DECODE ? "decode" : "prefill", M, N, K, kblocks,
+             path_name(path), M, N, K, kblocks,
              residual_mode == 2 ? " +res(in place)" : residual_mode ? " +res" : "");
     gemm_case_check(t, &g, name);
 }
@@ -271,7 +277,7 @@ static void test_gemm_padded(gpu_suite *t, int M, int N, int K, int path)
                                        path), "fq_w4a4_gemm_path_cuda (padded)");
     uint16_t *got = host_fetch(t, d_y, sizeof(uint16_t) * ny);
     snprintf(name, sizeof name, "gemm bf16 %s padded %dx%dx%d->%d",
-             path == FQ_W4A4_DECODE ? "decode" : "prefill", M, N, K, Kp);
+             path_name(path), M, N, K, Kp);
     check_bytes(t, name, got, ref, sizeof(uint16_t) * ny, sizeof(uint16_t));
     free(qx), free(qw), free(sx), free(sw), free(ref), free(acc), free(got);
 }
@@ -353,8 +359,10 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
              "fq_transform_quant_cuda");
     int exact = !use_l && !use_r;
     char what[96];
-    snprintf(what, sizeof what, "quant %s K%d b%d kb%d", exact ? "identity" : use_r ? "L,R" : "L only",
-             K, blocks, kblocks);
+    /* prefill sizes with both factors: the cuBLAS transform unless ctx.transform_gemm = 0 */
+    const char *path = M > 64 && use_l && use_r ? (t->ctx.transform_gemm ? " sgemm" : " per-token") : "";
+    snprintf(what, sizeof what, "quant %s K%d b%d kb%d%s", exact ? "identity" : use_r ? "L,R" : "L only",
+             K, blocks, kblocks, path);
     check_quant(t, what, dd, hd, nc, nq, M * kblocks, exact, 1e-5);
     for (int p = 0; p < nc; p++)
         free(hd[p].codes), free(hd[p].scales);
@@ -617,6 +625,18 @@ int main(void)
     test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_PREFILL, 0);
     test_gemm_i32(&t, 128, 256, 4096, FQ_W4A4_PREFILL, 0);
     test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_PREFILL, 1);
+    /* the wgmma kernel: M, N and K tails (K = 1088: half a last 128-k tile), 128- and
+     * 256-wide tiles (2048 × 2048 and 1100 × 2304 take 256 on 132 SMs), every code −8,
+     * per-block scales with blocks ending mid-tile, the residual in place */
+    test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(&t, 2048, 2048, 128, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_WGMMA, 1);
+    test_gemm_i32(&t, 1, 520, 4096, FQ_W4A4_WGMMA, 0);
+    test_gemm_bf16(&t, 1100, 2304, 256, 1, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(&t, 200, 136, 1024, 1, FQ_W4A4_WGMMA, 0);
+    test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(&t, 130, 96, 1152, 2, FQ_W4A4_WGMMA, 2);
+    test_gemm_bf16(&t, 300, 400, 4096, 8, FQ_W4A4_WGMMA, 0);
     test_gemm_i32(&t, 5, 77, 576, FQ_W4A4_DECODE, 0);
     test_gemm_i32(&t, 16, 64, 28672, FQ_W4A4_DECODE, 1);
     test_gemm_i32(&t, 1, 130, 8192, FQ_W4A4_DECODE, 0);
@@ -677,6 +697,16 @@ int main(void)
     test_transform_quant(&t, 3, 192, 1, 32, 6, 1, 1, 1, 1);
     test_transform_quant(&t, 66, 192, 1, 32, 6, 1, 1, 1, 1);
     test_transform_quant(&t, 9, 768, 1, 6, 128, 4, 1, 1, 1); /* kblocks 4 ∤ n1 = 6 */
+    /* the cuBLAS prefill transform: TP blocks with per-block scales, and a token count
+     * past one chunk of 2^25 values (down's T_d 128 × 224); then prefill shapes on the
+     * one-CTA-per-token kernel it replaced */
+    test_transform_quant(&t, 300, 4096, 2, 32, 64, 4, 1, 1, 2);
+    test_transform_quant(&t, 1200, 28672, 1, 128, 224, 1, 1, 1, 1);
+    t.ctx.transform_gemm = 0;
+    test_transform_quant(&t, 100, 4096, 1, 64, 64, 1, 1, 1, 3);
+    test_transform_quant(&t, 300, 4096, 2, 32, 64, 4, 1, 1, 2);
+    test_transform_quant(&t, 130, 1024, 1, 32, 32, 1, 1, 1, 1);
+    t.ctx.transform_gemm = 1;
     test_transform_quant(&t, 2, 320, 1, 5, 64, 1, 1, 1, 1);  /* n1² odd: L staged by floats */
     /* padded rows: stories260K's down input (f = 172, T_d 2 × 86), both kernels' M ranges,
      * identity (bit-exact) and random L, R; an odd K; 16m's T_d 32 × 32 on K = 1024 */
@@ -691,6 +721,7 @@ int main(void)
     test_gemm_padded(&t, 5, 64, 172, FQ_W4A4_DECODE);
     test_gemm_padded(&t, 1, 40, 35, FQ_W4A4_DECODE);
     test_gemm_padded(&t, 20, 33, 35, FQ_W4A4_PREFILL);
+    test_gemm_padded(&t, 300, 130, 172, FQ_W4A4_WGMMA);
     test_kv4_write(&t);
     test_attention(&t, 2, 2, 16, 128, (int[]){1000, 777}, 1);
     test_attention(&t, 1, 8, 64, 128, (int[]){8192}, 1);

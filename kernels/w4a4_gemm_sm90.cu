@@ -1,0 +1,291 @@
+/* w4a4_gemm_sm90.cu — the W4A4 prefill GEMM on Hopper's warpgroup MMA (wgmma m64nNk32 s8,
+ * int32 accumulation): the same product and epilogue as the mma.sync prefill kernel of
+ * kernels/w4a4_gemm.cu, bit for bit, at a higher share of the int8 tensor-core peak.
+ *
+ * The idea. wgmma reads both int8 operands from shared memory, so the nibbles must be int8
+ * THERE: the packed k-tiles arrive by cp.async in a 4-stage ring (64 bytes per row per tile
+ * of 128 codes, 16-byte chunks XOR-swizzled by row pairs so the expansion's reads are free
+ * of bank conflicts), and all 256 threads expand tile kt + 1 into one of two int8 buffers
+ * (kernels/w4a4_gemm.cuh: 16·q bytes, even elements first) while the tensor cores work on
+ * tile kt from the other. The int8 buffers use the non-swizzled K-major layout of the
+ * wgmma descriptor: 8-row × 16-byte core matrices of 128 contiguous bytes, the 8 core
+ * matrices of a row group's 128 k side by side (LBO 128 B), row groups 1 KiB apart
+ * (SBO); an expansion store of 8 lanes then fills one contiguous 128-byte line.
+ * Tiles: BM = 128 rows of activations (one m64 per warpgroup) × BN = 256 weight rows
+ * (128 when that leaves fewer idle SMs in the last wave, and for kblocks > 1, whose fp32
+ * block sums need the registers); one CTA per SM (192 KiB of shared memory at BN = 256).
+ * kblocks > 1 (the TP per-block activation scales): the accumulators are flushed into fp32
+ * at every block end, waiting for the MMAs in flight first (at most kblocks times per tile).
+ */
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "kernels/cuda_common.cuh"
+#include "kernels/w4a4_gemm.cuh"
+
+#define FILE_ "kernels/w4a4_gemm_sm90.cu"
+
+namespace {
+
+constexpr int WG_BM = 128, WG_TILE_BYTES = 64 /* packed bytes per row and k-tile */;
+constexpr int WG_STAGES = 4, WG_THREADS = 256;
+
+template <int BN> struct wg_smem {
+    static constexpr int ROWS = WG_BM + BN;             /* A rows, then B rows */
+    static constexpr int INT8 = ROWS * 128;             /* one int8 buffer */
+    static constexpr int PACKED = ROWS * WG_TILE_BYTES; /* one packed stage */
+    static constexpr int BYTES = 2 * INT8 + WG_STAGES * PACKED;
+};
+
+/* The MMA's accumulator operands: %0..%63 (n128) and %64..%127 (n256's second half), and
+ * the matching "+r" bindings of d[]. */
+#define WG_REGS_LO \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+    "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
+    "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
+    "%56, %57, %58, %59, %60, %61, %62, %63"
+#define WG_REGS_HI \
+    "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, " \
+    "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, " \
+    "%100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, " \
+    "%115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+#define WG_D8(i) "+r"(d[i]), "+r"(d[i + 1]), "+r"(d[i + 2]), "+r"(d[i + 3]), "+r"(d[i + 4]), \
+                 "+r"(d[i + 5]), "+r"(d[i + 6]), "+r"(d[i + 7])
+#define WG_D64(i) WG_D8(i), WG_D8(i + 8), WG_D8(i + 16), WG_D8(i + 24), WG_D8(i + 32), \
+                  WG_D8(i + 40), WG_D8(i + 48), WG_D8(i + 56)
+
+/* scale-d (acc) is a predicate operand: set from a register so it can change at run time */
+__device__ __forceinline__ void wgmma_s8_n256(int (&d)[128], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {" WG_REGS_LO ", " WG_REGS_HI
+                 "}, %128, %129, p;\n}\n"
+                 : WG_D64(0), WG_D64(64)
+                 : "l"(da), "l"(db), "r"(acc));
+}
+
+__device__ __forceinline__ void wgmma_s8_n128(int (&d)[64], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {" WG_REGS_LO
+                 "}, %64, %65, p;\n}\n"
+                 : WG_D64(0)
+                 : "l"(da), "l"(db), "r"(acc));
+}
+
+/* d (+)= A·B over 32 k; acc = 0: d = A·B, the accumulators restart without an instruction
+ * writing them (which would make ptxas serialise the MMAs) */
+template <int BN> __device__ __forceinline__ void wgmma_s8(int (&d)[BN / 2], uint64_t da, uint64_t db, int acc)
+{
+    if constexpr (BN == 256)
+        wgmma_s8_n256(d, da, db, acc);
+    else
+        wgmma_s8_n128(d, da, db, acc);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Keeps the compiler from moving reads or writes of the accumulators across the
+ * asynchronous MMAs that own them between issue and wait. */
+template <int R> __device__ __forceinline__ void acc_fence(int (&d)[R])
+{
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        asm volatile("" : "+r"(d[i])::"memory");
+}
+
+/* Shared-memory matrix descriptor: no swizzle, LBO 128 B (next 16 k), SBO 1 KiB (next 8 rows). */
+__device__ __forceinline__ uint64_t smem_desc(const void *p)
+{
+    uint64_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return ((a & 0x3FFFF) >> 4) | ((uint64_t)(128 >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32);
+}
+
+/* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (BN = 128); 2: int32 out. */
+template <int MODE, int BN>
+__global__ void __launch_bounds__(WG_THREADS, 1)
+    w4a4_gemm_wgmma(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
+                    const uint8_t *__restrict__ qx, const float *__restrict__ sx, int kblocks,
+                    const uint8_t *__restrict__ qw, const float *__restrict__ sw, int M, int N,
+                    int K, const uint16_t *residual)
+{
+    static_assert(MODE != 1 || BN == 128, "kblocks > 1 keeps fp32 block sums beside the int32 ones");
+    using S = wg_smem<BN>;
+    constexpr int R = BN / 2; /* accumulators per thread */
+    extern __shared__ __align__(1024) uint8_t smem[];
+    uint8_t *const i8 = smem, *const packed = smem + 2 * S::INT8;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+    const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * BN;
+    const int KB = K / 2, ntiles = (K + 127) / 128, blen = K / kblocks;
+
+    int acc[R];
+    float facc[MODE == 1 ? R : 1];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        acc[i] = 0;
+#pragma unroll
+    for (int i = 0; i < (MODE == 1 ? R : 1); i++)
+        facc[i] = 0.f;
+
+    auto load_tile = [&](int kt) {
+        uint8_t *st = packed + (kt % WG_STAGES) * S::PACKED;
+#pragma unroll
+        for (int j = 0; j < S::ROWS * 4 / WG_THREADS; j++) {
+            const int i = tid + j * WG_THREADS, r = i >> 2, c = i & 3;
+            const int kbyte = kt * WG_TILE_BYTES + c * 16;
+            const bool isa = r < WG_BM;
+            const int row = isa ? m0 + r : n0 + r - WG_BM;
+            const bool valid = kbyte < KB && row < (isa ? M : N);
+            const uint8_t *src = isa ? qx : qw;
+            cp_async16(st + r * WG_TILE_BYTES + ((c ^ ((r >> 1) & 3)) << 4),
+                       valid ? src + (size_t)row * KB + kbyte : src, valid);
+        }
+    };
+
+    /* packed stage of tile kt → int8 buffer kt % 2: each warp one 8-row group at a time,
+     * lane = (16-byte chunk c, row rl); chunk c becomes the core matrices 2c (even elements)
+     * and 2c + 1 (odd elements) of its row */
+    auto expand_tile = [&](int kt) {
+        const uint8_t *st = packed + (kt % WG_STAGES) * S::PACKED;
+        uint8_t *dst = i8 + (kt & 1) * S::INT8;
+        const int rl = lane & 7, c = lane >> 3;
+#pragma unroll
+        for (int grp = warp; grp < S::ROWS / 8; grp += WG_THREADS / 32) {
+            const int r = grp * 8 + rl;
+            const uint4 w = *reinterpret_cast<const uint4 *>(st + r * WG_TILE_BYTES +
+                                                             ((c ^ ((r >> 1) & 3)) << 4));
+            uint8_t *d = dst + grp * 1024 + 2 * c * 128 + rl * 16;
+            *reinterpret_cast<uint4 *>(d) = make_uint4(nib_even(w.x), nib_even(w.y), nib_even(w.z), nib_even(w.w));
+            *reinterpret_cast<uint4 *>(d + 128) = make_uint4(nib_odd(w.x), nib_odd(w.y), nib_odd(w.z), nib_odd(w.w));
+        }
+        /* the async proxy (wgmma) must see these generic-proxy stores */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    };
+
+    /* fp32 block sums (MODE 1): v += (acc >> 8)·sx[t, b], in block order as the C reference;
+     * the next MMA then restarts the int32 sums (scale-d = 0) */
+    auto flush = [&](int b) {
+        const int r0 = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2);
+        const float s0 = sx[(size_t)min(r0, M - 1) * kblocks + b];
+        const float s1 = sx[(size_t)min(r0 + 8, M - 1) * kblocks + b];
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            facc[MODE == 1 ? i : 0] = __fadd_rn(facc[MODE == 1 ? i : 0],
+                                                __fmul_rn((float)(acc[i] >> 8), (i & 2) ? s1 : s0));
+        }
+    };
+
+#pragma unroll
+    for (int s = 0; s < WG_STAGES - 1; s++) {
+        if (s < ntiles)
+            load_tile(s);
+        cp_async_commit();
+    }
+
+    int keep = 1; /* scale-d of the next MMA */
+    for (int kt = 0; kt < ntiles; kt++) {
+        cp_async_wait<WG_STAGES - 2>();
+        /* tile kt has landed for every thread, and every warpgroup has waited for the MMAs
+         * of tile kt − 2, the last readers of the int8 buffer that tile kt now fills */
+        __syncthreads();
+        if (kt + WG_STAGES - 1 < ntiles)
+            load_tile(kt + WG_STAGES - 1);
+        cp_async_commit();
+        expand_tile(kt);
+        __syncthreads();
+
+        const uint8_t *buf = i8 + (kt & 1) * S::INT8;
+        const uint8_t *a = buf + wg * 8 * 1024, *b = buf + WG_BM * 128;
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            wgmma_s8<BN>(acc, smem_desc(a + 256 * s), smem_desc(b + 256 * s), keep);
+            if constexpr (MODE == 1) {
+                keep = 1;
+                const int kend = kt * 128 + 32 * (s + 1);
+                if (kend <= K && kend % blen == 0) {
+                    wgmma_commit();
+                    wgmma_wait<0>();
+                    acc_fence(acc);
+                    flush(kend / blen - 1);
+                    keep = 0;
+                    wgmma_fence();
+                }
+            }
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+    }
+    wgmma_wait<0>();
+    acc_fence(acc);
+    cp_async_wait<0>();
+
+    const int rbase = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), cbase = n0 + 2 * (lane & 3);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int row = rbase + 8 * half;
+        if (row >= M)
+            continue;
+        const float sxr = MODE == 0 ? sx[row] : 0.f;
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = cbase + 8 * j + e, i = 4 * j + 2 * half + e;
+                if (col >= N)
+                    continue;
+                const size_t at = (size_t)row * N + col;
+                if constexpr (MODE == 2) {
+                    acc_out[at] = acc[i] >> 8;
+                } else {
+                    const float v = MODE == 0 ? __fmul_rn((float)(acc[i] >> 8), sxr) : facc[MODE == 1 ? i : 0];
+                    y[at] = epilogue_bf16(v, sw[col], residual, at);
+                }
+            }
+        }
+    }
+}
+
+template <int MODE, int BN>
+int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *qx,
+           const float *sx, int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
+           const uint16_t *residual)
+{
+    auto kern = w4a4_gemm_wgmma<MODE, BN>;
+    const int smem = wg_smem<BN>::BYTES;
+    CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
+    dim3 grid((N + BN - 1) / BN, (M + WG_BM - 1) / WG_BM);
+    kern<<<grid, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, qx, sx, kblocks, qw, sw, M, N, K, residual);
+    LAUNCH_CHECK(FILE_, where, "w4a4_gemm_wgmma");
+    return FQ_OK;
+}
+
+/* 256-wide tiles unless 128-wide ones finish sooner: one CTA per SM, so a tile count just
+ * over a multiple of the SMs costs a whole wave (rounded-up waves × tile width). */
+int pick_bn(const fq_cuda_ctx *ctx, int M, int N)
+{
+    const long sms = ctx->sm_count > 0 ? ctx->sm_count : 1, mt = (M + WG_BM - 1) / WG_BM;
+    const long w256 = (mt * ((N + 255) / 256) + sms - 1) / sms, w128 = (mt * ((N + 127) / 128) + sms - 1) / sms;
+    return w128 * 128 < w256 * 256 ? 128 : 256;
+}
+
+} // namespace
+
+int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
+                           const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
+                           const float *sw, int M, int N, int K, const uint16_t *residual)
+{
+    if (acc)
+        return pick_bn(ctx, M, N) == 256
+                   ? launch<2, 256>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual)
+                   : launch<2, 128>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual);
+    if (kblocks > 1)
+        return launch<1, 128>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K, residual);
+    return pick_bn(ctx, M, N) == 256
+               ? launch<0, 256>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual)
+               : launch<0, 128>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual);
+}
