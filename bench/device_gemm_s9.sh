@@ -10,7 +10,8 @@
 #     mma.sync, cuBLAS BF16, cuBLASLt FP8, both transforms), then `flatq run --bench` at TP 1
 #     on the 2-layer 70B-shaped checkpoints (W4A4 with $SWITCH=1 and 0, BF16; 2 − 1
 #     layers = one layer), and one W4A4 run with --profile (the prefill's op split);
-#   GPU 1: the whole GPU test suite (tests/gpu/run.sh);
+#   GPU 1: the whole GPU test suite (tests/gpu/run.sh), then with SANITIZE=1
+#     compute-sanitizer memcheck on test_gpu_w4a4;
 #   GPUs 2–3 (on a 4-GPU machine): the same runtime benchmark at TP 2;
 #   the CPU writes the checkpoints meanwhile.
 # Carried: bin, build/gpu-tests, build/bench/bench_w4a4, .dev/lib (and for the runtime
@@ -24,7 +25,13 @@ stages() {
     ngpu=$(nvidia-smi -L | wc -l)
     synth_70b /tmp/synth70b 2 "$w/synth.txt" &
     synth=$!
-    CUDA_VISIBLE_DEVICES=1 gpu_tests "$w" 240 "$w/results.txt" &
+    # SANITIZE=1: then compute-sanitizer memcheck on test_gpu_w4a4 on the same GPU
+    (CUDA_VISIBLE_DEVICES=1 gpu_tests "$w" 240 "$w/results.txt"
+     if [ "${SANITIZE:-0}" = 1 ]; then
+         CUDA_VISIBLE_DEVICES=1 timeout 150 compute-sanitizer --tool memcheck \
+             build/gpu-tests/test_gpu_w4a4 >"$w/sanitizer_w4a4.txt" 2>&1
+         echo "RESULT|sanitizer test_gpu_w4a4|rc=$?|$(grep -h 'ERROR SUMMARY' "$w/sanitizer_w4a4.txt")" >>"$w/results.txt"
+     fi) &
     tests=$!
     CUDA_VISIBLE_DEVICES=0 timeout 100 build/gpu-tests/test_gpu_w4a4 >"$w/w4a4_first.out" 2>&1
     echo "RESULT|test_gpu_w4a4 first|rc=$?|$(grep -c '|PASS$' "$w/w4a4_first.out") PASS rows, $(grep -c '|FAIL$' "$w/w4a4_first.out") FAIL rows" >>"$w/results.txt"
@@ -56,7 +63,7 @@ stages() {
     wait $tests $tp2
     stamp "all done"
 }
-timeout -k 5 "${WALL_S:-570}" bash -c "$(declare -f stages stamp synth_70b gpu_tests); w=$w; t0=$t0; SWITCH=$SWITCH; stages"
+timeout -k 5 "${WALL_S:-570}" bash -c "$(declare -f stages stamp synth_70b gpu_tests); w=$w; t0=$t0; SWITCH=$SWITCH; SANITIZE=${SANITIZE:-0}; stages"
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
 {
     cat "$w/device.txt" "$w/results.txt"

@@ -150,15 +150,13 @@ static int bench_one(gpu_session *s, const run_args *a, int B, int rank)
     rng_seed(&rng, (uint64_t)a->seed);
     for (size_t i = 0; i < (size_t)B * P; i++)
         ids[i] = (int32_t)(rng_next_u64(&rng) % (uint64_t)V);
-    /* warm-up on a short prefix: cuBLAS heuristics, first-touch of the caches */
-    int warm = P < 64 ? P : 64;
-    int32_t *w = fq_malloc(sizeof(int32_t) * (size_t)B * warm, "warm-up ids");
-    if (!w)
-        goto done;
-    for (int b = 0; b < B; b++)
-        memcpy(w + (size_t)b * warm, ids + (size_t)b * P, sizeof(int32_t) * warm);
-    rc = bench_prefill(s, w, B, warm, pos);
-    free(w);
+    /* warm-up: one whole prefill of the same shapes, so that first-use costs (cuBLAS
+     * heuristics, lazy loading of the kernels each GEMM shape picks, first touch of the
+     * caches) stay out of the timed one. A 64-token prefix did not do it: the prefill
+     * transforms of more than 64 tokens take other kernels (cuBLAS) than 64 tokens do, and
+     * their first use cost ~80 ms inside the timed batch-1 prefill (bench/NOTES.md,
+     * session 9). */
+    rc = bench_prefill(s, ids, B, P, pos);
     /* the warm-up's marks are not the measurement (bench_prefill ended synchronised) */
     if (rc == FQ_OK && s->m.prof && (rc = rt_prof_flush(s->m.prof)) == FQ_OK)
         rt_prof_reset(s->m.prof);

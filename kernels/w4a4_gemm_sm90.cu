@@ -2,18 +2,24 @@
  * int32 accumulation): the same product and epilogue as the mma.sync prefill kernel of
  * kernels/w4a4_gemm.cu, bit for bit, at a higher share of the int8 tensor-core peak.
  *
- * The idea. wgmma reads both int8 operands from shared memory, so the nibbles must be int8
- * THERE: the packed k-tiles arrive by cp.async in a 4-stage ring (64 bytes per row per tile
- * of 128 codes, 16-byte chunks XOR-swizzled by row pairs so the expansion's reads are free
- * of bank conflicts), and all 256 threads expand tile kt + 1 into one of two int8 buffers
- * (kernels/w4a4_gemm.cuh: 16·q bytes, even elements first) while the tensor cores work on
- * tile kt from the other. The int8 buffers use the non-swizzled K-major layout of the
- * wgmma descriptor: 8-row × 16-byte core matrices of 128 contiguous bytes, the 8 core
- * matrices of a row group's 128 k side by side (LBO 128 B), row groups 1 KiB apart
- * (SBO); an expansion store of 8 lanes then fills one contiguous 128-byte line.
+ * The idea. wgmma reads B from shared memory, so the weight nibbles must be int8 THERE; the
+ * activations enter as register fragments (the RS form), expanded in registers like the
+ * mma.sync kernel's. The packed k-tiles of both operands arrive by cp.async in a 4-stage
+ * ring (64 bytes per row per tile of 128 codes, 16-byte chunks XOR-swizzled by row pairs so
+ * that the expansion's 16-byte reads and the fragments' 4-byte reads are free of bank
+ * conflicts); all 256 threads expand tile kt's B rows into one of two int8 buffers
+ * (kernels/w4a4_gemm.cuh: 16·q bytes, even elements first) and load their A fragments
+ * while the tensor cores work on tile kt − 1. The int8 buffers use the non-swizzled K-major
+ * layout of the wgmma descriptor: 8-row × 16-byte core matrices of 128 contiguous bytes,
+ * the 8 core matrices of a row group's 128 k side by side (LBO 128 B), row groups 1 KiB
+ * apart (SBO); an expansion store of 8 lanes then fills one contiguous 128-byte line.
+ * Why RS: the first version (session 9, call 2) expanded A into shared memory too and
+ * reached only 430–830 TOPS, no faster than mma.sync: per 128-k tile it moved ~176 KB
+ * through shared memory (cp.async, expansion read and write, the MMAs' operand reads)
+ * against ~128 KB that the 1024 cycles of its MMAs allow; A in registers saves ~32 KB.
  * Tiles: BM = 128 rows of activations (one m64 per warpgroup) × BN = 256 weight rows
  * (128 when that leaves fewer idle SMs in the last wave, and for kblocks > 1, whose fp32
- * block sums need the registers); one CTA per SM (192 KiB of shared memory at BN = 256).
+ * block sums need the registers); one CTA per SM (160 KiB of shared memory at BN = 256).
  * kblocks > 1 (the TP per-block activation scales): the accumulators are flushed into fp32
  * at every block end, waiting for the MMAs in flight first (at most kblocks times per tile).
  */
@@ -31,8 +37,8 @@ constexpr int WG_BM = 128, WG_TILE_BYTES = 64 /* packed bytes per row and k-tile
 constexpr int WG_STAGES = 4, WG_THREADS = 256;
 
 template <int BN> struct wg_smem {
-    static constexpr int ROWS = WG_BM + BN;             /* A rows, then B rows */
-    static constexpr int INT8 = ROWS * 128;             /* one int8 buffer */
+    static constexpr int ROWS = WG_BM + BN;             /* packed: A rows, then B rows */
+    static constexpr int INT8 = BN * 128;               /* one int8 buffer of B */
     static constexpr int PACKED = ROWS * WG_TILE_BYTES; /* one packed stage */
     static constexpr int BYTES = 2 * INT8 + WG_STAGES * PACKED;
 };
@@ -54,33 +60,35 @@ template <int BN> struct wg_smem {
 #define WG_D64(i) WG_D8(i), WG_D8(i + 8), WG_D8(i + 16), WG_D8(i + 24), WG_D8(i + 32), \
                   WG_D8(i + 40), WG_D8(i + 48), WG_D8(i + 56)
 
-/* scale-d (acc) is a predicate operand: set from a register so it can change at run time */
-__device__ __forceinline__ void wgmma_s8_n256(int (&d)[128], uint64_t da, uint64_t db, int acc)
+/* A from registers (four .b32 of 8-bit codes per thread, mma.sync's m16n8k32 A fragment
+ * per warp), B from shared memory; scale-d (acc) is a predicate operand, set from a
+ * register so it can change at run time */
+__device__ __forceinline__ void wgmma_s8_n256(int (&d)[128], const uint32_t *a, uint64_t db, int acc)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {" WG_REGS_LO ", " WG_REGS_HI
-                 "}, %128, %129, p;\n}\n"
+                 "}, {%128, %129, %130, %131}, %132, p;\n}\n"
                  : WG_D64(0), WG_D64(64)
-                 : "l"(da), "l"(db), "r"(acc));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
 }
 
-__device__ __forceinline__ void wgmma_s8_n128(int (&d)[64], uint64_t da, uint64_t db, int acc)
+__device__ __forceinline__ void wgmma_s8_n128(int (&d)[64], const uint32_t *a, uint64_t db, int acc)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {" WG_REGS_LO
-                 "}, %64, %65, p;\n}\n"
+                 "}, {%64, %65, %66, %67}, %68, p;\n}\n"
                  : WG_D64(0)
-                 : "l"(da), "l"(db), "r"(acc));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
 }
 
 /* d (+)= A·B over 32 k; acc = 0: d = A·B, the accumulators restart without an instruction
  * writing them (which would make ptxas serialise the MMAs) */
-template <int BN> __device__ __forceinline__ void wgmma_s8(int (&d)[BN / 2], uint64_t da, uint64_t db, int acc)
+template <int BN> __device__ __forceinline__ void wgmma_s8(int (&d)[BN / 2], const uint32_t *a, uint64_t db, int acc)
 {
     if constexpr (BN == 256)
-        wgmma_s8_n256(d, da, db, acc);
+        wgmma_s8_n256(d, a, db, acc);
     else
-        wgmma_s8_n128(d, da, db, acc);
+        wgmma_s8_n128(d, a, db, acc);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -146,16 +154,16 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         }
     };
 
-    /* packed stage of tile kt → int8 buffer kt % 2: each warp one 8-row group at a time,
+    /* B rows of packed stage kt → int8 buffer kt % 2: each warp one 8-row group at a time,
      * lane = (16-byte chunk c, row rl); chunk c becomes the core matrices 2c (even elements)
      * and 2c + 1 (odd elements) of its row */
-    auto expand_tile = [&](int kt) {
+    auto expand_b = [&](int kt) {
         const uint8_t *st = packed + (kt % WG_STAGES) * S::PACKED;
         uint8_t *dst = i8 + (kt & 1) * S::INT8;
         const int rl = lane & 7, c = lane >> 3;
 #pragma unroll
-        for (int grp = warp; grp < S::ROWS / 8; grp += WG_THREADS / 32) {
-            const int r = grp * 8 + rl;
+        for (int grp = warp; grp < BN / 8; grp += WG_THREADS / 32) {
+            const int r = WG_BM + grp * 8 + rl;
             const uint4 w = *reinterpret_cast<const uint4 *>(st + r * WG_TILE_BYTES +
                                                              ((c ^ ((r >> 1) & 3)) << 4));
             uint8_t *d = dst + grp * 1024 + 2 * c * 128 + rl * 16;
@@ -164,6 +172,24 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         }
         /* the async proxy (wgmma) must see these generic-proxy stores */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    };
+
+    /* This thread's A fragments of tile kt, straight from the packed stage: for k-step s,
+     * word t of chunk s of rows g and g + 8 (the codes B's core matrices 2s and 2s + 1 hold
+     * at positions 4t..4t+3, even and odd elements) */
+    auto load_a = [&](int kt, uint32_t (&af)[16]) {
+        const uint8_t *st = packed + (kt % WG_STAGES) * S::PACKED;
+        const int r0 = wg * 64 + (warp & 3) * 16 + (lane >> 2), t4 = 4 * (lane & 3);
+#pragma unroll
+        for (int s = 0; s < 4; s++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = r0 + 8 * h;
+                const uint32_t w = *reinterpret_cast<const uint32_t *>(
+                    st + r * WG_TILE_BYTES + ((s ^ ((r >> 1) & 3)) << 4) + t4);
+                af[4 * s + h] = nib_even(w);
+                af[4 * s + 2 + h] = nib_odd(w);
+            }
     };
 
     /* fp32 block sums (MODE 1): v += (acc >> 8)·sx[t, b], in block order as the C reference;
@@ -187,7 +213,11 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     }
 
     int keep = 1; /* scale-d of the next MMA */
-    for (int kt = 0; kt < ntiles; kt++) {
+    /* One k-tile. The A fragments alternate between two register sets (af0, af1: the loop
+     * below is unrolled by two so both stay in registers): tile kt's MMAs may still read
+     * theirs while tile kt + 1 loads the other; the wait at the end of each tile (tile
+     * kt − 1 done) frees the set the next tile overwrites. */
+    auto tile = [&](int kt, uint32_t (&af)[16]) {
         cp_async_wait<WG_STAGES - 2>();
         /* tile kt has landed for every thread, and every warpgroup has waited for the MMAs
          * of tile kt − 2, the last readers of the int8 buffer that tile kt now fills */
@@ -195,15 +225,15 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         if (kt + WG_STAGES - 1 < ntiles)
             load_tile(kt + WG_STAGES - 1);
         cp_async_commit();
-        expand_tile(kt);
+        expand_b(kt);
+        load_a(kt, af);
         __syncthreads();
 
-        const uint8_t *buf = i8 + (kt & 1) * S::INT8;
-        const uint8_t *a = buf + wg * 8 * 1024, *b = buf + WG_BM * 128;
+        const uint8_t *b = i8 + (kt & 1) * S::INT8;
         wgmma_fence();
 #pragma unroll
         for (int s = 0; s < 4; s++) {
-            wgmma_s8<BN>(acc, smem_desc(a + 256 * s), smem_desc(b + 256 * s), keep);
+            wgmma_s8<BN>(acc, af + 4 * s, smem_desc(b + 256 * s), keep);
             if constexpr (MODE == 1) {
                 keep = 1;
                 const int kend = kt * 128 + 32 * (s + 1);
@@ -219,7 +249,15 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         }
         wgmma_commit();
         wgmma_wait<1>();
+    };
+    uint32_t af0[16], af1[16];
+    int kt = 0;
+    for (; kt + 1 < ntiles; kt += 2) {
+        tile(kt, af0);
+        tile(kt + 1, af1);
     }
+    if (kt < ntiles)
+        tile(kt, af0);
     wgmma_wait<0>();
     acc_fence(acc);
     cp_async_wait<0>();
