@@ -9,10 +9,10 @@
  * that the expansion's 16-byte reads and the fragments' 4-byte reads are free of bank
  * conflicts); all 256 threads expand tile kt's B rows into one of two int8 buffers
  * (kernels/w4a4_gemm.cuh: 16·q bytes, even elements first) and load their A fragments
- * while the tensor cores work on tile kt − 1. The int8 buffers use the non-swizzled K-major
- * layout of the wgmma descriptor: 8-row × 16-byte core matrices of 128 contiguous bytes,
- * the 8 core matrices of a row group's 128 k side by side (LBO 128 B), row groups 1 KiB
- * apart (SBO); an expansion store of 8 lanes then fills one contiguous 128-byte line.
+ * while the tensor cores work on tile kt − 1. The int8 buffers use wgmma's K-major layout
+ * with the 128-byte swizzle: a tile row of 128 k is one 128-byte line, 16-byte chunk j of
+ * row r sits at chunk j ^ (r & 7), so the MMA's operand reads and the expansion's stores
+ * (8 lanes: 8 rows, one chunk) spread over all banks.
  * Why RS: the first version (session 9, call 2) expanded A into shared memory too and
  * reached only 430–830 TOPS, no faster than mma.sync: per 128-k tile it moved ~176 KB
  * through shared memory (cp.async, expansion read and write, the MMAs' operand reads)
@@ -40,7 +40,7 @@ template <int BN> struct wg_smem {
     static constexpr int ROWS = WG_BM + BN;             /* packed: A rows, then B rows */
     static constexpr int INT8 = BN * 128;               /* one int8 buffer of B */
     static constexpr int PACKED = ROWS * WG_TILE_BYTES; /* one packed stage */
-    static constexpr int BYTES = 2 * INT8 + WG_STAGES * PACKED;
+    static constexpr int BYTES = 2 * INT8 + WG_STAGES * PACKED + 1024; /* + alignment room */
 };
 
 /* The MMA's accumulator operands: %0..%63 (n128) and %64..%127 (n256's second half), and
@@ -106,11 +106,16 @@ template <int R> __device__ __forceinline__ void acc_fence(int (&d)[R])
         asm volatile("" : "+r"(d[i])::"memory");
 }
 
-/* Shared-memory matrix descriptor: no swizzle, LBO 128 B (next 16 k), SBO 1 KiB (next 8 rows). */
+/* Shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle: rows of 128
+ * bytes (the tile's 128 k), 16-byte chunk j of row r stored at chunk j ^ (r & 7), 8-row
+ * groups 1 KiB apart (SBO); LBO is unused in this mode (1 by convention). The buffer must
+ * be 1 KiB aligned; a k-step's descriptor starts 32 bytes further into the row, and the
+ * hardware applies the XOR to the address it forms. */
 __device__ __forceinline__ uint64_t smem_desc(const void *p)
 {
     uint64_t a = (uint32_t)__cvta_generic_to_shared(p);
-    return ((a & 0x3FFFF) >> 4) | ((uint64_t)(128 >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32);
+    return ((a & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
 }
 
 /* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (BN = 128); 2: int32 out. */
@@ -124,8 +129,10 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     static_assert(MODE != 1 || BN == 128, "kblocks > 1 keeps fp32 block sums beside the int32 ones");
     using S = wg_smem<BN>;
     constexpr int R = BN / 2; /* accumulators per thread */
-    extern __shared__ __align__(1024) uint8_t smem[];
-    uint8_t *const i8 = smem, *const packed = smem + 2 * S::INT8;
+    extern __shared__ __align__(1024) uint8_t smem_raw[];
+    /* the swizzle needs 1 KiB alignment; the launch adds 1 KiB of room for it */
+    uint8_t *const i8 = smem_raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
+    uint8_t *const packed = i8 + 2 * S::INT8;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
     const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * BN;
     const int KB = K / 2, ntiles = (K + 127) / 128, blen = K / kblocks;
@@ -155,8 +162,8 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     };
 
     /* B rows of packed stage kt → int8 buffer kt % 2: each warp one 8-row group at a time,
-     * lane = (16-byte chunk c, row rl); chunk c becomes the core matrices 2c (even elements)
-     * and 2c + 1 (odd elements) of its row */
+     * lane = (16-byte chunk c, row rl); packed chunk c becomes the int8 chunks 2c (even
+     * elements) and 2c + 1 (odd elements) of its row, swizzled */
     auto expand_b = [&](int kt) {
         const uint8_t *st = packed + (kt % WG_STAGES) * S::PACKED;
         uint8_t *dst = i8 + (kt & 1) * S::INT8;
@@ -166,9 +173,11 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             const int r = WG_BM + grp * 8 + rl;
             const uint4 w = *reinterpret_cast<const uint4 *>(st + r * WG_TILE_BYTES +
                                                              ((c ^ ((r >> 1) & 3)) << 4));
-            uint8_t *d = dst + grp * 1024 + 2 * c * 128 + rl * 16;
-            *reinterpret_cast<uint4 *>(d) = make_uint4(nib_even(w.x), nib_even(w.y), nib_even(w.z), nib_even(w.w));
-            *reinterpret_cast<uint4 *>(d + 128) = make_uint4(nib_odd(w.x), nib_odd(w.y), nib_odd(w.z), nib_odd(w.w));
+            uint8_t *d = dst + (grp * 8 + rl) * 128;
+            *reinterpret_cast<uint4 *>(d + (((2 * c) ^ rl) << 4)) =
+                make_uint4(nib_even(w.x), nib_even(w.y), nib_even(w.z), nib_even(w.w));
+            *reinterpret_cast<uint4 *>(d + (((2 * c + 1) ^ rl) << 4)) =
+                make_uint4(nib_odd(w.x), nib_odd(w.y), nib_odd(w.z), nib_odd(w.w));
         }
         /* the async proxy (wgmma) must see these generic-proxy stores */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -233,7 +242,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         wgmma_fence();
 #pragma unroll
         for (int s = 0; s < 4; s++) {
-            wgmma_s8<BN>(acc, af + 4 * s, smem_desc(b + 256 * s), keep);
+            wgmma_s8<BN>(acc, af + 4 * s, smem_desc(b + 32 * s), keep);
             if constexpr (MODE == 1) {
                 keep = 1;
                 const int kend = kt * 128 + 32 * (s + 1);
