@@ -112,6 +112,8 @@ GPU_TEST_BINS := $(GPU_TEST_SRCS:tests/gpu/%.c=$(BUILD)/gpu-tests/%)
 .PHONY: gpu-tests
 ifeq ($(HAVE_CUDA),1)
 gpu-tests: $(GPU_TEST_BINS)
+# `make test` compiles them too, so CI checks every GPU test program builds (it runs none)
+tests: $(GPU_TEST_BINS)
 else
 gpu-tests:
 	@echo "gpu-tests: the CUDA backend is not built here (nvcc not found, or NO_CUDA/SAN set)" >&2; exit 1

@@ -595,6 +595,7 @@ static void test_refused(gpu_suite *t)
     expect_refused(t, "refuse decode M > 64", fq_w4a4_gemm_i32_cuda(&t->ctx, acc, qx, qw, 65, 1, 64, FQ_W4A4_DECODE), "M = 65");
     expect_refused(t, "refuse decode kblocks x tiles", fq_w4a4_gemm_path_cuda(&t->ctx, y, qx, s, 32, qw, s, 40, 1, 2048, NULL, FQ_W4A4_DECODE), "kblocks = 32");
     expect_refused(t, "refuse decode config", fq_w4a4_decode_config(3, 8), "loads 3");
+    expect_refused(t, "refuse wgmma config", fq_w4a4_wgmma_config(7), "variant 7");
     fq_w4a4_problem pr4[1] = {{y, qx, qw, s, s, 1, NULL}};
     expect_refused(t, "refuse gemm multi 4 problems", fq_w4a4_gemm_multi_cuda(&t->ctx, 4, pr4, 1, 1, 64), "4 problems");
     expect_refused(t, "refuse unaligned qx", fq_w4a4_gemm_cuda(&t->ctx, y, qx + 8, s, 1, qw, s, 1, 1, 64, NULL), "aligned");
@@ -637,6 +638,14 @@ int main(void)
     test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1);
     test_gemm_bf16(&t, 130, 96, 1152, 2, FQ_W4A4_WGMMA, 2);
     test_gemm_bf16(&t, 300, 400, 4096, 8, FQ_W4A4_WGMMA, 0);
+    /* the same kernel with three int8 buffers (two tiles of MMAs in flight; not kblocks > 1) */
+    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_3BUF), "fq_w4a4_wgmma_config");
+    test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(&t, 2048, 2048, 128, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(&t, 1100, 2304, 256, 1, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1); /* kblocks 4: two buffers */
+    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_2BUF), "fq_w4a4_wgmma_config");
     test_gemm_i32(&t, 5, 77, 576, FQ_W4A4_DECODE, 0);
     test_gemm_i32(&t, 16, 64, 28672, FQ_W4A4_DECODE, 1);
     test_gemm_i32(&t, 1, 130, 8192, FQ_W4A4_DECODE, 0);
@@ -742,6 +751,20 @@ int main(void)
     test_attention(&t, 1, 2, 16, 128, (int[]){1500}, 37);
     test_attention(&t, 4, 8, 64, 128, (int[]){4100, 3000, 17, 2048}, 1); /* decode b4, splits */
     test_refused(&t);
+    /* the warp-specialised wgmma kernel (mbarrier stages) last, so that if it ever hung the
+     * rows above are already in the log: tails, both tile widths, all codes −8, K of one
+     * tile and of a half tile, the residual in place, kblocks 4 (falls back to the
+     * two-buffer kernel) */
+    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_WARPSPEC), "fq_w4a4_wgmma_config");
+    test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(&t, 2048, 2048, 128, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_WGMMA, 1);
+    test_gemm_i32(&t, 130, 260, 64, FQ_W4A4_WGMMA, 0);
+    test_gemm_bf16(&t, 1100, 2304, 256, 1, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(&t, 130, 96, 1152, 1, FQ_W4A4_WGMMA, 2);
+    test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1);
+    test_gemm_padded(&t, 300, 130, 172, FQ_W4A4_WGMMA);
+    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_2BUF), "fq_w4a4_wgmma_config");
     dev_free_all();
     return gpu_suite_end(&t);
 }
