@@ -124,9 +124,16 @@ static void rand_bf16(gpu_suite *t, uint16_t *x, size_t n, double sd)
 
 /* ---------- GEMM ---------- */
 
+/* the wgmma kernel's form the rows below run (fq_w4a4_wgmma_config), named in each row */
+static int g_wgmma_form = FQ_WGMMA_2BUF;
+
 static const char *path_name(int path)
 {
-    return path == FQ_W4A4_DECODE ? "decode" : path == FQ_W4A4_WGMMA ? "wgmma" : "prefill";
+    if (path == FQ_W4A4_WGMMA)
+        return g_wgmma_form == FQ_WGMMA_3BUF       ? "wgmma-3buf"
+               : g_wgmma_form == FQ_WGMMA_WARPSPEC ? "wgmma-ws"
+                                                   : "wgmma";
+    return path == FQ_W4A4_DECODE ? "decode" : "prefill";
 }
 
 static void test_gemm_i32(gpu_suite *t, int M, int N, int K, int path, int extreme)
@@ -619,6 +626,31 @@ static void test_refused(gpu_suite *t)
     expect_refused(t, "refuse kv write past end", fq_kv4_write_cuda(&t->ctx, &c, y, y, 2, &pos, 1, 1, 1, 1, 4), "pos0[0] = 15");
 }
 
+/* One form of the wgmma kernel on every case it must get bit-exact: M, N and K tails
+ * (K = 1088: half a last 128-k tile; K = 64: a single half tile), 128- and 256-wide tiles
+ * (2048 × 2048 and 1100 × 2304 take 256 on 132 SMs), every code −8, per-block scales with
+ * blocks ending mid-tile (those always run the two-buffer form), the residual beside y and
+ * in place, padded rows. */
+static void test_wgmma_form(gpu_suite *t, int form)
+{
+    gpu_call(t, fq_w4a4_wgmma_config(form), "fq_w4a4_wgmma_config");
+    g_wgmma_form = form;
+    test_gemm_i32(t, 293, 300, 1088, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(t, 2048, 2048, 128, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(t, 40, 24, 28672, FQ_W4A4_WGMMA, 1);
+    test_gemm_i32(t, 1, 520, 4096, FQ_W4A4_WGMMA, 0);
+    test_gemm_i32(t, 130, 260, 64, FQ_W4A4_WGMMA, 0);
+    test_gemm_bf16(t, 1100, 2304, 256, 1, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(t, 200, 136, 1024, 1, FQ_W4A4_WGMMA, 0);
+    test_gemm_bf16(t, 130, 96, 1152, 1, FQ_W4A4_WGMMA, 2);
+    test_gemm_bf16(t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(t, 130, 96, 1152, 2, FQ_W4A4_WGMMA, 2);
+    test_gemm_bf16(t, 300, 400, 4096, 8, FQ_W4A4_WGMMA, 0);
+    test_gemm_padded(t, 300, 130, 172, FQ_W4A4_WGMMA);
+    gpu_call(t, fq_w4a4_wgmma_config(FQ_WGMMA_2BUF), "fq_w4a4_wgmma_config");
+    g_wgmma_form = FQ_WGMMA_2BUF;
+}
+
 int main(void)
 {
     gpu_suite t;
@@ -626,26 +658,8 @@ int main(void)
     test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_PREFILL, 0);
     test_gemm_i32(&t, 128, 256, 4096, FQ_W4A4_PREFILL, 0);
     test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_PREFILL, 1);
-    /* the wgmma kernel: M, N and K tails (K = 1088: half a last 128-k tile), 128- and
-     * 256-wide tiles (2048 × 2048 and 1100 × 2304 take 256 on 132 SMs), every code −8,
-     * per-block scales with blocks ending mid-tile, the residual in place */
-    test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_WGMMA, 0);
-    test_gemm_i32(&t, 2048, 2048, 128, FQ_W4A4_WGMMA, 0);
-    test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_WGMMA, 1);
-    test_gemm_i32(&t, 1, 520, 4096, FQ_W4A4_WGMMA, 0);
-    test_gemm_bf16(&t, 1100, 2304, 256, 1, FQ_W4A4_WGMMA, 1);
-    test_gemm_bf16(&t, 200, 136, 1024, 1, FQ_W4A4_WGMMA, 0);
-    test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1);
-    test_gemm_bf16(&t, 130, 96, 1152, 2, FQ_W4A4_WGMMA, 2);
-    test_gemm_bf16(&t, 300, 400, 4096, 8, FQ_W4A4_WGMMA, 0);
-    /* the same kernel with three int8 buffers (two tiles of MMAs in flight; not kblocks > 1) */
-    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_3BUF), "fq_w4a4_wgmma_config");
-    test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_WGMMA, 0);
-    test_gemm_i32(&t, 2048, 2048, 128, FQ_W4A4_WGMMA, 0);
-    test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_WGMMA, 1);
-    test_gemm_bf16(&t, 1100, 2304, 256, 1, FQ_W4A4_WGMMA, 1);
-    test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1); /* kblocks 4: two buffers */
-    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_2BUF), "fq_w4a4_wgmma_config");
+    test_wgmma_form(&t, FQ_WGMMA_2BUF);
+    test_wgmma_form(&t, FQ_WGMMA_3BUF);
     test_gemm_i32(&t, 5, 77, 576, FQ_W4A4_DECODE, 0);
     test_gemm_i32(&t, 16, 64, 28672, FQ_W4A4_DECODE, 1);
     test_gemm_i32(&t, 1, 130, 8192, FQ_W4A4_DECODE, 0);
@@ -730,7 +744,6 @@ int main(void)
     test_gemm_padded(&t, 5, 64, 172, FQ_W4A4_DECODE);
     test_gemm_padded(&t, 1, 40, 35, FQ_W4A4_DECODE);
     test_gemm_padded(&t, 20, 33, 35, FQ_W4A4_PREFILL);
-    test_gemm_padded(&t, 300, 130, 172, FQ_W4A4_WGMMA);
     test_kv4_write(&t);
     test_attention(&t, 2, 2, 16, 128, (int[]){1000, 777}, 1);
     test_attention(&t, 1, 8, 64, 128, (int[]){8192}, 1);
@@ -751,20 +764,9 @@ int main(void)
     test_attention(&t, 1, 2, 16, 128, (int[]){1500}, 37);
     test_attention(&t, 4, 8, 64, 128, (int[]){4100, 3000, 17, 2048}, 1); /* decode b4, splits */
     test_refused(&t);
-    /* the warp-specialised wgmma kernel (mbarrier stages) last, so that if it ever hung the
-     * rows above are already in the log: tails, both tile widths, all codes −8, K of one
-     * tile and of a half tile, the residual in place, kblocks 4 (falls back to the
-     * two-buffer kernel) */
-    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_WARPSPEC), "fq_w4a4_wgmma_config");
-    test_gemm_i32(&t, 293, 300, 1088, FQ_W4A4_WGMMA, 0);
-    test_gemm_i32(&t, 2048, 2048, 128, FQ_W4A4_WGMMA, 0);
-    test_gemm_i32(&t, 40, 24, 28672, FQ_W4A4_WGMMA, 1);
-    test_gemm_i32(&t, 130, 260, 64, FQ_W4A4_WGMMA, 0);
-    test_gemm_bf16(&t, 1100, 2304, 256, 1, FQ_W4A4_WGMMA, 1);
-    test_gemm_bf16(&t, 130, 96, 1152, 1, FQ_W4A4_WGMMA, 2);
-    test_gemm_bf16(&t, 150, 72, 1024, 4, FQ_W4A4_WGMMA, 1);
-    test_gemm_padded(&t, 300, 130, 172, FQ_W4A4_WGMMA);
-    gpu_call(&t, fq_w4a4_wgmma_config(FQ_WGMMA_2BUF), "fq_w4a4_wgmma_config");
+    /* the warp-specialised form (mbarrier stages) last, so that if it ever hung the rows
+     * above are already in the log */
+    test_wgmma_form(&t, FQ_WGMMA_WARPSPEC);
     dev_free_all();
     return gpu_suite_end(&t);
 }
