@@ -7,7 +7,8 @@
 # Every log returns as summary.txt plus gemms9.tgz, also when WALL_S (570) stops it.
 #   GPU 0: test_gpu_w4a4 alone first (the new kernel's bit-exact checks, in seconds), then
 #     bench_w4a4's prefill linear rows (M 2048–16384, 70B shapes at TP 1/2/4: wgmma,
-#     mma.sync, cuBLAS BF16, cuBLASLt FP8, both transforms), then `flatq run --bench` at TP 1
+#     mma.sync, the other wgmma forms (the warp-specialised one only if its test rows passed
+#     just before), cuBLAS BF16, cuBLASLt FP8, both transforms), then `flatq run --bench` at TP 1
 #     on the 2-layer 70B-shaped checkpoints (W4A4 with $SWITCH=1 and 0, BF16; 2 − 1
 #     layers = one layer), and one W4A4 run with --profile (the prefill's op split);
 #   GPU 1: the whole GPU test suite (tests/gpu/run.sh), then with SANITIZE=1
@@ -34,8 +35,13 @@ stages() {
      fi) &
     tests=$!
     CUDA_VISIBLE_DEVICES=0 timeout 100 build/gpu-tests/test_gpu_w4a4 >"$w/w4a4_first.out" 2>&1
-    echo "RESULT|test_gpu_w4a4 first|rc=$?|$(grep -c '|PASS$' "$w/w4a4_first.out") PASS rows, $(grep -c '|FAIL$' "$w/w4a4_first.out") FAIL rows" >>"$w/results.txt"
+    rc=$?
+    echo "RESULT|test_gpu_w4a4 first|rc=$rc|$(grep -c '|PASS$' "$w/w4a4_first.out") PASS rows, $(grep -c '|FAIL$' "$w/w4a4_first.out") FAIL rows" >>"$w/results.txt"
     stamp "test_gpu_w4a4 done"
+    # the warp-specialised wgmma form joins the kernel table only once its rows passed
+    if [ $rc = 0 ] && grep -q 'wgmma-ws.*|PASS$' "$w/w4a4_first.out"; then
+        export BENCH_WGMMA_WS=1
+    fi
     CUDA_VISIBLE_DEVICES=0 timeout "${KB_S:-200}" build/bench/bench_w4a4 "$w/w4a4_prefill.txt" prefill \
         >"$w/bench_w4a4.out" 2>&1
     stamp "kernel bench done"
