@@ -33,6 +33,20 @@ extern "C" {
 #define CTX_STREAM(ctx) ((cudaStream_t)(ctx)->stream)
 #define CTX_CUBLAS(ctx) ((cublasHandle_t)(ctx)->cublas)
 
+/* The two bf16 values of a 32-bit word as fp32, exactly (low half first), and the pairs of
+ * NW words into f[0 .. 2·NW): the one unpacking of every kernel that reads bf16 rows. */
+__device__ __forceinline__ float bf16_lo(uint32_t x) { return __uint_as_float(x << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t x) { return __uint_as_float(x & 0xFFFF0000u); }
+template <int NW>
+__device__ __forceinline__ void bf16_unpack(const uint32_t (&w)[NW], float (&f)[2 * NW])
+{
+#pragma unroll
+    for (int e = 0; e < NW; e++) {
+        f[2 * e] = bf16_lo(w[e]);
+        f[2 * e + 1] = bf16_hi(w[e]);
+    }
+}
+
 /* silu(g)·u in fp32: the one SwiGLU formula of every GPU path (the calibration op, the
  * runtime's kernel and the decode transform's fused load), so they round alike. */
 __device__ __forceinline__ float fq_silu_mul(float g, float u)

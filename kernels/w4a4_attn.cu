@@ -138,16 +138,6 @@ __device__ __forceinline__ float dot8(const float *q, const float (&v)[8], float
     return acc;
 }
 
-/* f[0 .. 2·NW) = the bf16 pairs of NW 32-bit words (low half first), exactly */
-template <int NW>
-__device__ __forceinline__ void bf16_unpack(const uint32_t (&w)[NW], float (&f)[2 * NW])
-{
-#pragma unroll
-    for (int e = 0; e < NW; e++) {
-        f[2 * e] = __uint_as_float(w[e] << 16);
-        f[2 * e + 1] = __uint_as_float(w[e] & 0xFFFF0000u);
-    }
-}
 
 /* BF: the cache holds bf16 K and V (the BF16 baseline runtime's attention): the same tiles,
  * softmax and merge, with plain dot products and V sums instead of the folded codes. */
@@ -465,8 +455,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-__device__ __forceinline__ float bf16_lo(uint32_t x) { return __uint_as_float(x << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t x) { return __uint_as_float(x & 0xFFFF0000u); }
 
 __device__ __forceinline__ float fast_exp2(float x)
 {

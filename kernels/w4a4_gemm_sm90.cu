@@ -114,9 +114,15 @@ template <int R> __device__ __forceinline__ void acc_fence(int (&d)[R])
  * groups 1 KiB apart (SBO); LBO is unused in this mode (1 by convention). The buffer must
  * be 1 KiB aligned; a k-step's descriptor starts 32 bytes further into the row, and the
  * hardware applies the XOR to the address it forms. */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* The first 1 KiB boundary at or after the dynamic shared memory's start (the swizzle needs
+ * it; the launches add 1 KiB of room). */
+__device__ __forceinline__ uint8_t *align_1k(uint8_t *p) { return p + ((1024 - (smem_u32(p) & 1023)) & 1023); }
+
 __device__ __forceinline__ uint64_t smem_desc(const void *p)
 {
-    uint64_t a = (uint32_t)__cvta_generic_to_shared(p);
+    uint64_t a = smem_u32(p);
     return ((a & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
            ((uint64_t)1 << 62);
 }
@@ -231,8 +237,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     using S = wg_smem<BN, NB>;
     constexpr int R = BN / 2; /* accumulators per thread */
     extern __shared__ __align__(1024) uint8_t smem_raw[];
-    /* the swizzle needs 1 KiB alignment; the launch adds 1 KiB of room for it */
-    uint8_t *const i8 = smem_raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
+    uint8_t *const i8 = align_1k(smem_raw);
     uint8_t *const packed = i8 + NB * S::INT8;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
     const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * BN;
@@ -338,13 +343,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
  * packed A and B rows. MODE 0 and 2 (one K-block); kblocks > 1 stays on the kernel above. */
 constexpr int WS_STAGES = 3, WS_THREADS = 384;
 template <int BN> struct ws_smem {
-    static constexpr int INT8 = BN * 128, PACKED = (WG_BM + BN) * WG_TILE_BYTES;
+    static constexpr int INT8 = wg_smem<BN, 2>::INT8, PACKED = wg_smem<BN, 2>::PACKED;
     static constexpr int STAGE = INT8 + PACKED; /* a multiple of 1 KiB */
     /* barriers in the first KiB, the stages after it, 1 KiB of alignment room */
     static constexpr int BYTES = 1024 + WS_STAGES * STAGE + 1024;
 };
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mbar_init(uint64_t *b, unsigned count)
 {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
@@ -373,7 +377,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     static_assert(MODE != 1, "kblocks > 1 runs on w4a4_gemm_wgmma");
     using S = ws_smem<BN>;
     extern __shared__ __align__(1024) uint8_t smem_raw[];
-    uint8_t *const base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+    uint8_t *const base = align_1k(smem_raw);
     uint64_t *const full = reinterpret_cast<uint64_t *>(base), *const empty = full + WS_STAGES;
     auto i8 = [&](int s) { return base + 1024 + s * S::STAGE; };
     auto packed = [&](int s) { return base + 1024 + s * S::STAGE + S::INT8; };
@@ -479,7 +483,7 @@ int launch_nb(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, co
 }
 
 /* fq_w4a4_wgmma_config's choice (process-wide, for tests and benchmarks) */
-int g_wg_buffers = FQ_WGMMA_2BUF;
+int g_wg_form = FQ_WGMMA_2BUF;
 
 template <int MODE, int BN>
 int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *qx,
@@ -487,10 +491,10 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
            const uint16_t *residual)
 {
     if constexpr (MODE != 1) {
-        if (g_wg_buffers == FQ_WGMMA_3BUF)
+        if (g_wg_form == FQ_WGMMA_3BUF)
             return launch_nb<MODE, BN, 3>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K,
                                           residual);
-        if (g_wg_buffers == FQ_WGMMA_WARPSPEC)
+        if (g_wg_form == FQ_WGMMA_WARPSPEC)
             return launch_ws<MODE, BN>(ctx, where, y, acc, qx, sx, qw, sw, M, N, K, residual);
     }
     return launch_nb<MODE, BN, 2>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K, residual);
@@ -527,6 +531,6 @@ extern "C" int fq_w4a4_wgmma_config(int variant)
     if (variant != FQ_WGMMA_2BUF && variant != FQ_WGMMA_3BUF && variant != FQ_WGMMA_WARPSPEC)
         return fq_error(FILE_ ":fq_w4a4_wgmma_config: variant %d (expected FQ_WGMMA_2BUF, the "
                         "default, FQ_WGMMA_3BUF or FQ_WGMMA_WARPSPEC)", variant);
-    g_wg_buffers = variant;
+    g_wg_form = variant;
     return FQ_OK;
 }

@@ -54,13 +54,13 @@ __device__ __forceinline__ void load_x_block(float *X, const uint16_t *src16, in
 {
     const uint4 *src = reinterpret_cast<const uint4 *>(src16);
     for (int i = threadIdx.x; i < n / 8; i += blockDim.x) {
-        uint4 v = src[i];
-        uint32_t w[4] = {v.x, v.y, v.z, v.w};
+        const uint4 v = src[i];
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+        float f[8];
+        bf16_unpack(w, f);
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            X[i * 8 + 2 * e] = __uint_as_float(w[e] << 16);
-            X[i * 8 + 2 * e + 1] = __uint_as_float(w[e] & 0xFFFF0000u);
-        }
+        for (int e = 0; e < 8; e++)
+            X[i * 8 + e] = f[e];
     }
 }
 
@@ -357,7 +357,7 @@ __device__ void load_input(float *X, float *red, const uint16_t *x, const prolog
             const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const float u0 = __uint_as_float(w[e] << 16), u1 = __uint_as_float(w[e] & 0xFFFF0000u);
+                const float u0 = bf16_lo(w[e]), u1 = bf16_hi(w[e]);
                 const float g0 = X[i * 8 + 2 * e], g1 = X[i * 8 + 2 * e + 1];
                 X[i * 8 + 2 * e] = round_bf16(fq_silu_mul(g0, u0));
                 X[i * 8 + 2 * e + 1] = round_bf16(fq_silu_mul(g1, u1));
@@ -560,11 +560,12 @@ __global__ void __launch_bounds__(FQ_BLOCK)
         const size_t t = i * 8 / K;
         const int k = (int)(i * 8 - t * K), b = k / n, j = k - b * n;
         const uint4 v = reinterpret_cast<const uint4 *>(x)[i];
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+        float f[8];
+        bf16_unpack(w, f);
         float4 *dst = reinterpret_cast<float4 *>(xf + ((size_t)b * T + t) * n + j);
-        dst[0] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xFFFF0000u),
-                             __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xFFFF0000u));
-        dst[1] = make_float4(__uint_as_float(v.z << 16), __uint_as_float(v.z & 0xFFFF0000u),
-                             __uint_as_float(v.w << 16), __uint_as_float(v.w & 0xFFFF0000u));
+        dst[0] = make_float4(f[0], f[1], f[2], f[3]);
+        dst[1] = make_float4(f[4], f[5], f[6], f[7]);
     }
 }
 

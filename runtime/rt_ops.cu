@@ -143,7 +143,7 @@ __global__ void rmsnorm8_kernel(uint16_t *out, const uint16_t *x, const float *g
         const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            float lo = __uint_as_float(w[e] << 16), hi = __uint_as_float(w[e] & 0xFFFF0000u);
+            const float lo = bf16_lo(w[e]), hi = bf16_hi(w[e]);
             ss += lo * lo + hi * hi;
         }
     }
@@ -159,7 +159,7 @@ __global__ void rmsnorm8_kernel(uint16_t *out, const uint16_t *x, const float *g
         uint32_t ow[4];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            float lo = __uint_as_float(w[e] << 16), hi = __uint_as_float(w[e] & 0xFFFF0000u);
+            const float lo = bf16_lo(w[e]), hi = bf16_hi(w[e]);
             ow[e] = (uint32_t)to_bf(gg[2 * e] * (lo * r)) |
                     ((uint32_t)to_bf(gg[2 * e + 1] * (hi * r)) << 16);
         }
