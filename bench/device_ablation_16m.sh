@@ -5,7 +5,8 @@
 # off the device (CPU_EVAL=1 runs it here too), and when the binary has the GPU runtime the
 # checkpoint is also scored with `flatq eval --device cuda` (wiki.test.paper.txt, 2048).
 # KEEP_LAYERS=0: no layer shards under $OUT (many runs in one call); BLAS_THREADS: OpenBLAS
-# threads of each rank (default 4; the GPTQ pass runs on rank 0's CPU).
+# threads of each rank (default 4; the GPTQ pass's factorisations run on rank 0's CPU);
+# STOP_ON_FAIL=1: a failed calibration ends the stream.
 # Usage: bash bench/device_ablation_16m.sh default gptq smoothrot+quantization.epochs=30 ...
 #        [-- extra --set args for every run]
 set -uo pipefail
@@ -38,7 +39,11 @@ for spec in "${names[@]}"; do
     rc=$?
     t1=$(date +%s.%N)
     grep -E "layer [0-9]+ done|calibration:|gptq:|rank [0-9]+ \(" "$out/abl-$n.calibrate.log" | tail -12
-    if [ $rc -ne 0 ]; then echo "$n: calibrate failed ($rc)"; tail -5 "$out/abl-$n.calibrate.log"; continue; fi
+    if [ $rc -ne 0 ]; then
+        echo "$n: calibrate failed ($rc)"; tail -5 "$out/abl-$n.calibrate.log"
+        [ "${STOP_ON_FAIL:-0}" = 1 ] && break # the stream's later runs would fail alike
+        continue
+    fi
     printf 'ABL|%s|calib_s %s\n' "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
     # the layer shards and config travel back (the head shard is the FP model's, the same
     # for every option): the fake-quant CPU eval then runs off the device

@@ -7,6 +7,7 @@
 # Everything a run leaves (logs, layer shards, eval JSON) goes into one tar under $OUT, split
 # into 15 MB parts (the device tool returns at most 8 files): results.tgz.NN, plus summary.txt,
 # also when DEADLINE_S (default 540) passes first: set it below the call's time limit.
+# SANITIZE_BIN: the test program compute-sanitizer runs (default test_gpu_w4a4).
 # STREAM_GPUS="1 2 3": stream i runs on GPU number i mod the list (round-robin; default: all
 # on the visible GPUs); OFFICIAL_SEEDS="3 4" with OFFICIAL_GPU=0: the official FlatQuant code
 # (bench/official_seeds.sh, .dev/official carried) on those seeds beside the streams.
@@ -31,9 +32,10 @@ if [ "${SKIP_GPU_TESTS:-0}" != 1 ]; then
     pids+=($!)
 fi
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    sbin=${SANITIZE_BIN:-test_gpu_w4a4}
     (timeout "${SANITIZE_S:-300}" compute-sanitizer --tool memcheck --leak-check full \
-        --error-exitcode 3 build/gpu-tests/test_gpu_w4a4 >"$work/sanitizer.txt" 2>&1
-     echo "RESULT|compute-sanitizer memcheck test_gpu_w4a4|rc=$?" >>"$work/sanitizer.txt") &
+        --error-exitcode 3 build/gpu-tests/$sbin >"$work/sanitizer.txt" 2>&1
+     echo "RESULT|compute-sanitizer memcheck $sbin|rc=$?" >>"$work/sanitizer.txt") &
     pids+=($!)
 fi
 if [ -n "${OFFICIAL_SEEDS:-}" ]; then

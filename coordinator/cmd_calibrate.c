@@ -408,7 +408,7 @@ static int run_coordinator(calib_setup *cs, layer_task_ctx *lt)
         /* quantization.gptq_nsamples: the Hessians from the first windows only (they are a
          * random sample already); the pass's cost is its forwards, linear in windows */
         int ns = j->calibration.nsamples, gn = j->quantization.gptq_nsamples;
-        gptq_pass gp = {.j = j, .cfg = &cs->cfg, .ck = &cs->ck, .ids = cs->ids,
+        gptq_pass gp = {.j = j, .cuda = lt->cuda, .cfg = &cs->cfg, .ck = &cs->ck, .ids = cs->ids,
                         .nsamples = gn > 0 && gn < ns ? gn : ns,
                         .seqlen = j->calibration.seqlen};
         rc = gptq_pass_run(&gp);

@@ -14,11 +14,13 @@
 #include <unistd.h>
 
 #include "coordinator/eval_model.h"
+#include "coordinator/gptq_pass_cuda.h"
 #include "coordinator/layer_result.h"
 #include "coordinator/progress.h"
 #include "error.h"
 #include "fq_layer.h"
 #include "gptq.h"
+#include "kernels/gptq_cuda.h"
 #include "qformat.h"
 #include "qlayer_fwd.h"
 
@@ -131,12 +133,9 @@ int gptq_pass_prepare(const char *outdir, const char *cache_dir, int nlayers, in
 
 /* ---- the per-layer work ---- */
 
-enum { NGROUPS = 4 };
-/* The official order; each group's inputs depend only on the groups before it. The last
- * member is the one the forward reaches last (the observer stops there). */
-static const int group_lin[NGROUPS][3] = {
+const int gptq_group_lin[GPTQ_NGROUPS][3] = {
     {QL_Q, QL_K, QL_V}, {QL_O, -1, -1}, {QL_UP, QL_GATE, -1}, {QL_DOWN, -1, -1}};
-static const int group_len[NGROUPS] = {3, 1, 2, 1};
+const int gptq_group_len[GPTQ_NGROUPS] = {3, 1, 2, 1};
 
 typedef struct {
     gptq_hessian h[QL_NLINEAR];
@@ -169,6 +168,7 @@ typedef struct {
     real *buf;  /* one batch */
     int nsamples, seqlen, batch;
     gptq_opts opts;
+    gptq_gpu *gpu; /* device: cuda (then x, buf and w stay unallocated) */
     /* this layer's time: forwards (Hessian sums excluded), Hessian sums, quantization */
     double t_forward, t_hessian, t_quant;
 } pass_state;
@@ -236,18 +236,18 @@ static int gptq_layer(pass_state *ps, qlayer *q, real *wp[QL_NLINEAR],
         memcpy(rt.w[i], wp[i], sizeof(real) * fq_linear_out(c, i) * fq_linear_in(c, i));
     int rc = FQ_OK;
     real *H = NULL;
-    for (int g = 0; rc == FQ_OK && g < NGROUPS; g++) {
+    for (int g = 0; rc == FQ_OK && g < GPTQ_NGROUPS; g++) {
         memset(obs.active, 0, sizeof obs.active);
-        for (int m = 0; rc == FQ_OK && m < group_len[g]; m++) {
-            int lin = group_lin[g][m];
+        for (int m = 0; rc == FQ_OK && m < gptq_group_len[g]; m++) {
+            int lin = gptq_group_lin[g][m];
             obs.active[lin] = 1;
             obs.stop_lin = lin;
             rc = gptq_hessian_init(&obs.h[lin], fq_linear_in(c, lin));
         }
         if (rc == FQ_OK)
             rc = forward_all(ps, &rt, &obs);
-        for (int m = 0; rc == FQ_OK && m < group_len[g]; m++) {
-            int lin = group_lin[g][m], out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
+        for (int m = 0; rc == FQ_OK && m < gptq_group_len[g]; m++) {
+            int lin = gptq_group_lin[g][m], out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
             qlinear nl;
             free(H);
             H = fq_malloc(sizeof(real) * (size_t)in * in, "Hessian");
@@ -323,25 +323,36 @@ static int pass_layer(pass_state *ps, const job *j, int layer, int *reused)
         qlayer_rt rt;
         rc = qlayer_rt_init(&rt, &q, ps->c);
         if (rc == FQ_OK) {
-            rc = forward_all(ps, &rt, NULL);
+            rc = ps->gpu ? gptq_gpu_forward(ps->gpu, &rt) : forward_all(ps, &rt, NULL);
             qlayer_rt_free(&rt);
         }
     } else if (rc == FQ_OK) {
         double t0 = progress_monotonic_seconds();
-        double err[QL_NLINEAR][2];
+        double err[QL_NLINEAR][2], secs[3];
         ps->t_forward = ps->t_hessian = ps->t_quant = 0;
         rc = merged_read(j->cache.dir, layer, ps->c, wp);
-        if (rc == FQ_OK)
+        if (rc == FQ_OK && ps->gpu) {
+            /* on the GPU the Hessian sums run inside the forwards; the host's share is
+             * gptq_plan_make's factorisations */
+            rc = gptq_gpu_layer(ps->gpu, &q, wp, &ps->opts, err, secs);
+            ps->t_forward = secs[0];
+            ps->t_hessian = secs[1];
+            ps->t_quant = secs[2];
+        } else if (rc == FQ_OK) {
             rc = gptq_layer(ps, &q, wp, err);
+        }
         if (rc == FQ_OK)
             rc = result_rewrite(j->output, layer, &q, &f);
         if (rc == FQ_OK) {
             char mpath[4096];
             if (gptq_merged_path(j->cache.dir, layer, mpath, sizeof mpath) == FQ_OK)
                 unlink(mpath); /* consumed; a rerun reads the gptq result instead */
-            printf("gptq: layer %d in %.1f s (forwards %.1f, Hessians %.1f, quantization %.1f); "
-                   "output error GPTQ / RTN:", layer, progress_monotonic_seconds() - t0,
-                   ps->t_forward, ps->t_hessian, ps->t_quant);
+            printf(ps->gpu ? "gptq: layer %d in %.1f s on the GPU (forwards with Hessians %.1f, "
+                             "host factorisations %.1f, sweeps %.1f); output error GPTQ / RTN:"
+                           : "gptq: layer %d in %.1f s (forwards %.1f, Hessians %.1f, "
+                             "quantization %.1f); output error GPTQ / RTN:",
+                   layer, progress_monotonic_seconds() - t0, ps->t_forward, ps->t_hessian,
+                   ps->t_quant);
             for (int i = 0; i < QL_NLINEAR; i++)
                 printf(" %s %.3f", qlinear_names[i], err[i][0] > 0 ? err[i][1] / err[i][0] : 1);
             printf("\n");
@@ -377,9 +388,16 @@ int gptq_pass_run(gptq_pass *g)
     real *embed = NULL;
     int64_t se[2] = {c->vocab, c->hidden};
     int rc = FQ_ERR, have_rope = 0, have_scratch = 0;
+    if (g->cuda && (ps.opts.block < 1 || ps.opts.block > GPTQ_CUDA_MAX_BLOCK)) {
+        fq_error("%s: quantization.gptq_block = %d (expected 1..%d with device: cuda: the GPU "
+                 "sweep keeps a block of columns in registers)", j->path, ps.opts.block,
+                 GPTQ_CUDA_MAX_BLOCK);
+        goto out;
+    }
     ps.x = fq_malloc(sizeof(real) * tokens * d, "GPTQ pass activations");
-    ps.buf = fq_malloc(sizeof(real) * (size_t)ps.batch * g->seqlen * d, "GPTQ pass batch");
-    if (!ps.x || !ps.buf ||
+    ps.buf = g->cuda ? NULL
+                     : fq_malloc(sizeof(real) * (size_t)ps.batch * g->seqlen * d, "GPTQ pass batch");
+    if (!ps.x || (!g->cuda && !ps.buf) ||
         llama_tensor_load(g->ck, "model.embed_tokens.weight", 2, se, &embed) != FQ_OK)
         goto out;
     if (llama_check_ids(c, g->ids, tokens) != FQ_OK)
@@ -388,9 +406,18 @@ int gptq_pass_run(gptq_pass *g)
     if (rope_table_init(&ps.rope, c, g->seqlen) != FQ_OK)
         goto out;
     have_rope = 1;
-    if (qlayer_scratch_init(&ps.w, c, ps.batch, g->seqlen) != FQ_OK)
-        goto out;
-    have_scratch = 1;
+    if (g->cuda) {
+        /* the activations live on the GPU from here on */
+        if (gptq_gpu_init(&ps.gpu, g->cuda, c, &ps.qc, &ps.rope, ps.x, g->nsamples, g->seqlen,
+                          ps.batch) != FQ_OK)
+            goto out;
+        free(ps.x);
+        ps.x = NULL;
+    } else {
+        if (qlayer_scratch_init(&ps.w, c, ps.batch, g->seqlen) != FQ_OK)
+            goto out;
+        have_scratch = 1;
+    }
     for (int i = 0; i < c->n_layers; i++) {
         int reused;
         if (pass_layer(&ps, j, i, &reused) != FQ_OK)
@@ -402,6 +429,7 @@ int gptq_pass_run(gptq_pass *g)
     }
     rc = FQ_OK;
 out:
+    gptq_gpu_free(ps.gpu);
     if (have_scratch)
         qlayer_scratch_free(&ps.w);
     if (have_rope)

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "job.h"
+#include "kernels/flatq_cuda.h"
 #include "llama_model.h"
 #include "qlayer.h"
 
@@ -46,8 +47,18 @@ int gptq_merged_write(const char *cache_dir, int layer, const llama_config *c,
  * readable W' (so they are calibrated again). *forgotten = how many. */
 int gptq_pass_prepare(const char *outdir, const char *cache_dir, int nlayers, int *forgotten);
 
+/* The official order of the linears' groups; each group's inputs depend only on the
+ * groups before it. The last member is the one the forward reaches last (the observer
+ * stops there). */
+enum { GPTQ_NGROUPS = 4 };
+extern const int gptq_group_lin[GPTQ_NGROUPS][3];
+extern const int gptq_group_len[GPTQ_NGROUPS];
+
 typedef struct {
     const job *j;
+    /* device: cuda: the forwards, Hessians and sweeps on this GPU (coordinator/
+     * gptq_pass_cuda.h); NULL: all on the CPU */
+    fq_cuda_ctx *cuda;
     const llama_config *cfg;
     const st_checkpoint *ck; /* the FP model (embeddings) */
     const int32_t *ids;      /* nsamples · seqlen calibration tokens */

@@ -180,17 +180,28 @@ static float clip_search_row(const real *w, const real *h, int in, float scale, 
     return best_s;
 }
 
-int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H, int bits,
-                       const gptq_opts *o)
+void gptq_plan_free(gptq_plan *p)
 {
-    if (!l || !w || !H || !o)
+    if (!p)
+        return;
+    free(p->U);
+    free(p->W);
+    free(p->scales);
+    free(p->perm);
+    memset(p, 0, sizeof *p);
+}
+
+int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
+                   const gptq_opts *o)
+{
+    if (!p || !w || !H || !o)
         return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight, "
                         "Hessian and options)");
+    memset(p, 0, sizeof *p);
     const double damp = o->damp;
     const int block = o->block;
-    memset(l, 0, sizeof *l);
-    if (out < 1 || in < 1 || !((bits >= 2 && bits <= 8) || bits == 16) || !(damp >= 0) ||
-        !isfinite(damp) || block < 1)
+    if (out < 1 || in < 1 || bits < 2 || bits > 8 || !(damp >= 0) || !isfinite(damp) ||
+        block < 1)
         return fq_error(WHERE ":gptq_quantize: shape [%d, %d], %d bits, damp %g, block %d "
                         "(expected positive sizes, bits 2..8 or 16, damp >= 0, block >= 1)",
                         out, in, bits, damp, block);
@@ -198,33 +209,27 @@ int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H
         return fq_error(WHERE ":gptq_quantize: input size %d is odd (expected even for two "
                         "codes per byte)", in);
     size_t nw = (size_t)out * in, nh = (size_t)in * in;
-    if (bits == 16) {
-        float *f = fq_malloc(sizeof(float) * nw, "weight copy");
-        if (!f)
-            return FQ_ERR;
-        real_to_f32(w, nw, f);
-        int rc = qlinear_quantize_rtn(l, f, out, in, bits);
-        free(f);
-        return rc;
-    }
     for (size_t i = 0; i < nh; i++)
         if (!isfinite(H[i]))
             return fq_error(WHERE ":gptq_quantize: Hessian element %zu is %g (expected finite "
                             "inputs)", i, (double)H[i]);
+    p->out = out;
+    p->in = in;
+    p->bits = bits;
+    p->block = block;
+    p->qmax = (float)((1 << (bits - 1)) - 1);
     double *hd = fq_malloc(sizeof(double) * nh, "GPTQ inverse Hessian");
-    real *U = fq_malloc(sizeof(real) * nh, "GPTQ inverse Hessian factor");
-    real *W = fq_malloc(sizeof(real) * nw, "GPTQ working weight");
-    real *E = fq_malloc(sizeof(real) * (size_t)out * (size_t)(block < in ? block : in),
-                        "GPTQ block errors");
     uint8_t *dead = fq_malloc((size_t)in, "dead inputs");
-    int8_t *codes = fq_malloc(nw, "weight codes");
-    l->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
-    int *perm = NULL; /* column i of the pass is input perm[i] (act-order), else i */
+    p->U = fq_malloc(sizeof(real) * nh, "GPTQ inverse Hessian factor");
+    p->W = fq_malloc(sizeof(real) * nw, "GPTQ working weight");
+    p->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
+    const int *perm = NULL;
     int rc = FQ_ERR;
-    if (!hd || !U || !W || !E || !dead || !codes || !l->scales)
+    if (!hd || !dead || !p->U || !p->W || !p->scales)
         goto out;
-    if (o->act_order && act_order_perm(H, in, &perm) != FQ_OK)
+    if (o->act_order && act_order_perm(H, in, &p->perm) != FQ_OK)
         goto out;
+    perm = p->perm;
     for (int i = 0; i < in; i++)
         for (int j = 0; j < in; j++)
             hd[(size_t)i * in + j] =
@@ -232,9 +237,8 @@ int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H
     if (inverse_cholesky_upper(hd, in, damp, dead) != FQ_OK)
         goto out;
     for (size_t i = 0; i < nh; i++)
-        U[i] = (real)hd[i];
+        p->U[i] = (real)hd[i];
     /* the RTN scale of the clipped row, in float exactly as qlinear_quantize_rtn */
-    const float qmax = (float)((1 << (bits - 1)) - 1);
     for (int r = 0; r < out; r++) {
         float mx = 0;
         for (int j = 0; j < in; j++) {
@@ -246,7 +250,7 @@ int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H
             }
             mx = fmaxf(mx, fabsf(v));
         }
-        l->scales[r] = fmaxf(mx, 1e-5f) / qmax;
+        p->scales[r] = fmaxf(mx, 1e-5f) / p->qmax;
     }
     if (o->clip_search) {
         real *hdiag = fq_malloc(sizeof(real) * (size_t)in, "GPTQ clip search weights");
@@ -255,26 +259,46 @@ int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H
         for (int j = 0; j < in; j++)
             hdiag[j] = H[(size_t)j * in + j];
         for (int r = 0; r < out; r++)
-            l->scales[r] = clip_search_row(w + (size_t)r * in, hdiag, in, l->scales[r], qmax);
+            p->scales[r] = clip_search_row(w + (size_t)r * in, hdiag, in, p->scales[r], p->qmax);
         free(hdiag);
     }
     for (int r = 0; r < out; r++)
         for (int j = 0; j < in; j++)
-            W[(size_t)r * in + j] = w[(size_t)r * in + (perm ? perm[j] : j)];
+            p->W[(size_t)r * in + j] = w[(size_t)r * in + (perm ? perm[j] : j)];
     for (int r = 0; r < out; r++)
         for (int j = 0; j < in; j++)
             if (dead[j])
-                W[(size_t)r * in + j] = 0;
+                p->W[(size_t)r * in + j] = 0;
+    rc = FQ_OK;
+out:
+    free(hd);
+    free(dead);
+    if (rc != FQ_OK)
+        gptq_plan_free(p);
+    return rc;
+}
+
+int gptq_sweep(gptq_plan *p, int8_t *codes)
+{
+    if (!p || !p->U || !p->W || !p->scales || !codes)
+        return fq_error(WHERE ":gptq_sweep: NULL argument (expected a plan and a code buffer)");
+    const int out = p->out, in = p->in, block = p->block;
+    const real qmax = (real)p->qmax, *U = p->U;
+    real *W = p->W;
+    real *E = fq_malloc(sizeof(real) * (size_t)out * (size_t)(block < in ? block : in),
+                        "GPTQ block errors");
+    if (!E)
+        return FQ_ERR;
     for (int i1 = 0; i1 < in; i1 += block) {
         int i2 = i1 + block < in ? i1 + block : in, nb = i2 - i1;
         for (int r = 0; r < out; r++) {
             real *wr = W + (size_t)r * in;
             real *er = E + (size_t)r * nb;
-            const real s = (real)l->scales[r];
+            const real s = (real)p->scales[r];
             for (int i = i1; i < i2; i++) {
                 real c = rint(wr[i] / s);
-                c = fmin(fmax(c, -(real)qmax - 1), (real)qmax);
-                codes[(size_t)r * in + (perm ? perm[i] : i)] = (int8_t)c;
+                c = fmin(fmax(c, -qmax - 1), qmax);
+                codes[(size_t)r * in + i] = (int8_t)c;
                 const real *ui = U + (size_t)i * in;
                 real e = (wr[i] - s * c) / ui[i];
                 for (int j = i + 1; j < i2; j++)
@@ -286,24 +310,76 @@ int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H
             real_gemm(0, 0, out, in - i2, nb, -1, E, nb, U + (size_t)i1 * in + i2, in, 1,
                       W + i2, in);
     }
+    free(E);
+    return FQ_OK;
+}
+
+int gptq_plan_finish(gptq_plan *p, int8_t *codes, qlinear *l)
+{
+    if (!p || !codes || !l || !p->scales) {
+        free(codes);
+        return fq_error(WHERE ":gptq_plan_finish: NULL argument");
+    }
+    memset(l, 0, sizeof *l);
+    const int out = p->out, in = p->in;
+    if (p->perm) {
+        int8_t *row = fq_malloc((size_t)in, "GPTQ code row");
+        if (!row) {
+            free(codes);
+            return FQ_ERR;
+        }
+        for (int r = 0; r < out; r++) {
+            int8_t *cr = codes + (size_t)r * in;
+            for (int i = 0; i < in; i++)
+                row[p->perm[i]] = cr[i];
+            memcpy(cr, row, (size_t)in);
+        }
+        free(row);
+    }
     l->out = out;
     l->in = in;
-    l->bits = bits;
-    rc = store_codes(l, codes, out, in, bits);
-    codes = NULL;
-out:
-    free(hd);
-    free(U);
-    free(W);
-    free(E);
-    free(dead);
-    free(codes);
-    free(perm);
-    if (rc != FQ_OK) {
-        free(l->codes);
+    l->bits = p->bits;
+    l->scales = p->scales;
+    p->scales = NULL;
+    if (store_codes(l, codes, out, in, p->bits) != FQ_OK) {
         free(l->scales);
         memset(l, 0, sizeof *l);
+        return FQ_ERR;
     }
+    return FQ_OK;
+}
+
+int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H, int bits,
+                       const gptq_opts *o)
+{
+    if (!l || !w || !H || !o)
+        return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight, "
+                        "Hessian and options)");
+    memset(l, 0, sizeof *l);
+    if (bits == 16) {
+        if (out < 1 || in < 1)
+            return fq_error(WHERE ":gptq_quantize: shape [%d, %d] (expected positive sizes)",
+                            out, in);
+        size_t nw = (size_t)out * in;
+        float *f = fq_malloc(sizeof(float) * nw, "weight copy");
+        if (!f)
+            return FQ_ERR;
+        real_to_f32(w, nw, f);
+        int rc = qlinear_quantize_rtn(l, f, out, in, bits);
+        free(f);
+        return rc;
+    }
+    gptq_plan p;
+    if (gptq_plan_make(&p, w, out, in, H, bits, o) != FQ_OK)
+        return FQ_ERR;
+    int8_t *codes = fq_malloc((size_t)out * in, "weight codes");
+    int rc = codes ? gptq_sweep(&p, codes) : FQ_ERR;
+    if (rc == FQ_OK) {
+        rc = gptq_plan_finish(&p, codes, l);
+        codes = NULL;
+    }
+    free(codes);
+    gptq_plan_free(&p);
     return rc;
 }
 

@@ -64,6 +64,31 @@ typedef struct {
 int gptq_quantize_opts(qlinear *l, const real *w, int out, int in, const real *H, int bits,
                        const gptq_opts *o);
 
+/* The pieces of gptq_quantize_opts, for a sweep that runs elsewhere (the GPU pass,
+ * kernels/gptq_cuda.h). gptq_plan_make does everything that needs float64 or a decision
+ * on the host — the damped inverse's factor U, the per-row scales (with the clip search),
+ * act-order, dead inputs — so the CPU sweep and the GPU sweep start from the same bytes
+ * and differ only in where the sweep's arithmetic runs. */
+typedef struct {
+    int out, in, bits, block;
+    float qmax;
+    real *U;       /* [in, in]: upper factor of the damped H⁻¹ (H⁻¹ = UᵀU), pass order */
+    real *W;       /* [out, in]: the weight in pass order, dead inputs zeroed (the sweep's
+                    * working copy: it is overwritten) */
+    float *scales; /* [out] */
+    int *perm;     /* NULL, or pass column i is input perm[i] (act-order) */
+} gptq_plan;
+
+/* bits 2..8 (16 has no sweep: gptq_quantize_opts copies the weight). */
+int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
+                   const gptq_opts *o);
+void gptq_plan_free(gptq_plan *p);
+/* The column sweep on the CPU: codes [out, in] (int8, pass order). Consumes p->W. */
+int gptq_sweep(gptq_plan *p, int8_t *codes);
+/* l ← the codes (pass order, taken over and freed) in input order, packed as
+ * qlinear_quantize_rtn lays them out, with the plan's scales (taken over). */
+int gptq_plan_finish(gptq_plan *p, int8_t *codes, qlinear *l);
+
 /* tr((W − Ŵ) H (W − Ŵ)ᵀ) for the dequantized Ŵ of l: the layer-output error the codes
  * cause, (2/N)·‖(W − Ŵ) Xᵀ‖² when H = (2/N) XᵀX (for logs: GPTQ against RTN). */
 int gptq_output_error(const qlinear *l, const real *w, const real *H, double *err);

@@ -236,6 +236,16 @@ int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
     return fq_cuda_sync(ctx);
 }
 
+int fq_cuda_copy(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
+{
+    if (!ctx || !dst || !src)
+        return fq_error(F ":fq_cuda_copy: NULL argument (expected context and two device "
+                        "buffers)");
+    CU_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice,
+                             CTX_STREAM(ctx)), F, "fq_cuda_copy", "cudaMemcpyAsync");
+    return FQ_OK;
+}
+
 int fq_cuda_download(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
 {
     if (!ctx || !dst || !src)

@@ -109,6 +109,8 @@ int fq_cuda_alloc(float **dptr, size_t count, const char *what);
 void fq_cuda_free(void *dptr);
 int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
 int fq_cuda_download(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
+/* Device to device, asynchronous on the context's stream (no synchronisation). */
+int fq_cuda_copy(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
 int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count);
 /* FQ_MATH_FP32 / TF32 / BF16 for the GEMMs that follow. */
 int fq_cuda_set_math(fq_cuda_ctx *ctx, int math);
@@ -169,6 +171,13 @@ int quant_kv_asym_bwd_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *
                            const float *g_out, const float *in, const float *scale,
                            const float *zero, int rows, int len, int bits, float cmax,
                            float cmin);
+/* The forwards given clip ratios κ = σ(logit) directly, as core/quantizer.h's *_ratio
+ * functions take them: a finished checkpoint stores κ (core/qlayer.h), not the logits. */
+int quant_act_sym_ratio_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const float *in,
+                             int rows, int k, int blocks, int bits, float kmax, float kmin);
+int quant_kv_asym_ratio_cuda(fq_cuda_ctx *ctx, float *out, float *scale, float *zero,
+                             const float *in, int rows, int len, int bits, float kmax,
+                             float kmin);
 int quant_act_sym_bwd_rows_cuda(fq_cuda_ctx *ctx, float *g_in, float *g_cmax_rows,
                                 float *g_cmin_rows, const float *g_out, const float *in,
                                 const float *scale, int rows, int k, int blocks, int bits,

@@ -187,25 +187,42 @@ static int check_q(const fq_cuda_ctx *ctx, const char *where, int rows, int k, i
         return fq_error(F ":%s: %d rows x %d blocks (expected fewer than 2^31 scale rows)",
                         where, rows, blocks);
     if (!isfinite(cmax) || !isfinite(cmin))
-        return fq_error(F ":%s: clip logits (%g, %g) (expected finite values)", where,
-                        (double)cmax, (double)cmin);
+        return fq_error(F ":%s: clip values (%g, %g) (expected finite logits or ratios)",
+                        where, (double)cmax, (double)cmin);
+    return FQ_OK;
+}
+
+/* the forward given clip ratios κ (the logit forms pass σ(logit)) */
+static int act_sym_fwd(fq_cuda_ctx *ctx, float *out, float *scale, const float *in, int rows,
+                       int k, int blocks, int bits, float kmax, float kmin, const char *where)
+{
+    if (check_q(ctx, where, rows, k, blocks, bits, kmax, kmin))
+        return FQ_ERR;
+    if (!out || !scale || !in || out == in)
+        return fq_error(F ":%s: bad buffers (expected out, scale, in, out not aliasing in)",
+                        where);
+    unsigned nrows = (unsigned)rows * (unsigned)blocks;
+    quant_act_sym_fwd_kernel<<<nrows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, scale, in, k / blocks,
+                                                                      bits, kmax, kmin);
+    LAUNCH_CHECK(F, where, "quant_act_sym_fwd_kernel");
     return FQ_OK;
 }
 
 int quant_act_sym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const float *in,
                            int rows, int k, int blocks, int bits, float cmax, float cmin)
 {
-    const char *where = "quant_act_sym_fwd_cuda";
-    if (check_q(ctx, where, rows, k, blocks, bits, cmax, cmin))
-        return FQ_ERR;
-    if (!out || !scale || !in || out == in)
-        return fq_error(F ":%s: bad buffers (expected out, scale, in, out not aliasing in)",
-                        where);
-    unsigned nrows = (unsigned)rows * (unsigned)blocks;
-    quant_act_sym_fwd_kernel<<<nrows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
-        out, scale, in, k / blocks, bits, quant_sigmoid(cmax), quant_sigmoid(cmin));
-    LAUNCH_CHECK(F, where, "quant_act_sym_fwd_kernel");
-    return FQ_OK;
+    if (!isfinite(cmax) || !isfinite(cmin))
+        return fq_error(F ":quant_act_sym_fwd_cuda: clip logits (%g, %g) (expected finite "
+                        "values)", (double)cmax, (double)cmin);
+    return act_sym_fwd(ctx, out, scale, in, rows, k, blocks, bits, quant_sigmoid(cmax),
+                       quant_sigmoid(cmin), "quant_act_sym_fwd_cuda");
+}
+
+int quant_act_sym_ratio_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const float *in,
+                             int rows, int k, int blocks, int bits, float kmax, float kmin)
+{
+    return act_sym_fwd(ctx, out, scale, in, rows, k, blocks, bits, kmax, kmin,
+                       "quant_act_sym_ratio_cuda");
 }
 
 static int act_sym_bwd(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,
@@ -314,20 +331,38 @@ static __global__ void quant_kv_asym_bwd_kernel(float *g_in, float *g_cmax, floa
     range_bwd_block(gu, g_cmax, g_cmin, u, len, e, g_m, -g_m, kmax, kmin, per_row);
 }
 
-int quant_kv_asym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, float *zero,
-                           const float *in, int rows, int len, int bits, float cmax,
-                           float cmin)
+static int kv_asym_fwd(fq_cuda_ctx *ctx, float *out, float *scale, float *zero,
+                       const float *in, int rows, int len, int bits, float kmax, float kmin,
+                       const char *where)
 {
-    const char *where = "quant_kv_asym_fwd_cuda";
-    if (check_q(ctx, where, rows, len, 1, bits, cmax, cmin))
+    if (check_q(ctx, where, rows, len, 1, bits, kmax, kmin))
         return FQ_ERR;
     if (!out || !scale || !zero || !in || out == in)
         return fq_error(F ":%s: bad buffers (expected out, scale, zero, in, out not aliasing "
                         "in)", where);
     quant_kv_asym_fwd_kernel<<<(unsigned)rows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
-        out, scale, zero, in, len, bits, quant_sigmoid(cmax), quant_sigmoid(cmin));
+        out, scale, zero, in, len, bits, kmax, kmin);
     LAUNCH_CHECK(F, where, "quant_kv_asym_fwd_kernel");
     return FQ_OK;
+}
+
+int quant_kv_asym_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, float *zero,
+                           const float *in, int rows, int len, int bits, float cmax,
+                           float cmin)
+{
+    if (!isfinite(cmax) || !isfinite(cmin))
+        return fq_error(F ":quant_kv_asym_fwd_cuda: clip logits (%g, %g) (expected finite "
+                        "values)", (double)cmax, (double)cmin);
+    return kv_asym_fwd(ctx, out, scale, zero, in, rows, len, bits, quant_sigmoid(cmax),
+                       quant_sigmoid(cmin), "quant_kv_asym_fwd_cuda");
+}
+
+int quant_kv_asym_ratio_cuda(fq_cuda_ctx *ctx, float *out, float *scale, float *zero,
+                             const float *in, int rows, int len, int bits, float kmax,
+                             float kmin)
+{
+    return kv_asym_fwd(ctx, out, scale, zero, in, rows, len, bits, kmax, kmin,
+                       "quant_kv_asym_ratio_cuda");
 }
 
 static int kv_asym_bwd(fq_cuda_ctx *ctx, float *g_in, float *g_cmax, float *g_cmin,

@@ -130,11 +130,13 @@ int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, con
  * restores it. Process-wide, not thread-safe: set it before launching. */
 int fq_w4a4_decode_config(int loads, int warps);
 /* Tests and benchmarks: which form of the wgmma prefill kernel FQ_W4A4_WGMMA runs for one
- * K-block (kblocks > 1 always takes the first): FQ_WGMMA_2BUF (the default: two int8 B
- * buffers, one tile of MMAs in flight while the next is expanded), FQ_WGMMA_3BUF (three,
- * two tiles in flight) or FQ_WGMMA_WARPSPEC (a producer warpgroup loads and expands, two
- * consumer warpgroups only issue MMAs; mbarrier stages). Process-wide, not thread-safe,
- * like fq_w4a4_decode_config. */
+ * K-block (kblocks > 1 always takes the 2-buffer form): FQ_WGMMA_2BUF (two int8 B buffers,
+ * one tile of MMAs in flight while the next is expanded), FQ_WGMMA_3BUF (the default since
+ * session 10: three, two tiles in flight; 1.08× the 2-buffer form over the 48 prefill
+ * rows of bench_w4a4 on an H200, never slower on o/down) or FQ_WGMMA_WARPSPEC (a producer
+ * warpgroup loads and expands, two consumer warpgroups only issue MMAs; mbarrier stages;
+ * 0.82× of the 2-buffer form, kept for the record). Process-wide, not thread-safe, like
+ * fq_w4a4_decode_config. */
 enum { FQ_WGMMA_2BUF = 2, FQ_WGMMA_3BUF = 3, FQ_WGMMA_WARPSPEC = 4 };
 int fq_w4a4_wgmma_config(int variant);
 int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,

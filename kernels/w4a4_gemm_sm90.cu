@@ -7,9 +7,10 @@
  * mma.sync kernel's. The packed k-tiles of both operands arrive by cp.async in a 4-stage
  * ring (64 bytes per row per tile of 128 codes, 16-byte chunks XOR-swizzled by row pairs so
  * that the expansion's 16-byte reads and the fragments' 4-byte reads are free of bank
- * conflicts); all 256 threads expand tile kt's B rows into one of two int8 buffers
+ * conflicts); all 256 threads expand tile kt's B rows into one of three int8 buffers
  * (kernels/w4a4_gemm.cuh: 16·q bytes, even elements first) and load their A fragments
- * while the tensor cores work on tile kt − 1. The int8 buffers use wgmma's K-major layout
+ * while the tensor cores work on tiles kt − 1 and kt − 2 (three buffers, the default since
+ * session 10: 1.08× the two-buffer form, which kblocks > 1 keeps). The int8 buffers use wgmma's K-major layout
  * with the 128-byte swizzle: a tile row of 128 k is one 128-byte line, 16-byte chunk j of
  * row r sits at chunk j ^ (r & 7), so the MMA's operand reads and the expansion's stores
  * (8 lanes: 8 rows, one chunk) spread over all banks.
@@ -483,7 +484,7 @@ int launch_nb(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, co
 }
 
 /* fq_w4a4_wgmma_config's choice (process-wide, for tests and benchmarks) */
-int g_wg_form = FQ_WGMMA_2BUF;
+int g_wg_form = FQ_WGMMA_3BUF;
 
 template <int MODE, int BN>
 int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *qx,
@@ -529,8 +530,8 @@ int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int
 extern "C" int fq_w4a4_wgmma_config(int variant)
 {
     if (variant != FQ_WGMMA_2BUF && variant != FQ_WGMMA_3BUF && variant != FQ_WGMMA_WARPSPEC)
-        return fq_error(FILE_ ":fq_w4a4_wgmma_config: variant %d (expected FQ_WGMMA_2BUF, the "
-                        "default, FQ_WGMMA_3BUF or FQ_WGMMA_WARPSPEC)", variant);
+        return fq_error(FILE_ ":fq_w4a4_wgmma_config: variant %d (expected FQ_WGMMA_2BUF, "
+                        "FQ_WGMMA_3BUF, the default, or FQ_WGMMA_WARPSPEC)", variant);
     g_wg_form = variant;
     return FQ_OK;
 }

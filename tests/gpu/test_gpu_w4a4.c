@@ -125,14 +125,14 @@ static void rand_bf16(gpu_suite *t, uint16_t *x, size_t n, double sd)
 /* ---------- GEMM ---------- */
 
 /* the wgmma kernel's form the rows below run (fq_w4a4_wgmma_config), named in each row */
-static int g_wgmma_form = FQ_WGMMA_2BUF;
+static int g_wgmma_form = FQ_WGMMA_3BUF; /* the default */
 
 static const char *path_name(int path)
 {
     if (path == FQ_W4A4_WGMMA)
         return g_wgmma_form == FQ_WGMMA_3BUF       ? "wgmma-3buf"
                : g_wgmma_form == FQ_WGMMA_WARPSPEC ? "wgmma-ws"
-                                                   : "wgmma";
+                                                   : "wgmma-2buf";
     return path == FQ_W4A4_DECODE ? "decode" : "prefill";
 }
 
@@ -647,8 +647,8 @@ static void test_wgmma_form(gpu_suite *t, int form)
     test_gemm_bf16(t, 130, 96, 1152, 2, FQ_W4A4_WGMMA, 2);
     test_gemm_bf16(t, 300, 400, 4096, 8, FQ_W4A4_WGMMA, 0);
     test_gemm_padded(t, 300, 130, 172, FQ_W4A4_WGMMA);
-    gpu_call(t, fq_w4a4_wgmma_config(FQ_WGMMA_2BUF), "fq_w4a4_wgmma_config");
-    g_wgmma_form = FQ_WGMMA_2BUF;
+    gpu_call(t, fq_w4a4_wgmma_config(FQ_WGMMA_3BUF), "fq_w4a4_wgmma_config");
+    g_wgmma_form = FQ_WGMMA_3BUF; /* the default again */
 }
 
 int main(void)

@@ -1,0 +1,337 @@
+/* gptq_pass_cuda.c — the GPTQ pass's layer work on the GPU (gptq_pass_cuda.h). */
+#include "coordinator/gptq_pass_cuda.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/gptq_pass.h"
+#include "coordinator/progress.h"
+#include "error.h"
+#include "fq_layer.h"
+
+#define F "coordinator/gptq_pass_cuda.c"
+
+#ifdef FLATQ_HAVE_CUDA
+
+#include "kernels/gptq_cuda.h"
+#include "kernels/qlayer_cuda.h"
+
+/* the attention's softmax rows per forward, as the FP pass caps them */
+#define PROBS_CAP_BYTES (2.0 * 1024 * 1024 * 1024)
+
+struct gptq_gpu {
+    fq_cuda_ctx *ctx;
+    int saved_math; /* the context's math, restored at the end: the pass runs in fp32 */
+    const llama_config *c;
+    qconfig qc;
+    int nsamples, seqlen, batch;
+    float *x;   /* [nsamples, seqlen, d]: the current layer's input */
+    float *buf; /* one batch, for the observed forwards (they stop half-way) */
+    float *rope_cos, *rope_sin;
+    qlayer_scratch_dev w;
+};
+
+void gptq_gpu_free(gptq_gpu *g)
+{
+    if (!g)
+        return;
+    fq_cuda_set_math(g->ctx, g->saved_math);
+    fq_cuda_free(g->x);
+    fq_cuda_free(g->buf);
+    fq_cuda_free(g->rope_cos);
+    fq_cuda_free(g->rope_sin);
+    qlayer_scratch_dev_free(&g->w);
+    free(g);
+}
+
+int gptq_gpu_init(gptq_gpu **out, fq_cuda_ctx *ctx, const llama_config *c, const qconfig *qc,
+                  const rope_table *rope, const real *x, int nsamples, int seqlen, int batch)
+{
+    if (!out || !ctx || !c || !qc || !rope || !x || nsamples < 1 || seqlen < 1 || batch < 1 ||
+        rope->seqlen < seqlen)
+        return fq_error(F ":gptq_gpu_init: bad arguments (expected a context, the model, "
+                        "activations, a rope table for %d positions and batch >= 1)", seqlen);
+    *out = NULL;
+    gptq_gpu *g = fq_calloc(1, sizeof *g, "GPU GPTQ state");
+    if (!g)
+        return FQ_ERR;
+    g->ctx = ctx;
+    /* fp32 like the CPU pass: the Hessians and the forwards feed 4-bit decisions */
+    g->saved_math = ctx->math;
+    ctx->math = FQ_MATH_FP32;
+    g->c = c;
+    g->qc = *qc;
+    g->nsamples = nsamples;
+    g->seqlen = seqlen;
+    double probs = 4.0 * c->n_heads * (double)seqlen * seqlen;
+    int cap = (int)(PROBS_CAP_BYTES / probs);
+    g->batch = batch < nsamples ? batch : nsamples;
+    if (g->batch > cap)
+        g->batch = cap > 1 ? cap : 1;
+    size_t d = (size_t)c->hidden, per = (size_t)seqlen * d, half = (size_t)seqlen * (c->head_dim / 2);
+    if (fq_cuda_alloc(&g->x, per * nsamples, "GPTQ pass activations") ||
+        fq_cuda_alloc(&g->buf, per * g->batch, "GPTQ pass batch") ||
+        fq_cuda_alloc(&g->rope_cos, half, "RoPE cos") ||
+        fq_cuda_alloc(&g->rope_sin, half, "RoPE sin") ||
+        fq_cuda_upload(ctx, g->x, x, per * nsamples) ||
+        fq_cuda_upload(ctx, g->rope_cos, rope->cos, half) ||
+        fq_cuda_upload(ctx, g->rope_sin, rope->sin, half) ||
+        qlayer_scratch_dev_init(&g->w, c, g->batch, seqlen)) {
+        gptq_gpu_free(g);
+        return fq_error_wrap("GPTQ pass on GPU %d", ctx->device);
+    }
+    *out = g;
+    return FQ_OK;
+}
+
+typedef struct {
+    gptq_gpu *g;
+    float *H[QL_NLINEAR]; /* device sums; NULL: not observed */
+    long tokens[QL_NLINEAR];
+    int stop_lin;
+} dev_obs;
+
+static int observe_dev(void *ctx, int lin, const float *xhat, int rows, int k)
+{
+    dev_obs *o = ctx;
+    if (o->H[lin]) {
+        if (gptq_hessian_add_cuda(o->g->ctx, o->H[lin], xhat, rows, k) != FQ_OK)
+            return FQ_ERR;
+        o->tokens[lin] += rows;
+    }
+    return lin == o->stop_lin ? 1 : 0;
+}
+
+/* every batch: in place on the activations (obs NULL), or on a copy with the observer */
+static int forward_all(gptq_gpu *g, const qlayer_dev *l, dev_obs *obs)
+{
+    size_t per = (size_t)g->seqlen * g->c->hidden;
+    for (int s0 = 0; s0 < g->nsamples; s0 += g->batch) {
+        int nb = s0 + g->batch <= g->nsamples ? g->batch : g->nsamples - s0;
+        float *x = g->x + (size_t)s0 * per;
+        if (obs) {
+            if (fq_cuda_copy(g->ctx, g->buf, x, per * nb) != FQ_OK)
+                return FQ_ERR;
+            x = g->buf;
+        }
+        if (qlayer_fwd_cuda(g->ctx, x, l, g->c, &g->qc, g->rope_cos, g->rope_sin, nb, g->seqlen,
+                            &g->w, obs ? observe_dev : NULL, obs) != FQ_OK)
+            return FQ_ERR;
+    }
+    return fq_cuda_sync(g->ctx);
+}
+
+int gptq_gpu_forward(gptq_gpu *g, const qlayer_rt *rt)
+{
+    if (!g || !rt)
+        return fq_error(F ":gptq_gpu_forward: NULL argument");
+    qlayer_dev l;
+    if (qlayer_dev_upload(g->ctx, &l, rt, g->c) != FQ_OK)
+        return FQ_ERR;
+    int rc = forward_all(g, &l, NULL);
+    qlayer_dev_free(&l);
+    return rc;
+}
+
+/* host dequantized weight of l */
+static float *dequantized(const qlinear *l)
+{
+    float *w = fq_malloc(sizeof(float) * (size_t)l->out * l->in, "dequantized weight");
+    if (w && qlinear_dequantize(l, w) != FQ_OK) {
+        free(w);
+        w = NULL;
+    }
+    return w;
+}
+
+/* tr((W' − Ŵ) H (W' − Ŵ)ᵀ) of l's codes, H on the device */
+static int output_error(gptq_gpu *g, const qlinear *l, const real *wp, const float *H,
+                        float *dev_delta, float *dev_work, double *err)
+{
+    size_t n = (size_t)l->out * l->in;
+    float *d = dequantized(l);
+    if (!d)
+        return FQ_ERR;
+    for (size_t i = 0; i < n; i++)
+        d[i] = (float)wp[i] - d[i];
+    int rc = fq_cuda_upload(g->ctx, dev_delta, d, n);
+    free(d);
+    if (rc == FQ_OK)
+        rc = gptq_output_error_cuda(g->ctx, dev_delta, H, l->out, l->in, dev_work, err);
+    return rc;
+}
+
+/* GPTQ of one linear from its device Hessian sum (scaled on the host as gptq_hessian_get).
+ * l ← the new codes; err[0/1] as in gptq_gpu_layer. */
+static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long tokens,
+                           const gptq_opts *o, const qlinear *rtn, qlinear *l, double err[2],
+                           double secs[3])
+{
+    const llama_config *c = g->c;
+    int out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
+    size_t nh = (size_t)in * in, nw = (size_t)out * in;
+    int bits = g->qc.w_bits;
+    if (tokens < 1)
+        return fq_error(F ": linear %s saw no input rows (expected the calibration windows)",
+                        qlinear_names[lin]);
+    float *hh = fq_malloc(sizeof(float) * nh, "Hessian");
+    float *dW = NULL, *dU = NULL, *dS = NULL, *dE = NULL, *dwork = NULL;
+    int8_t *dcodes = NULL, *codes = NULL;
+    gptq_plan p;
+    memset(&p, 0, sizeof p);
+    int rc = FQ_ERR;
+    double t0 = progress_monotonic_seconds();
+    if (!hh || fq_cuda_download(g->ctx, hh, H, nh) != FQ_OK)
+        goto out;
+    const real k = (real)(2.0 / (double)tokens);
+    for (size_t i = 0; i < nh; i++)
+        hh[i] = k * hh[i];
+    if (fq_cuda_upload(g->ctx, H, hh, nh) != FQ_OK)
+        goto out;
+    if (bits == 16) { /* nothing to sweep: the weight is kept, as gptq_quantize does */
+        rc = gptq_quantize_opts(l, wp, out, in, hh, bits, o);
+        goto errors;
+    }
+    if (gptq_plan_make(&p, wp, out, in, hh, bits, o) != FQ_OK)
+        goto out;
+    double t1 = progress_monotonic_seconds();
+    secs[1] += t1 - t0;
+    codes = fq_malloc(nw, "weight codes");
+    if (!codes || fq_cuda_alloc(&dW, nw, "GPTQ working weight") ||
+        fq_cuda_alloc(&dU, nh, "GPTQ inverse Hessian factor") ||
+        fq_cuda_alloc(&dS, (size_t)out, "weight scales") ||
+        fq_cuda_alloc(&dE, (size_t)out * (p.block < in ? p.block : in), "GPTQ block errors") ||
+        gptq_cuda_alloc_bytes((void **)&dcodes, nw, "weight codes") ||
+        fq_cuda_upload(g->ctx, dW, p.W, nw) || fq_cuda_upload(g->ctx, dU, p.U, nh) ||
+        fq_cuda_upload(g->ctx, dS, p.scales, (size_t)out) ||
+        gptq_sweep_cuda(g->ctx, dW, dU, dS, dcodes, dE, out, in, p.block, p.qmax) ||
+        gptq_cuda_download_bytes(g->ctx, codes, dcodes, nw))
+        goto out;
+    rc = gptq_plan_finish(&p, codes, l);
+    codes = NULL;
+    secs[2] += progress_monotonic_seconds() - t1;
+errors:
+    /* dW is free for Δ now; the error GEMM's product needs out·in floats more */
+    if (rc == FQ_OK && !dW && fq_cuda_alloc(&dW, nw, "weight error"))
+        rc = FQ_ERR;
+    if (rc == FQ_OK && fq_cuda_alloc(&dwork, nw, "weight error times Hessian"))
+        rc = FQ_ERR;
+    if (rc == FQ_OK)
+        rc = output_error(g, rtn, wp, H, dW, dwork, &err[0]);
+    if (rc == FQ_OK)
+        rc = output_error(g, l, wp, H, dW, dwork, &err[1]);
+out:
+    gptq_plan_free(&p);
+    free(hh);
+    free(codes);
+    fq_cuda_free(dW);
+    fq_cuda_free(dU);
+    fq_cuda_free(dS);
+    fq_cuda_free(dE);
+    fq_cuda_free(dwork);
+    fq_cuda_free(dcodes);
+    return rc == FQ_OK ? FQ_OK : fq_error_wrap("weight %s", qlinear_names[lin]);
+}
+
+int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gptq_opts *o,
+                   double err[QL_NLINEAR][2], double secs[3])
+{
+    if (!g || !q || !wp || !o || !err || !secs)
+        return fq_error(F ":gptq_gpu_layer: NULL argument");
+    const llama_config *c = g->c;
+    secs[0] = secs[1] = secs[2] = 0;
+    qlayer_rt rt;
+    if (qlayer_rt_init(&rt, q, c) != FQ_OK)
+        return FQ_ERR;
+    /* not-yet-quantized linears run with W' itself */
+    for (int i = 0; i < QL_NLINEAR; i++)
+        memcpy(rt.w[i], wp[i], sizeof(real) * fq_linear_out(c, i) * fq_linear_in(c, i));
+    qlayer_dev l;
+    int rc = qlayer_dev_upload(g->ctx, &l, &rt, c);
+    qlayer_rt_free(&rt);
+    if (rc != FQ_OK)
+        return FQ_ERR;
+    for (int gi = 0; rc == FQ_OK && gi < GPTQ_NGROUPS; gi++) {
+        dev_obs obs;
+        memset(&obs, 0, sizeof obs);
+        obs.g = g;
+        for (int m = 0; rc == FQ_OK && m < gptq_group_len[gi]; m++) {
+            int lin = gptq_group_lin[gi][m], in = fq_linear_in(c, lin);
+            obs.stop_lin = lin;
+            if (fq_cuda_alloc(&obs.H[lin], (size_t)in * in, "GPTQ Hessian") ||
+                fq_cuda_fill(g->ctx, obs.H[lin], 0.0f, (size_t)in * in))
+                rc = FQ_ERR;
+        }
+        double t0 = progress_monotonic_seconds();
+        if (rc == FQ_OK)
+            rc = forward_all(g, &l, &obs);
+        secs[0] += progress_monotonic_seconds() - t0;
+        for (int m = 0; rc == FQ_OK && m < gptq_group_len[gi]; m++) {
+            int lin = gptq_group_lin[gi][m];
+            qlinear nl;
+            memset(&nl, 0, sizeof nl);
+            rc = quantize_linear(g, lin, wp[lin], obs.H[lin], obs.tokens[lin], o, &q->lin[lin],
+                                 &nl, err[lin], secs);
+            float *deq = rc == FQ_OK ? dequantized(&nl) : NULL;
+            if (rc == FQ_OK && (!deq || qlayer_dev_set_weight(g->ctx, &l, lin, deq, c)))
+                rc = FQ_ERR;
+            free(deq);
+            if (rc == FQ_OK) {
+                free(q->lin[lin].codes);
+                free(q->lin[lin].scales);
+                free(q->lin[lin].w);
+                q->lin[lin] = nl;
+            } else {
+                free(nl.codes);
+                free(nl.scales);
+                free(nl.w);
+            }
+        }
+        for (int i = 0; i < QL_NLINEAR; i++)
+            fq_cuda_free(obs.H[i]);
+    }
+    /* the finished layer: the next layer's input */
+    double t0 = progress_monotonic_seconds();
+    if (rc == FQ_OK)
+        rc = forward_all(g, &l, NULL);
+    secs[0] += progress_monotonic_seconds() - t0;
+    qlayer_dev_free(&l);
+    return rc;
+}
+
+#else /* built without the CUDA backend */
+
+struct gptq_gpu {
+    int unused;
+};
+
+int gptq_gpu_init(gptq_gpu **out, fq_cuda_ctx *ctx, const llama_config *c, const qconfig *qc,
+                  const rope_table *rope, const real *x, int nsamples, int seqlen, int batch)
+{
+    (void)ctx, (void)c, (void)qc, (void)rope, (void)x, (void)nsamples, (void)seqlen, (void)batch;
+    if (out)
+        *out = NULL;
+    return fq_error("GPTQ pass: this flatq was built without the CUDA backend (expected nvcc "
+                    "at build time, or device: cpu)");
+}
+
+void gptq_gpu_free(gptq_gpu *g)
+{
+    (void)g;
+}
+
+int gptq_gpu_forward(gptq_gpu *g, const qlayer_rt *rt)
+{
+    (void)g, (void)rt;
+    return fq_error("GPTQ pass: this flatq was built without the CUDA backend");
+}
+
+int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gptq_opts *o,
+                   double err[QL_NLINEAR][2], double secs[3])
+{
+    (void)g, (void)q, (void)wp, (void)o, (void)err, (void)secs;
+    return fq_error("GPTQ pass: this flatq was built without the CUDA backend");
+}
+
+#endif

@@ -1,0 +1,207 @@
+/* gptq_cuda.cu — GPTQ's Hessian sum, column sweep and output error on the GPU
+ * (gptq_cuda.h).
+ *
+ * The sweep, one block of columns [i1, i2) at a time, as core/gptq.c:
+ *   1. gptq_block_kernel: one warp per weight row, the row's nb ≤ 128 block columns in
+ *      registers (lane l holds columns l, l+32, …), the block of U in shared memory (read
+ *      by every warp of the CTA). Column i: its owner lane broadcasts w_i, every lane
+ *      computes the same code c and error e = (w_i − s·c)/U_ii, the lanes update their
+ *      columns j > i by w_j −= e·U_ij, the owner stores the code and e into E.
+ *   2. one SGEMM: W[:, i2:] −= E · U[i1:i2, i2:] (the lazy batch).
+ * The per-column arithmetic uses the _rn intrinsics so nvcc cannot contract a·b − c into
+ * an FMA: the CPU reference rounds the product first.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "kernels/cuda_common.cuh"
+#include "kernels/gptq_cuda.h"
+
+#define F "kernels/gptq_cuda.cu"
+#define SWEEP_WARPS 8
+
+int gptq_hessian_add_cuda(fq_cuda_ctx *ctx, float *sum, const float *x, int rows, int n)
+{
+    if (!ctx || !sum || !x || rows < 0 || n < 1)
+        return fq_error(F ":gptq_hessian_add_cuda: bad arguments (expected a context, device "
+                        "sum and input, rows >= 0 and n >= 1, got [%d, %d])", rows, n);
+    if (rows == 0)
+        return FQ_OK;
+    int math = ctx->math;
+    ctx->math = FQ_MATH_FP32;
+    int rc = fq_gemm_cuda(ctx, 1, 0, n, n, rows, 1.0f, x, n, x, n, 1.0f, sum, n);
+    ctx->math = math;
+    return rc == FQ_OK ? FQ_OK : fq_error_wrap(F ":gptq_hessian_add_cuda");
+}
+
+/* KR = columns per lane (nb ≤ 32·KR). */
+template <int KR>
+static __global__ void gptq_block_kernel(float *W, const float *U, const float *scales,
+                                         int8_t *codes, float *E, int out, int in, int i1,
+                                         int nb, float qmax)
+{
+    extern __shared__ float us[]; /* U[i1 + a, i1 + b] at us[a·nb + b] */
+    for (int t = threadIdx.x; t < nb * nb; t += blockDim.x)
+        us[t] = U[(size_t)(i1 + t / nb) * in + i1 + t % nb];
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const int r = blockIdx.x * SWEEP_WARPS + (threadIdx.x >> 5);
+    if (r >= out)
+        return;
+    float *wr = W + (size_t)r * in + i1;
+    float w[KR];
+#pragma unroll
+    for (int k = 0; k < KR; k++) {
+        int j = lane + 32 * k;
+        w[k] = j < nb ? wr[j] : 0.0f;
+    }
+    const float s = scales[r];
+#pragma unroll
+    for (int k = 0; k < KR; k++) {
+        for (int t = 0; t < 32; t++) {
+            const int i = 32 * k + t;
+            if (i >= nb) /* the same for the whole warp */
+                break;
+            const float wi = __shfl_sync(0xffffffffu, w[k], t);
+            float c = rintf(__fdiv_rn(wi, s));
+            c = fminf(fmaxf(c, -qmax - 1.0f), qmax);
+            const float *ui = us + (size_t)i * nb;
+            const float e = __fdiv_rn(__fsub_rn(wi, __fmul_rn(s, c)), ui[i]);
+#pragma unroll
+            for (int kk = k; kk < KR; kk++) {
+                const int j = lane + 32 * kk;
+                if (j > i && j < nb)
+                    w[kk] = __fsub_rn(w[kk], __fmul_rn(e, ui[j]));
+            }
+            if (lane == t) {
+                codes[(size_t)r * in + i1 + i] = (int8_t)c;
+                E[(size_t)r * nb + i] = e;
+            }
+        }
+    }
+}
+
+template <int KR>
+static int launch_block(fq_cuda_ctx *ctx, float *W, const float *U, const float *scales,
+                        int8_t *codes, float *E, int out, int in, int i1, int nb, float qmax)
+{
+    size_t smem = sizeof(float) * (size_t)nb * nb;
+    CU_CHECK(cudaFuncSetAttribute(gptq_block_kernel<KR>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+             F, "gptq_sweep_cuda", "cudaFuncSetAttribute");
+    unsigned ctas = (unsigned)((out + SWEEP_WARPS - 1) / SWEEP_WARPS);
+    gptq_block_kernel<KR><<<ctas, SWEEP_WARPS * 32, smem, CTX_STREAM(ctx)>>>(
+        W, U, scales, codes, E, out, in, i1, nb, qmax);
+    LAUNCH_CHECK(F, "gptq_sweep_cuda", "gptq_block_kernel");
+    return FQ_OK;
+}
+
+static int sweep_block(fq_cuda_ctx *ctx, float *W, const float *U, const float *scales,
+                       int8_t *codes, float *E, int out, int in, int i1, int nb, float qmax)
+{
+    switch ((nb + 31) / 32) {
+    case 1: return launch_block<1>(ctx, W, U, scales, codes, E, out, in, i1, nb, qmax);
+    case 2: return launch_block<2>(ctx, W, U, scales, codes, E, out, in, i1, nb, qmax);
+    case 3: return launch_block<3>(ctx, W, U, scales, codes, E, out, in, i1, nb, qmax);
+    default: return launch_block<4>(ctx, W, U, scales, codes, E, out, in, i1, nb, qmax);
+    }
+}
+
+int gptq_sweep_cuda(fq_cuda_ctx *ctx, float *W, const float *U, const float *scales,
+                    int8_t *codes, float *E, int out, int in, int block, float qmax)
+{
+    if (!ctx || !W || !U || !scales || !codes || !E)
+        return fq_error(F ":gptq_sweep_cuda: NULL argument (expected a context and device W, "
+                        "U, scales, codes and E)");
+    if (out < 1 || in < 1 || block < 1 || block > GPTQ_CUDA_MAX_BLOCK || !(qmax >= 1.0f) ||
+        !(qmax <= 127.0f))
+        return fq_error(F ":gptq_sweep_cuda: shape [%d, %d], block %d, qmax %g (expected "
+                        "positive sizes, block 1..%d on the GPU (quantization.gptq_block), "
+                        "qmax 1..127)", out, in, block, (double)qmax, GPTQ_CUDA_MAX_BLOCK);
+    int math = ctx->math, rc = FQ_OK;
+    ctx->math = FQ_MATH_FP32;
+    for (int i1 = 0; rc == FQ_OK && i1 < in; i1 += block) {
+        int i2 = i1 + block < in ? i1 + block : in, nb = i2 - i1;
+        rc = sweep_block(ctx, W, U, scales, codes, E, out, in, i1, nb, qmax);
+        if (rc == FQ_OK && i2 < in)
+            rc = fq_gemm_cuda(ctx, 0, 0, out, in - i2, nb, -1.0f, E, nb,
+                              U + (size_t)i1 * in + i2, in, 1.0f, W + i2, in);
+    }
+    ctx->math = math;
+    return rc == FQ_OK ? FQ_OK : fq_error_wrap(F ":gptq_sweep_cuda ([%d, %d])", out, in);
+}
+
+/* rowsum[r] = Σ_j a[r, j]·b[r, j] in double, one CTA per row */
+static __global__ void row_dot_kernel(double *rowsum, const float *a, const float *b, int n)
+{
+    __shared__ double part[FQ_BLOCK];
+    const float *ar = a + (size_t)blockIdx.x * n, *br = b + (size_t)blockIdx.x * n;
+    double s = 0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x)
+        s += (double)ar[j] * (double)br[j];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h /= 2) {
+        if ((int)threadIdx.x < h)
+            part[threadIdx.x] += part[threadIdx.x + h];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        rowsum[blockIdx.x] = part[0];
+}
+
+int gptq_output_error_cuda(fq_cuda_ctx *ctx, const float *delta, const float *H, int out,
+                           int in, float *work, double *err)
+{
+    if (!ctx || !delta || !H || !work || !err || out < 1 || in < 1)
+        return fq_error(F ":gptq_output_error_cuda: bad arguments (expected a context, device "
+                        "delta, H, work, an output and a positive shape)");
+    int math = ctx->math;
+    ctx->math = FQ_MATH_FP32;
+    int rc = fq_gemm_cuda(ctx, 0, 0, out, in, in, 1.0f, delta, in, H, in, 0.0f, work, in);
+    ctx->math = math;
+    if (rc != FQ_OK)
+        return fq_error_wrap(F ":gptq_output_error_cuda");
+    double *rows_d = NULL;
+    double *rows_h = (double *)malloc(sizeof(double) * (size_t)out);
+    if (!rows_h)
+        return fq_error(F ":gptq_output_error_cuda: out of host memory (%d row sums)", out);
+    cudaError_t e = cudaMalloc((void **)&rows_d, sizeof(double) * (size_t)out);
+    if (e == cudaSuccess) {
+        row_dot_kernel<<<(unsigned)out, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(rows_d, work, delta, in);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(rows_h, rows_d, sizeof(double) * (size_t)out,
+                            cudaMemcpyDeviceToHost, CTX_STREAM(ctx));
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(CTX_STREAM(ctx));
+    cudaFree(rows_d);
+    if (e != cudaSuccess) {
+        free(rows_h);
+        return fq_error(F ":gptq_output_error_cuda: CUDA error in row_dot_kernel: %s (expected "
+                        "success)", cudaGetErrorString(e));
+    }
+    double s = 0;
+    for (int r = 0; r < out; r++)
+        s += rows_h[r];
+    free(rows_h);
+    *err = s;
+    return FQ_OK;
+}
+
+int gptq_cuda_alloc_bytes(void **dptr, size_t bytes, const char *what)
+{
+    return fq_cuda_alloc((float **)dptr, (bytes + sizeof(float) - 1) / sizeof(float), what);
+}
+
+int gptq_cuda_download_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    if (!ctx || !dst || !src)
+        return fq_error(F ":gptq_cuda_download_bytes: NULL argument");
+    CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, CTX_STREAM(ctx)), F,
+             "gptq_cuda_download_bytes", "cudaMemcpyAsync");
+    CU_CHECK(cudaStreamSynchronize(CTX_STREAM(ctx)), F, "gptq_cuda_download_bytes",
+             "cudaStreamSynchronize");
+    return FQ_OK;
+}

@@ -1,0 +1,59 @@
+/* gptq_cuda.h — GPTQ on the GPU (issue 10): the device twin of core/gptq.h's Hessian sum,
+ * column sweep and output error, for the GPTQ pass of a `device: cuda` job
+ * (coordinator/gptq_pass.h).
+ *
+ * The split with the host. gptq_plan_make (core/gptq.h) stays on the host: the float64
+ * Cholesky factorisations (a 4-bit pass on an fp32 factorisation goes wrong silently),
+ * the scales and the clip search, act-order, dead inputs. The GPU takes the parts that
+ * grow with tokens or with out·in²: x̂ᵀx̂ over the calibration tokens, the sweep with its
+ * lazy-batch GEMMs, and tr(ΔHΔᵀ) for the log. So the CPU and the GPU pass start every
+ * sweep from the same bytes.
+ *
+ * Exactness. Inside a block the sweep does the CPU's arithmetic in the CPU's order with
+ * IEEE fp32 operations (no contraction), so a weight whose input fits one block
+ * (in ≤ block) gets the CPU's codes bit for bit; across blocks the lazy update is a
+ * cuBLAS SGEMM whose summation order differs from OpenBLAS's, so later blocks can differ
+ * from the CPU by a code where a weight lands on a rounding boundary (tests/gpu:
+ * test_gpu_gptq states the measured share).
+ *
+ * Every pointer is DEVICE memory unless named host; the GEMMs run in fp32 whatever the
+ * context's math (the sweep restores ctx->math after).
+ */
+#ifndef FQ_GPTQ_CUDA_H
+#define FQ_GPTQ_CUDA_H
+
+#include <stdint.h>
+
+#include "kernels/flatq_cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest sweep block on the GPU: a block of U (block² floats) sits in shared memory
+ * and each lane keeps block/32 of a row's columns in registers. */
+#define GPTQ_CUDA_MAX_BLOCK 128
+
+/* sum [n, n] += xᵀx for x [rows, n] (one fp32 GEMM). */
+int gptq_hessian_add_cuda(fq_cuda_ctx *ctx, float *sum, const float *x, int rows, int n);
+
+/* The column sweep of core/gptq.c (gptq_sweep) on W [out, in] (pass order, consumed) with
+ * U [in, in] and scales [out]: codes [out, in] int8 in pass order. E: [out, block] work.
+ * block 1..GPTQ_CUDA_MAX_BLOCK; qmax = 2^(bits−1) − 1. */
+int gptq_sweep_cuda(fq_cuda_ctx *ctx, float *W, const float *U, const float *scales,
+                    int8_t *codes, float *E, int out, int in, int block, float qmax);
+
+/* err (host) = tr(Δ H Δᵀ) = Σ_r Σ_j (ΔH)_rj Δ_rj for Δ [out, in], H [in, in]; work:
+ * out·in floats. Summed per row in double, rows added on the host in order. */
+int gptq_output_error_cuda(fq_cuda_ctx *ctx, const float *delta, const float *H, int out,
+                           int in, float *work, double *err);
+
+/* Byte copies for the int8 codes (the float copies of flatq_cuda.h count floats). */
+int gptq_cuda_alloc_bytes(void **dptr, size_t bytes, const char *what);
+int gptq_cuda_download_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
