@@ -8,8 +8,14 @@
  *   - gptq_output_error_cuda against gptq_output_error (rel 1e-4);
  *   - qlayer_fwd_cuda against qlayer_fwd_observed on the bundled stories260K's layers
  *     quantized by QuaRot (every transform and clip non-trivial), TP blocks 1 and 2: the
- *     output (rel 1e-2) and every linear's observed input (codes moved ≤ 1 %; both sides
- *     are fp32 and differ only in GEMM rounding, so a flip needs a value on a boundary);
+ *     output (rel 3e-2) and every linear's observed input x̂ (at most 1 % of its values more
+ *     than half a quantization step away). Both sides are fp32 and differ only in
+ *     summation order, so the codes agree but for values on a rounding boundary; the
+ *     dequantized values x̂ = s·code still differ in their last bits wherever the per-token
+ *     scale s does, which is why x̂ is compared in steps, not bit for bit (session 10,
+ *     call 2: 70–79 % of the values differed in some bit with layer outputs equal to 3e-7).
+ *     One flipped K/V code moves a layer's output by up to ~1e-2 (measured 9.9e-3 on
+ *     layer 3); a wiring error (a transform or clip on the wrong input) moves it by 0.1–1;
  *   - refusals: a block over GPTQ_CUDA_MAX_BLOCK, NULL buffers.
  */
 #include "gpu_check.h"
@@ -209,6 +215,24 @@ static int seen_gpu(void *ctx, int lin, const float *xhat, int rows, int k)
     return 0;
 }
 
+/* share of x̂'s values more than half a quantization step from the reference; the step
+ * of each token and scale block is max|ref| / 7 over the block (4-bit, symmetric) */
+static double moved_share(const float *got, const float *ref, int rows, int k, int blocks)
+{
+    size_t moved = 0;
+    int bk = k / blocks;
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < blocks; b++) {
+            const float *g = got + (size_t)r * k + (size_t)b * bk, *f = ref + (size_t)r * k + (size_t)b * bk;
+            float mx = 0;
+            for (int j = 0; j < bk; j++)
+                mx = fmaxf(mx, fabsf(f[j]));
+            for (int j = 0; j < bk; j++)
+                moved += !(fabsf(g[j] - f[j]) <= 0.5f * mx / 7.0f);
+        }
+    return (double)moved / ((double)rows * k);
+}
+
 static void layer_forward(gpu_suite *t, const llama_model *m, int tp_blocks)
 {
     const llama_config *c = &m->cfg;
@@ -248,7 +272,7 @@ static void layer_forward(gpu_suite *t, const llama_model *m, int tp_blocks)
         float *y = gpu_fetch(t, dx, nx);
         char check[128];
         snprintf(check, sizeof check, "layer %d tp%d output", layer, tp_blocks);
-        gpu_check_rel(t, check, y, x, nx, 1e-2);
+        gpu_check_rel(t, check, y, x, nx, 3e-2);
         double worst = 0;
         int all = 1;
         for (int i = 0; i < QL_NLINEAR; i++) {
@@ -256,10 +280,8 @@ static void layer_forward(gpu_suite *t, const llama_model *m, int tp_blocks)
                 all = 0;
                 continue;
             }
-            size_t n = (size_t)sc.rows * sc.k[i], moved = 0;
-            for (size_t e = 0; e < n; e++)
-                moved += sc.xh[i][e] != sg.xh[i][e];
-            double share = (double)moved / (double)n;
+            int blocks = i == QL_O || i == QL_DOWN ? tp_blocks : 1;
+            double share = moved_share(sg.xh[i], sc.xh[i], sc.rows, sc.k[i], blocks);
             worst = share > worst ? share : worst;
             free(sc.xh[i]), free(sg.xh[i]);
         }
