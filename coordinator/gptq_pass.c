@@ -332,8 +332,8 @@ static int pass_layer(pass_state *ps, const job *j, int layer, int *reused)
         ps->t_forward = ps->t_hessian = ps->t_quant = 0;
         rc = merged_read(j->cache.dir, layer, ps->c, wp);
         if (rc == FQ_OK && ps->gpu) {
-            /* on the GPU the Hessian sums run inside the forwards; the host's share is
-             * gptq_plan_make's factorisations */
+            /* on the GPU the Hessian sums run inside the forwards; the second share is
+             * gptq_plan_make's scales and the factorisations (GPU or host) */
             rc = gptq_gpu_layer(ps->gpu, &q, wp, &ps->opts, err, secs);
             ps->t_forward = secs[0];
             ps->t_hessian = secs[1];
@@ -348,7 +348,7 @@ static int pass_layer(pass_state *ps, const job *j, int layer, int *reused)
             if (gptq_merged_path(j->cache.dir, layer, mpath, sizeof mpath) == FQ_OK)
                 unlink(mpath); /* consumed; a rerun reads the gptq result instead */
             printf(ps->gpu ? "gptq: layer %d in %.1f s on the GPU (forwards with Hessians %.1f, "
-                             "host factorisations %.1f, sweeps %.1f); output error GPTQ / RTN:"
+                             "scales and factorisations %.1f, sweeps %.1f); output error GPTQ / RTN:"
                            : "gptq: layer %d in %.1f s (forwards %.1f, Hessians %.1f, "
                              "quantization %.1f); output error GPTQ / RTN:",
                    layer, progress_monotonic_seconds() - t0, ps->t_forward, ps->t_hessian,

@@ -23,6 +23,7 @@
 struct gptq_gpu {
     fq_cuda_ctx *ctx;
     int saved_math; /* the context's math, restored at the end: the pass runs in fp32 */
+    int gpu_factor; /* 1: the factorisations on the GPU (cuSOLVER found), 0: LAPACK */
     const llama_config *c;
     qconfig qc;
     int nsamples, seqlen, batch;
@@ -81,6 +82,12 @@ int gptq_gpu_init(gptq_gpu **out, fq_cuda_ctx *ctx, const llama_config *c, const
         gptq_gpu_free(g);
         return fq_error_wrap("GPTQ pass on GPU %d", ctx->device);
     }
+    char why[256];
+    g->gpu_factor = gptq_cuda_have_solver(why);
+    printf("gptq: the pass on GPU %d; float64 factorisations %s\n", ctx->device,
+           g->gpu_factor ? "on the GPU" : "on the host's LAPACK");
+    printf("gptq: %s\n", why);
+    fflush(stdout);
     *out = g;
     return FQ_OK;
 }
@@ -193,17 +200,21 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long 
         rc = gptq_quantize_opts(l, wp, out, in, hh, bits, o);
         goto errors;
     }
-    if (gptq_plan_make(&p, wp, out, in, hh, bits, o) != FQ_OK)
+    /* the factorisations on the GPU's FP64 units when cuSOLVER is there, else LAPACK */
+    int gpu_factor = g->gpu_factor;
+    if (gptq_plan_make_ex(&p, wp, out, in, hh, bits, o, !gpu_factor) != FQ_OK ||
+        fq_cuda_alloc(&dU, nh, "GPTQ inverse Hessian factor") ||
+        (gpu_factor ? gptq_inverse_factor_cuda(g->ctx, p.Hd, in, p.damp, dU)
+                    : fq_cuda_upload(g->ctx, dU, p.U, nh)))
         goto out;
     double t1 = progress_monotonic_seconds();
     secs[1] += t1 - t0;
     codes = fq_malloc(nw, "weight codes");
     if (!codes || fq_cuda_alloc(&dW, nw, "GPTQ working weight") ||
-        fq_cuda_alloc(&dU, nh, "GPTQ inverse Hessian factor") ||
         fq_cuda_alloc(&dS, (size_t)out, "weight scales") ||
         fq_cuda_alloc(&dE, (size_t)out * (p.block < in ? p.block : in), "GPTQ block errors") ||
         gptq_cuda_alloc_bytes((void **)&dcodes, nw, "weight codes") ||
-        fq_cuda_upload(g->ctx, dW, p.W, nw) || fq_cuda_upload(g->ctx, dU, p.U, nh) ||
+        fq_cuda_upload(g->ctx, dW, p.W, nw) ||
         fq_cuda_upload(g->ctx, dS, p.scales, (size_t)out) ||
         gptq_sweep_cuda(g->ctx, dW, dU, dS, dcodes, dE, out, in, p.block, p.qmax) ||
         gptq_cuda_download_bytes(g->ctx, codes, dcodes, nw))

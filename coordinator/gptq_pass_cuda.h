@@ -7,8 +7,10 @@
  * 70B model's); each layer moves them forward in place, batch by batch. Per layer the GPU
  * holds the layer (its seven weights in fp32), one group's Hessians (in² floats each:
  * 3.3 GB for a 70B down_proj) and one batch's scratch (the batch is capped so the
- * attention's softmax rows stay under 2 GiB). The host keeps gptq_plan_make's float64
- * factorisations (core/gptq.h says why).
+ * attention's softmax rows stay under 2 GiB). The float64 factorisations (core/gptq.h
+ * says why float64) run on the GPU through cuSOLVER when the CUDA toolkit's solver library
+ * can be opened (kernels/gptq_cuda.h), else on the host's LAPACK; either way from the
+ * damped Hessian gptq_plan_make_ex leaves, so the same scales, order and dead inputs.
  *
  * Built without nvcc, gptq_gpu_init fails with a one-line error.
  */
@@ -34,7 +36,7 @@ int gptq_gpu_forward(gptq_gpu *g, const qlayer_rt *rt);
 /* GPTQ the seven weights of q (RTN codes replaced) from the merged weights wp, group by
  * group in gptq_pass.h's order, then move the activations through the finished layer.
  * err[lin][0/1]: output error of RTN / GPTQ through the Hessian (for the log); secs:
- * forwards with Hessian sums, host factorisations, GPU sweeps. */
+ * forwards with Hessian sums, scales and factorisations, GPU sweeps. */
 int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gptq_opts *o,
                    double err[QL_NLINEAR][2], double secs[3]);
 

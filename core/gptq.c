@@ -74,9 +74,9 @@ int gptq_hessian_get(const gptq_hessian *h, real *out)
     return FQ_OK;
 }
 
-/* U (upper, row-major, H⁻¹ = UᵀU) of the damped Hessian, in place in a [n, n]. Dead
- * inputs are marked in dead[]. */
-static int inverse_cholesky_upper(double *a, int n, double damp, uint8_t *dead)
+/* The recipe's damping, in place on a [n, n]: dead inputs (H_ii = 0, marked in dead[])
+ * get H_ii = 1, then every diagonal element gains damp · mean(diag). */
+static void damp_diagonal(double *a, int n, double damp, uint8_t *dead)
 {
     double mean = 0;
     for (int i = 0; i < n; i++) {
@@ -89,6 +89,11 @@ static int inverse_cholesky_upper(double *a, int n, double damp, uint8_t *dead)
     mean /= n;
     for (int i = 0; i < n; i++)
         a[(size_t)i * n + i] += damp * mean;
+}
+
+/* U (upper, row-major, H⁻¹ = UᵀU) of the damped Hessian a, in place. */
+static int inverse_cholesky_upper(double *a, int n, double damp)
+{
     int info = 0;
     dpotrf_("L", &n, a, &n, &info, 1);
     if (info > 0)
@@ -185,6 +190,7 @@ void gptq_plan_free(gptq_plan *p)
     if (!p)
         return;
     free(p->U);
+    free(p->Hd);
     free(p->W);
     free(p->scales);
     free(p->perm);
@@ -193,6 +199,12 @@ void gptq_plan_free(gptq_plan *p)
 
 int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
                    const gptq_opts *o)
+{
+    return gptq_plan_make_ex(p, w, out, in, H, bits, o, 1);
+}
+
+int gptq_plan_make_ex(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
+                      const gptq_opts *o, int factor)
 {
     if (!p || !w || !H || !o)
         return fq_error(WHERE ":gptq_quantize: NULL argument (expected linear, weight, "
@@ -220,12 +232,13 @@ int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, 
     p->qmax = (float)((1 << (bits - 1)) - 1);
     double *hd = fq_malloc(sizeof(double) * nh, "GPTQ inverse Hessian");
     uint8_t *dead = fq_malloc((size_t)in, "dead inputs");
-    p->U = fq_malloc(sizeof(real) * nh, "GPTQ inverse Hessian factor");
+    p->U = factor ? fq_malloc(sizeof(real) * nh, "GPTQ inverse Hessian factor") : NULL;
     p->W = fq_malloc(sizeof(real) * nw, "GPTQ working weight");
     p->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
+    p->damp = damp;
     const int *perm = NULL;
     int rc = FQ_ERR;
-    if (!hd || !dead || !p->U || !p->W || !p->scales)
+    if (!hd || !dead || (factor && !p->U) || !p->W || !p->scales)
         goto out;
     if (o->act_order && act_order_perm(H, in, &p->perm) != FQ_OK)
         goto out;
@@ -234,10 +247,16 @@ int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, 
         for (int j = 0; j < in; j++)
             hd[(size_t)i * in + j] =
                 perm ? (double)H[(size_t)perm[i] * in + perm[j]] : (double)H[(size_t)i * in + j];
-    if (inverse_cholesky_upper(hd, in, damp, dead) != FQ_OK)
-        goto out;
-    for (size_t i = 0; i < nh; i++)
-        p->U[i] = (real)hd[i];
+    damp_diagonal(hd, in, damp, dead);
+    if (factor) {
+        if (inverse_cholesky_upper(hd, in, damp) != FQ_OK)
+            goto out;
+        for (size_t i = 0; i < nh; i++)
+            p->U[i] = (real)hd[i];
+    } else {
+        p->Hd = hd; /* the caller factorises it */
+        hd = NULL;
+    }
     /* the RTN scale of the clipped row, in float exactly as qlinear_quantize_rtn */
     for (int r = 0; r < out; r++) {
         float mx = 0;

@@ -77,11 +77,19 @@ typedef struct {
                     * working copy: it is overwritten) */
     float *scales; /* [out] */
     int *perm;     /* NULL, or pass column i is input perm[i] (act-order) */
+    double *Hd;    /* gptq_plan_make_ex with factor = 0: the damped Hessian in pass order
+                    * [in, in] that the caller factorises (U is then NULL) */
+    double damp;   /* the damping used (for the caller's error message) */
 } gptq_plan;
 
 /* bits 2..8 (16 has no sweep: gptq_quantize_opts copies the weight). */
 int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
                    const gptq_opts *o);
+/* factor = 0: stop before the factorisations, leaving the damped Hessian in p->Hd for a
+ * factorisation elsewhere (kernels/gptq_cuda.h gptq_inverse_factor_cuda: the GPU's FP64
+ * units take seconds where the host's LAPACK takes minutes for a 70B down_proj). */
+int gptq_plan_make_ex(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
+                      const gptq_opts *o, int factor);
 void gptq_plan_free(gptq_plan *p);
 /* The column sweep on the CPU: codes [out, in] (int8, pass order). Consumes p->W. */
 int gptq_sweep(gptq_plan *p, int8_t *codes);

@@ -11,7 +11,9 @@
  * The per-column arithmetic uses the _rn intrinsics so nvcc cannot contract a·b − c into
  * an FMA: the CPU reference rounds the product first.
  */
+#include <dlfcn.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "kernels/cuda_common.cuh"
@@ -203,5 +205,143 @@ int gptq_cuda_download_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_
              "gptq_cuda_download_bytes", "cudaMemcpyAsync");
     CU_CHECK(cudaStreamSynchronize(CTX_STREAM(ctx)), F, "gptq_cuda_download_bytes",
              "cudaStreamSynchronize");
+    return FQ_OK;
+}
+
+/* ---- the factorisations: cuSOLVER opened at run time ----
+ * Declared here instead of through cusolverDn.h: a build machine without the solver's
+ * headers still compiles, and a run without the library falls back to LAPACK. The status
+ * and fill-mode enums are ints in the C ABI; 0 is CUSOLVER_STATUS_SUCCESS and
+ * CUBLAS_FILL_MODE_LOWER. */
+typedef int (*solv_create_fn)(void **);
+typedef int (*solv_stream_fn)(void *, cudaStream_t);
+typedef int (*solv_bufsize_fn)(void *, int, int, double *, int, int *);
+typedef int (*solv_run_fn)(void *, int, int, double *, int, double *, int, int *);
+
+static struct {
+    int tried, ok;
+    void *handle;
+    solv_stream_fn set_stream;
+    solv_bufsize_fn potrf_size, potri_size;
+    solv_run_fn potrf, potri;
+    char why[256];
+} g_solv;
+
+static void solver_open(void)
+{
+    if (g_solv.tried)
+        return;
+    g_solv.tried = 1;
+    const char *names[] = {"libcusolver.so.12", "libcusolver.so",
+                           "/usr/local/cuda/lib64/libcusolver.so.12"};
+    void *lib = NULL;
+    for (size_t i = 0; !lib && i < sizeof names / sizeof names[0]; i++)
+        if ((lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL)))
+            snprintf(g_solv.why, sizeof g_solv.why, "cuSOLVER (%s)", names[i]);
+    if (!lib) {
+        snprintf(g_solv.why, sizeof g_solv.why, "no cuSOLVER library (%s)", dlerror());
+        return;
+    }
+    solv_create_fn create = (solv_create_fn)dlsym(lib, "cusolverDnCreate");
+    g_solv.set_stream = (solv_stream_fn)dlsym(lib, "cusolverDnSetStream");
+    g_solv.potrf_size = (solv_bufsize_fn)dlsym(lib, "cusolverDnDpotrf_bufferSize");
+    g_solv.potri_size = (solv_bufsize_fn)dlsym(lib, "cusolverDnDpotri_bufferSize");
+    g_solv.potrf = (solv_run_fn)dlsym(lib, "cusolverDnDpotrf");
+    g_solv.potri = (solv_run_fn)dlsym(lib, "cusolverDnDpotri");
+    if (!create || !g_solv.set_stream || !g_solv.potrf_size || !g_solv.potri_size ||
+        !g_solv.potrf || !g_solv.potri) {
+        snprintf(g_solv.why, sizeof g_solv.why, "cuSOLVER without the potrf/potri entry points");
+        return;
+    }
+    if (create(&g_solv.handle) != 0) {
+        snprintf(g_solv.why, sizeof g_solv.why, "cusolverDnCreate failed");
+        return;
+    }
+    g_solv.ok = 1; /* the library stays loaded for the process */
+}
+
+int gptq_cuda_have_solver(char *why)
+{
+    solver_open();
+    if (why)
+        snprintf(why, 256, "%s", g_solv.why);
+    return g_solv.ok;
+}
+
+/* row-major: zero below the diagonal and round to float */
+static __global__ void upper_to_float_kernel(float *U, const double *a, int n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)n * n)
+        return;
+    int r = (int)(i / n), c = (int)(i % n);
+    U[i] = c < r ? 0.0f : (float)a[i];
+}
+
+int gptq_inverse_factor_cuda(fq_cuda_ctx *ctx, const double *hd, int n, double damp, float *U)
+{
+    if (!ctx || !hd || !U || n < 1)
+        return fq_error(F ":gptq_inverse_factor_cuda: bad arguments (expected a context, the "
+                        "host Hessian, a device factor and n >= 1)");
+    if (!gptq_cuda_have_solver(NULL))
+        return fq_error(F ":gptq_inverse_factor_cuda: %s (expected the CUDA toolkit's "
+                        "cuSOLVER; the host's LAPACK can factorise instead)", g_solv.why);
+    size_t nn = (size_t)n * n;
+    double *a = NULL, *work = NULL;
+    int *info_d = NULL, info = 0, lw1 = 0, lw2 = 0, st = 0;
+    const char *step = "cudaMalloc";
+    cudaError_t e = cudaMalloc((void **)&a, sizeof(double) * nn);
+    if (e == cudaSuccess)
+        e = cudaMalloc((void **)&info_d, sizeof(int));
+    if (e == cudaSuccess) {
+        step = "cudaMemcpyAsync";
+        e = cudaMemcpyAsync(a, hd, sizeof(double) * nn, cudaMemcpyHostToDevice, CTX_STREAM(ctx));
+    }
+    if (e == cudaSuccess) {
+        step = "cuSOLVER set-up";
+        st = g_solv.set_stream(g_solv.handle, CTX_STREAM(ctx));
+        if (!st)
+            st = g_solv.potrf_size(g_solv.handle, 0, n, a, n, &lw1);
+        if (!st)
+            st = g_solv.potri_size(g_solv.handle, 0, n, a, n, &lw2);
+        if (!st) {
+            step = "cudaMalloc";
+            e = cudaMalloc((void **)&work, sizeof(double) * (size_t)(lw1 > lw2 ? lw1 : lw2 > 0 ? lw2 : 1));
+        }
+    }
+    /* the host's sequence: Cholesky of the damped H, its inverse, the Cholesky of that; lower
+     * in the column-major view = upper in row-major, as core/gptq.c explains */
+    const char *calls[3] = {"potrf of the damped Hessian", "potri", "potrf of the inverse"};
+    for (int c = 0; c < 3 && e == cudaSuccess && !st && !info; c++) {
+        step = calls[c];
+        st = c == 1 ? g_solv.potri(g_solv.handle, 0, n, a, n, work, lw2, info_d)
+                    : g_solv.potrf(g_solv.handle, 0, n, a, n, work, lw1, info_d);
+        if (!st)
+            e = cudaMemcpyAsync(&info, info_d, sizeof(int), cudaMemcpyDeviceToHost, CTX_STREAM(ctx));
+        if (e == cudaSuccess && !st)
+            e = cudaStreamSynchronize(CTX_STREAM(ctx));
+        if (c == 0 && info > 0 && e == cudaSuccess && !st) {
+            cudaFree(a), cudaFree(work), cudaFree(info_d);
+            return fq_error(F ":gptq_quantize: the damped Hessian is not positive definite "
+                            "(leading minor %d; expected a larger gptq_damp than %g)", info, damp);
+        }
+    }
+    if (e == cudaSuccess && !st && !info) {
+        step = "upper_to_float_kernel";
+        upper_to_float_kernel<<<(unsigned)((nn + FQ_BLOCK - 1) / FQ_BLOCK), FQ_BLOCK, 0,
+                                CTX_STREAM(ctx)>>>(U, a, n);
+        e = cudaGetLastError();
+        if (e == cudaSuccess)
+            e = cudaStreamSynchronize(CTX_STREAM(ctx));
+    }
+    cudaFree(a);
+    cudaFree(work);
+    cudaFree(info_d);
+    if (e != cudaSuccess)
+        return fq_error(F ":gptq_inverse_factor_cuda: CUDA error in %s: %s (expected success; "
+                        "%d x %d doubles)", step, cudaGetErrorString(e), n, n);
+    if (st || info)
+        return fq_error(F ":gptq_inverse_factor_cuda: cuSOLVER %s failed (status %d, info %d; "
+                        "expected a well-conditioned damped Hessian)", step, st, info);
     return FQ_OK;
 }

@@ -2,12 +2,14 @@
  * column sweep and output error, for the GPTQ pass of a `device: cuda` job
  * (coordinator/gptq_pass.h).
  *
- * The split with the host. gptq_plan_make (core/gptq.h) stays on the host: the float64
- * Cholesky factorisations (a 4-bit pass on an fp32 factorisation goes wrong silently),
- * the scales and the clip search, act-order, dead inputs. The GPU takes the parts that
+ * The split with the host. gptq_plan_make_ex (core/gptq.h) stays on the host: the scales
+ * and the clip search, act-order, dead inputs, the damping. The GPU takes the parts that
  * grow with tokens or with out·in²: x̂ᵀx̂ over the calibration tokens, the sweep with its
- * lazy-batch GEMMs, and tr(ΔHΔᵀ) for the log. So the CPU and the GPU pass start every
- * sweep from the same bytes.
+ * lazy-batch GEMMs, tr(ΔHΔᵀ) for the log, and — through cuSOLVER, when it can be opened —
+ * the float64 factorisations (float64 because a 4-bit pass on an fp32 factorisation goes
+ * wrong silently): 163 s on 16 host cores for one LLaMA-3-70B layer's seven (session 10).
+ * With the host's factor (LAPACK) the CPU and the GPU pass start every sweep from the same
+ * bytes; cuSOLVER's factor may differ from LAPACK's in the last bit of a float.
  *
  * Exactness. Inside a block the sweep does the CPU's arithmetic in the CPU's order with
  * IEEE fp32 operations (no contraction), so a weight whose input fits one block
@@ -47,6 +49,16 @@ int gptq_sweep_cuda(fq_cuda_ctx *ctx, float *W, const float *U, const float *sca
  * out·in floats. Summed per row in double, rows added on the host in order. */
 int gptq_output_error_cuda(fq_cuda_ctx *ctx, const float *delta, const float *H, int out,
                            int in, float *work, double *err);
+
+/* The float64 factorisations of core/gptq.c on the GPU through cuSOLVER (potrf, potri,
+ * potrf; the CUDA toolkit's solver library, opened at run time so that a machine without
+ * it still runs, on the host's LAPACK). 1 when it is there, else 0; `why` (may be NULL,
+ * ≥ 256 bytes) names the library or the reason. */
+int gptq_cuda_have_solver(char *why);
+/* U [n, n] (device, float) ← the upper factor (H⁻¹ = UᵀU, row-major) of the damped
+ * Hessian hd [n, n] (host, double: gptq_plan's Hd), as core/gptq.c computes it; damp only
+ * names the fix in the error of a Hessian that is not positive definite. */
+int gptq_inverse_factor_cuda(fq_cuda_ctx *ctx, const double *hd, int n, double damp, float *U);
 
 /* Byte copies for the int8 codes (the float copies of flatq_cuda.h count floats). */
 int gptq_cuda_alloc_bytes(void **dptr, size_t bytes, const char *what);

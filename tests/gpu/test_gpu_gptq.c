@@ -16,6 +16,11 @@
  *     call 2: 70–79 % of the values differed in some bit with layer outputs equal to 3e-7).
  *     One flipped K/V code moves a layer's output by up to ~1e-2 (measured 9.9e-3 on
  *     layer 3); a wiring error (a transform or clip on the wrong input) moves it by 0.1–1;
+ *   - gptq_inverse_factor_cuda (cuSOLVER, opened at run time) against the host's LAPACK
+ *     factor of the same damped Hessian: max |ΔU| / max |U| ≤ 1e-6 (both float64, then
+ *     rounded to float), a Hessian that is not positive definite refused, and a sweep from
+ *     the GPU's factor within the multi-block tolerances above. A machine without cuSOLVER
+ *     fails the "cuSOLVER found" row: the row says what did not run;
  *   - refusals: a block over GPTQ_CUDA_MAX_BLOCK, NULL buffers.
  */
 #include "gpu_check.h"
@@ -178,6 +183,75 @@ static void hessian_and_error(gpu_suite *t)
     free(x), free(H), free(hs), free(w), free(wq), free(l.codes), free(l.scales);
 }
 
+/* the GPU factor of a damped Hessian against the host's, and a sweep from it */
+static void factor_case(gpu_suite *t, int out, int in, int act_order)
+{
+    float *w = gpu_host((size_t)out * in);
+    gpu_fill_normal(t, w, (size_t)out * in, 0.05);
+    float *H = make_hessian(t, 2 * in + 64, in, NULL);
+    gptq_opts o = {0.01, 128, act_order, 0};
+    gptq_plan ph, pg;
+    if (gptq_plan_make(&ph, w, out, in, H, 4, &o) || gptq_plan_make_ex(&pg, w, out, in, H, 4, &o, 0))
+        gpu_die(t, "gptq_plan_make");
+    size_t nh = (size_t)in * in;
+    float *dU = gpu_dev(t, nh);
+    gpu_call(t, gptq_inverse_factor_cuda(&t->ctx, pg.Hd, in, pg.damp, dU), "gptq_inverse_factor_cuda");
+    float *U = gpu_fetch(t, dU, nh);
+    double mx = 0, dmax = 0;
+    for (size_t i = 0; i < nh; i++) {
+        mx = fmax(mx, fabs(ph.U[i]));
+        dmax = fmax(dmax, fabs((double)U[i] - ph.U[i]));
+    }
+    char check[128];
+    snprintf(check, sizeof check, "cuSOLVER factor vs LAPACK n %d%s", in, act_order ? " act-order" : "");
+    gpu_report(t, check, dmax / mx, 1e-6, isfinite(dmax) && dmax / mx <= 1e-6, "");
+    /* the sweep from the GPU's factor, finished into a linear, against the CPU's linear */
+    float *dW = gpu_dev_copy(t, pg.W, (size_t)out * in), *dS = gpu_dev_copy(t, pg.scales, (size_t)out);
+    float *dE = gpu_dev(t, (size_t)out * 128);
+    int8_t *dcodes = (int8_t *)gpu_dev(t, ((size_t)out * in + 3) / 4);
+    int8_t *codes = malloc((size_t)out * in);
+    qlinear lc, lg;
+    gpu_call(t, gptq_sweep_cuda(&t->ctx, dW, dU, dS, dcodes, dE, out, in, 128, pg.qmax), "gptq_sweep_cuda");
+    gpu_call(t, gptq_cuda_download_bytes(&t->ctx, codes, dcodes, (size_t)out * in), "download");
+    if (gptq_plan_finish(&pg, codes, &lg) || gptq_quantize_opts(&lc, w, out, in, H, 4, &o))
+        gpu_die(t, "finish");
+    int8_t *cc = codes_of(&lc), *cg = codes_of(&lg);
+    size_t diff = 0;
+    for (size_t i = 0; i < (size_t)out * in; i++)
+        diff += cc[i] != cg[i];
+    double ec, eg;
+    if (gptq_output_error(&lc, w, H, &ec) || gptq_output_error(&lg, w, H, &eg))
+        gpu_die(t, "gptq_output_error");
+    double share = (double)diff / ((double)out * in), r = fabs(eg / ec - 1);
+    snprintf(check, sizeof check, "sweep from the GPU factor n %d: codes moved", in);
+    gpu_report(t, check, share, 5e-3, share <= 5e-3, "");
+    snprintf(check, sizeof check, "sweep from the GPU factor n %d: output error GPU/CPU - 1", in);
+    gpu_report(t, check, r, 0.02, r <= 0.02, "");
+    /* not positive definite: −H, no damping */
+    double *neg = gpu_host_f64(nh);
+    for (int i = 0; i < in; i++)
+        neg[(size_t)i * in + i] = -1.0;
+    int rc = gptq_inverse_factor_cuda(&t->ctx, neg, in, 0.0, dU);
+    snprintf(check, sizeof check, "cuSOLVER refuses a negative definite H (n %d)", in);
+    gpu_report(t, check, rc == FQ_ERR ? 0 : 1, 0, rc == FQ_ERR, "");
+    free(neg), free(U), free(cc), free(cg), free(w), free(H);
+    free(lc.codes), free(lc.scales), free(lg.codes), free(lg.scales);
+    gptq_plan_free(&ph);
+    gptq_plan_free(&pg);
+}
+
+static void factor_cases(gpu_suite *t)
+{
+    char why[256];
+    int ok = gptq_cuda_have_solver(why);
+    printf("solver: %s\n", why);
+    gpu_report(t, "cuSOLVER found (else the factor rows did not run)", ok ? 0 : 1, 0, ok, "");
+    if (!ok)
+        return;
+    factor_case(t, 96, 300, 0);
+    factor_case(t, 128, 1000, 1);
+}
+
 static void refusals(gpu_suite *t)
 {
     float *d = gpu_dev(t, 64);
@@ -313,6 +387,7 @@ int main(void)
     sweep_case(&t, "blocks of 100, clip search", 96, 300, 100, 0, 1, 0);
     sweep_case(&t, "one block of 100, both options", 40, 100, 100, 1, 1, 0);
     refusals(&t);
+    factor_cases(&t);
     llama_model m;
     if (llama_model_load(MODEL, &m) != FQ_OK)
         gpu_die(&t, "loading " MODEL " (run from the repository root)");
