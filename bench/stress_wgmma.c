@@ -20,7 +20,7 @@
 #include "w4a4_ref.h"
 
 #ifdef FLATQ_HAVE_CUDA
-#include "kernels/gptq_cuda.h"
+#include "kernels/flatq_cuda.h"
 #include "kernels/w4a4.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -30,12 +30,11 @@ static uint32_t next(void)
     return (uint32_t)(rng >> 16);
 }
 
-/* device copy of n bytes (n a multiple of 4: the float copies count floats) */
+/* device copy of n bytes */
 static void *up(fq_cuda_ctx *c, const void *h, size_t n)
 {
     void *d = NULL;
-    if (gptq_cuda_alloc_bytes(&d, n, "stress buffer") ||
-        fq_cuda_upload(c, (float *)d, (const float *)h, n / 4)) {
+    if (fq_cuda_alloc_bytes(&d, n, "stress buffer") || fq_cuda_upload_bytes(c, d, h, n)) {
         fprintf(stderr, "stress_wgmma: %s\n", fq_errmsg());
         exit(1);
     }
@@ -91,11 +90,11 @@ int main(int argc, char **argv)
             size_t worst = 0;
             for (int r = 0; r < runs; r++) {
                 memset(got, 0xA5, out_bytes);
-                if (fq_cuda_upload(&ctx, dy, (const float *)got, out_bytes / 4) ||
+                if (fq_cuda_upload_bytes(&ctx, dy, got, out_bytes) ||
                     (s->i32 ? fq_w4a4_gemm_i32_cuda(&ctx, dy, dqx, dqw, s->M, s->N, s->K, FQ_W4A4_WGMMA)
                             : fq_w4a4_gemm_path_cuda(&ctx, dy, dqx, dsx, s->kblocks, dqw, dsw, s->M,
                                                      s->N, s->K, NULL, FQ_W4A4_WGMMA)) ||
-                    gptq_cuda_download_bytes(&ctx, got, dy, out_bytes)) {
+                    fq_cuda_download_bytes(&ctx, got, dy, out_bytes)) {
                     fprintf(stderr, "stress_wgmma: %s\n", fq_errmsg());
                     return 1;
                 }

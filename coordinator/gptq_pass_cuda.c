@@ -213,11 +213,11 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long 
     if (!codes || fq_cuda_alloc(&dW, nw, "GPTQ working weight") ||
         fq_cuda_alloc(&dS, (size_t)out, "weight scales") ||
         fq_cuda_alloc(&dE, (size_t)out * (p.block < in ? p.block : in), "GPTQ block errors") ||
-        gptq_cuda_alloc_bytes((void **)&dcodes, nw, "weight codes") ||
+        fq_cuda_alloc_bytes((void **)&dcodes, nw, "weight codes") ||
         fq_cuda_upload(g->ctx, dW, p.W, nw) ||
         fq_cuda_upload(g->ctx, dS, p.scales, (size_t)out) ||
         gptq_sweep_cuda(g->ctx, dW, dU, dS, dcodes, dE, out, in, p.block, p.qmax) ||
-        gptq_cuda_download_bytes(g->ctx, codes, dcodes, nw))
+        fq_cuda_download_bytes(g->ctx, codes, dcodes, nw))
         goto out;
     rc = gptq_plan_finish(&p, codes, l);
     codes = NULL;

@@ -226,34 +226,49 @@ void fq_cuda_free(void *dptr)
         cudaFree(dptr);
 }
 
-int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
+/* One copy on the context's stream; sync: wait for it (host buffers are then free). */
+static int copy_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes,
+                      cudaMemcpyKind kind, int sync, const char *where, const char *buffers)
 {
     if (!ctx || !dst || !src)
-        return fq_error(F ":fq_cuda_upload: NULL argument (expected context, device and host "
-                        "buffers)");
-    CU_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyHostToDevice,
-                             CTX_STREAM(ctx)), F, "fq_cuda_upload", "cudaMemcpyAsync");
-    return fq_cuda_sync(ctx);
+        return fq_error(F ":%s: NULL argument (expected context, %s)", where, buffers);
+    CU_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, CTX_STREAM(ctx)), F, where, "cudaMemcpyAsync");
+    return sync ? fq_cuda_sync(ctx) : FQ_OK;
+}
+
+int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
+{
+    return copy_bytes(ctx, dst, src, count * sizeof(float), cudaMemcpyHostToDevice, 1,
+                      "fq_cuda_upload", "device and host buffers");
 }
 
 int fq_cuda_copy(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
 {
-    if (!ctx || !dst || !src)
-        return fq_error(F ":fq_cuda_copy: NULL argument (expected context and two device "
-                        "buffers)");
-    CU_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice,
-                             CTX_STREAM(ctx)), F, "fq_cuda_copy", "cudaMemcpyAsync");
-    return FQ_OK;
+    return copy_bytes(ctx, dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice, 0,
+                      "fq_cuda_copy", "two device buffers");
 }
 
 int fq_cuda_download(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
 {
-    if (!ctx || !dst || !src)
-        return fq_error(F ":fq_cuda_download: NULL argument (expected context, host and "
-                        "device buffers)");
-    CU_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost,
-                             CTX_STREAM(ctx)), F, "fq_cuda_download", "cudaMemcpyAsync");
-    return fq_cuda_sync(ctx);
+    return copy_bytes(ctx, dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, 1,
+                      "fq_cuda_download", "host and device buffers");
+}
+
+int fq_cuda_alloc_bytes(void **dptr, size_t bytes, const char *what)
+{
+    return fq_cuda_alloc((float **)dptr, (bytes + sizeof(float) - 1) / sizeof(float), what);
+}
+
+int fq_cuda_upload_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    return copy_bytes(ctx, dst, src, bytes, cudaMemcpyHostToDevice, 1, "fq_cuda_upload_bytes",
+                      "device and host buffers");
+}
+
+int fq_cuda_download_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    return copy_bytes(ctx, dst, src, bytes, cudaMemcpyDeviceToHost, 1, "fq_cuda_download_bytes",
+                      "host and device buffers");
 }
 
 static __global__ void fill_kernel(float *dst, float value, size_t n)

@@ -111,6 +111,11 @@ int fq_cuda_upload(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count)
 int fq_cuda_download(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
 /* Device to device, asynchronous on the context's stream (no synchronisation). */
 int fq_cuda_copy(fq_cuda_ctx *ctx, float *dst, const float *src, size_t count);
+/* The same for byte buffers (int8 codes, packed nibbles): sizes in bytes, allocations
+ * rounded up to whole floats; upload and download synchronise as the float ones do. */
+int fq_cuda_alloc_bytes(void **dptr, size_t bytes, const char *what);
+int fq_cuda_upload_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
+int fq_cuda_download_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
 int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count);
 /* FQ_MATH_FP32 / TF32 / BF16 for the GEMMs that follow. */
 int fq_cuda_set_math(fq_cuda_ctx *ctx, int math);

@@ -192,22 +192,6 @@ int gptq_output_error_cuda(fq_cuda_ctx *ctx, const float *delta, const float *H,
     return FQ_OK;
 }
 
-int gptq_cuda_alloc_bytes(void **dptr, size_t bytes, const char *what)
-{
-    return fq_cuda_alloc((float **)dptr, (bytes + sizeof(float) - 1) / sizeof(float), what);
-}
-
-int gptq_cuda_download_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes)
-{
-    if (!ctx || !dst || !src)
-        return fq_error(F ":gptq_cuda_download_bytes: NULL argument");
-    CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, CTX_STREAM(ctx)), F,
-             "gptq_cuda_download_bytes", "cudaMemcpyAsync");
-    CU_CHECK(cudaStreamSynchronize(CTX_STREAM(ctx)), F, "gptq_cuda_download_bytes",
-             "cudaStreamSynchronize");
-    return FQ_OK;
-}
-
 /* ---- the factorisations: cuSOLVER opened at run time ----
  * Declared here instead of through cusolverDn.h: a build machine without the solver's
  * headers still compiles, and a run without the library falls back to LAPACK. The status

@@ -60,10 +60,6 @@ int gptq_cuda_have_solver(char *why);
  * names the fix in the error of a Hessian that is not positive definite. */
 int gptq_inverse_factor_cuda(fq_cuda_ctx *ctx, const double *hd, int n, double damp, float *U);
 
-/* Byte copies for the int8 codes (the float copies of flatq_cuda.h count floats). */
-int gptq_cuda_alloc_bytes(void **dptr, size_t bytes, const char *what);
-int gptq_cuda_download_bytes(fq_cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
-
 #ifdef __cplusplus
 }
 #endif

@@ -63,11 +63,11 @@ static float **layer_slot(llama_layer_dev *dl, int i)
     return slots[i];
 }
 
-static int check_shape(const llama_config *c, const char *where)
+int llama_layer_shape_check(const llama_config *c, const char *where)
 {
     if (!c || c->hidden <= 0 || c->intermediate <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
         c->head_dim <= 0 || c->n_heads % c->n_kv_heads)
-        return fq_error(F ":%s: invalid model shape (expected positive sizes and heads a "
+        return fq_error("%s: invalid model shape (expected positive sizes and heads a "
                         "multiple of KV heads)", where);
     return FQ_OK;
 }
@@ -85,7 +85,7 @@ void llama_layer_dev_free(llama_layer_dev *dl)
 int llama_layer_dev_upload(fq_cuda_ctx *ctx, llama_layer_dev *dl, const llama_config *c,
                            const float *const host[9])
 {
-    if (!ctx || !dl || !host || check_shape(c, "llama_layer_dev_upload"))
+    if (!ctx || !dl || !host || llama_layer_shape_check(c, F ":llama_layer_dev_upload"))
         return fq_error(F ":llama_layer_dev_upload: bad arguments (expected a context, a layer, "
                         "a model shape and 9 host tensors)");
     memset(dl, 0, sizeof *dl);
@@ -115,7 +115,7 @@ void llama_scratch_dev_free(llama_scratch_dev *w)
 
 int llama_scratch_dev_init(llama_scratch_dev *w, const llama_config *c, int b, int s)
 {
-    if (!w || check_shape(c, "llama_scratch_dev_init") || b <= 0 || s <= 0)
+    if (!w || llama_layer_shape_check(c, F ":llama_scratch_dev_init") || b <= 0 || s <= 0)
         return fq_error(F ":llama_scratch_dev_init: bad arguments (expected a model shape and "
                         "b, s > 0, got %d x %d)", b, s);
     memset(w, 0, sizeof *w);
@@ -149,7 +149,7 @@ void fq_stats_dev_free(fq_stats_dev *st)
 
 int fq_stats_dev_init(fq_cuda_ctx *ctx, fq_stats_dev *st, const llama_config *c)
 {
-    if (!ctx || !st || check_shape(c, "fq_stats_dev_init"))
+    if (!ctx || !st || llama_layer_shape_check(c, F ":fq_stats_dev_init"))
         return fq_error(F ":fq_stats_dev_init: bad arguments (expected a context, stats and a "
                         "model shape)");
     memset(st, 0, sizeof *st);
@@ -186,7 +186,7 @@ int llama_layer_fwd_cuda(fq_cuda_ctx *ctx, float *x, const llama_layer_dev *l,
                          const llama_config *c, const float *rope_cos, const float *rope_sin,
                          int b, int s, llama_scratch_dev *w, fq_stats_dev *st)
 {
-    if (check_shape(c, "llama_layer_fwd_cuda"))
+    if (llama_layer_shape_check(c, F ":llama_layer_fwd_cuda"))
         return FQ_ERR;
     if (!ctx || !x || !l || !l->wq || !rope_cos || !rope_sin || !w || !w->a || b <= 0 ||
         s <= 0 || b > w->b || s > w->s)

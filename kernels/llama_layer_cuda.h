@@ -41,6 +41,10 @@ typedef struct {
     float *attn_in, *mlp_in, *down_in; /* [d], [d], [f], start at 0 */
 } fq_stats_dev;
 
+/* FQ_OK when c is a layer shape the GPU layers take (positive sizes, heads a multiple of
+ * the KV heads); else an error that starts with `where`. */
+int llama_layer_shape_check(const llama_config *c, const char *where);
+
 /* host[9]: attn_norm, wq, wk, wv, wo, mlp_norm, wgate, wup, wdown (llama_layer order). */
 int llama_layer_dev_upload(fq_cuda_ctx *ctx, llama_layer_dev *dl, const llama_config *c,
                            const float *const host[9]);

@@ -8,37 +8,14 @@
 #include <string.h>
 
 extern "C" {
+#include "fq_layer.h"
 #include "qlayer_fwd.h"
 }
 #include "kernels/cuda_common.cuh"
+#include "kernels/llama_layer_cuda.h"
 #include "kernels/qlayer_cuda.h"
 
 #define F "kernels/qlayer_cuda.cu"
-
-static int check_shape(const llama_config *c, const char *where)
-{
-    if (!c || c->hidden <= 0 || c->intermediate <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
-        c->head_dim <= 0 || c->n_heads % c->n_kv_heads)
-        return fq_error(F ":%s: invalid model shape (expected positive sizes and heads a "
-                        "multiple of KV heads)", where);
-    return FQ_OK;
-}
-
-static size_t lin_out(const llama_config *c, int lin)
-{
-    size_t qd = (size_t)c->n_heads * c->head_dim, kd = (size_t)c->n_kv_heads * c->head_dim;
-    const size_t o[QL_NLINEAR] = {qd, kd, kd, (size_t)c->hidden, (size_t)c->intermediate,
-                                  (size_t)c->intermediate, (size_t)c->hidden};
-    return o[lin];
-}
-
-static size_t lin_in(const llama_config *c, int lin)
-{
-    size_t qd = (size_t)c->n_heads * c->head_dim;
-    const size_t i[QL_NLINEAR] = {(size_t)c->hidden, (size_t)c->hidden, (size_t)c->hidden, qd,
-                                  (size_t)c->hidden, (size_t)c->hidden, (size_t)c->intermediate};
-    return i[lin];
-}
 
 static int upload_new(fq_cuda_ctx *ctx, float **dst, const float *src, size_t n,
                       const char *what)
@@ -89,7 +66,7 @@ void qlayer_dev_free(qlayer_dev *d)
 int qlayer_dev_upload(fq_cuda_ctx *ctx, qlayer_dev *d, const qlayer_rt *rt,
                       const llama_config *c)
 {
-    if (!ctx || !d || !rt || check_shape(c, "qlayer_dev_upload"))
+    if (!ctx || !d || !rt || llama_layer_shape_check(c, F ":qlayer_dev_upload"))
         return fq_error(F ":qlayer_dev_upload: bad arguments (expected a context, a layer and a "
                         "model shape)");
     static_assert(sizeof(real) == sizeof(float), "the GPU path reads real as float");
@@ -105,7 +82,7 @@ int qlayer_dev_upload(fq_cuda_ctx *ctx, qlayer_dev *d, const qlayer_rt *rt,
              upload_new(ctx, &d->Mk_inv_t, rt->Mk_inv_t, dh * dh, "M_k^-T") ||
              (rt->Mv && upload_new(ctx, &d->Mv, rt->Mv, dh * dh, "M_v"));
     for (int i = 0; !rc && i < QL_NLINEAR; i++) {
-        rc = upload_new(ctx, &d->w[i], rt->w[i], lin_out(c, i) * lin_in(c, i), "layer weight");
+        rc = upload_new(ctx, &d->w[i], rt->w[i], (size_t)fq_linear_out(c, i) * fq_linear_in(c, i), "layer weight");
         d->act_clip[i][0] = rt->act_clip[i][0];
         d->act_clip[i][1] = rt->act_clip[i][1];
     }
@@ -124,10 +101,10 @@ int qlayer_dev_set_weight(fq_cuda_ctx *ctx, qlayer_dev *d, int lin, const float 
                           const llama_config *c)
 {
     if (!ctx || !d || !host || lin < 0 || lin >= QL_NLINEAR || !d->w[lin] ||
-        check_shape(c, "qlayer_dev_set_weight"))
+        llama_layer_shape_check(c, F ":qlayer_dev_set_weight"))
         return fq_error(F ":qlayer_dev_set_weight: bad arguments (expected an uploaded layer, "
                         "linear 0..%d and a host weight)", QL_NLINEAR - 1);
-    return fq_cuda_upload(ctx, d->w[lin], host, lin_out(c, lin) * lin_in(c, lin));
+    return fq_cuda_upload(ctx, d->w[lin], host, (size_t)fq_linear_out(c, lin) * fq_linear_in(c, lin));
 }
 
 /* the widest activation row, as the CPU scratch sizes it */
@@ -162,7 +139,7 @@ static float **scratch_slot(qlayer_scratch_dev *w, int i)
 
 size_t qlayer_scratch_dev_bytes(const llama_config *c, int b, int s)
 {
-    if (check_shape(c, "qlayer_scratch_dev_bytes") || b < 1 || s < 1)
+    if (llama_layer_shape_check(c, F ":qlayer_scratch_dev_bytes") || b < 1 || s < 1)
         return 0;
     size_t sz[NSCRATCH], t = 0;
     scratch_sizes(c, b, s, sz);
@@ -182,7 +159,7 @@ void qlayer_scratch_dev_free(qlayer_scratch_dev *w)
 
 int qlayer_scratch_dev_init(qlayer_scratch_dev *w, const llama_config *c, int b, int s)
 {
-    if (!w || check_shape(c, "qlayer_scratch_dev_init") || b < 1 || s < 1)
+    if (!w || llama_layer_shape_check(c, F ":qlayer_scratch_dev_init") || b < 1 || s < 1)
         return fq_error(F ":qlayer_scratch_dev_init: bad arguments (expected a model shape and "
                         "b, s > 0, got %d x %d)", b, s);
     memset(w, 0, sizeof *w);
@@ -319,7 +296,7 @@ int qlayer_fwd_cuda(fq_cuda_ctx *ctx, float *x, const qlayer_dev *l, const llama
                     const qconfig *qc, const float *rope_cos, const float *rope_sin, int b,
                     int s, qlayer_scratch_dev *w, qlayer_input_dev_fn on, void *octx)
 {
-    if (check_shape(c, "qlayer_fwd_cuda"))
+    if (llama_layer_shape_check(c, F ":qlayer_fwd_cuda"))
         return FQ_ERR;
     if (!ctx || !x || !l || !l->w[QL_Q] || !qc || !rope_cos || !rope_sin || !w || !w->a ||
         b < 1 || s < 1 || b > w->b || s > w->s)

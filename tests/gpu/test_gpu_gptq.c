@@ -84,7 +84,7 @@ static int gpu_gptq(gpu_suite *t, qlinear *l, const float *w, int out, int in, c
     int8_t *codes = malloc(nw);
     int rc = gptq_sweep_cuda(&t->ctx, dW, dU, dS, dcodes, dE, out, in, p.block, p.qmax);
     if (rc == FQ_OK)
-        rc = gptq_cuda_download_bytes(&t->ctx, codes, dcodes, nw);
+        rc = fq_cuda_download_bytes(&t->ctx, codes, dcodes, nw);
     if (rc == FQ_OK)
         rc = gptq_plan_finish(&p, codes, l);
     else
@@ -212,7 +212,7 @@ static void factor_case(gpu_suite *t, int out, int in, int act_order)
     int8_t *codes = malloc((size_t)out * in);
     qlinear lc, lg;
     gpu_call(t, gptq_sweep_cuda(&t->ctx, dW, dU, dS, dcodes, dE, out, in, 128, pg.qmax), "gptq_sweep_cuda");
-    gpu_call(t, gptq_cuda_download_bytes(&t->ctx, codes, dcodes, (size_t)out * in), "download");
+    gpu_call(t, fq_cuda_download_bytes(&t->ctx, codes, dcodes, (size_t)out * in), "download");
     if (gptq_plan_finish(&pg, codes, &lg) || gptq_quantize_opts(&lc, w, out, in, H, 4, &o))
         gpu_die(t, "finish");
     int8_t *cc = codes_of(&lc), *cg = codes_of(&lg);
