@@ -14,7 +14,12 @@
  * 5. The clip search, with H = diag(h): every row's scale is one of the 11 ratios of its
  *    RTN scale, no ratio gives a smaller h-weighted error (checked here in double over the
  *    grid), the codes are the rounding of the row on that scale, and heavy-tailed rows do
- *    shrink their scale. */
+ *    shrink their scale.
+ * 6. The split the GPU pass uses: gptq_plan_make_ex without the factorisation leaves U
+ *    NULL and the damped Hessian in Hd (diagonal H_ii + damp·mean(diag), a dead input's 1
+ *    + damp·mean, the off-diagonal untouched, act-order's permutation applied), with the
+ *    scales, order and working weight of the full plan byte for byte; the CPU sweep from
+ *    the full plan gives gptq_quantize_opts's linear. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -234,6 +239,61 @@ static void test_refuses_bad_input(void **state)
     gptq_hessian_free(&acc);
 }
 
+static void test_plan_without_factorisation(void **state)
+{
+    (void)state;
+    enum { OUT = 5, IN = 12, TOK = 40 };
+    rng_state rng;
+    rng_seed(&rng, 77);
+    real *x = alloc_real(TOK * IN), *w = alloc_real(OUT * IN), *H = alloc_real(IN * IN);
+    fill_low_rank(x, TOK, IN, 3, 0.2, NULL, &rng);
+    for (int t = 0; t < TOK; t++)
+        x[t * IN + 4] = 0; /* input 4 is dead */
+    fill_normal(w, OUT * IN, &rng, 0.1);
+    hessian_of(x, TOK, IN, H);
+    for (int ao = 0; ao <= 1; ao++) {
+        gptq_opts o = {0.05, 5, ao, 1};
+        gptq_plan full, split;
+        assert_int_equal(gptq_plan_make(&full, w, OUT, IN, H, 4, &o), FQ_OK);
+        assert_int_equal(gptq_plan_make_ex(&split, w, OUT, IN, H, 4, &o, 0), FQ_OK);
+        assert_non_null(full.U);
+        assert_null(full.Hd);
+        assert_null(split.U);
+        assert_non_null(split.Hd);
+        assert_true(split.damp == 0.05);
+        assert_memory_equal(full.scales, split.scales, sizeof(float) * OUT);
+        assert_memory_equal(full.W, split.W, sizeof(real) * OUT * IN);
+        assert_int_equal(!!full.perm, ao);
+        if (ao)
+            assert_memory_equal(full.perm, split.perm, sizeof(int) * IN);
+        double mean = 0;
+        for (int i = 0; i < IN; i++)
+            mean += H[i * IN + i] == 0 ? 1.0 : (double)H[i * IN + i];
+        mean /= IN;
+        for (int i = 0; i < IN; i++)
+            for (int j = 0; j < IN; j++) {
+                int pi = ao ? split.perm[i] : i, pj = ao ? split.perm[j] : j;
+                double h = H[pi * IN + pj];
+                if (i == j)
+                    h = (h == 0 ? 1.0 : h) + 0.05 * mean;
+                assert_true(fabs(split.Hd[i * IN + j] - h) <= 1e-12 * (1 + fabs(h)));
+            }
+        /* the full plan's CPU sweep is gptq_quantize_opts */
+        int8_t *codes = malloc(OUT * IN);
+        qlinear a, b;
+        assert_int_equal(gptq_sweep(&full, codes), FQ_OK);
+        assert_int_equal(gptq_plan_finish(&full, codes, &a), FQ_OK);
+        assert_int_equal(gptq_quantize_opts(&b, w, OUT, IN, H, 4, &o), FQ_OK);
+        assert_memory_equal(a.codes, b.codes, OUT * IN / 2);
+        assert_memory_equal(a.scales, b.scales, sizeof(float) * OUT);
+        free_lin(&a);
+        free_lin(&b);
+        gptq_plan_free(&full);
+        gptq_plan_free(&split);
+    }
+    free(x), free(w), free(H);
+}
+
 static void test_clip_search_picks_best_ratio(void **state)
 {
     (void)state;
@@ -294,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_act_order_is_permuted_pass),
         cmocka_unit_test(test_refuses_bad_input),
         cmocka_unit_test(test_clip_search_picks_best_ratio),
+        cmocka_unit_test(test_plan_without_factorisation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
