@@ -203,9 +203,18 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long 
     /* the factorisations on the GPU's FP64 units when cuSOLVER is there, else LAPACK */
     int gpu_factor = g->gpu_factor;
     if (gptq_plan_make_ex(&p, wp, out, in, hh, bits, o, !gpu_factor) != FQ_OK ||
-        fq_cuda_alloc(&dU, nh, "GPTQ inverse Hessian factor") ||
-        (gpu_factor ? gptq_inverse_factor_cuda(g->ctx, p.Hd, in, p.damp, dU)
-                    : fq_cuda_upload(g->ctx, dU, p.U, nh)))
+        fq_cuda_alloc(&dU, nh, "GPTQ inverse Hessian factor"))
+        goto out;
+    if (gpu_factor && gptq_inverse_factor_cuda(g->ctx, p.Hd, in, p.damp, dU) != FQ_OK) {
+        /* e.g. no memory for the float64 copy on a smaller GPU: the host can still do it */
+        printf("gptq: %s: the GPU factorisation failed (%s); factorising on the host\n",
+               qlinear_names[lin], fq_errmsg());
+        fflush(stdout);
+        gpu_factor = 0;
+        if (gptq_plan_factor(&p) != FQ_OK)
+            goto out;
+    }
+    if (!gpu_factor && fq_cuda_upload(g->ctx, dU, p.U, nh))
         goto out;
     double t1 = progress_monotonic_seconds();
     secs[1] += t1 - t0;

@@ -185,6 +185,28 @@ static float clip_search_row(const real *w, const real *h, int in, float scale, 
     return best_s;
 }
 
+int gptq_plan_factor(gptq_plan *p)
+{
+    if (!p || !p->Hd || p->in < 1)
+        return fq_error(WHERE ":gptq_plan_factor: no damped Hessian to factorise (expected a "
+                        "plan from gptq_plan_make_ex with factor = 0)");
+    size_t nh = (size_t)p->in * p->in;
+    real *U = fq_malloc(sizeof(real) * nh, "GPTQ inverse Hessian factor");
+    if (!U)
+        return FQ_ERR;
+    if (inverse_cholesky_upper(p->Hd, p->in, p->damp) != FQ_OK) {
+        free(U);
+        return FQ_ERR;
+    }
+    for (size_t i = 0; i < nh; i++)
+        U[i] = (real)p->Hd[i];
+    free(p->Hd);
+    p->Hd = NULL;
+    free(p->U);
+    p->U = U;
+    return FQ_OK;
+}
+
 void gptq_plan_free(gptq_plan *p)
 {
     if (!p)
@@ -232,13 +254,12 @@ int gptq_plan_make_ex(gptq_plan *p, const real *w, int out, int in, const real *
     p->qmax = (float)((1 << (bits - 1)) - 1);
     double *hd = fq_malloc(sizeof(double) * nh, "GPTQ inverse Hessian");
     uint8_t *dead = fq_malloc((size_t)in, "dead inputs");
-    p->U = factor ? fq_malloc(sizeof(real) * nh, "GPTQ inverse Hessian factor") : NULL;
     p->W = fq_malloc(sizeof(real) * nw, "GPTQ working weight");
     p->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
     p->damp = damp;
     const int *perm = NULL;
     int rc = FQ_ERR;
-    if (!hd || !dead || (factor && !p->U) || !p->W || !p->scales)
+    if (!hd || !dead || !p->W || !p->scales)
         goto out;
     if (o->act_order && act_order_perm(H, in, &p->perm) != FQ_OK)
         goto out;
@@ -248,15 +269,10 @@ int gptq_plan_make_ex(gptq_plan *p, const real *w, int out, int in, const real *
             hd[(size_t)i * in + j] =
                 perm ? (double)H[(size_t)perm[i] * in + perm[j]] : (double)H[(size_t)i * in + j];
     damp_diagonal(hd, in, damp, dead);
-    if (factor) {
-        if (inverse_cholesky_upper(hd, in, damp) != FQ_OK)
-            goto out;
-        for (size_t i = 0; i < nh; i++)
-            p->U[i] = (real)hd[i];
-    } else {
-        p->Hd = hd; /* the caller factorises it */
-        hd = NULL;
-    }
+    p->Hd = hd;
+    hd = NULL;
+    if (factor && gptq_plan_factor(p) != FQ_OK)
+        goto out;
     /* the RTN scale of the clipped row, in float exactly as qlinear_quantize_rtn */
     for (int r = 0; r < out; r++) {
         float mx = 0;

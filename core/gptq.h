@@ -90,6 +90,9 @@ int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, 
  * units take seconds where the host's LAPACK takes minutes for a 70B down_proj). */
 int gptq_plan_make_ex(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
                       const gptq_opts *o, int factor);
+/* The host's factorisation of p->Hd into p->U (LAPACK, float64; Hd is consumed): what
+ * gptq_plan_make does, and the GPU pass's fallback when its own factorisation fails. */
+int gptq_plan_factor(gptq_plan *p);
 void gptq_plan_free(gptq_plan *p);
 /* The column sweep on the CPU: codes [out, in] (int8, pass order). Consumes p->W. */
 int gptq_sweep(gptq_plan *p, int8_t *codes);

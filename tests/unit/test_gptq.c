@@ -18,8 +18,9 @@
  * 6. The split the GPU pass uses: gptq_plan_make_ex without the factorisation leaves U
  *    NULL and the damped Hessian in Hd (diagonal H_ii + damp·mean(diag), a dead input's 1
  *    + damp·mean, the off-diagonal untouched, act-order's permutation applied), with the
- *    scales, order and working weight of the full plan byte for byte; the CPU sweep from
- *    the full plan gives gptq_quantize_opts's linear. */
+ *    scales, order and working weight of the full plan byte for byte; gptq_plan_factor
+ *    then gives the full plan's U byte for byte; the CPU sweep from the full plan gives
+ *    gptq_quantize_opts's linear. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -278,6 +279,11 @@ static void test_plan_without_factorisation(void **state)
                     h = (h == 0 ? 1.0 : h) + 0.05 * mean;
                 assert_true(fabs(split.Hd[i * IN + j] - h) <= 1e-12 * (1 + fabs(h)));
             }
+        /* the split plan factorised on the host is the full plan */
+        assert_int_equal(gptq_plan_factor(&split), FQ_OK);
+        assert_null(split.Hd);
+        assert_memory_equal(full.U, split.U, sizeof(real) * IN * IN);
+        assert_int_equal(gptq_plan_factor(&split), FQ_ERR); /* Hd consumed */
         /* the full plan's CPU sweep is gptq_quantize_opts */
         int8_t *codes = malloc(OUT * IN);
         qlinear a, b;
