@@ -34,3 +34,22 @@ device_begin() {
 
 # stamp WHAT: a "STAGE|WHAT|seconds since t0" line in $w/results.txt
 stamp() { echo "STAGE|$1|$(($(date +%s) - t0)) s" >>"$w/results.txt"; }
+
+# gptq_70b LOG: LAYERS (1) synthetic LLaMA-3-70B-shaped layers at /tmp/s70, calibrated on
+# CUDA_VISIBLE_DEVICES with 32 windows and EPOCHS (2) epochs, then the GPTQ pass (32
+# windows, clip search) with GPTQ_BLAS (16) BLAS threads on rank 0; the job's log in LOG,
+# the model removed after. Returns the job's status (124: G70_S seconds passed).
+gptq_70b() {
+    bin/flatq synth /tmp/s70 --shape llama-3-70b --layers "${LAYERS:-1}" >"$1.synth" 2>&1 || return 1
+    SYNTH_DIR=/tmp/s70 SYNTH_OUT=/tmp/s70-out OPENBLAS_NUM_THREADS=${GPTQ_BLAS:-16} \
+        timeout "${G70_S:-400}" mpirun --allow-run-as-root --bind-to none -np 2 \
+        -x LD_LIBRARY_PATH -x FLATQ_DATA -x SYNTH_DIR -x SYNTH_OUT -x FLATQ_PROGRESS \
+        -x OPENBLAS_NUM_THREADS -x CUDA_VISIBLE_DEVICES \
+        bin/flatq calibrate jobs/synth-70b.yaml --set calibration.nsamples=32 \
+        --set quantization.epochs="${EPOCHS:-2}" --set quantization.weight_quantizer=gptq \
+        --set quantization.gptq_nsamples=32 --set quantization.gptq_clip_search=true \
+        >"$1" 2>&1
+    local rc=$?
+    rm -rf /tmp/s70 /tmp/s70-out
+    return $rc
+}

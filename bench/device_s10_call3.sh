@@ -33,21 +33,11 @@ gpu3() {
     export CUDA_VISIBLE_DEVICES=3
     gpu_tests "$w" 200 "$w/results.txt"
     stamp "gpu tests done"
-    bin/flatq synth /tmp/s70 --shape llama-3-70b --layers 1 >"$w/s70_synth.txt" 2>&1
-    stamp "70B layer written"
     local s
     s=$(date +%s)
-    SYNTH_DIR=/tmp/s70 SYNTH_OUT=/tmp/s70-out OPENBLAS_NUM_THREADS=${GPTQ_BLAS:-16} \
-        timeout "${G70_S:-200}" mpirun --allow-run-as-root --bind-to none -np 2 \
-        -x LD_LIBRARY_PATH -x FLATQ_DATA -x SYNTH_DIR -x SYNTH_OUT -x FLATQ_PROGRESS \
-        -x OPENBLAS_NUM_THREADS -x CUDA_VISIBLE_DEVICES \
-        bin/flatq calibrate jobs/synth-70b.yaml --set calibration.nsamples=32 \
-        --set quantization.epochs="${EPOCHS:-2}" --set quantization.weight_quantizer=gptq \
-        --set quantization.gptq_nsamples=32 --set quantization.gptq_clip_search=true \
-        >"$w/s70_gptq.txt" 2>&1
+    G70_S=${G70_S:-200} gptq_70b "$w/s70_gptq.txt"
     echo "RESULT|70B layer calibrate + GPU GPTQ|rc=$?|wall $(($(date +%s) - s)) s" >>"$w/results.txt"
     grep -E "gptq:|layer 0 done|calibration:|peak" "$w/s70_gptq.txt" >>"$w/results.txt"
-    rm -rf /tmp/s70 /tmp/s70-out
     stamp "70B GPTQ done"
     synth_70b /tmp/synth70b 2 "$w/synth.txt"
     stamp "inference checkpoints written"
@@ -58,7 +48,7 @@ gpu3() {
     done >"$w/bench-tp1.txt" 2>&1
     stamp "runtime bench done"
 }
-timeout -k 5 "${WALL_S:-450}" bash -c "$(declare -f gpu3 stamp synth_70b gpu_tests); w=$w; t0=$t0; gpu3"
+timeout -k 5 "${WALL_S:-450}" bash -c "$(declare -f gpu3 stamp synth_70b gpu_tests gptq_70b); w=$w; t0=$t0; gpu3"
 wait $round
 {
     cat "$w/device.txt" "$w/results.txt"
