@@ -100,10 +100,12 @@ int main(int argc, char **argv)
         }
         double tg = now() - t1, tprep = t1 - t0;
         gptq_plan_free(&p);
-        char hs[32];
-        snprintf(hs, sizeof hs, th < 0 ? "(not run)" : "%.2f", th);
-        printf("%8d | %12s | %8.2f (+%.2f host prep) | %8s | %.1f\n", n, hs, tg, tprep,
-               th < 0 ? "-" : (snprintf(why, sizeof why, "%.0fx", th / (tg + tprep)), why),
+        char hs[32] = "(not run)", sp[32] = "-";
+        if (th >= 0) {
+            snprintf(hs, sizeof hs, "%.2f", th);
+            snprintf(sp, sizeof sp, "%.0fx", th / (tg + tprep));
+        }
+        printf("%8d | %12s | %8.2f (+%.2f host prep) | %8s | %.1f\n", n, hs, tg, tprep, sp,
                4.0 / 3.0 * n * (double)n * n / tg / 1e12);
         fflush(stdout);
         fq_cuda_free(dU);

@@ -198,14 +198,6 @@ static int forward_all(pass_state *ps, const qlayer_rt *rt, hessian_obs *obs)
     return rc;
 }
 
-static void qlinear_release(qlinear *l)
-{
-    free(l->codes);
-    free(l->scales);
-    free(l->w);
-    memset(l, 0, sizeof *l);
-}
-
 /* rt->w[lin] ← the dequantized weight of l. */
 static int rt_set_weight(qlayer_rt *rt, int lin, const qlinear *l)
 {
@@ -262,11 +254,11 @@ static int gptq_layer(pass_state *ps, qlayer *q, real *wp[QL_NLINEAR],
             }
             if (gptq_output_error(&q->lin[lin], wp[lin], H, &err[lin][0]) != FQ_OK ||
                 gptq_output_error(&nl, wp[lin], H, &err[lin][1]) != FQ_OK) {
-                qlinear_release(&nl);
+                qlinear_free(&nl);
                 rc = FQ_ERR;
                 break;
             }
-            qlinear_release(&q->lin[lin]);
+            qlinear_free(&q->lin[lin]);
             q->lin[lin] = nl;
             rc = rt_set_weight(&rt, lin, &q->lin[lin]);
         }

@@ -152,9 +152,10 @@ static float *dequantized(const qlinear *l)
     return w;
 }
 
-/* tr((W' − Ŵ) H (W' − Ŵ)ᵀ) of l's codes, H on the device */
-static int output_error(gptq_gpu *g, const qlinear *l, const real *wp, const float *H,
-                        float *dev_delta, float *dev_work, double *err)
+/* tr((W' − Ŵ) H (W' − Ŵ)ᵀ) of l's codes for H = hscale · Hsum, Hsum on the device (the
+ * error is linear in H: the device keeps the unscaled sum) */
+static int output_error(gptq_gpu *g, const qlinear *l, const real *wp, const float *Hsum,
+                        double hscale, float *dev_delta, float *dev_work, double *err)
 {
     size_t n = (size_t)l->out * l->in;
     float *d = dequantized(l);
@@ -165,13 +166,14 @@ static int output_error(gptq_gpu *g, const qlinear *l, const real *wp, const flo
     int rc = fq_cuda_upload(g->ctx, dev_delta, d, n);
     free(d);
     if (rc == FQ_OK)
-        rc = gptq_output_error_cuda(g->ctx, dev_delta, H, l->out, l->in, dev_work, err);
+        rc = gptq_output_error_cuda(g->ctx, dev_delta, Hsum, l->out, l->in, dev_work, err);
+    *err *= hscale;
     return rc;
 }
 
-/* GPTQ of one linear from its device Hessian sum (scaled on the host as gptq_hessian_get).
- * l ← the new codes; err[0/1] as in gptq_gpu_layer. */
-static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long tokens,
+/* GPTQ of one linear from its device Hessian sum H (scaled on the host as
+ * gptq_hessian_get for the plan). l ← the new codes; err[0/1] as in gptq_gpu_layer. */
+static int quantize_linear(gptq_gpu *g, int lin, const real *wp, const float *H, long tokens,
                            const gptq_opts *o, const qlinear *rtn, qlinear *l, double err[2],
                            double secs[3])
 {
@@ -183,8 +185,7 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long 
         return fq_error(F ": linear %s saw no input rows (expected the calibration windows)",
                         qlinear_names[lin]);
     float *hh = fq_malloc(sizeof(float) * nh, "Hessian");
-    float *dW = NULL, *dU = NULL, *dS = NULL, *dE = NULL, *dwork = NULL;
-    int8_t *dcodes = NULL, *codes = NULL;
+    float *dU = NULL, *ddelta = NULL, *dwork = NULL;
     gptq_plan p;
     memset(&p, 0, sizeof p);
     int rc = FQ_ERR;
@@ -194,8 +195,6 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long 
     const real k = (real)(2.0 / (double)tokens);
     for (size_t i = 0; i < nh; i++)
         hh[i] = k * hh[i];
-    if (fq_cuda_upload(g->ctx, H, hh, nh) != FQ_OK)
-        goto out;
     if (bits == 16) { /* nothing to sweep: the weight is kept, as gptq_quantize does */
         rc = gptq_quantize_opts(l, wp, out, in, hh, bits, o);
         goto errors;
@@ -218,39 +217,22 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, float *H, long 
         goto out;
     double t1 = progress_monotonic_seconds();
     secs[1] += t1 - t0;
-    codes = fq_malloc(nw, "weight codes");
-    if (!codes || fq_cuda_alloc(&dW, nw, "GPTQ working weight") ||
-        fq_cuda_alloc(&dS, (size_t)out, "weight scales") ||
-        fq_cuda_alloc(&dE, (size_t)out * (p.block < in ? p.block : in), "GPTQ block errors") ||
-        fq_cuda_alloc_bytes((void **)&dcodes, nw, "weight codes") ||
-        fq_cuda_upload(g->ctx, dW, p.W, nw) ||
-        fq_cuda_upload(g->ctx, dS, p.scales, (size_t)out) ||
-        gptq_sweep_cuda(g->ctx, dW, dU, dS, dcodes, dE, out, in, p.block, p.qmax) ||
-        fq_cuda_download_bytes(g->ctx, codes, dcodes, nw))
-        goto out;
-    rc = gptq_plan_finish(&p, codes, l);
-    codes = NULL;
+    rc = gptq_plan_sweep_cuda(g->ctx, &p, dU, l);
     secs[2] += progress_monotonic_seconds() - t1;
 errors:
-    /* dW is free for Δ now; the error GEMM's product needs out·in floats more */
-    if (rc == FQ_OK && !dW && fq_cuda_alloc(&dW, nw, "weight error"))
-        rc = FQ_ERR;
-    if (rc == FQ_OK && fq_cuda_alloc(&dwork, nw, "weight error times Hessian"))
+    if (rc == FQ_OK && (fq_cuda_alloc(&ddelta, nw, "weight error") ||
+                        fq_cuda_alloc(&dwork, nw, "weight error times Hessian")))
         rc = FQ_ERR;
     if (rc == FQ_OK)
-        rc = output_error(g, rtn, wp, H, dW, dwork, &err[0]);
+        rc = output_error(g, rtn, wp, H, k, ddelta, dwork, &err[0]);
     if (rc == FQ_OK)
-        rc = output_error(g, l, wp, H, dW, dwork, &err[1]);
+        rc = output_error(g, l, wp, H, k, ddelta, dwork, &err[1]);
 out:
     gptq_plan_free(&p);
     free(hh);
-    free(codes);
-    fq_cuda_free(dW);
     fq_cuda_free(dU);
-    fq_cuda_free(dS);
-    fq_cuda_free(dE);
+    fq_cuda_free(ddelta);
     fq_cuda_free(dwork);
-    fq_cuda_free(dcodes);
     return rc == FQ_OK ? FQ_OK : fq_error_wrap("weight %s", qlinear_names[lin]);
 }
 
@@ -298,14 +280,10 @@ int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gpt
                 rc = FQ_ERR;
             free(deq);
             if (rc == FQ_OK) {
-                free(q->lin[lin].codes);
-                free(q->lin[lin].scales);
-                free(q->lin[lin].w);
+                qlinear_free(&q->lin[lin]);
                 q->lin[lin] = nl;
             } else {
-                free(nl.codes);
-                free(nl.scales);
-                free(nl.w);
+                qlinear_free(&nl);
             }
         }
         for (int i = 0; i < QL_NLINEAR; i++)

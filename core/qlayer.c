@@ -11,7 +11,7 @@
 const char *const qlinear_names[QL_NLINEAR] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                "gate_proj", "up_proj", "down_proj"};
 
-static void qlinear_free(qlinear *l)
+void qlinear_free(qlinear *l)
 {
     free(l->codes);
     free(l->scales);

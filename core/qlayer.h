@@ -58,6 +58,8 @@ typedef struct {
 } qlayer;
 
 void qlayer_free(qlayer *q);
+/* Free a linear's codes, scales and weight, and zero it. */
+void qlinear_free(qlinear *l);
 /* Allocate identity transforms and empty linears for the shapes of c (and tp blocks). */
 int qlayer_alloc(qlayer *q, const llama_config *c, const qconfig *qc);
 

@@ -16,11 +16,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+extern "C" {
+#include "gptq.h"
+}
 #include "kernels/cuda_common.cuh"
 #include "kernels/gptq_cuda.h"
 
 #define F "kernels/gptq_cuda.cu"
 #define SWEEP_WARPS 8
+
+/* C = alpha·op(A)·op(B) + beta·C at fp32 accuracy whatever ctx->math says */
+static int fp32_gemm(fq_cuda_ctx *ctx, int ta, int tb, int m, int n, int k, float alpha,
+                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                     int ldc, const char *where)
+{
+    return fq_gemm_strided_exact_cuda(ctx, ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta,
+                                      c, ldc, 0, 1, where);
+}
 
 int gptq_hessian_add_cuda(fq_cuda_ctx *ctx, float *sum, const float *x, int rows, int n)
 {
@@ -29,11 +41,8 @@ int gptq_hessian_add_cuda(fq_cuda_ctx *ctx, float *sum, const float *x, int rows
                         "sum and input, rows >= 0 and n >= 1, got [%d, %d])", rows, n);
     if (rows == 0)
         return FQ_OK;
-    int math = ctx->math;
-    ctx->math = FQ_MATH_FP32;
-    int rc = fq_gemm_cuda(ctx, 1, 0, n, n, rows, 1.0f, x, n, x, n, 1.0f, sum, n);
-    ctx->math = math;
-    return rc == FQ_OK ? FQ_OK : fq_error_wrap(F ":gptq_hessian_add_cuda");
+    return fp32_gemm(ctx, 1, 0, n, n, rows, 1.0f, x, n, x, n, 1.0f, sum, n,
+                     F ":gptq_hessian_add_cuda");
 }
 
 /* KR = columns per lane (nb ≤ 32·KR). */
@@ -120,17 +129,50 @@ int gptq_sweep_cuda(fq_cuda_ctx *ctx, float *W, const float *U, const float *sca
         return fq_error(F ":gptq_sweep_cuda: shape [%d, %d], block %d, qmax %g (expected "
                         "positive sizes, block 1..%d on the GPU (quantization.gptq_block), "
                         "qmax 1..127)", out, in, block, (double)qmax, GPTQ_CUDA_MAX_BLOCK);
-    int math = ctx->math, rc = FQ_OK;
-    ctx->math = FQ_MATH_FP32;
+    int rc = FQ_OK;
     for (int i1 = 0; rc == FQ_OK && i1 < in; i1 += block) {
         int i2 = i1 + block < in ? i1 + block : in, nb = i2 - i1;
         rc = sweep_block(ctx, W, U, scales, codes, E, out, in, i1, nb, qmax);
         if (rc == FQ_OK && i2 < in)
-            rc = fq_gemm_cuda(ctx, 0, 0, out, in - i2, nb, -1.0f, E, nb,
-                              U + (size_t)i1 * in + i2, in, 1.0f, W + i2, in);
+            rc = fp32_gemm(ctx, 0, 0, out, in - i2, nb, -1.0f, E, nb, U + (size_t)i1 * in + i2,
+                           in, 1.0f, W + i2, in, F ":gptq_sweep_cuda");
     }
-    ctx->math = math;
     return rc == FQ_OK ? FQ_OK : fq_error_wrap(F ":gptq_sweep_cuda ([%d, %d])", out, in);
+}
+
+int gptq_plan_sweep_cuda(fq_cuda_ctx *ctx, gptq_plan *p, const float *U, qlinear *l)
+{
+    if (!ctx || !p || !p->W || !p->scales || !U || !l)
+        return fq_error(F ":gptq_plan_sweep_cuda: bad arguments (expected a context, a plan "
+                        "with its weight and scales, a device factor and a linear)");
+    static_assert(sizeof(real) == sizeof(float), "the GPU path reads real as float");
+    const int out = p->out, in = p->in;
+    const size_t nw = (size_t)out * in;
+    float *dW = NULL, *dS = NULL, *dE = NULL;
+    int8_t *dcodes = NULL;
+    int8_t *codes = (int8_t *)malloc(nw);
+    int rc = codes && !fq_cuda_alloc(&dW, nw, "GPTQ working weight") &&
+                     !fq_cuda_alloc(&dS, (size_t)out, "weight scales") &&
+                     !fq_cuda_alloc(&dE, (size_t)out * (p->block < in ? p->block : in),
+                                    "GPTQ block errors") &&
+                     !fq_cuda_alloc_bytes((void **)&dcodes, nw, "weight codes") &&
+                     !fq_cuda_upload(ctx, dW, p->W, nw) &&
+                     !fq_cuda_upload(ctx, dS, p->scales, (size_t)out) &&
+                     !gptq_sweep_cuda(ctx, dW, U, dS, dcodes, dE, out, in, p->block, p->qmax) &&
+                     !fq_cuda_download_bytes(ctx, codes, dcodes, nw)
+                 ? FQ_OK
+                 : FQ_ERR;
+    if (!codes)
+        fq_error(F ":gptq_plan_sweep_cuda: out of host memory (%zu codes)", nw);
+    fq_cuda_free(dW);
+    fq_cuda_free(dS);
+    fq_cuda_free(dE);
+    fq_cuda_free(dcodes);
+    if (rc != FQ_OK) {
+        free(codes);
+        return FQ_ERR;
+    }
+    return gptq_plan_finish(p, codes, l); /* takes the codes over */
 }
 
 /* rowsum[r] = Σ_j a[r, j]·b[r, j] in double, one CTA per row */
@@ -158,12 +200,9 @@ int gptq_output_error_cuda(fq_cuda_ctx *ctx, const float *delta, const float *H,
     if (!ctx || !delta || !H || !work || !err || out < 1 || in < 1)
         return fq_error(F ":gptq_output_error_cuda: bad arguments (expected a context, device "
                         "delta, H, work, an output and a positive shape)");
-    int math = ctx->math;
-    ctx->math = FQ_MATH_FP32;
-    int rc = fq_gemm_cuda(ctx, 0, 0, out, in, in, 1.0f, delta, in, H, in, 0.0f, work, in);
-    ctx->math = math;
-    if (rc != FQ_OK)
-        return fq_error_wrap(F ":gptq_output_error_cuda");
+    if (fp32_gemm(ctx, 0, 0, out, in, in, 1.0f, delta, in, H, in, 0.0f, work, in,
+                  F ":gptq_output_error_cuda"))
+        return FQ_ERR;
     double *rows_d = NULL;
     double *rows_h = (double *)malloc(sizeof(double) * (size_t)out);
     if (!rows_h)

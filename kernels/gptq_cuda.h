@@ -18,14 +18,15 @@
  * from the CPU by a code where a weight lands on a rounding boundary (tests/gpu:
  * test_gpu_gptq states the measured share).
  *
- * Every pointer is DEVICE memory unless named host; the GEMMs run in fp32 whatever the
- * context's math (the sweep restores ctx->math after).
+ * Every pointer is DEVICE memory unless named host; the GEMMs run at fp32 accuracy
+ * whatever the context's math (fq_gemm_strided_exact_cuda).
  */
 #ifndef FQ_GPTQ_CUDA_H
 #define FQ_GPTQ_CUDA_H
 
 #include <stdint.h>
 
+#include "gptq.h"
 #include "kernels/flatq_cuda.h"
 
 #ifdef __cplusplus
@@ -44,6 +45,11 @@ int gptq_hessian_add_cuda(fq_cuda_ctx *ctx, float *sum, const float *x, int rows
  * block 1..GPTQ_CUDA_MAX_BLOCK; qmax = 2^(bits−1) − 1. */
 int gptq_sweep_cuda(fq_cuda_ctx *ctx, float *W, const float *U, const float *scales,
                     int8_t *codes, float *E, int out, int in, int block, float qmax);
+
+/* The sweep of a plan (core/gptq.h) on the device, U [in, in] its factor already there
+ * (uploaded, or from gptq_inverse_factor_cuda): p's working weight and scales go up, the
+ * codes come back, and gptq_plan_finish makes l of them (p's scales move into l). */
+int gptq_plan_sweep_cuda(fq_cuda_ctx *ctx, gptq_plan *p, const float *U, qlinear *l);
 
 /* err (host) = tr(Δ H Δᵀ) = Σ_r Σ_j (ΔH)_rj Δ_rj for Δ [out, in], H [in, in]; work:
  * out·in floats. Summed per row in double, rows added on the host in order. */

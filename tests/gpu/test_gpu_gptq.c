@@ -76,19 +76,7 @@ static int gpu_gptq(gpu_suite *t, qlinear *l, const float *w, int out, int in, c
     gptq_plan p;
     if (gptq_plan_make(&p, w, out, in, H, 4, o))
         return FQ_ERR;
-    size_t nw = (size_t)out * in, nh = (size_t)in * in;
-    float *dW = gpu_dev_copy(t, p.W, nw), *dU = gpu_dev_copy(t, p.U, nh);
-    float *dS = gpu_dev_copy(t, p.scales, (size_t)out);
-    float *dE = gpu_dev(t, (size_t)out * (p.block < in ? p.block : in));
-    int8_t *dcodes = (int8_t *)gpu_dev(t, (nw + 3) / 4);
-    int8_t *codes = malloc(nw);
-    int rc = gptq_sweep_cuda(&t->ctx, dW, dU, dS, dcodes, dE, out, in, p.block, p.qmax);
-    if (rc == FQ_OK)
-        rc = fq_cuda_download_bytes(&t->ctx, codes, dcodes, nw);
-    if (rc == FQ_OK)
-        rc = gptq_plan_finish(&p, codes, l);
-    else
-        free(codes);
+    int rc = gptq_plan_sweep_cuda(&t->ctx, &p, gpu_dev_copy(t, p.U, (size_t)in * in), l);
     gptq_plan_free(&p);
     return rc;
 }
@@ -206,15 +194,10 @@ static void factor_case(gpu_suite *t, int out, int in, int act_order)
     snprintf(check, sizeof check, "cuSOLVER factor vs LAPACK n %d%s", in, act_order ? " act-order" : "");
     gpu_report(t, check, dmax / mx, 1e-6, isfinite(dmax) && dmax / mx <= 1e-6, "");
     /* the sweep from the GPU's factor, finished into a linear, against the CPU's linear */
-    float *dW = gpu_dev_copy(t, pg.W, (size_t)out * in), *dS = gpu_dev_copy(t, pg.scales, (size_t)out);
-    float *dE = gpu_dev(t, (size_t)out * 128);
-    int8_t *dcodes = (int8_t *)gpu_dev(t, ((size_t)out * in + 3) / 4);
-    int8_t *codes = malloc((size_t)out * in);
     qlinear lc, lg;
-    gpu_call(t, gptq_sweep_cuda(&t->ctx, dW, dU, dS, dcodes, dE, out, in, 128, pg.qmax), "gptq_sweep_cuda");
-    gpu_call(t, fq_cuda_download_bytes(&t->ctx, codes, dcodes, (size_t)out * in), "download");
-    if (gptq_plan_finish(&pg, codes, &lg) || gptq_quantize_opts(&lc, w, out, in, H, 4, &o))
-        gpu_die(t, "finish");
+    gpu_call(t, gptq_plan_sweep_cuda(&t->ctx, &pg, dU, &lg), "gptq_plan_sweep_cuda");
+    if (gptq_quantize_opts(&lc, w, out, in, H, 4, &o))
+        gpu_die(t, "gptq_quantize_opts");
     int8_t *cc = codes_of(&lc), *cg = codes_of(&lg);
     size_t diff = 0;
     for (size_t i = 0; i < (size_t)out * in; i++)
