@@ -80,7 +80,7 @@ $(LIB64): $(LIB64_OBJS)
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJS) $(CU_OBJS)
 	@mkdir -p $(dir $@)
@@ -119,8 +119,9 @@ gpu-tests:
 	@echo "gpu-tests: the CUDA backend is not built here (nvcc not found, or NO_CUDA/SAN set)" >&2; exit 1
 endif
 
-# nvcc writes no dependency files: the .cu objects depend on the kernel headers by hand.
-$(CU_OBJS): kernels/flatq_cuda.h $(wildcard kernels/*.cuh) core/error.h $(wildcard runtime/*.h)
+# nvcc writes dependency files too (-MMD -MP, included below): a .cu object is rebuilt when
+# any header it includes changes (a core/ struct embedded in a kernel file's struct once
+# went stale this way and crashed every GPU step).
 
 $(BUILD)/gpu-tests/%: tests/gpu/%.c tests/gpu/gpu_check.h kernels/flatq_cuda.h $(LIB)
 	@mkdir -p $(dir $@)
@@ -147,4 +148,4 @@ fuzz: deps
 clean:
 	rm -rf build build-* bin
 
--include $(LIB_OBJS:.o=.d) $(LIB64_OBJS:.o=.d) $(BUILD)/coordinator/main.d
+-include $(LIB_OBJS:.o=.d) $(LIB64_OBJS:.o=.d) $(BUILD)/coordinator/main.d $(CU_OBJS:.o=.d)

@@ -14,11 +14,12 @@
  * Each epoch's mean loss is printed (the outlier-divergence watch); --epochs E runs E
  * epochs of --steps steps (480 steps = --steps 32 --epochs 15), --loop-only skips (1)+(2),
  * --split-transforms runs the transforms' GEMMs as split TF32 in the tensor-core modes
- * (measured slower; default: SGEMM). bf16 = the linears on bf16 codes.
+ * (measured slower), --bf16x9 as cuBLAS's BF16x9 fp32 emulation (eager strategy); default:
+ * SGEMM. bf16 = the linears on bf16 codes.
  *
  *   build/bench/bench_layer_step_cuda [--shapes 16m,8b,70b] [--math fp32,tf32,bf16]
  *                                     [--steps N] [--seq S] [--epochs E] [--loop-only]
- *                                     [--split-transforms]
+ *                                     [--split-transforms | --bf16x9]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@
 #include "fq_layer.h"
 
 #ifdef FLATQ_HAVE_CUDA
+#include <cublas_v2.h>
+
 #include "kernels/fq_layer_cuda.h"
 #include "worker/calibrate_layer_cuda.h"
 
@@ -102,6 +105,8 @@ static double rel(const float *a, const float *b, size_t n)
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
+
+#define PROF_REPS 3
 
 #define DIE(what)                                                                                \
     do {                                                                                         \
@@ -209,16 +214,23 @@ static void bench_shape(fq_cuda_ctx *ctx, const shape *sh, const int *maths, int
             double secs[FQ_PROF_NGROUPS], mse;
             if (fq_cuda_set_math(ctx, maths[mi]))
                 DIE("math");
+            /* PROF_REPS steps in one profile: the mean per step (one step alone moved by
+             * a few ms between runs) */
             fq_tape_cuda_profile(tp, 1);
-            if (fq_layer_fwd_cuda(tp, &P, dx, dout) ||
-                fq_layer_loss_cuda(tp, dout, dy, dg, &mse) || fq_layer_bwd_cuda(tp, &P, dg) ||
-                fq_cuda_sync(ctx))
-                DIE("profiled step");
+            for (int rep = 0; rep < PROF_REPS; rep++)
+                if (fq_layer_fwd_cuda(tp, &P, dx, dout) ||
+                    fq_layer_loss_cuda(tp, dout, dy, dg, &mse) ||
+                    fq_layer_bwd_cuda(tp, &P, dg) || fq_cuda_sync(ctx))
+                    DIE("profiled step");
             fq_tape_cuda_profile_read(tp, secs);
             fq_tape_cuda_profile(tp, 0);
             printf("%-5s", math_names[maths[mi]]);
-            for (int gi = 0; gi < FQ_PROF_NGROUPS; gi++)
-                printf(" %14.2f", secs[gi] * 1e3);
+            double sum = 0;
+            for (int gi = 0; gi < FQ_PROF_NGROUPS; gi++) {
+                printf(" %14.2f", secs[gi] * 1e3 / PROF_REPS);
+                sum += secs[gi];
+            }
+            printf("  sum %.2f", sum * 1e3 / PROF_REPS);
             printf("\n");
         }
         fq_cuda_set_math(ctx, FQ_MATH_FP32);
@@ -281,11 +293,13 @@ int main(int argc, char **argv)
             epochs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--loop-only"))
             loop_only = 1;
+        else if (!strcmp(argv[i], "--bf16x9"))
+            split = 2;
         else if (!strcmp(argv[i], "--split-transforms"))
             split = 1;
         else {
             fprintf(stderr, "usage: %s [--shapes 16m,8b,70b] [--math fp32,tf32,bf16] "
-                            "[--steps N] [--seq S] [--epochs E] [--loop-only] [--split-transforms]\n", argv[0]);
+                            "[--steps N] [--seq S] [--epochs E] [--loop-only] [--split-transforms] [--bf16x9]\n", argv[0]);
             return 2;
         }
     }
@@ -308,8 +322,14 @@ int main(int argc, char **argv)
     if (fq_cuda_init(&ctx, 0) || fq_cuda_device_name(&ctx, name, sizeof name))
         DIE("fq_cuda_init");
     ctx.split_transforms = split;
+    if (split == 2 && cublasSetEmulationStrategy((cublasHandle_t)ctx.cublas,
+                                                 CUBLAS_EMULATION_STRATEGY_EAGER) !=
+                          CUBLAS_STATUS_SUCCESS)
+        printf("bench: cublasSetEmulationStrategy(EAGER) failed\n");
     printf("device: %s; transforms' GEMMs in tensor-core modes: %s\n", name,
-           split ? "split TF32 (--split-transforms)" : "SGEMM");
+           split == 2 ? "BF16x9 emulation (--bf16x9)"
+           : split    ? "split TF32 (--split-transforms)"
+                      : "SGEMM");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (strstr(shape_list, shapes[i].name))
             bench_shape(&ctx, &shapes[i], maths, nmath, steps, seq, epochs, loop_only);

@@ -170,7 +170,7 @@ typedef struct {
     gptq_opts opts;
     gptq_gpu *gpu; /* device: cuda (then x, buf and w stay unallocated) */
     /* this layer's time: forwards (Hessian sums excluded), Hessian sums, quantization */
-    double t_forward, t_hessian, t_quant;
+    double t_forward, t_hessian, t_quant, t_errors, t_update; /* the last two: GPU only */
 } pass_state;
 
 /* Forward every batch: in place on x (observer NULL), or on a copy with the observer. */
@@ -320,16 +320,18 @@ static int pass_layer(pass_state *ps, const job *j, int layer, int *reused)
         }
     } else if (rc == FQ_OK) {
         double t0 = progress_monotonic_seconds();
-        double err[QL_NLINEAR][2], secs[3];
+        double err[QL_NLINEAR][2], secs[GPTQ_NSECS];
         ps->t_forward = ps->t_hessian = ps->t_quant = 0;
         rc = merged_read(j->cache.dir, layer, ps->c, wp);
         if (rc == FQ_OK && ps->gpu) {
             /* on the GPU the Hessian sums run inside the forwards; the second share is
              * gptq_plan_make's scales and the factorisations (GPU or host) */
             rc = gptq_gpu_layer(ps->gpu, &q, wp, &ps->opts, err, secs);
-            ps->t_forward = secs[0];
-            ps->t_hessian = secs[1];
-            ps->t_quant = secs[2];
+            ps->t_forward = secs[GPTQ_SEC_FORWARD];
+            ps->t_hessian = secs[GPTQ_SEC_FACTOR];
+            ps->t_quant = secs[GPTQ_SEC_SWEEP];
+            ps->t_errors = secs[GPTQ_SEC_ERRORS];
+            ps->t_update = secs[GPTQ_SEC_UPDATE];
         } else if (rc == FQ_OK) {
             rc = gptq_layer(ps, &q, wp, err);
         }
@@ -339,12 +341,17 @@ static int pass_layer(pass_state *ps, const job *j, int layer, int *reused)
             char mpath[4096];
             if (gptq_merged_path(j->cache.dir, layer, mpath, sizeof mpath) == FQ_OK)
                 unlink(mpath); /* consumed; a rerun reads the gptq result instead */
-            printf(ps->gpu ? "gptq: layer %d in %.1f s on the GPU (forwards with Hessians %.1f, "
-                             "scales and factorisations %.1f, sweeps %.1f); output error GPTQ / RTN:"
-                           : "gptq: layer %d in %.1f s (forwards %.1f, Hessians %.1f, "
-                             "quantization %.1f); output error GPTQ / RTN:",
-                   layer, progress_monotonic_seconds() - t0, ps->t_forward, ps->t_hessian,
-                   ps->t_quant);
+            if (ps->gpu)
+                printf("gptq: layer %d in %.1f s on the GPU (forwards with Hessians %.1f, scales "
+                       "and factorisations %.1f, sweeps %.1f, output errors %.1f, weight "
+                       "updates %.1f); output error GPTQ / RTN:",
+                       layer, progress_monotonic_seconds() - t0, ps->t_forward, ps->t_hessian,
+                       ps->t_quant, ps->t_errors, ps->t_update);
+            else
+                printf("gptq: layer %d in %.1f s (forwards %.1f, Hessians %.1f, quantization "
+                       "%.1f); output error GPTQ / RTN:",
+                       layer, progress_monotonic_seconds() - t0, ps->t_forward, ps->t_hessian,
+                       ps->t_quant);
             for (int i = 0; i < QL_NLINEAR; i++)
                 printf(" %s %.3f", qlinear_names[i], err[i][0] > 0 ? err[i][1] / err[i][0] : 1);
             printf("\n");

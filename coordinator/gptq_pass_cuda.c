@@ -9,6 +9,7 @@
 #include "coordinator/progress.h"
 #include "error.h"
 #include "fq_layer.h"
+#include "parallel.h"
 
 #define F "coordinator/gptq_pass_cuda.c"
 
@@ -152,30 +153,58 @@ static float *dequantized(const qlinear *l)
     return w;
 }
 
-/* tr((W' − Ŵ) H (W' − Ŵ)ᵀ) of l's codes for H = hscale · Hsum, Hsum on the device (the
- * error is linear in H: the device keeps the unscaled sum) */
-static int output_error(gptq_gpu *g, const qlinear *l, const real *wp, const float *Hsum,
-                        double hscale, float *dev_delta, float *dev_work, double *err)
+/* Element-wise host passes over a linear's weights or Hessian (up to 822 M elements for a
+ * 70B down_proj), on the I/O threads: d = a − b, or d *= k when a is NULL. */
+typedef struct {
+    float *d;
+    const real *a;
+    const float *b;
+    float k;
+} elementwise;
+
+static int elementwise_range(void *ctx, size_t i0, size_t i1, int t)
 {
-    size_t n = (size_t)l->out * l->in;
-    float *d = dequantized(l);
-    if (!d)
-        return FQ_ERR;
-    for (size_t i = 0; i < n; i++)
-        d[i] = (float)wp[i] - d[i];
-    int rc = fq_cuda_upload(g->ctx, dev_delta, d, n);
+    (void)t;
+    const elementwise *e = ctx;
+    if (e->a)
+        for (size_t i = i0; i < i1; i++)
+            e->d[i] = (float)e->a[i] - e->b[i];
+    else
+        for (size_t i = i0; i < i1; i++)
+            e->d[i] = e->k * e->d[i];
+    return FQ_OK;
+}
+
+static int elementwise_run(float *d, const real *a, const float *b, float k, size_t n)
+{
+    elementwise e = {d, a, b, k};
+    return fq_parallel_ranges(n, (size_t)1 << 22, 0, elementwise_range, &e);
+}
+
+/* tr((W' − Ŵ) H (W' − Ŵ)ᵀ) for the dequantized Ŵ (host) and H = hscale · Hsum, Hsum on the
+ * device (the error is linear in H: the device keeps the unscaled sum) */
+static int output_error(gptq_gpu *g, int out, int in, const float *deq, const real *wp,
+                        const float *Hsum, double hscale, float *dev_delta, float *dev_work,
+                        double *err)
+{
+    size_t n = (size_t)out * in;
+    float *d = fq_malloc(sizeof(float) * n, "weight error");
+    int rc = d ? elementwise_run(d, wp, deq, 0, n) : FQ_ERR;
+    if (rc == FQ_OK)
+        rc = fq_cuda_upload(g->ctx, dev_delta, d, n);
     free(d);
     if (rc == FQ_OK)
-        rc = gptq_output_error_cuda(g->ctx, dev_delta, Hsum, l->out, l->in, dev_work, err);
+        rc = gptq_output_error_cuda(g->ctx, dev_delta, Hsum, out, in, dev_work, err);
     *err *= hscale;
     return rc;
 }
 
 /* GPTQ of one linear from its device Hessian sum H (scaled on the host as
- * gptq_hessian_get for the plan). l ← the new codes; err[0/1] as in gptq_gpu_layer. */
+ * gptq_hessian_get for the plan). l ← the new codes, *deq ← their dequantized weight (the
+ * caller's, for the device layer); err[0/1] as in gptq_gpu_layer. */
 static int quantize_linear(gptq_gpu *g, int lin, const real *wp, const float *H, long tokens,
-                           const gptq_opts *o, const qlinear *rtn, qlinear *l, double err[2],
-                           double secs[3])
+                           const gptq_opts *o, const qlinear *rtn, qlinear *l, float **deq,
+                           double err[2], double secs[GPTQ_NSECS])
 {
     const llama_config *c = g->c;
     int out = fq_linear_out(c, lin), in = fq_linear_in(c, lin);
@@ -189,12 +218,12 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, const float *H,
     gptq_plan p;
     memset(&p, 0, sizeof p);
     int rc = FQ_ERR;
-    double t0 = progress_monotonic_seconds();
+    double t0 = progress_monotonic_seconds(), t1;
     if (!hh || fq_cuda_download(g->ctx, hh, H, nh) != FQ_OK)
         goto out;
     const real k = (real)(2.0 / (double)tokens);
-    for (size_t i = 0; i < nh; i++)
-        hh[i] = k * hh[i];
+    if (elementwise_run(hh, NULL, NULL, (float)k, nh) != FQ_OK)
+        goto out;
     if (bits == 16) { /* nothing to sweep: the weight is kept, as gptq_quantize does */
         rc = gptq_quantize_opts(l, wp, out, in, hh, bits, o);
         goto errors;
@@ -215,18 +244,23 @@ static int quantize_linear(gptq_gpu *g, int lin, const real *wp, const float *H,
     }
     if (!gpu_factor && fq_cuda_upload(g->ctx, dU, p.U, nh))
         goto out;
-    double t1 = progress_monotonic_seconds();
-    secs[1] += t1 - t0;
+    t1 = progress_monotonic_seconds();
+    secs[GPTQ_SEC_FACTOR] += t1 - t0;
     rc = gptq_plan_sweep_cuda(g->ctx, &p, dU, l);
-    secs[2] += progress_monotonic_seconds() - t1;
+    secs[GPTQ_SEC_SWEEP] += progress_monotonic_seconds() - t1;
 errors:
+    t1 = progress_monotonic_seconds();
+    float *rdeq = NULL;
     if (rc == FQ_OK && (fq_cuda_alloc(&ddelta, nw, "weight error") ||
-                        fq_cuda_alloc(&dwork, nw, "weight error times Hessian")))
+                        fq_cuda_alloc(&dwork, nw, "weight error times Hessian") ||
+                        !(rdeq = dequantized(rtn)) || !(*deq = dequantized(l))))
         rc = FQ_ERR;
     if (rc == FQ_OK)
-        rc = output_error(g, rtn, wp, H, k, ddelta, dwork, &err[0]);
+        rc = output_error(g, out, in, rdeq, wp, H, k, ddelta, dwork, &err[0]);
     if (rc == FQ_OK)
-        rc = output_error(g, l, wp, H, k, ddelta, dwork, &err[1]);
+        rc = output_error(g, out, in, *deq, wp, H, k, ddelta, dwork, &err[1]);
+    free(rdeq);
+    secs[GPTQ_SEC_ERRORS] += progress_monotonic_seconds() - t1;
 out:
     gptq_plan_free(&p);
     free(hh);
@@ -237,12 +271,13 @@ out:
 }
 
 int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gptq_opts *o,
-                   double err[QL_NLINEAR][2], double secs[3])
+                   double err[QL_NLINEAR][2], double secs[GPTQ_NSECS])
 {
     if (!g || !q || !wp || !o || !err || !secs)
         return fq_error(F ":gptq_gpu_layer: NULL argument");
     const llama_config *c = g->c;
-    secs[0] = secs[1] = secs[2] = 0;
+    for (int i = 0; i < GPTQ_NSECS; i++)
+        secs[i] = 0;
     qlayer_rt rt;
     if (qlayer_rt_init(&rt, q, c) != FQ_OK)
         return FQ_ERR;
@@ -268,16 +303,18 @@ int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gpt
         double t0 = progress_monotonic_seconds();
         if (rc == FQ_OK)
             rc = forward_all(g, &l, &obs);
-        secs[0] += progress_monotonic_seconds() - t0;
+        secs[GPTQ_SEC_FORWARD] += progress_monotonic_seconds() - t0;
         for (int m = 0; rc == FQ_OK && m < gptq_group_len[gi]; m++) {
             int lin = gptq_group_lin[gi][m];
             qlinear nl;
             memset(&nl, 0, sizeof nl);
+            float *deq = NULL;
             rc = quantize_linear(g, lin, wp[lin], obs.H[lin], obs.tokens[lin], o, &q->lin[lin],
-                                 &nl, err[lin], secs);
-            float *deq = rc == FQ_OK ? dequantized(&nl) : NULL;
-            if (rc == FQ_OK && (!deq || qlayer_dev_set_weight(g->ctx, &l, lin, deq, c)))
+                                 &nl, &deq, err[lin], secs);
+            double tu = progress_monotonic_seconds();
+            if (rc == FQ_OK && qlayer_dev_set_weight(g->ctx, &l, lin, deq, c))
                 rc = FQ_ERR;
+            secs[GPTQ_SEC_UPDATE] += progress_monotonic_seconds() - tu;
             free(deq);
             if (rc == FQ_OK) {
                 qlinear_free(&q->lin[lin]);
@@ -293,7 +330,7 @@ int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gpt
     double t0 = progress_monotonic_seconds();
     if (rc == FQ_OK)
         rc = forward_all(g, &l, NULL);
-    secs[0] += progress_monotonic_seconds() - t0;
+    secs[GPTQ_SEC_FORWARD] += progress_monotonic_seconds() - t0;
     qlayer_dev_free(&l);
     return rc;
 }
@@ -326,7 +363,7 @@ int gptq_gpu_forward(gptq_gpu *g, const qlayer_rt *rt)
 }
 
 int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gptq_opts *o,
-                   double err[QL_NLINEAR][2], double secs[3])
+                   double err[QL_NLINEAR][2], double secs[GPTQ_NSECS])
 {
     (void)g, (void)q, (void)wp, (void)o, (void)err, (void)secs;
     return fq_error("GPTQ pass: this flatq was built without the CUDA backend");

@@ -33,11 +33,19 @@ void gptq_gpu_free(gptq_gpu *g);
 /* The activations ← the finished layer rt applied to them (a layer done earlier). */
 int gptq_gpu_forward(gptq_gpu *g, const qlayer_rt *rt);
 
+/* Where a layer's GPU GPTQ time goes (gptq_gpu_layer's secs[]). */
+enum { GPTQ_SEC_FORWARD,  /* the forwards, with the Hessian sums inside them */
+       GPTQ_SEC_FACTOR,   /* Hessians to the host, the plan's scales, the factorisations */
+       GPTQ_SEC_SWEEP,    /* the column sweeps on the GPU */
+       GPTQ_SEC_ERRORS,   /* dequantized weights and the log's output errors */
+       GPTQ_SEC_UPDATE,   /* the new weights into the device layer */
+       GPTQ_NSECS };
+
 /* GPTQ the seven weights of q (RTN codes replaced) from the merged weights wp, group by
  * group in gptq_pass.h's order, then move the activations through the finished layer.
- * err[lin][0/1]: output error of RTN / GPTQ through the Hessian (for the log); secs:
- * forwards with Hessian sums, scales and factorisations, GPU sweeps. */
+ * err[lin][0/1]: output error of RTN / GPTQ through the Hessian (for the log); secs: the
+ * seconds of each GPTQ_SEC_* share. */
 int gptq_gpu_layer(gptq_gpu *g, qlayer *q, real *const wp[QL_NLINEAR], const gptq_opts *o,
-                   double err[QL_NLINEAR][2], double secs[3]);
+                   double err[QL_NLINEAR][2], double secs[GPTQ_NSECS]);
 
 #endif

@@ -15,9 +15,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cayley.h"
 #include "error.h"
+#include "parallel.h"
+#include "real.h"
 
 #define WHERE "core/fq_factors.c"
 
@@ -31,7 +34,25 @@ void fq_factor_mats_free(fq_factor_mats *fm)
     free(fm->M);
     free(fm->fwork);
     free(fm->dwork);
+    free(fm->order);
     memset(fm, 0, sizeof *fm);
+}
+
+static int factor_threads(int nfactors)
+{
+    const char *e = getenv("FLATQ_FACTOR_THREADS");
+    long n = 0;
+    if (e && *e) {
+        char *end;
+        n = strtol(e, &end, 10);
+        if (*end || n < 1 || n > 64)
+            n = 0; /* ignored: the default below */
+    }
+    if (n == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores < 1 ? 1 : cores > 8 ? 8 : cores;
+    }
+    return (int)(n > nfactors ? nfactors : n);
 }
 
 int fq_factor_mats_create(fq_factor_mats *fm, const fq_params *P)
@@ -49,14 +70,17 @@ int fq_factor_mats_create(fq_factor_mats *fm, const fq_params *P)
     }
     fm->nfactors = nf;
     fm->total = total;
+    fm->nthreads = factor_threads(nf);
+    long kk = kmax * kmax;
+    fm->fwork_n = (size_t)lmax(svd_factor_bwd_work((int)kmax),
+                               lmax(svd_factor_fwd_work((int)kmax), kk));
+    fm->dwork_n = (size_t)(2 * kk);
     fm->slab = fq_calloc(6 * total, sizeof(real), "factor matrices");
     fm->M = fq_calloc(6 * (size_t)nf, sizeof(real *), "factor table");
-    long kk = kmax * kmax;
-    fm->fwork = fq_calloc((size_t)lmax(svd_factor_bwd_work((int)kmax),
-                                       lmax(svd_factor_fwd_work((int)kmax), kk)),
-                          sizeof(real), "factor work");
-    fm->dwork = fq_calloc((size_t)(2 * kk), sizeof(double), "inverse work");
-    if (!fm->slab || !fm->M || !fm->fwork || !fm->dwork) {
+    fm->fwork = fq_calloc((size_t)fm->nthreads * fm->fwork_n, sizeof(real), "factor work");
+    fm->dwork = fq_calloc((size_t)fm->nthreads * fm->dwork_n, sizeof(double), "inverse work");
+    fm->order = fq_calloc((size_t)nf, sizeof(int), "factor order");
+    if (!fm->slab || !fm->M || !fm->fwork || !fm->dwork || !fm->order) {
         fq_factor_mats_free(fm);
         return fq_error_wrap(WHERE ":fq_factor_mats_create");
     }
@@ -71,6 +95,12 @@ int fq_factor_mats_create(fq_factor_mats *fm, const fq_params *P)
             fm->M[j * nf + i] = fm->slab + (size_t)j * total + off;
         off += (size_t)P->fac[i].k * P->fac[i].k;
     }
+    for (int i = 0; i < nf; i++) { /* insertion sort by k, descending, stable */
+        int j = i;
+        for (; j > 0 && P->fac[fm->order[j - 1]].k < P->fac[i].k; j--)
+            fm->order[j] = fm->order[j - 1];
+        fm->order[j] = i;
+    }
     return FQ_OK;
 }
 
@@ -84,23 +114,75 @@ static int check_mats(const fq_factor_mats *fm, const fq_params *P, const char *
     return FQ_OK;
 }
 
+typedef struct {
+    fq_factor_mats *fm;
+    fq_params *P;
+} factor_job;
+
+static int factor_fwd_one(void *ctx, size_t idx, int t)
+{
+    factor_job *job = ctx;
+    fq_factor_mats *fm = job->fm;
+    const fq_params *P = job->P;
+    const int i = fm->order[idx];
+    const fq_factor *F = &P->fac[i];
+    const int k = F->k;
+    real *fwork = fm->fwork + (size_t)t * fm->fwork_n;
+    double *dwork = fm->dwork + (size_t)t * fm->dwork_n;
+    if (P->direct_inv) {
+        memcpy(fm->M[i], P->p + F->m, sizeof(real) * (size_t)k * k);
+        if (direct_inv_fwd(fm->Mi[i], fm->M[i], k, dwork))
+            return fq_error_wrap(WHERE ":fq_factors_fwd: factor %s", F->name);
+    } else if (svd_factor_fwd(fm->M[i], fm->Mi[i], fm->U[i], fm->V[i], P->p + F->theta_u,
+                              P->p + F->theta_v, P->p + F->lambda, k, fwork)) {
+        return fq_error_wrap(WHERE ":fq_factors_fwd: factor %s", F->name);
+    }
+    return FQ_OK;
+}
+
+static int factor_bwd_one(void *ctx, size_t idx, int t)
+{
+    factor_job *job = ctx;
+    fq_factor_mats *fm = job->fm;
+    fq_params *P = job->P;
+    const int i = fm->order[idx];
+    const fq_factor *F = &P->fac[i];
+    const int k = F->k;
+    real *fwork = fm->fwork + (size_t)t * fm->fwork_n;
+    if (P->direct_inv) {
+        if (direct_inv_bwd(fm->gM[i], fm->gMi[i], fm->Mi[i], k, fwork))
+            return fq_error_wrap(WHERE ":fq_factors_bwd: factor %s", F->name);
+        real *dst = P->g + F->m;
+        for (size_t j = 0; j < (size_t)k * k; j++)
+            dst[j] += fm->gM[i][j];
+    } else if (svd_factor_bwd(P->g + F->theta_u, P->g + F->theta_v, P->g + F->lambda,
+                              fm->gM[i], fm->gMi[i], fm->U[i], fm->V[i], P->p + F->lambda, k,
+                              fwork)) {
+        return fq_error_wrap(WHERE ":fq_factors_bwd: factor %s", F->name);
+    }
+    return FQ_OK;
+}
+
+/* Every factor on its own thread with single-threaded BLAS (the factors are independent
+ * and each writes only its own matrices and parameter ranges). BLAS goes back to its
+ * thread count afterwards. */
+static int factors_run(fq_factor_mats *fm, fq_params *P, fq_item_fn fn)
+{
+    factor_job job = {fm, P};
+    const int blas = fm->nthreads > 1 ? real_blas_threads() : 1;
+    if (blas > 1)
+        real_blas_set_threads(1);
+    int rc = fq_parallel_for((size_t)P->nfactors, fm->nthreads, fn, &job);
+    if (blas > 1)
+        real_blas_set_threads(blas);
+    return rc;
+}
+
 int fq_factors_fwd(fq_factor_mats *fm, const fq_params *P)
 {
     if (check_mats(fm, P, "fq_factors_fwd"))
         return FQ_ERR;
-    for (int i = 0; i < P->nfactors; i++) {
-        const fq_factor *F = &P->fac[i];
-        int k = F->k;
-        if (P->direct_inv) {
-            memcpy(fm->M[i], P->p + F->m, sizeof(real) * (size_t)k * k);
-            if (direct_inv_fwd(fm->Mi[i], fm->M[i], k, fm->dwork))
-                return fq_error_wrap(WHERE ":fq_factors_fwd: factor %s", F->name);
-        } else if (svd_factor_fwd(fm->M[i], fm->Mi[i], fm->U[i], fm->V[i], P->p + F->theta_u,
-                                  P->p + F->theta_v, P->p + F->lambda, k, fm->fwork)) {
-            return fq_error_wrap(WHERE ":fq_factors_fwd: factor %s", F->name);
-        }
-    }
-    return FQ_OK;
+    return factors_run(fm, (fq_params *)P, factor_fwd_one);
 }
 
 void fq_factors_zero_grad(fq_factor_mats *fm)
@@ -113,22 +195,7 @@ int fq_factors_bwd(fq_factor_mats *fm, fq_params *P)
 {
     if (check_mats(fm, P, "fq_factors_bwd") || !P->g)
         return P && !P->g ? fq_error(WHERE ":fq_factors_bwd: params without gradients") : FQ_ERR;
-    for (int i = 0; i < P->nfactors; i++) {
-        const fq_factor *F = &P->fac[i];
-        int k = F->k;
-        if (P->direct_inv) {
-            if (direct_inv_bwd(fm->gM[i], fm->gMi[i], fm->Mi[i], k, fm->fwork))
-                return fq_error_wrap(WHERE ":fq_factors_bwd: factor %s", F->name);
-            real *dst = P->g + F->m;
-            for (size_t j = 0; j < (size_t)k * k; j++)
-                dst[j] += fm->gM[i][j];
-        } else if (svd_factor_bwd(P->g + F->theta_u, P->g + F->theta_v, P->g + F->lambda,
-                                  fm->gM[i], fm->gMi[i], fm->U[i], fm->V[i], P->p + F->lambda,
-                                  k, fm->fwork)) {
-            return fq_error_wrap(WHERE ":fq_factors_bwd: factor %s", F->name);
-        }
-    }
-    return FQ_OK;
+    return factors_run(fm, P, factor_bwd_one);
 }
 
 void fq_weight_side_of(const fq_params *P, int lin, fq_weight_side *ws)

@@ -154,10 +154,16 @@ typedef struct {
     real **gM, **gMi;      /* gradients w.r.t. M and M^{-T} (the tensor side adds into them) */
     real **U, **V;         /* SVD form: the orthogonal factors, kept for the backward */
     real *slab;            /* 6·total: M | Mi | gM | gMi | U | V */
-    real *fwork;
-    double *dwork;
+    int nthreads;          /* factors run side by side on this many threads */
+    int *order;            /* factor indices, largest k first (the longest solve starts first) */
+    size_t fwork_n, dwork_n; /* per-thread work sizes (reals, doubles) */
+    real *fwork;           /* nthreads · fwork_n */
+    double *dwork;         /* nthreads · dwork_n */
 } fq_factor_mats;
 
+/* Threads: FLATQ_FACTOR_THREADS if set (1..64), else the online cores capped at 8 and at
+ * the factor count. Each factor is computed by one thread with single-threaded BLAS, so
+ * the results do not depend on the thread count. */
 int fq_factor_mats_create(fq_factor_mats *fm, const fq_params *P);
 void fq_factor_mats_free(fq_factor_mats *fm);
 /* M, M^{-T} (and U, V) of every factor from P->p. */

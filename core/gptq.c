@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "parallel.h"
 
 #define WHERE "core/gptq.c"
 
@@ -225,6 +226,61 @@ int gptq_plan_make(gptq_plan *p, const real *w, int out, int in, const real *H, 
     return gptq_plan_make_ex(p, w, out, in, H, bits, o, 1);
 }
 
+/* The plan's host loops, row ranges on the I/O threads (fq_parallel_ranges): each row's
+ * result depends on that row alone, so the plan is the same bytes on any thread count;
+ * for a 70B down_proj the clip search alone is 11 × 235 M weighted errors, half a minute
+ * on one core. */
+typedef struct {
+    gptq_plan *p;
+    const real *w, *H;
+    const int *perm;
+    const real *hdiag; /* clip search weights, or NULL: no search */
+} plan_job;
+
+/* hd ← H (permuted), checked finite, rows [a, b) */
+static int plan_hessian_rows(void *ctx, size_t a, size_t b, int t)
+{
+    (void)t;
+    const plan_job *j = ctx;
+    const int in = j->p->in;
+    for (size_t i = a; i < b; i++)
+        for (int k = 0; k < in; k++) {
+            size_t src = j->perm ? (size_t)j->perm[i] * in + j->perm[k] : i * in + k;
+            if (!isfinite(j->H[src]))
+                return fq_error(WHERE ":gptq_quantize: Hessian element %zu is %g (expected "
+                                "finite inputs)", src, (double)j->H[src]);
+            j->p->Hd[i * in + k] = (double)j->H[src];
+        }
+    return FQ_OK;
+}
+
+/* scales (RTN of the row, then the clip search) and the working weight, rows [a, b) */
+static int plan_weight_rows(void *ctx, size_t a, size_t b, int t)
+{
+    (void)t;
+    const plan_job *j = ctx;
+    gptq_plan *p = j->p;
+    const int in = p->in;
+    for (size_t r = a; r < b; r++) {
+        const real *wr = j->w + r * in;
+        /* the RTN scale of the clipped row, in float exactly as qlinear_quantize_rtn */
+        float mx = 0;
+        for (int k = 0; k < in; k++) {
+            float v = (float)wr[k];
+            if (!isfinite(v))
+                return fq_error(WHERE ":gptq_quantize: weight [%zu, %d] is %g (expected "
+                                "finite)", r, k, (double)v);
+            mx = fmaxf(mx, fabsf(v));
+        }
+        p->scales[r] = fmaxf(mx, 1e-5f) / p->qmax;
+        if (j->hdiag)
+            p->scales[r] = clip_search_row(wr, j->hdiag, in, p->scales[r], p->qmax);
+        for (int k = 0; k < in; k++)
+            p->W[r * in + k] = wr[j->perm ? j->perm[k] : k];
+    }
+    return FQ_OK;
+}
+
 int gptq_plan_make_ex(gptq_plan *p, const real *w, int out, int in, const real *H, int bits,
                       const gptq_opts *o, int factor)
 {
@@ -243,70 +299,47 @@ int gptq_plan_make_ex(gptq_plan *p, const real *w, int out, int in, const real *
         return fq_error(WHERE ":gptq_quantize: input size %d is odd (expected even for two "
                         "codes per byte)", in);
     size_t nw = (size_t)out * in, nh = (size_t)in * in;
-    for (size_t i = 0; i < nh; i++)
-        if (!isfinite(H[i]))
-            return fq_error(WHERE ":gptq_quantize: Hessian element %zu is %g (expected finite "
-                            "inputs)", i, (double)H[i]);
     p->out = out;
     p->in = in;
     p->bits = bits;
     p->block = block;
     p->qmax = (float)((1 << (bits - 1)) - 1);
-    double *hd = fq_malloc(sizeof(double) * nh, "GPTQ inverse Hessian");
+    p->Hd = fq_malloc(sizeof(double) * nh, "GPTQ inverse Hessian");
     uint8_t *dead = fq_malloc((size_t)in, "dead inputs");
     p->W = fq_malloc(sizeof(real) * nw, "GPTQ working weight");
     p->scales = fq_malloc(sizeof(float) * (size_t)out, "weight scales");
     p->damp = damp;
-    const int *perm = NULL;
+    real *hdiag = NULL;
     int rc = FQ_ERR;
-    if (!hd || !dead || !p->W || !p->scales)
+    if (!p->Hd || !dead || !p->W || !p->scales)
         goto out;
     if (o->act_order && act_order_perm(H, in, &p->perm) != FQ_OK)
         goto out;
-    perm = p->perm;
-    for (int i = 0; i < in; i++)
-        for (int j = 0; j < in; j++)
-            hd[(size_t)i * in + j] =
-                perm ? (double)H[(size_t)perm[i] * in + perm[j]] : (double)H[(size_t)i * in + j];
-    damp_diagonal(hd, in, damp, dead);
-    p->Hd = hd;
-    hd = NULL;
+    plan_job job = {p, w, H, p->perm, NULL};
+    /* rows in chunks of ~1 M elements: enough items to spread, few enough to be cheap */
+    size_t hchunk = (size_t)(1 << 20) / (size_t)in + 1;
+    if (fq_parallel_ranges((size_t)in, hchunk, 0, plan_hessian_rows, &job) != FQ_OK)
+        goto out;
+    damp_diagonal(p->Hd, in, damp, dead);
     if (factor && gptq_plan_factor(p) != FQ_OK)
         goto out;
-    /* the RTN scale of the clipped row, in float exactly as qlinear_quantize_rtn */
-    for (int r = 0; r < out; r++) {
-        float mx = 0;
-        for (int j = 0; j < in; j++) {
-            float v = (float)w[(size_t)r * in + j];
-            if (!isfinite(v)) {
-                fq_error(WHERE ":gptq_quantize: weight [%d, %d] is %g (expected finite)", r, j,
-                         (double)v);
-                goto out;
-            }
-            mx = fmaxf(mx, fabsf(v));
-        }
-        p->scales[r] = fmaxf(mx, 1e-5f) / p->qmax;
-    }
     if (o->clip_search) {
-        real *hdiag = fq_malloc(sizeof(real) * (size_t)in, "GPTQ clip search weights");
+        hdiag = fq_malloc(sizeof(real) * (size_t)in, "GPTQ clip search weights");
         if (!hdiag)
             goto out;
         for (int j = 0; j < in; j++)
             hdiag[j] = H[(size_t)j * in + j];
-        for (int r = 0; r < out; r++)
-            p->scales[r] = clip_search_row(w + (size_t)r * in, hdiag, in, p->scales[r], p->qmax);
-        free(hdiag);
+        job.hdiag = hdiag;
     }
-    for (int r = 0; r < out; r++)
-        for (int j = 0; j < in; j++)
-            p->W[(size_t)r * in + j] = w[(size_t)r * in + (perm ? perm[j] : j)];
+    if (fq_parallel_ranges((size_t)out, hchunk, 0, plan_weight_rows, &job) != FQ_OK)
+        goto out;
     for (int r = 0; r < out; r++)
         for (int j = 0; j < in; j++)
             if (dead[j])
                 p->W[(size_t)r * in + j] = 0;
     rc = FQ_OK;
 out:
-    free(hd);
+    free(hdiag);
     free(dead);
     if (rc != FQ_OK)
         gptq_plan_free(p);

@@ -256,14 +256,6 @@ int fq_gemm_strided_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int 
                          float alpha, const float *a, int lda, long long stride_a,
                          const float *b, int ldb, long long stride_b, float beta, float *c,
                          int ldc, long long stride_c, int batch, const char *where);
-/* The same at fp32 accuracy whatever ctx->math says: the transforms' GEMMs (their outputs
- * feed the quantizers, and the weight-side inverse must cancel the activation-side
- * transform). SGEMM, or split TF32 (3 tensor-core GEMMs, ~2^-21 relative) when
- * ctx->split_transforms is set in a tensor-core mode (measured slower on H200: off). */
-int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
-                               float alpha, const float *a, int lda, long long stride_a,
-                               const float *b, int ldb, long long stride_b, float beta,
-                               float *c, int ldc, long long stride_c, int batch,
-                               const char *where);
+/* fq_gemm_strided_exact_cuda (the transforms' fp32 GEMMs): flatq_cuda.h */
 
 #endif

@@ -52,6 +52,7 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     ctx->sm_count = 1;
     ctx->math = FQ_MATH_FP32;
     ctx->split_transforms = 0;
+    ctx->tallk_split = 1;
     ctx->pdl = 0;
     ctx->grid_barrier = 1;
     ctx->attn_tc = 1;
@@ -289,6 +290,11 @@ int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count)
     return FQ_OK;
 }
 
+/* fp32 products emulated on bf16 tensor cores (each operand as three bf16 terms, cuBLAS
+ * 12.9+): fp32-level accuracy where the library implements it; internal to the exact
+ * GEMMs (split_transforms 2), not a context math mode */
+#define MATH_BF16X9 100
+
 static int gemm_strided_math(fq_cuda_ctx *ctx, int math, int trans_a, int trans_b, int m,
                              int n, int k, float alpha, const float *a, int lda,
                              long long stride_a, const float *b, int ldb, long long stride_b,
@@ -302,8 +308,9 @@ static int gemm_strided_math(fq_cuda_ctx *ctx, int math, int trans_a, int trans_
     cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t s;
     if (math != FQ_MATH_FP32) {
-        cublasComputeType_t ct = math == FQ_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                           : CUBLAS_COMPUTE_32F_FAST_16BF;
+        cublasComputeType_t ct = math == FQ_MATH_TF32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                 : math == MATH_BF16X9 ? CUBLAS_COMPUTE_32F_EMULATED_16BFX9
+                                                       : CUBLAS_COMPUTE_32F_FAST_16BF;
         if (batch == 1)
             s = cublasGemmEx(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a,
                              CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, ct,
@@ -390,12 +397,74 @@ static int gemm_split_tf32(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, in
     return FQ_OK;
 }
 
+/* Tall-K products: a small output (the transforms' factor gradients, k × k) summed over
+ * every row of a weight or every token, K up to millions. One SGEMM gives cuBLAS a grid
+ * of a few output tiles that each walk all of K (measured 20-27 TFLOP/s in the 70B weight
+ * side's backward); cut K into TALLK_CHUNK-long pieces instead, one strided-batched SGEMM
+ * writes every piece's product, and a fixed-order sum folds them: the same result on every
+ * run and any GPU. */
+#define TALLK_MIN_K 65536
+#define TALLK_MAX_OUT 65536
+#define TALLK_CHUNK 8192
+
+static __global__ void tallk_fold_kernel(float *c, int ldc, const float *part, int m, int n,
+                                         int parts, float beta)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= m * n)
+        return;
+    const size_t mn = (size_t)m * n;
+    float acc = 0.0f;
+    for (int p = 0; p < parts; p++)
+        acc += part[p * mn + i];
+    float *cp = c + (size_t)(i / n) * ldc + i % n;
+    *cp = beta == 0.0f ? acc : beta * *cp + acc;
+}
+
+static bool tallk(int m, int n, int k, int batch)
+{
+    return batch == 1 && k >= TALLK_MIN_K && (long long)m * n <= TALLK_MAX_OUT;
+}
+
+static int gemm_tallk(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                      float alpha, const float *a, int lda, const float *b, int ldb, float beta,
+                      float *c, int ldc, const char *where)
+{
+    const int full = k / TALLK_CHUNK, rest = k % TALLK_CHUNK, parts = full + (rest > 0);
+    const size_t mn = (size_t)m * n;
+    float *part = NULL;
+    if (fq_cuda_scratch(ctx, FQ_SCRATCH_KSPLIT, sizeof(float) * mn * parts, (void **)&part))
+        return fq_error_wrap(F ":%s: split-K scratch", where);
+    /* where chunk j of K starts in each operand (row-major, as the wrappers take them) */
+    const long long sa = trans_a ? (long long)TALLK_CHUNK * lda : TALLK_CHUNK;
+    const long long sb = trans_b ? TALLK_CHUNK : (long long)TALLK_CHUNK * ldb;
+    if (full > 0 && gemm_strided_math(ctx, FQ_MATH_FP32, trans_a, trans_b, m, n, TALLK_CHUNK,
+                                      alpha, a, lda, sa, b, ldb, sb, 0.0f, part, n,
+                                      (long long)mn, full, where))
+        return FQ_ERR;
+    if (rest > 0 && gemm_strided_math(ctx, FQ_MATH_FP32, trans_a, trans_b, m, n, rest, alpha,
+                                      a + full * sa, lda, 0, b + full * sb, ldb, 0, 0.0f,
+                                      part + full * mn, n, 0, 1, where))
+        return FQ_ERR;
+    tallk_fold_kernel<<<(unsigned)((mn + 255) / 256), 256, 0, CTX_STREAM(ctx)>>>(
+        c, ldc, part, m, n, parts, beta);
+    LAUNCH_CHECK(F, where, "tallk_fold_kernel");
+    return FQ_OK;
+}
+
 int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
                                float alpha, const float *a, int lda, long long stride_a,
                                const float *b, int ldb, long long stride_b, float beta,
                                float *c, int ldc, long long stride_c, int batch,
                                const char *where)
 {
+    if (tallk(m, n, k, batch) && ctx->tallk_split)
+        return gemm_tallk(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                          where);
+    if (ctx->math != FQ_MATH_FP32 && ctx->split_transforms == 2)
+        return gemm_strided_math(ctx, MATH_BF16X9, trans_a, trans_b, m, n, k, alpha, a, lda,
+                                 stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch,
+                                 where);
     if (ctx->math != FQ_MATH_FP32 && ctx->split_transforms)
         return gemm_split_tf32(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
                                stride_b, beta, c, ldc, stride_c, batch, where);

@@ -41,7 +41,8 @@ typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mo
 
 /* users of the context's scratch buffers (fq_cuda_scratch) */
 typedef enum { FQ_SCRATCH_SPLIT = 0, FQ_SCRATCH_QUANT = 1, FQ_SCRATCH_ATTN = 2,
-               FQ_SCRATCH_BARRIER = 3, FQ_SCRATCH_SLOTS = 4 } fq_scratch_slot;
+               FQ_SCRATCH_BARRIER = 3, FQ_SCRATCH_KSPLIT = 4,
+               FQ_SCRATCH_SLOTS = 5 } fq_scratch_slot;
 
 typedef struct {
     int device;     /* CUDA device ordinal */
@@ -49,7 +50,11 @@ typedef struct {
     void *cublas;   /* cublasHandle_t */
     void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
     int math;       /* fq_math_mode of every GEMM issued through this context */
-    int split_transforms; /* 1: transform GEMMs as split TF32 in tensor-core modes (else SGEMM) */
+    int split_transforms; /* in tensor-core modes, the transform GEMMs as 1: split TF32,
+                           * 2: cuBLAS's BF16x9 fp32 emulation; 0: SGEMM */
+    /* 1 (fq_cuda_init's default): exact GEMMs with a small output and K >= 65536 (factor
+     * gradients summed over all rows) run split over K with a fixed-order fold; 0: one SGEMM */
+    int tallk_split;
     /* 1: the inference kernels launch as programmatic dependents (Hopper PDL): each may start
      * while the kernel before it in the stream finishes, doing what does not depend on it
      * (weights, factors, shared-memory set-up) and waiting (griddepcontrol.wait) before it
@@ -128,6 +133,17 @@ int fq_cuda_sum_into(fq_cuda_ctx *ctx, float *dst, const float *src, size_t n);
 /* Row-major C[M,N] = alpha·op(A)·op(B) + beta·C, the device twin of real_gemm. */
 int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* The transforms' GEMMs, row-major and strided-batched like fq_gemm_strided_cuda, at fp32
+ * accuracy whatever ctx->math says (their outputs feed the quantizers, and the weight-side
+ * inverse must cancel the activation-side transform): SGEMM, split over K with a
+ * fixed-order fold when K is tall and the output small (ctx->tallk_split), or in a
+ * tensor-core mode split TF32 / BF16x9 when ctx->split_transforms asks (measured slower or
+ * no faster on H200: off). */
+int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                               float alpha, const float *a, int lda, long long stride_a,
+                               const float *b, int ldb, long long stride_b, float beta,
+                               float *c, int ldc, long long stride_c, int batch,
+                               const char *where);
 
 /* ---- LLaMA ops (kernels/llama_ops.cu), see core/llama_ops.h ---- */
 int rmsnorm_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *rstd, const float *x,

@@ -37,7 +37,7 @@ extern "C" {
 
 const char *const fq_prof_names[FQ_PROF_NGROUPS] = {
     "params (host)", "weight side", "GEMM (linears)", "attention", "act transforms",
-    "act/KV quantizers", "norm/rope/swiglu/loss"};
+    "act/KV quantizers", "norm/rope/swiglu/loss", "w LWC+quant", "channel scales"};
 
 struct fq_tape_cuda {
     fq_cuda_ctx *ctx;
@@ -703,10 +703,12 @@ static int weight_transform(fq_tape_cuda *tp, const fq_params *P, int lin)
     weight_factors(tp, &ws, &bf);
     const float *src = tp->w[lin];
     if (ws.c_off != FQ_NO_SCALE) {
+        prof(tp, FQ_PROF_CHSCALE);
         if (chscale_weight_fwd_cuda(tp->ctx, tp->w1[lin], src, dpar(tp, ws.c_off), out, in))
             return FQ_ERR;
         src = tp->w1[lin];
     }
+    prof(tp, FQ_PROF_WEIGHTS);
     return blk_fwd(tp, tp->wp[lin], src, out, ws.T, ws.n1, ws.n2, &bf);
 }
 
@@ -717,14 +719,17 @@ static int weight_fwd(fq_tape_cuda *tp, const fq_params *P, int lin)
     if (weight_transform(tp, P, lin))
         return FQ_ERR;
     const float *a = dpar(tp, P->lwc_a[lin]), *b = dpar(tp, P->lwc_b[lin]);
+    prof(tp, FQ_PROF_WQUANT);
     if (lin == QL_V && !P->separate_vtrans) {
         if (P->w_bits != 16) {
             lwc_clamp_fwd_kernel<<<out, FQ_BLOCK, 0, CTX_STREAM(tp->ctx)>>>(tp->wcl, tp->wp[lin],
                                                                             in, a, b);
             LAUNCH_CHECK(F, "weight_fwd", "lwc_clamp_fwd_kernel");
         }
+        prof(tp, FQ_PROF_WEIGHTS);
         if (vrot_fwd(tp, tp->wrot, tp->wcl, c->n_kv_heads, c->head_dim, in, tp->M[FQ_F_MV]))
             return FQ_ERR;
+        prof(tp, FQ_PROF_WQUANT);
         if (P->w_bits != 16 &&
             quant_weight_lwc_fwd_cuda(tp->ctx, tp->wh[lin], tp->wsc[lin], tp->wrot, out, in,
                                       P->w_bits, tp->noclip, tp->noclip))
@@ -745,6 +750,25 @@ static int act_q(fq_tape_cuda *tp, const fq_params *P, float *out, float *sc, co
     const real *cl = P->p + P->lac[lin];
     return quant_act_sym_fwd_cuda(tp->ctx, out, sc, in, rows, k, blocks, P->a_bits,
                                   (float)cl[0], (float)cl[1]);
+}
+
+/* The activation side's channel scales, charged to their own profile group. */
+static int act_chscale_fwd(fq_tape_cuda *tp, float *y, const float *x, const float *c,
+                           int rows, int n)
+{
+    prof(tp, FQ_PROF_CHSCALE);
+    int rc = chscale_act_fwd_cuda(tp->ctx, y, x, c, rows, n);
+    prof(tp, FQ_PROF_TRANSFORMS);
+    return rc;
+}
+
+static int act_chscale_bwd(fq_tape_cuda *tp, float *g_x, float *g_c, const float *g_y,
+                           const float *x, const float *c, int rows, int n)
+{
+    prof(tp, FQ_PROF_CHSCALE);
+    int rc = chscale_act_bwd_cuda(tp->ctx, g_x, g_c, g_y, x, c, rows, n);
+    prof(tp, FQ_PROF_TRANSFORMS);
+    return rc;
 }
 
 static int check_call(const fq_tape_cuda *tp, const fq_params *P, const void *x, const void *y,
@@ -831,7 +855,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
     if (rmsnorm_fwd_cuda(ctx, tp->A, NULL, x, tp->gamma1, N, d, eps))
         goto fail;
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (chscale_act_fwd_cuda(ctx, tp->A1, tp->A, dpar(tp, P->c_a), N, d) ||
+    if (act_chscale_fwd(tp, tp->A1, tp->A, dpar(tp, P->c_a), N, d) ||
         kron_fwd_cuda(ctx, tp->A2, tp->A1, N, P->na1, P->na2, tp->M[FQ_F_LA], tp->M[FQ_F_RA],
                       tp->work))
         goto fail;
@@ -892,7 +916,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
     if (rmsnorm_fwd_cuda(ctx, tp->Bn, tp->rstd2, tp->X2, tp->gamma2, N, d, eps))
         goto fail;
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (chscale_act_fwd_cuda(ctx, tp->B1, tp->Bn, dpar(tp, P->c_ug), N, d) ||
+    if (act_chscale_fwd(tp, tp->B1, tp->Bn, dpar(tp, P->c_ug), N, d) ||
         kron_fwd_cuda(ctx, tp->B2, tp->B1, N, P->na1, P->na2, tp->M[FQ_F_LUG], tp->M[FQ_F_RUG],
                       tp->work))
         goto fail;
@@ -915,7 +939,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
     bf.rb = FQ_F_RD(0);
     bf.rs = 3;
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (chscale_act_fwd_cuda(ctx, tp->Z1, tp->Z, dpar(tp, P->c_d), N, f) ||
+    if (act_chscale_fwd(tp, tp->Z1, tp->Z, dpar(tp, P->c_d), N, f) ||
         blk_fwd(tp, tp->Z2, tp->Z1, N, T, P->nd1, P->nd2, &bf))
         goto fail;
     prof(tp, FQ_PROF_QUANT);
@@ -1007,6 +1031,7 @@ static int weight_bwd(fq_tape_cuda *tp, const fq_params *P, int lin)
     const float *a = dpar(tp, P->lwc_a[lin]), *b = dpar(tp, P->lwc_b[lin]);
     float *ga = dgrad(tp, P->lwc_a[lin]), *gb = dgrad(tp, P->lwc_b[lin]);
     float *gwp; /* ∂L/∂W' */
+    prof(tp, FQ_PROF_WQUANT);
     if (lin == QL_V && !P->separate_vtrans) {
         float *grot = tp->gw0;
         if (bits != 16) {
@@ -1015,9 +1040,11 @@ static int weight_bwd(fq_tape_cuda *tp, const fq_params *P, int lin)
                 return FQ_ERR;
             grot = tp->gw1;
         }
+        prof(tp, FQ_PROF_WEIGHTS);
         if (vrot_bwd(tp, tp->gw2, tp->gM[FQ_F_MV], grot, tp->wcl, c->n_kv_heads, c->head_dim,
                      in, tp->M[FQ_F_MV]))
             return FQ_ERR;
+        prof(tp, FQ_PROF_WQUANT);
         gwp = tp->gw2;
         if (bits != 16) {
             lwc_clamp_bwd_kernel<<<out, FQ_BLOCK, 0, CTX_STREAM(tp->ctx)>>>(
@@ -1036,8 +1063,10 @@ static int weight_bwd(fq_tape_cuda *tp, const fq_params *P, int lin)
     const int scaled = ws.c_off != FQ_NO_SCALE;
     const float *src = scaled ? tp->w1[lin] : tp->w[lin];
     float *gsrc = scaled ? (gwp == tp->gw2 ? tp->gw0 : tp->gw2) : NULL;
+    prof(tp, FQ_PROF_WEIGHTS);
     if (blk_bwd(tp, gsrc, gwp, src, out, ws.T, ws.n1, ws.n2, &bf))
         return FQ_ERR;
+    prof(tp, FQ_PROF_CHSCALE);
     if (scaled && chscale_weight_bwd_cuda(tp->ctx, NULL, dgrad(tp, ws.c_off), gsrc, tp->w[lin],
                                           dpar(tp, ws.c_off), out, in))
         return FQ_ERR;
@@ -1123,7 +1152,7 @@ int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y)
     gZ1 = gq == tp->t1 ? tp->t2 : tp->t1;
     prof(tp, FQ_PROF_TRANSFORMS);
     if (blk_bwd(tp, gZ1, gq, tp->Z1, N, T, P->nd1, P->nd2, &bf) ||
-        chscale_act_bwd_cuda(ctx, tp->t3, dgrad(tp, P->c_d), gZ1, tp->Z, dpar(tp, P->c_d), N, f))
+        act_chscale_bwd(tp, tp->t3, dgrad(tp, P->c_d), gZ1, tp->Z, dpar(tp, P->c_d), N, f))
         goto fail;
     /* 14: SwiGLU, up/gate projections */
     prof(tp, FQ_PROF_OTHER);
@@ -1148,7 +1177,7 @@ int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y)
     prof(tp, FQ_PROF_TRANSFORMS);
     if (kron_bwd_cuda(ctx, tp->s2, tp->gM[FQ_F_LUG], tp->gM[FQ_F_RUG], tp->s1, tp->B1, N,
                       P->na1, P->na2, tp->M[FQ_F_LUG], tp->M[FQ_F_RUG], tp->work) ||
-        chscale_act_bwd_cuda(ctx, tp->s3, dgrad(tp, P->c_ug), tp->s2, tp->Bn,
+        act_chscale_bwd(tp, tp->s3, dgrad(tp, P->c_ug), tp->s2, tp->Bn,
                              dpar(tp, P->c_ug), N, d))
         goto fail;
     prof(tp, FQ_PROF_OTHER);
@@ -1234,7 +1263,7 @@ int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y)
     prof(tp, FQ_PROF_TRANSFORMS);
     if (kron_bwd_cuda(ctx, gA1, tp->gM[FQ_F_LA], tp->gM[FQ_F_RA], gA2, tp->A1, N, P->na1,
                       P->na2, tp->M[FQ_F_LA], tp->M[FQ_F_RA], tp->work) ||
-        chscale_act_bwd_cuda(ctx, NULL, dgrad(tp, P->c_a), gA1, tp->A, dpar(tp, P->c_a), N, d))
+        act_chscale_bwd(tp, NULL, dgrad(tp, P->c_a), gA1, tp->A, dpar(tp, P->c_a), N, d))
         goto fail;
     if (params_bwd(tp, P))
         goto fail;

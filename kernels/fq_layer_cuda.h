@@ -62,12 +62,14 @@ int fq_tape_cuda_set_linear_codes(fq_tape_cuda *tp, int mode);
  * the wall time since the last boundary is charged to the group that ran. */
 enum {
     FQ_PROF_PARAMS,     /* host factor math and the parameter copies */
-    FQ_PROF_WEIGHTS,    /* weight side: ⊘ c, Kronecker with M^{-T}, LWC, weight quantizer */
+    FQ_PROF_WEIGHTS,    /* weight side: Kronecker with M^{-T}, M_v rotation */
     FQ_PROF_GEMM,       /* the seven linears (fwd and bwd) */
     FQ_PROF_ATTENTION,  /* scores, softmax, P·V and their backward */
-    FQ_PROF_TRANSFORMS, /* activation-side Kronecker, channel scales, M_k, M_o */
+    FQ_PROF_TRANSFORMS, /* activation-side Kronecker, M_k, M_o */
     FQ_PROF_QUANT,      /* activation and KV quantizers */
     FQ_PROF_OTHER,      /* norms, RoPE, SwiGLU, residual copies, loss */
+    FQ_PROF_WQUANT,     /* of the weight side: the LWC clamps and weight quantizers */
+    FQ_PROF_CHSCALE,    /* channel scales of both sides, forward and backward */
     FQ_PROF_NGROUPS
 };
 extern const char *const fq_prof_names[FQ_PROF_NGROUPS];

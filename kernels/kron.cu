@@ -19,11 +19,13 @@
 static __global__ void perm_to_mid_kernel(float *dst, const float *src, int rows, int n1,
                                           int n2, size_t n)
 {
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x) {
-        size_t j = t % n2, ri = t / n2;
-        size_t i = ri % n1, r = ri / n1;
-        dst[(i * rows + r) * n2 + j] = src[t];
+    /* 32-bit index arithmetic: check_kron bounds rows·n1·n2 below 2^31 */
+    const unsigned un = (unsigned)n, u1 = (unsigned)n1, u2 = (unsigned)n2, ur = (unsigned)rows;
+    for (unsigned t = blockIdx.x * blockDim.x + threadIdx.x; t < un;
+         t += gridDim.x * blockDim.x) {
+        unsigned j = t % u2, ri = t / u2;
+        unsigned i = ri % u1, r = ri / u1;
+        dst[(i * ur + r) * u2 + j] = src[t];
     }
 }
 
@@ -155,9 +157,12 @@ int kron_weight_bwd_cuda(fq_cuda_ctx *ctx, float *g_w, float *g_L_invT, float *g
 static __global__ void chscale_fwd_kernel(float *y, const float *x, const float *c, int n,
                                           size_t total, int divide)
 {
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x) {
-        float cj = c[t % n];
+    /* 32-bit index arithmetic: check_plain bounds rows·n below 2^31, and a 64-bit
+     * modulo per element costs more than the element's memory traffic */
+    const unsigned un = (unsigned)n, ut = (unsigned)total;
+    for (unsigned t = blockIdx.x * blockDim.x + threadIdx.x; t < ut;
+         t += gridDim.x * blockDim.x) {
+        float cj = c[t % un];
         y[t] = divide ? x[t] / cj : x[t] * cj;
     }
 }
@@ -166,31 +171,50 @@ static __global__ void chscale_fwd_kernel(float *y, const float *x, const float 
 static __global__ void chscale_bwd_x_kernel(float *g_x, const float *g_y, const float *c, int n,
                                             size_t total, int divide)
 {
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x) {
-        float cj = c[t % n];
+    const unsigned un = (unsigned)n, ut = (unsigned)total;
+    for (unsigned t = blockIdx.x * blockDim.x + threadIdx.x; t < ut;
+         t += gridDim.x * blockDim.x) {
+        float cj = c[t % un];
         g_x[t] = divide ? g_y[t] / cj : g_y[t] * cj;
     }
 }
 
-/* Channel gradient: one thread per channel walks the rows (coalesced across channels);
- * deterministic, no atomics. act: g_c += Σ g·x; weight: g_c −= Σ g·w/c². */
+/* Channel gradient, act: g_c += Σ_r g·x; weight: g_c −= Σ_r g·w / c². A block owns
+ * CSUM_COLS channels; its CSUM_ROWS row lanes each sum a strided subset of the rows
+ * (consecutive threads read consecutive channels, so every load is coalesced), then the
+ * lanes are added in a fixed order: deterministic, no atomics, and enough threads in
+ * flight to stream [rows, n] at memory speed (one thread per channel walking all rows
+ * had 8 K threads for a 235 M-element weight, far too few loads in flight). */
+#define CSUM_COLS 32
+#define CSUM_ROWS 32
 static __global__ void chscale_bwd_c_kernel(float *g_c, const float *g_y, const float *x,
                                             const float *c, int rows, int n, int divide)
 {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= n)
-        return;
-    float acc = 0.0f;
-    if (divide) {
-        const float c2 = c[j] * c[j];
-        for (int r = 0; r < rows; r++)
-            acc += g_y[(size_t)r * n + j] * x[(size_t)r * n + j] / c2;
-        g_c[j] -= acc;
-    } else {
-        for (int r = 0; r < rows; r++)
-            acc += g_y[(size_t)r * n + j] * x[(size_t)r * n + j];
-        g_c[j] += acc;
+    __shared__ float part[CSUM_ROWS][CSUM_COLS + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int j = blockIdx.x * CSUM_COLS + tx;
+    float a0 = 0.0f, a1 = 0.0f;
+    if (j < n) {
+        const float *gp = g_y + j, *xp = x + j;
+        int r = ty;
+        /* two independent chains, so each thread keeps two loads of each tensor in flight */
+        for (; r + CSUM_ROWS < rows; r += 2 * CSUM_ROWS) {
+            a0 += gp[(size_t)r * n] * xp[(size_t)r * n];
+            a1 += gp[(size_t)(r + CSUM_ROWS) * n] * xp[(size_t)(r + CSUM_ROWS) * n];
+        }
+        if (r < rows)
+            a0 += gp[(size_t)r * n] * xp[(size_t)r * n];
+    }
+    part[ty][tx] = a0 + a1;
+    __syncthreads();
+    if (ty == 0 && j < n) {
+        float acc = 0.0f;
+        for (int i = 0; i < CSUM_ROWS; i++)
+            acc += part[i][tx];
+        if (divide)
+            g_c[j] -= acc / (c[j] * c[j]);
+        else
+            g_c[j] += acc;
     }
 }
 
@@ -232,8 +256,9 @@ static int chscale_bwd(fq_cuda_ctx *ctx, float *g_x, float *g_c, const float *g_
         LAUNCH_CHECK(F, where, "chscale_bwd_x_kernel");
     }
     if (g_c) {
-        chscale_bwd_c_kernel<<<fq_grid((size_t)n, FQ_BLOCK), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
-            g_c, g_y, x, c, rows, n, divide);
+        dim3 blk(CSUM_COLS, CSUM_ROWS);
+        chscale_bwd_c_kernel<<<(unsigned)((n + CSUM_COLS - 1) / CSUM_COLS), blk, 0,
+                               CTX_STREAM(ctx)>>>(g_c, g_y, x, c, rows, n, divide);
         LAUNCH_CHECK(F, where, "chscale_bwd_c_kernel");
     }
     return FQ_OK;

@@ -450,15 +450,42 @@ __device__ inline row_ext clamped_ext(const float *wr, int cols, float wmin, flo
     return e;
 }
 
+/* Stage n floats of a row into shared memory (16-byte loads when both ends allow it). The
+ * LWC kernels below read their row five to seven times (extrema, tie counts, clamped
+ * extrema and ties, the codes or the gradient passes): from shared memory each row costs
+ * one read of DRAM instead of every pass going through L2. */
+__device__ inline void stage_row(float *__restrict__ dst, const float *__restrict__ src, int n)
+{
+    if ((((uintptr_t)src | (uintptr_t)dst) & 15) == 0 && n % 4 == 0) {
+        const float4 *__restrict__ s4 = (const float4 *)src;
+        float4 *__restrict__ d4 = (float4 *)dst;
+#pragma unroll 4
+        for (int j = threadIdx.x; j < n / 4; j += blockDim.x)
+            d4[j] = s4[j];
+    } else {
+        for (int j = threadIdx.x; j < n; j += blockDim.x)
+            dst[j] = src[j];
+    }
+    __syncthreads();
+}
+
+/* STAGE: the row comes from dynamic shared memory (cols floats) instead of global memory;
+ * the arithmetic and every reduction are the same either way, so both give the same bits. */
+template <bool STAGE>
 static __global__ void quant_weight_lwc_fwd_kernel(float *out, float *scale, const float *w,
                                                    int cols, int bits, const float *a,
                                                    const float *b)
 {
     __shared__ float sh[32];
+    extern __shared__ float srow[];
     const int maxq = (1 << (bits - 1)) - 1, minq = -(1 << (bits - 1));
     const int r = blockIdx.x;
     const float *wr = w + (size_t)r * cols;
     float *o = out + (size_t)r * cols;
+    if (STAGE) {
+        stage_row(srow, wr, cols);
+        wr = srow;
+    }
     row_ext e = row_ext_scan(wr, cols, sh, false);
     float wmax = e.umax * sigmoid_like_cpu(a[r]), wmin = e.umin * sigmoid_like_cpu(b[r]);
     row_ext ec = clamped_ext(wr, cols, wmin, wmax, sh);
@@ -473,16 +500,30 @@ static __global__ void quant_weight_lwc_fwd_kernel(float *out, float *scale, con
     }
 }
 
+/* STAGE 2: w and g_out staged in dynamic shared memory (2·cols floats), the second buffer
+ * then holding each element's clamp-path gradient between the two passes, so g_w is
+ * written once; 1: w alone (rows too long for both); 0: nothing staged. */
+template <int STAGE>
 static __global__ void quant_weight_lwc_bwd_kernel(float *g_w, float *g_a, float *g_b,
                                                    const float *g_out, const float *w,
                                                    const float *scale, int cols, int bits,
                                                    const float *a, const float *b)
 {
     __shared__ float sh[32];
+    extern __shared__ float srow[];
     const int maxq = (1 << (bits - 1)) - 1, minq = -(1 << (bits - 1));
     const int r = blockIdx.x;
     const float *wr = w + (size_t)r * cols, *g = g_out + (size_t)r * cols;
     float *gw = g_w ? g_w + (size_t)r * cols : NULL;
+    float *gcs = NULL;
+    if (STAGE >= 1) {
+        stage_row(srow, wr, cols);
+        wr = srow;
+    }
+    if (STAGE == 2) {
+        stage_row(srow + cols, g, cols);
+        g = gcs = srow + cols;
+    }
     const float s = scale[r];
     const float sa = sigmoid_like_cpu(a[r]), sb = sigmoid_like_cpu(b[r]);
     row_ext e = row_ext_scan(wr, cols, sh, true);
@@ -515,7 +556,9 @@ static __global__ void quant_weight_lwc_bwd_kernel(float *g_w, float *g_a, float
             g_wmax += gc;
         else if (from == FROM_WMIN)
             g_wmin += gc;
-        if (gw)
+        if (STAGE == 2)
+            gcs[j] = from == FROM_W ? gc : 0.0f; /* this thread's own element: no race */
+        else if (gw)
             gw[j] = from == FROM_W ? gc : 0.0f;
     }
     g_wmax = block_sum(g_wmax, sh);
@@ -526,7 +569,16 @@ static __global__ void quant_weight_lwc_bwd_kernel(float *g_w, float *g_a, float
         if (g_b)
             g_b[r] += g_wmin * e.umin * sb * (1.0f - sb);
     }
-    if (gw) {
+    if (gw && STAGE == 2) {
+        for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+            float v = gcs[j];
+            if (wr[j] == e.umax)
+                v += g_wmax * sa / e.nmax;
+            if (wr[j] == e.umin)
+                v += g_wmin * sb / e.nmin;
+            gw[j] = v;
+        }
+    } else if (gw) { /* only the tied extrema change: read-modify-write just those */
         for (int j = threadIdx.x; j < cols; j += blockDim.x) {
             if (wr[j] == e.umax)
                 gw[j] += g_wmax * sa / e.nmax;
@@ -534,6 +586,29 @@ static __global__ void quant_weight_lwc_bwd_kernel(float *g_w, float *g_a, float
                 gw[j] += g_wmin * sb / e.nmin;
         }
     }
+}
+
+/* Dynamic shared memory for `bytes` of staged rows, if two blocks still fit on a
+ * multiprocessor (one block of 256 threads per SM streams its row too slowly to pay off;
+ * a 70B down_proj's backward, 2 × 112 KB, stages w alone), raising the kernel's limit
+ * above the default 48 KB when needed; 0: run the unstaged form. */
+static size_t lwc_stage_bytes(const fq_cuda_ctx *ctx, const void *kernel, size_t bytes)
+{
+    int optin = 0, per_sm = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device) !=
+            cudaSuccess ||
+        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor,
+                               ctx->device) != cudaSuccess ||
+        bytes + 32 * sizeof(float) > (size_t)optin ||
+        2 * (bytes + 1024 + 32 * sizeof(float)) > (size_t)per_sm)
+        return 0;
+    if (bytes > 48 * 1024 &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) !=
+            cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return bytes;
 }
 
 int quant_weight_lwc_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const float *w,
@@ -545,8 +620,14 @@ int quant_weight_lwc_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *scale, const 
     if (!out || !scale || !w || !a || !b || out == w)
         return fq_error(F ":%s: bad buffers (expected out, scale, w, a, b, out not aliasing w)",
                         where);
-    quant_weight_lwc_fwd_kernel<<<(unsigned)rows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(out, scale, w,
-                                                                                cols, bits, a, b);
+    size_t sm = lwc_stage_bytes(ctx, (const void *)quant_weight_lwc_fwd_kernel<true>,
+                                sizeof(float) * (size_t)cols);
+    if (sm)
+        quant_weight_lwc_fwd_kernel<true><<<(unsigned)rows, FQ_BLOCK, sm, CTX_STREAM(ctx)>>>(
+            out, scale, w, cols, bits, a, b);
+    else
+        quant_weight_lwc_fwd_kernel<false><<<(unsigned)rows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+            out, scale, w, cols, bits, a, b);
     LAUNCH_CHECK(F, where, "quant_weight_lwc_fwd_kernel");
     return FQ_OK;
 }
@@ -560,8 +641,17 @@ int quant_weight_lwc_bwd_cuda(fq_cuda_ctx *ctx, float *g_w, float *g_a, float *g
         return FQ_ERR;
     if (!g_out || !w || !scale || !a || !b)
         return fq_error(F ":%s: NULL buffer (expected g_out, w, scale, a and b)", where);
-    quant_weight_lwc_bwd_kernel<<<(unsigned)rows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
-        g_w, g_a, g_b, g_out, w, scale, cols, bits, a, b);
+    const size_t row = sizeof(float) * (size_t)cols;
+    size_t sm;
+    if ((sm = lwc_stage_bytes(ctx, (const void *)quant_weight_lwc_bwd_kernel<2>, 2 * row)))
+        quant_weight_lwc_bwd_kernel<2><<<(unsigned)rows, FQ_BLOCK, sm, CTX_STREAM(ctx)>>>(
+            g_w, g_a, g_b, g_out, w, scale, cols, bits, a, b);
+    else if ((sm = lwc_stage_bytes(ctx, (const void *)quant_weight_lwc_bwd_kernel<1>, row)))
+        quant_weight_lwc_bwd_kernel<1><<<(unsigned)rows, FQ_BLOCK, sm, CTX_STREAM(ctx)>>>(
+            g_w, g_a, g_b, g_out, w, scale, cols, bits, a, b);
+    else
+        quant_weight_lwc_bwd_kernel<0><<<(unsigned)rows, FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+            g_w, g_a, g_b, g_out, w, scale, cols, bits, a, b);
     LAUNCH_CHECK(F, where, "quant_weight_lwc_bwd_kernel");
     return FQ_OK;
 }

@@ -160,5 +160,11 @@ int main(void)
     test_kv_asym(&t, 200, 128, 3);
     test_weight_lwc(&t, 160, 1000, 4);
     test_weight_lwc(&t, 64, 4096, 4);
+    /* the LWC kernels' other paths: rows staged by scalar loads (998 is not a multiple of
+     * 4), a 70B down_proj row (the backward stages w alone), and a row too long for any
+     * staging (60000: 240 KB) */
+    test_weight_lwc(&t, 33, 998, 4);
+    test_weight_lwc(&t, 24, 28672, 4);
+    test_weight_lwc(&t, 6, 60000, 4); /* fill_rows shapes rows 0-5 */
     return gpu_suite_end(&t);
 }

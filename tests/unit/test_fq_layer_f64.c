@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -529,6 +530,63 @@ static void test_init_deterministic(void **state)
     fixture_free(&fx);
 }
 
+/* The factor side runs its factors on several threads: the matrices and the folded
+ * gradients must be the same bytes on 1 and on 4 threads (each factor is one thread's
+ * work, so nothing may depend on the thread count), for the SVD and the direct form. */
+static void factor_side(fq_params *P, int threads, real *mats, real *grad)
+{
+    char v[8];
+    snprintf(v, sizeof v, "%d", threads);
+    assert_int_equal(setenv("FLATQ_FACTOR_THREADS", v, 1), 0);
+    fq_factor_mats fm;
+    assert_ok(fq_factor_mats_create(&fm, P));
+    assert_int_equal(fm.nthreads, threads < P->nfactors ? threads : P->nfactors);
+    assert_ok(fq_factors_fwd(&fm, P));
+    memcpy(mats, fm.M[0], sizeof(real) * 2 * fm.total);
+    for (size_t j = 0; j < 2 * fm.total; j++)
+        fm.gM[0][j] = (real)(1e-2 * sin(0.37 * (double)j));
+    memset(P->g, 0, sizeof(real) * P->n);
+    assert_ok(fq_factors_bwd(&fm, P));
+    memcpy(grad, P->g, sizeof(real) * P->n);
+    fq_factor_mats_free(&fm);
+    unsetenv("FLATQ_FACTOR_THREADS");
+}
+
+static void test_factor_threads_same_bytes(void **state)
+{
+    (void)state;
+    for (int direct = 0; direct < 2; direct++) {
+        fixture fx;
+        fixture_init(&fx, 5);
+        fq_recipe r = fq_recipe_defaults();
+        r.scale_init = FQ_SCALE_ONE;
+        r.direct_inv = direct;
+        fq_params P;
+        assert_ok(fq_params_init(&P, &fx.c, &r, &fx.l, NULL));
+        perturb_params(&P, 11, 0);
+        assert_true(P.nfactors > 4);
+        size_t total = 0;
+        for (int i = 0; i < P.nfactors; i++)
+            total += (size_t)P.fac[i].k * P.fac[i].k;
+        real *m1 = alloc_real((long)(2 * total)), *m4 = alloc_real((long)(2 * total));
+        real *g1 = alloc_real((long)P.n), *g4 = alloc_real((long)P.n);
+        factor_side(&P, 1, m1, g1);
+        factor_side(&P, 4, m4, g4);
+        assert_memory_equal(m1, m4, sizeof(real) * 2 * total);
+        assert_memory_equal(g1, g4, sizeof(real) * P.n);
+        double gn = 0;
+        for (size_t j = 0; j < P.n; j++)
+            gn += fabs((double)g1[j]);
+        assert_true(gn > 0); /* the fold wrote something */
+        free(m1);
+        free(m4);
+        free(g1);
+        free(g4);
+        fq_params_free(&P);
+        fixture_free(&fx);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_gradients_bits4_ste),
         cmocka_unit_test(test_recipe_refused),
         cmocka_unit_test(test_init_deterministic),
+        cmocka_unit_test(test_factor_threads_same_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

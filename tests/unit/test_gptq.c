@@ -352,6 +352,44 @@ static void test_clip_search_picks_best_ratio(void **state)
     free_lin(&r);
 }
 
+/* qlinear_dequantize decodes 4-bit rows on threads straight from the packed bytes: it must
+ * give, element for element, scale × the code int4_unpack reads (the serial form it
+ * replaced), for many rows (several thread ranges) and for 8-bit codes. */
+static void test_dequantize_matches_codes(void **state)
+{
+    (void)state;
+    const int out = 700, in = 3000;
+    size_t n = (size_t)out * in;
+    float *w = malloc(sizeof(float) * n), *dq = malloc(sizeof(float) * n);
+    int8_t *codes = malloc(n);
+    assert_non_null(w);
+    assert_non_null(dq);
+    assert_non_null(codes);
+    for (size_t i = 0; i < n; i++)
+        w[i] = (float)sin(0.001 * (double)i * (double)(i % 97)) * (float)(1 + i % 5);
+    for (int bits = 4; bits <= 8; bits += 4) {
+        qlinear l;
+        memset(&l, 0, sizeof l);
+        assert_int_equal(qlinear_quantize_rtn(&l, w, out, in, bits), 0);
+        assert_int_equal(qlinear_dequantize(&l, dq), 0);
+        if (bits == 4)
+            int4_unpack(l.codes, n, codes);
+        else
+            memcpy(codes, l.codes, n);
+        size_t bad = 0;
+        for (int r = 0; r < out; r++)
+            for (int j = 0; j < in; j++) {
+                size_t i = (size_t)r * in + j;
+                bad += dq[i] != l.scales[r] * (float)codes[i];
+            }
+        assert_int_equal(bad, 0);
+        qlinear_free(&l);
+    }
+    free(w);
+    free(dq);
+    free(codes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_refuses_bad_input),
         cmocka_unit_test(test_clip_search_picks_best_ratio),
         cmocka_unit_test(test_plan_without_factorisation),
+        cmocka_unit_test(test_dequantize_matches_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
