@@ -14,12 +14,11 @@
  * Each epoch's mean loss is printed (the outlier-divergence watch); --epochs E runs E
  * epochs of --steps steps (480 steps = --steps 32 --epochs 15), --loop-only skips (1)+(2),
  * --split-transforms runs the transforms' GEMMs as split TF32 in the tensor-core modes
- * (measured slower), --bf16x9 as cuBLAS's BF16x9 fp32 emulation (eager strategy); default:
- * SGEMM. bf16 = the linears on bf16 codes.
+ * (measured slower; default: SGEMM). bf16 = the linears on bf16 codes.
  *
  *   build/bench/bench_layer_step_cuda [--shapes 16m,8b,70b] [--math fp32,tf32,bf16]
  *                                     [--steps N] [--seq S] [--epochs E] [--loop-only]
- *                                     [--split-transforms | --bf16x9]
+ *                                     [--split-transforms]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +29,6 @@
 #include "fq_layer.h"
 
 #ifdef FLATQ_HAVE_CUDA
-#include <cublas_v2.h>
-
 #include "kernels/fq_layer_cuda.h"
 #include "worker/calibrate_layer_cuda.h"
 
@@ -293,13 +290,11 @@ int main(int argc, char **argv)
             epochs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--loop-only"))
             loop_only = 1;
-        else if (!strcmp(argv[i], "--bf16x9"))
-            split = 2;
         else if (!strcmp(argv[i], "--split-transforms"))
             split = 1;
         else {
             fprintf(stderr, "usage: %s [--shapes 16m,8b,70b] [--math fp32,tf32,bf16] "
-                            "[--steps N] [--seq S] [--epochs E] [--loop-only] [--split-transforms] [--bf16x9]\n", argv[0]);
+                            "[--steps N] [--seq S] [--epochs E] [--loop-only] [--split-transforms]\n", argv[0]);
             return 2;
         }
     }
@@ -322,14 +317,8 @@ int main(int argc, char **argv)
     if (fq_cuda_init(&ctx, 0) || fq_cuda_device_name(&ctx, name, sizeof name))
         DIE("fq_cuda_init");
     ctx.split_transforms = split;
-    if (split == 2 && cublasSetEmulationStrategy((cublasHandle_t)ctx.cublas,
-                                                 CUBLAS_EMULATION_STRATEGY_EAGER) !=
-                          CUBLAS_STATUS_SUCCESS)
-        printf("bench: cublasSetEmulationStrategy(EAGER) failed\n");
     printf("device: %s; transforms' GEMMs in tensor-core modes: %s\n", name,
-           split == 2 ? "BF16x9 emulation (--bf16x9)"
-           : split    ? "split TF32 (--split-transforms)"
-                      : "SGEMM");
+           split ? "split TF32 (--split-transforms)" : "SGEMM");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (strstr(shape_list, shapes[i].name))
             bench_shape(&ctx, &shapes[i], maths, nmath, steps, seq, epochs, loop_only);

@@ -290,11 +290,6 @@ int fq_cuda_fill(fq_cuda_ctx *ctx, float *dst, float value, size_t count)
     return FQ_OK;
 }
 
-/* fp32 products emulated on bf16 tensor cores (each operand as three bf16 terms, cuBLAS
- * 12.9+): fp32-level accuracy where the library implements it; internal to the exact
- * GEMMs (split_transforms 2), not a context math mode */
-#define MATH_BF16X9 100
-
 static int gemm_strided_math(fq_cuda_ctx *ctx, int math, int trans_a, int trans_b, int m,
                              int n, int k, float alpha, const float *a, int lda,
                              long long stride_a, const float *b, int ldb, long long stride_b,
@@ -308,9 +303,8 @@ static int gemm_strided_math(fq_cuda_ctx *ctx, int math, int trans_a, int trans_
     cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t s;
     if (math != FQ_MATH_FP32) {
-        cublasComputeType_t ct = math == FQ_MATH_TF32   ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                 : math == MATH_BF16X9 ? CUBLAS_COMPUTE_32F_EMULATED_16BFX9
-                                                       : CUBLAS_COMPUTE_32F_FAST_16BF;
+        cublasComputeType_t ct = math == FQ_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                           : CUBLAS_COMPUTE_32F_FAST_16BF;
         if (batch == 1)
             s = cublasGemmEx(CTX_CUBLAS(ctx), ob, oa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a,
                              CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, ct,
@@ -461,10 +455,6 @@ int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m
     if (tallk(m, n, k, batch) && ctx->tallk_split)
         return gemm_tallk(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
                           where);
-    if (ctx->math != FQ_MATH_FP32 && ctx->split_transforms == 2)
-        return gemm_strided_math(ctx, MATH_BF16X9, trans_a, trans_b, m, n, k, alpha, a, lda,
-                                 stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch,
-                                 where);
     if (ctx->math != FQ_MATH_FP32 && ctx->split_transforms)
         return gemm_split_tf32(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
                                stride_b, beta, c, ldc, stride_c, batch, where);

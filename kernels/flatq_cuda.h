@@ -50,8 +50,7 @@ typedef struct {
     void *cublas;   /* cublasHandle_t */
     void *stream;   /* cudaStream_t (a non-blocking stream owned by the context) */
     int math;       /* fq_math_mode of every GEMM issued through this context */
-    int split_transforms; /* in tensor-core modes, the transform GEMMs as 1: split TF32,
-                           * 2: cuBLAS's BF16x9 fp32 emulation; 0: SGEMM */
+    int split_transforms; /* 1: transform GEMMs as split TF32 in tensor-core modes (else SGEMM) */
     /* 1 (fq_cuda_init's default): exact GEMMs with a small output and K >= 65536 (factor
      * gradients summed over all rows) run split over K with a fixed-order fold; 0: one SGEMM */
     int tallk_split;
@@ -137,8 +136,8 @@ int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k
  * accuracy whatever ctx->math says (their outputs feed the quantizers, and the weight-side
  * inverse must cancel the activation-side transform): SGEMM, split over K with a
  * fixed-order fold when K is tall and the output small (ctx->tallk_split), or in a
- * tensor-core mode split TF32 / BF16x9 when ctx->split_transforms asks (measured slower or
- * no faster on H200: off). */
+ * tensor-core mode split TF32 when ctx->split_transforms asks (measured slower on H200:
+ * off). */
 int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
                                float alpha, const float *a, int lda, long long stride_a,
                                const float *b, int ldb, long long stride_b, float beta,

@@ -65,6 +65,10 @@ struct fq_tape_cuda {
      * first use. codes_mode: -1 follow ctx->math (FQ_MATH_BF16), 0 off, 1 on. */
     int codes_mode, codes_made;
     uint16_t *qw[QL_NLINEAR], *qa[QL_NLINEAR], *gyb;
+    /* the forward's int8 copies of the same codes (integer tensor cores, exact int32 sums);
+     * codes_i8: 1 (default) use them where the shapes allow, 0 the bf16 GEMM */
+    int codes_i8;
+    int8_t *qw8[QL_NLINEAR], *qa8[QL_NLINEAR];
     const float *xsc[QL_NLINEAR];
     float *cacc;
     void *allocs[MAX_ALLOCS];
@@ -283,6 +287,12 @@ static int codes_make(fq_tape_cuda *tp, const fq_params *P)
             !(tp->qa[lin] = (uint16_t *)dbuf(tp, ((size_t)tp->N * in + 1) / 2,
                                              "input codes (bf16)")))
             return FQ_ERR;
+        /* four int8 per float slot */
+        if (tp->codes_i8 &&
+            (!(tp->qw8[lin] = (int8_t *)dbuf(tp, (out * in + 3) / 4, "weight codes (int8)")) ||
+             !(tp->qa8[lin] = (int8_t *)dbuf(tp, ((size_t)tp->N * in + 3) / 4,
+                                             "input codes (int8)"))))
+            return FQ_ERR;
         most = out > most ? out : most;
         in_most = in > in_most ? in : in_most;
     }
@@ -291,6 +301,18 @@ static int codes_make(fq_tape_cuda *tp, const fq_params *P)
         !(tp->cacc = dbuf(tp, (size_t)tp->N * P->cfg.hidden, "code GEMM accumulator")))
         return FQ_ERR;
     tp->codes_made = 1;
+    return FQ_OK;
+}
+
+int fq_tape_cuda_set_linear_codes_i8(fq_tape_cuda *tp, int on)
+{
+    if (!tp || on < 0 || on > 1)
+        return fq_error(F ":fq_tape_cuda_set_linear_codes_i8: %s (expected a tape and 0 or 1)",
+                        tp ? "bad value" : "NULL tape");
+    if (on && tp->codes_made && !tp->qw8[0])
+        return fq_error(F ":fq_tape_cuda_set_linear_codes_i8: the code buffers were made "
+                        "without int8 copies (expected the switch before the first step)");
+    tp->codes_i8 = on;
     return FQ_OK;
 }
 
@@ -313,6 +335,19 @@ static int linear_fwd(fq_tape_cuda *tp, const fq_params *P, int lin, const float
                     accumulate ? 1.0f : 0.0f, y, out);
     float *acc = accumulate ? tp->cacc : y;
     tp->xsc[lin] = xsc;
+    if (tp->codes_i8 && in % 4 == 0) {
+        /* int32 sums into the accumulator's (or y's) bytes; the epilogue converts in place */
+        if (codes_make(tp, P) ||
+            codes_bf16_i8_cuda(tp->ctx, tp->qw[lin], tp->qw8[lin], tp->wh[lin], tp->wsc[lin],
+                               out, in) ||
+            codes_bf16_i8_cuda(tp->ctx, tp->qa[lin], tp->qa8[lin], xh, xsc, N, in) ||
+            fq_gemm_i8_cuda(tp->ctx, N, out, in, tp->qa8[lin], in, tp->qw8[lin], in,
+                            (int32_t *)acc, out) ||
+            codes_epilogue_i32_cuda(tp->ctx, y, (const int32_t *)acc, xsc, tp->wsc[lin], N, out,
+                                    accumulate))
+            return fq_error_wrap(F ":linear_fwd: %s on int8 codes", qlinear_names[lin]);
+        return FQ_OK;
+    }
     if (codes_make(tp, P) ||
         codes_bf16_cuda(tp->ctx, tp->qw[lin], tp->wh[lin], tp->wsc[lin], out, in) ||
         codes_bf16_cuda(tp->ctx, tp->qa[lin], xh, xsc, N, in) ||
@@ -393,6 +428,7 @@ int fq_tape_cuda_create(fq_tape_cuda **out, fq_cuda_ctx *ctx, const fq_params *P
         return FQ_ERR;
     tp->ctx = ctx;
     tp->codes_mode = -1;
+    tp->codes_i8 = 1;
     tp->b = b;
     tp->s = s;
     tp->N = (int)N;

@@ -57,6 +57,10 @@ int fq_tape_cuda_merged_weights(fq_tape_cuda *tp, const fq_params *P,
  * both operands are quantized with one scale per row and the sums stay exact (4-bit
  * codes: any width; 8-bit: up to 1024); elsewhere the linears follow the context's math. */
 int fq_tape_cuda_set_linear_codes(fq_tape_cuda *tp, int mode);
+/* With codes on, the forward GEMMs on int8 copies of the codes (1, the default: integer
+ * tensor cores, the same exact sums, so the same bits as the bf16 GEMM) or on the bf16
+ * codes (0). Set before the tape's first step. */
+int fq_tape_cuda_set_linear_codes_i8(fq_tape_cuda *tp, int on);
 
 /* Time per op group (bench): when on, every group boundary synchronises the stream and
  * the wall time since the last boundary is charged to the group that ran. */

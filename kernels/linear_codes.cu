@@ -1,5 +1,5 @@
-/* linear_codes.cu — bf16 GEMMs on quantization codes for the fake-quantized linears
- * (linear_codes_cuda.h says why this is exact for the forward).
+/* linear_codes.cu — bf16 and int8 GEMMs on quantization codes for the fake-quantized
+ * linears (linear_codes_cuda.h says why this is exact for the forward).
  *
  * Three elementwise kernels (codes out of a dequantized tensor, a scaled bf16 copy of a
  * gradient, the scale epilogue) and one cublasGemmEx call. Trade-off: the epilogue is its
@@ -30,6 +30,21 @@ static __global__ void codes_kernel(__nv_bfloat16 *q, const float *xh, const flo
     }
 }
 
+/* The same codes twice: bf16 (the backward's operand) and int8 (the forward's, on the
+ * integer tensor cores), from one read of the quantized tensor. */
+static __global__ void codes2_kernel(__nv_bfloat16 *q, int8_t *q8, const float *xh,
+                                     const float *scale, long rows, int cols)
+{
+    const size_t n = (size_t)rows * cols;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float s = scale[i / cols];
+        const float c = s != 0.0f ? rintf(xh[i] / s) : 0.0f;
+        q[i] = __float2bfloat16_rn(c);
+        q8[i] = (int8_t)c;
+    }
+}
+
 static __global__ void scaled_kernel(__nv_bfloat16 *out, const float *g, const float *rs,
                                      const float *cs, long rows, int cols)
 {
@@ -45,7 +60,10 @@ static __global__ void scaled_kernel(__nv_bfloat16 *out, const float *g, const f
     }
 }
 
-static __global__ void epilogue_kernel(float *y, const float *acc, const float *rs,
+/* ACC: float (bf16 GEMM) or int (int8 GEMM); the integer sums are exact either way and
+ * convert to the same float, so both give the same bits. acc may alias y. */
+template <typename ACC>
+static __global__ void epilogue_kernel(float *y, const ACC *acc, const float *rs,
                                        const float *cs, long rows, int cols, int accumulate)
 {
     const size_t n = (size_t)rows * cols;
@@ -53,7 +71,7 @@ static __global__ void epilogue_kernel(float *y, const float *acc, const float *
          i += (size_t)gridDim.x * blockDim.x) {
         /* (s_x · s_w) · acc: the order fq_layer.c's fp32 GEMM cannot match anyway; both
          * scalings round once each */
-        float v = rs[i / cols] * cs[i % cols] * acc[i];
+        float v = rs[i / cols] * cs[i % cols] * (float)acc[i];
         y[i] = accumulate ? y[i] + v : v;
     }
 }
@@ -87,6 +105,20 @@ int codes_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *q, const float *xh, const float 
     return FQ_OK;
 }
 
+int codes_bf16_i8_cuda(fq_cuda_ctx *ctx, uint16_t *q, int8_t *q8, const float *xh,
+                       const float *scale, long rows, int cols)
+{
+    if (check("codes_bf16_i8_cuda", q, xh, rows, cols))
+        return FQ_ERR;
+    if (!scale || !q8)
+        return fq_error(F ":codes_bf16_i8_cuda: NULL scale or int8 output (expected both)");
+    const size_t n = (size_t)rows * cols;
+    codes2_kernel<<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>((__nv_bfloat16 *)q, q8, xh,
+                                                                scale, rows, cols);
+    LAUNCH_CHECK(F, "codes_bf16_i8_cuda", "codes2_kernel");
+    return FQ_OK;
+}
+
 int scaled_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *out, const float *g, const float *rs,
                      const float *cs, long rows, int cols)
 {
@@ -108,9 +140,46 @@ int codes_epilogue_cuda(fq_cuda_ctx *ctx, float *y, const float *acc, const floa
         return fq_error(F ":codes_epilogue_cuda: NULL scales (expected row and column "
                         "scales)");
     const size_t n = (size_t)rows * cols;
-    epilogue_kernel<<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(y, acc, rs, cs, rows, cols,
-                                                                  accumulate);
+    epilogue_kernel<float><<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(y, acc, rs, cs, rows,
+                                                                         cols, accumulate);
     LAUNCH_CHECK(F, "codes_epilogue_cuda", "epilogue_kernel");
+    return FQ_OK;
+}
+
+int codes_epilogue_i32_cuda(fq_cuda_ctx *ctx, float *y, const int32_t *acc, const float *rs,
+                            const float *cs, long rows, int cols, int accumulate)
+{
+    if (check("codes_epilogue_i32_cuda", y, acc, rows, cols))
+        return FQ_ERR;
+    if (!rs || !cs)
+        return fq_error(F ":codes_epilogue_i32_cuda: NULL scales (expected row and column "
+                        "scales)");
+    const size_t n = (size_t)rows * cols;
+    epilogue_kernel<int32_t><<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
+        y, acc, rs, cs, rows, cols, accumulate);
+    LAUNCH_CHECK(F, "codes_epilogue_i32_cuda", "epilogue_kernel");
+    return FQ_OK;
+}
+
+int fq_gemm_i8_cuda(fq_cuda_ctx *ctx, int m, int n, int k, const int8_t *a, int lda,
+                    const int8_t *b, int ldb, int32_t *c, int ldc)
+{
+    if (!ctx || !ctx->cublas || !a || !b || !c)
+        return fq_error(F ":fq_gemm_i8_cuda: NULL argument (expected an initialised context "
+                        "and three device matrices)");
+    if (m <= 0 || n <= 0 || k <= 0 || k % 4 || lda % 4 || ldb % 4)
+        return fq_error(F ":fq_gemm_i8_cuda: GEMM shape %d x %d x %d, lda %d, ldb %d (expected "
+                        "positive sizes, k and the leading dimensions multiples of 4)", m, n, k,
+                        lda, ldb);
+    const int32_t one = 1, zero = 0;
+    /* row-major C = A·Bᵀ is column-major Cᵀ = Bᵀᵀ·Aᵀ: B transposed, A not (both K-major, the
+     * integer tensor cores' layout) */
+    cublasStatus_t s = cublasGemmEx(CTX_CUBLAS(ctx), CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, b,
+                                    CUDA_R_8I, ldb, a, CUDA_R_8I, lda, &zero, c, CUDA_R_32I, ldc,
+                                    CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return fq_error(F ":fq_gemm_i8_cuda: cuBLAS int8 GEMM %d x %d x %d failed: status %d "
+                        "(expected success)", m, n, k, (int)s);
     return FQ_OK;
 }
 

@@ -25,12 +25,24 @@ extern "C" {
  * that a per-row symmetric quantizer wrote as scale · code. */
 int codes_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *q, const float *xh, const float *scale,
                     long rows, int cols);
+/* The same codes as bf16 in q and as int8 in q8 (|code| <= 128 for bits <= 8), one pass. */
+int codes_bf16_i8_cuda(fq_cuda_ctx *ctx, uint16_t *q, int8_t *q8, const float *xh,
+                       const float *scale, long rows, int cols);
 /* out[r, j] = bf16(g[r, j] · rs[r] · cs[j]); rs or cs may be NULL (factor 1). */
 int scaled_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *out, const float *g, const float *rs,
                      const float *cs, long rows, int cols);
 /* y[r, j] = rs[r] · cs[j] · acc[r, j] (+ y[r, j] when accumulate); acc may be y. */
 int codes_epilogue_cuda(fq_cuda_ctx *ctx, float *y, const float *acc, const float *rs,
                         const float *cs, long rows, int cols, int accumulate);
+/* The same from int32 sums (an int8 GEMM's); acc may alias y. Same bits as the float form
+ * for sums below 2^24. */
+int codes_epilogue_i32_cuda(fq_cuda_ctx *ctx, float *y, const int32_t *acc, const float *rs,
+                            const float *cs, long rows, int cols, int accumulate);
+/* Row-major C[M,N] = A·Bᵀ with int8 A [M,K], B [N,K] on the integer tensor cores, exact
+ * int32 sums (K and the leading dimensions multiples of 4): the forward linears on codes
+ * at twice the bf16 rate. */
+int fq_gemm_i8_cuda(fq_cuda_ctx *ctx, int m, int n, int k, const int8_t *a, int lda,
+                    const int8_t *b, int ldb, int32_t *c, int ldc);
 /* Row-major C[M,N] = op(A)·op(B) with bf16 A, B and fp32 accumulation and C. */
 int fq_gemm_bf16_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
                       const uint16_t *a, int lda, const uint16_t *b, int ldb, float *c,

@@ -129,6 +129,27 @@ static void run_case(gpu_suite *t, const gpu_layer *L, const layer_case *lc)
         gpu_check_rel(t, name, P.g + lo, g_ref + lo, n,
                       gi >= FQ_G_WCLIP ? lc->tol_clip : lc->tol_g);
     }
+    if (lc->codes == 1) {
+        /* the forward's int8 code GEMMs (the default) against the bf16 code GEMMs: the same
+         * exact integer sums, so the same bytes, forward and backward */
+        fq_tape_cuda *gb;
+        float *g1 = gpu_host_copy(P.g, P.n);
+        gpu_call(t, fq_tape_cuda_create(&gb, &t->ctx, &P, &L->l, &rope, TB, TS),
+                 "fq_tape_cuda_create");
+        gpu_call(t, fq_tape_cuda_set_linear_codes(gb, 1), "fq_tape_cuda_set_linear_codes");
+        gpu_call(t, fq_tape_cuda_set_linear_codes_i8(gb, 0), "fq_tape_cuda_set_linear_codes_i8");
+        gpu_call(t, fq_layer_fwd_cuda(gb, &P, d_x, d_y), "fq_layer_fwd_cuda");
+        gpu_call(t, fq_layer_bwd_cuda(gb, &P, d_gy), "fq_layer_bwd_cuda");
+        float *y2 = gpu_fetch(t, d_y, nd);
+        snprintf(name, sizeof name, "%s int8 = bf16 code GEMMs, y (bytes)", lc->name);
+        gpu_check_exact(t, name, y, y2, nd);
+        snprintf(name, sizeof name, "%s int8 = bf16 code GEMMs, g (bytes)", lc->name);
+        gpu_check_exact(t, name, g1, P.g, P.n);
+        memcpy(P.g, g1, sizeof(real) * P.n);
+        fq_tape_cuda_free(gb);
+        free(g1);
+        free(y2);
+    }
     if (lc->math == FQ_MATH_FP32) {
         /* a second step from the same state: the same bytes */
         float *g1 = gpu_host_copy(P.g, P.n);

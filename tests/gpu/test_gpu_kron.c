@@ -173,5 +173,9 @@ int main(void)
     test_head(&t, 200, 8, 48);
     gpu_call(&t, fq_cuda_set_math(&t.ctx, FQ_MATH_FP32), "fq_cuda_set_math");
     t.ctx.split_transforms = 0;
+    /* factor gradients with K = 2048 · 64 = 131072: the exact GEMMs split over K
+     * (ctx->tallk_split) and folded in a fixed order */
+    t.group = "kron";
+    test_kron(&t, 2048, 4096, 1);
     return gpu_suite_end(&t);
 }
