@@ -220,6 +220,14 @@ int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, 
 int kron_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
                   const float *x, int rows, int n1, int n2, const float *L, const float *R,
                   float *work);
+/* The same keeping Z = X̃·R: the forward writes it to z ([rows, n1·n2], not work), the
+ * backward reads it instead of recomputing it (z NULL: recompute) — one of the backward's
+ * five products saved where the caller can hold Z from one to the other. */
+int kron_fwd_z_cuda(fq_cuda_ctx *ctx, float *y, float *z, const float *x, int rows, int n1,
+                    int n2, const float *L, const float *R);
+int kron_bwd_z_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
+                    const float *x, const float *z, int rows, int n1, int n2, const float *L,
+                    const float *R, float *work);
 int kron_weight_fwd_cuda(fq_cuda_ctx *ctx, float *w_out, const float *w, int out_rows, int n1,
                          int n2, const float *L_invT, const float *R_invT, float *work);
 int kron_weight_bwd_cuda(fq_cuda_ctx *ctx, float *g_w, float *g_L_invT, float *g_R_invT,

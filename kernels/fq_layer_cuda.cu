@@ -52,6 +52,10 @@ struct fq_tape_cuda {
     float *w[QL_NLINEAR], *gamma1, *gamma2, *rcos, *rsin;
     float *w1[QL_NLINEAR], *wp[QL_NLINEAR], *wh[QL_NLINEAR], *wsc[QL_NLINEAR];
     float *wcl, *wrot, *noclip, *gw0, *gw1, *gw2;
+    /* Z = X̃·R of each Kronecker product in the forward, kept for its backward (which
+     * would otherwise recompute it: one of five products); NULL where blocks (T > 1)
+     * gather through the work buffers */
+    float *wz[QL_NLINEAR], *zA, *zB, *zD;
     float *A, *A1, *A2, *Ah[3], *asc[3];
     float *Q, *K, *V, *V2, *Qp, *Kp, *Kh, *Vh, *ksc, *kz, *vsc, *vz;
     float *O, *O1, *Oh, *osc, *X2;
@@ -468,6 +472,10 @@ int fq_tape_cuda_create(fq_tape_cuda **out, fq_cuda_ctx *ctx, const fq_params *P
             if (!(tp->w[lin] = dbuf(tp, (size_t)n, "layer weight")) ||
                 fq_cuda_upload(ctx, tp->w[lin], fq_layer_weight(l, lin), (size_t)n))
                 goto fail;
+            fq_weight_side ws;
+            fq_weight_side_of(P, lin, &ws);
+            if (ws.T == 1 && !(tp->wz[lin] = dbuf(tp, (size_t)n, "weight-side X·R")))
+                goto fail;
             if (lin != QL_O && !(tp->w1[lin] = dbuf(tp, (size_t)n, "weight / c")))
                 goto fail;
             if (!(tp->wp[lin] = dbuf(tp, (size_t)n, "transformed weight")) ||
@@ -513,6 +521,10 @@ int fq_tape_cuda_create(fq_tape_cuda **out, fq_cuda_ctx *ctx, const fq_params *P
         TAKE(tp->A, N * d, "activation");
         TAKE(tp->A1, N * d, "activation");
         TAKE(tp->A2, N * d, "activation");
+        TAKE(tp->zA, N * d, "activation X·R");
+        TAKE(tp->zB, N * d, "activation X·R");
+        if (P->T == 1)
+            TAKE(tp->zD, N * f, "activation X·R");
         for (int i = 0; i < 3; i++) {
             if (a16)
                 tp->Ah[i] = tp->A2;
@@ -626,40 +638,46 @@ static int cols_copy(fq_tape_cuda *tp, float *dst, size_t dpitch, const float *s
     return FQ_OK;
 }
 
+/* z: where to keep Z = X̃·R for the backward (NULL: the work buffer) */
 static int one_fwd(fq_tape_cuda *tp, float *y, const float *x, int rows, int n1, int n2,
-                   const float *L, const float *R)
+                   const float *L, const float *R, float *z)
 {
-    return R ? kron_fwd_cuda(tp->ctx, y, x, rows, n1, n2, L, R, tp->work)
-             : head_transform_fwd_cuda(tp->ctx, y, x, rows, n1, n2, L, tp->work);
+    if (!R)
+        return head_transform_fwd_cuda(tp->ctx, y, x, rows, n1, n2, L, tp->work);
+    return z ? kron_fwd_z_cuda(tp->ctx, y, z, x, rows, n1, n2, L, R)
+             : kron_fwd_cuda(tp->ctx, y, x, rows, n1, n2, L, R, tp->work);
 }
 
+/* z: as one_fwd's, used when T == 1 */
 static int blk_fwd(fq_tape_cuda *tp, float *y, const float *x, int rows, int T, int n1, int n2,
-                   const blk_factors *bf)
+                   const blk_factors *bf, float *z)
 {
     const int nb = n1 * n2, width = T * nb;
     for (int t = 0; t < T; t++) {
         const float *L = bf->Lm[bf->lb + bf->ls * t];
         const float *R = bf->Rm ? bf->Rm[bf->rb + bf->rs * t] : NULL;
         if (T == 1)
-            return one_fwd(tp, y, x, rows, n1, n2, L, R);
+            return one_fwd(tp, y, x, rows, n1, n2, L, R, z);
         if (cols_copy(tp, tp->gat0, nb, x + (size_t)t * nb, width, nb, rows) ||
-            one_fwd(tp, tp->gat1, tp->gat0, rows, n1, n2, L, R) ||
+            one_fwd(tp, tp->gat1, tp->gat0, rows, n1, n2, L, R, NULL) ||
             cols_copy(tp, y + (size_t)t * nb, width, tp->gat1, nb, nb, rows))
             return FQ_ERR;
     }
     return FQ_OK;
 }
 
+/* z: the forward's Z = X̃·R (NULL: recomputed) */
 static int one_bwd(fq_tape_cuda *tp, float *gx, float *gL, float *gR, const float *gy,
-                   const float *x, int rows, int n1, int n2, const float *L, const float *R)
+                   const float *x, int rows, int n1, int n2, const float *L, const float *R,
+                   const float *z)
 {
-    return R ? kron_bwd_cuda(tp->ctx, gx, gL, gR, gy, x, rows, n1, n2, L, R, tp->work)
+    return R ? kron_bwd_z_cuda(tp->ctx, gx, gL, gR, gy, x, z, rows, n1, n2, L, R, tp->work)
              : head_transform_bwd_cuda(tp->ctx, gx, gL, gy, x, rows, n1, n2, L, tp->work);
 }
 
-/* gx written (may be NULL); factor gradients accumulated. */
+/* gx written (may be NULL); factor gradients accumulated; z as blk_fwd's. */
 static int blk_bwd(fq_tape_cuda *tp, float *gx, const float *gy, const float *x, int rows,
-                   int T, int n1, int n2, const blk_factors *bf)
+                   int T, int n1, int n2, const blk_factors *bf, const float *z)
 {
     const int nb = n1 * n2, width = T * nb;
     for (int t = 0; t < T; t++) {
@@ -668,10 +686,11 @@ static int blk_bwd(fq_tape_cuda *tp, float *gx, const float *gy, const float *x,
         float *gL = bf->gLm[bf->lb + bf->ls * t];
         float *gR = bf->Rm ? bf->gRm[bf->rb + bf->rs * t] : NULL;
         if (T == 1)
-            return one_bwd(tp, gx, gL, gR, gy, x, rows, n1, n2, L, R);
+            return one_bwd(tp, gx, gL, gR, gy, x, rows, n1, n2, L, R, z);
         if (cols_copy(tp, tp->gat0, nb, gy + (size_t)t * nb, width, nb, rows) ||
             cols_copy(tp, tp->gat1, nb, x + (size_t)t * nb, width, nb, rows) ||
-            one_bwd(tp, gx ? tp->gat2 : NULL, gL, gR, tp->gat0, tp->gat1, rows, n1, n2, L, R))
+            one_bwd(tp, gx ? tp->gat2 : NULL, gL, gR, tp->gat0, tp->gat1, rows, n1, n2, L, R,
+                    NULL))
             return FQ_ERR;
         if (gx && cols_copy(tp, gx + (size_t)t * nb, width, tp->gat2, nb, nb, rows))
             return FQ_ERR;
@@ -745,7 +764,7 @@ static int weight_transform(fq_tape_cuda *tp, const fq_params *P, int lin)
         src = tp->w1[lin];
     }
     prof(tp, FQ_PROF_WEIGHTS);
-    return blk_fwd(tp, tp->wp[lin], src, out, ws.T, ws.n1, ws.n2, &bf);
+    return blk_fwd(tp, tp->wp[lin], src, out, ws.T, ws.n1, ws.n2, &bf, tp->wz[lin]);
 }
 
 static int weight_fwd(fq_tape_cuda *tp, const fq_params *P, int lin)
@@ -892,8 +911,8 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
         goto fail;
     prof(tp, FQ_PROF_TRANSFORMS);
     if (act_chscale_fwd(tp, tp->A1, tp->A, dpar(tp, P->c_a), N, d) ||
-        kron_fwd_cuda(ctx, tp->A2, tp->A1, N, P->na1, P->na2, tp->M[FQ_F_LA], tp->M[FQ_F_RA],
-                      tp->work))
+        kron_fwd_z_cuda(ctx, tp->A2, tp->zA, tp->A1, N, P->na1, P->na2, tp->M[FQ_F_LA],
+                        tp->M[FQ_F_RA]))
         goto fail;
     for (int i = 0; i < 3; i++) {
         prof(tp, FQ_PROF_QUANT);
@@ -938,7 +957,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
     bf.lb = FQ_F_MO(0);
     bf.ls = 3;
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (blk_fwd(tp, tp->O1, tp->O, N, T, P->hb, dh, &bf))
+    if (blk_fwd(tp, tp->O1, tp->O, N, T, P->hb, dh, &bf, NULL))
         goto fail;
     prof(tp, FQ_PROF_QUANT);
     if (act_q(tp, P, tp->Oh, tp->osc, tp->O1, N, qd, T, QL_O))
@@ -953,8 +972,8 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
         goto fail;
     prof(tp, FQ_PROF_TRANSFORMS);
     if (act_chscale_fwd(tp, tp->B1, tp->Bn, dpar(tp, P->c_ug), N, d) ||
-        kron_fwd_cuda(ctx, tp->B2, tp->B1, N, P->na1, P->na2, tp->M[FQ_F_LUG], tp->M[FQ_F_RUG],
-                      tp->work))
+        kron_fwd_z_cuda(ctx, tp->B2, tp->zB, tp->B1, N, P->na1, P->na2, tp->M[FQ_F_LUG],
+                        tp->M[FQ_F_RUG]))
         goto fail;
     prof(tp, FQ_PROF_QUANT);
     if (act_q(tp, P, tp->Bh[0], tp->bsc[0], tp->B2, N, d, 1, QL_UP) ||
@@ -976,7 +995,7 @@ int fq_layer_fwd_cuda(fq_tape_cuda *tp, const fq_params *P, const float *x, floa
     bf.rs = 3;
     prof(tp, FQ_PROF_TRANSFORMS);
     if (act_chscale_fwd(tp, tp->Z1, tp->Z, dpar(tp, P->c_d), N, f) ||
-        blk_fwd(tp, tp->Z2, tp->Z1, N, T, P->nd1, P->nd2, &bf))
+        blk_fwd(tp, tp->Z2, tp->Z1, N, T, P->nd1, P->nd2, &bf, tp->zD))
         goto fail;
     prof(tp, FQ_PROF_QUANT);
     if (act_q(tp, P, tp->Zh, tp->zsc, tp->Z2, N, f, T, QL_DOWN))
@@ -1100,7 +1119,7 @@ static int weight_bwd(fq_tape_cuda *tp, const fq_params *P, int lin)
     const float *src = scaled ? tp->w1[lin] : tp->w[lin];
     float *gsrc = scaled ? (gwp == tp->gw2 ? tp->gw0 : tp->gw2) : NULL;
     prof(tp, FQ_PROF_WEIGHTS);
-    if (blk_bwd(tp, gsrc, gwp, src, out, ws.T, ws.n1, ws.n2, &bf))
+    if (blk_bwd(tp, gsrc, gwp, src, out, ws.T, ws.n1, ws.n2, &bf, tp->wz[lin]))
         return FQ_ERR;
     prof(tp, FQ_PROF_CHSCALE);
     if (scaled && chscale_weight_bwd_cuda(tp->ctx, NULL, dgrad(tp, ws.c_off), gsrc, tp->w[lin],
@@ -1187,7 +1206,7 @@ int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y)
     bf.rs = 3;
     gZ1 = gq == tp->t1 ? tp->t2 : tp->t1;
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (blk_bwd(tp, gZ1, gq, tp->Z1, N, T, P->nd1, P->nd2, &bf) ||
+    if (blk_bwd(tp, gZ1, gq, tp->Z1, N, T, P->nd1, P->nd2, &bf, tp->zD) ||
         act_chscale_bwd(tp, tp->t3, dgrad(tp, P->c_d), gZ1, tp->Z, dpar(tp, P->c_d), N, f))
         goto fail;
     /* 14: SwiGLU, up/gate projections */
@@ -1211,8 +1230,9 @@ int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y)
             goto fail;
     }
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (kron_bwd_cuda(ctx, tp->s2, tp->gM[FQ_F_LUG], tp->gM[FQ_F_RUG], tp->s1, tp->B1, N,
-                      P->na1, P->na2, tp->M[FQ_F_LUG], tp->M[FQ_F_RUG], tp->work) ||
+    if (kron_bwd_z_cuda(ctx, tp->s2, tp->gM[FQ_F_LUG], tp->gM[FQ_F_RUG], tp->s1, tp->B1,
+                        tp->zB, N, P->na1, P->na2, tp->M[FQ_F_LUG], tp->M[FQ_F_RUG],
+                        tp->work) ||
         act_chscale_bwd(tp, tp->s3, dgrad(tp, P->c_ug), tp->s2, tp->Bn,
                              dpar(tp, P->c_ug), N, d))
         goto fail;
@@ -1233,7 +1253,7 @@ int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y)
     bf.ls = 3;
     gO = gq == tp->t1 ? tp->t2 : tp->t1;
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (blk_bwd(tp, gO, gq, tp->O, N, T, P->hb, dh, &bf))
+    if (blk_bwd(tp, gO, gq, tp->O, N, T, P->hb, dh, &bf, NULL))
         goto fail;
     /* 9: attention → G_Q', G_K̂, G_V̂ */
     gQp = gO == tp->t1 ? tp->t2 : tp->t1;
@@ -1297,8 +1317,8 @@ int fq_layer_bwd_cuda(fq_tape_cuda *tp, fq_params *P, const float *g_y)
     }
     gA1 = gA2 == tp->s1 ? tp->s2 : tp->s1;
     prof(tp, FQ_PROF_TRANSFORMS);
-    if (kron_bwd_cuda(ctx, gA1, tp->gM[FQ_F_LA], tp->gM[FQ_F_RA], gA2, tp->A1, N, P->na1,
-                      P->na2, tp->M[FQ_F_LA], tp->M[FQ_F_RA], tp->work) ||
+    if (kron_bwd_z_cuda(ctx, gA1, tp->gM[FQ_F_LA], tp->gM[FQ_F_RA], gA2, tp->A1, tp->zA, N,
+                        P->na1, P->na2, tp->M[FQ_F_LA], tp->M[FQ_F_RA], tp->work) ||
         act_chscale_bwd(tp, NULL, dgrad(tp, P->c_a), gA1, tp->A, dpar(tp, P->c_a), N, d))
         goto fail;
     if (params_bwd(tp, P))

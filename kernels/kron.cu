@@ -83,23 +83,30 @@ static int left_bwd(fq_cuda_ctx *ctx, float *g_x, float *g_L, const float *g_y, 
     return FQ_OK;
 }
 
+int kron_fwd_z_cuda(fq_cuda_ctx *ctx, float *y, float *z, const float *x, int rows, int n1,
+                    int n2, const float *L, const float *R)
+{
+    const char *where = "kron_fwd_cuda";
+    if (check_kron(ctx, where, y, x, L, R, z, rows, n1, n2))
+        return FQ_ERR;
+    if (y == x || z == x || z == y)
+        return fq_error(F ":kron_fwd_cuda: output, input and Z overlap (expected separate "
+                        "buffers)");
+    if (fq_gemm_strided_exact_cuda(ctx, 0, 0, rows * n1, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f,
+                                   z, n2, 0, 1, where))
+        return FQ_ERR;
+    return left_fwd(ctx, y, z, rows, n1, n2, L, where);
+}
+
 int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
                   const float *L, const float *R, float *work)
 {
-    const char *where = "kron_fwd_cuda";
-    if (check_kron(ctx, where, y, x, L, R, work, rows, n1, n2))
-        return FQ_ERR;
-    if (y == x)
-        return fq_error(F ":kron_fwd_cuda: output aliases input (expected separate buffers)");
-    if (fq_gemm_strided_exact_cuda(ctx, 0, 0, rows * n1, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f, work,
-                             n2, 0, 1, where))
-        return FQ_ERR;
-    return left_fwd(ctx, y, work, rows, n1, n2, L, where);
+    return kron_fwd_z_cuda(ctx, y, work, x, rows, n1, n2, L, R);
 }
 
-int kron_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
-                  const float *x, int rows, int n1, int n2, const float *L, const float *R,
-                  float *work)
+int kron_bwd_z_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
+                    const float *x, const float *z, int rows, int n1, int n2, const float *L,
+                    const float *R, float *work)
 {
     const char *where = "kron_bwd_cuda";
     if (check_kron(ctx, where, g_y, x, L, R, work, rows, n1, n2))
@@ -109,28 +116,40 @@ int kron_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const fl
     const long long st = (long long)n1 * n2;
     float *w0 = work, *w1 = work + n;
     if (g_L) {
-        /* Z = X̃R recomputed; g_L += Σ Z·G_Ỹᵀ over the [n1, rows·n2] views. */
-        if (fq_gemm_strided_exact_cuda(ctx, 0, 0, m, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f, w1, n2, 0,
-                                 1, where) ||
-            perm_to_mid(ctx, w0, w1, rows, n1, n2, where) ||
+        /* Z = X̃R (the forward's, or recomputed); g_L += Σ Z·G_Ỹᵀ over the [n1, rows·n2]
+         * views */
+        if (!z) {
+            if (fq_gemm_strided_exact_cuda(ctx, 0, 0, m, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f,
+                                           w1, n2, 0, 1, where))
+                return FQ_ERR;
+            z = w1;
+        }
+        if (perm_to_mid(ctx, w0, z, rows, n1, n2, where) ||
             perm_to_mid(ctx, w1, g_y, rows, n1, n2, where) ||
-            fq_gemm_strided_exact_cuda(ctx, 0, 1, n1, n1, cols, 1.0f, w0, cols, 0, w1, cols, 0, 1.0f,
-                                 g_L, n1, 0, 1, where))
+            fq_gemm_strided_exact_cuda(ctx, 0, 1, n1, n1, cols, 1.0f, w0, cols, 0, w1, cols, 0,
+                                       1.0f, g_L, n1, 0, 1, where))
             return FQ_ERR;
     }
     if (!g_x && !g_R)
         return FQ_OK;
     /* G_Z = L·G_Ỹ per row; g_x = G_Z Rᵀ; g_R += X̃ᵀ G_Z over all rows. */
-    if (fq_gemm_strided_exact_cuda(ctx, 0, 0, n1, n2, n1, 1.0f, L, n1, 0, g_y, n2, st, 0.0f, w0, n2,
-                             st, rows, where))
+    if (fq_gemm_strided_exact_cuda(ctx, 0, 0, n1, n2, n1, 1.0f, L, n1, 0, g_y, n2, st, 0.0f, w0,
+                                   n2, st, rows, where))
         return FQ_ERR;
-    if (g_x && fq_gemm_strided_exact_cuda(ctx, 0, 1, m, n2, n2, 1.0f, w0, n2, 0, R, n2, 0, 0.0f, g_x,
-                                    n2, 0, 1, where))
+    if (g_x && fq_gemm_strided_exact_cuda(ctx, 0, 1, m, n2, n2, 1.0f, w0, n2, 0, R, n2, 0, 0.0f,
+                                          g_x, n2, 0, 1, where))
         return FQ_ERR;
-    if (g_R && fq_gemm_strided_exact_cuda(ctx, 1, 0, n2, n2, m, 1.0f, x, n2, 0, w0, n2, 0, 1.0f, g_R,
-                                    n2, 0, 1, where))
+    if (g_R && fq_gemm_strided_exact_cuda(ctx, 1, 0, n2, n2, m, 1.0f, x, n2, 0, w0, n2, 0, 1.0f,
+                                          g_R, n2, 0, 1, where))
         return FQ_ERR;
     return FQ_OK;
+}
+
+int kron_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
+                  const float *x, int rows, int n1, int n2, const float *L, const float *R,
+                  float *work)
+{
+    return kron_bwd_z_cuda(ctx, g_x, g_L, g_R, g_y, x, NULL, rows, n1, n2, L, R, work);
 }
 
 int kron_weight_fwd_cuda(fq_cuda_ctx *ctx, float *w_out, const float *w, int out_rows, int n1,
