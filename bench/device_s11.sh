@@ -3,9 +3,9 @@
 #   GPU 1: the GPU tests named in TESTS (test_gpu_kron test_gpu_fq_layer test_gpu_calibrate;
 #          "all": the whole suite through tests/gpu/run.sh); WSIDE=1: bench_wside_cuda;
 #          then bench_layer_step_cuda on STEP_SHAPES (70b), bf16 codes, once per entry of
-#          STEP_VARIANTS: "old" = .dev/old/bench_layer_step_cuda (the session's start,
-#          71044af), "new" = this tree, "bf16x9" = this tree with the transforms' GEMMs on
-#          cuBLAS's BF16x9 emulation; then stress_wgmma when STRESS_RUNS > 0.
+#          STEP_VARIANTS ("none": no step bench):
+#          "old" = .dev/old/bench_layer_step_cuda (the session's start, 71044af), "new" =
+#          this tree; then stress_wgmma when STRESS_RUNS > 0.
 #   GPU 0: gptq_70b (device_common.sh): one 70B-shaped layer calibrated for EPOCHS (1)
 #          epoch on 32 windows, then the GPU GPTQ pass with the cuSOLVER factorisations.
 # Call 1 ran it as bench/device_s11_call1.sh (TESTS default, STEP_VARIANTS "old new",
@@ -35,11 +35,10 @@ nvidia-smi -L >"$out/device.txt"
         grep '|FAIL$' "$out/$t.txt" | head -5
     done
     for v in ${STEP_VARIANTS:-old new}; do
+        [ "$v" = none ] && continue
         b=build/bench/bench_layer_step_cuda
-        extra=
         [ "$v" = old ] && b=.dev/old/bench_layer_step_cuda
-        [ "$v" = bf16x9 ] && extra=--bf16x9
-        timeout -k 5 "${STEP_S:-150}" $b --shapes "${STEP_SHAPES:-70b}" --math bf16 --steps 3 $extra \
+        timeout -k 5 "${STEP_S:-150}" $b --shapes "${STEP_SHAPES:-70b}" --math bf16 --steps 3 \
             >"$out/step_$v.txt" 2>&1
         echo "RESULT|layer step ${STEP_SHAPES:-70b} bf16 ($v)|rc=$?|t $(($(date +%s) - t0)) s"
     done
@@ -54,6 +53,7 @@ wait
 cat "$out/gpu1.txt"
 grep -E "^gptq: layer|layer [0-9]+ done|^calibration:" "$out/gptq70b.txt" | head -10
 for v in ${STEP_VARIANTS:-old new}; do
+    [ "$v" = none ] && continue
     echo "== step $v"
     grep -A${PROF_LINES:-1} 'ms per profiled step' "$out/step_$v.txt"
     grep -E '^(fp32|tf32|bf16) ' "$out/step_$v.txt" | head -6

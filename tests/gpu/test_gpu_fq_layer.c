@@ -46,6 +46,27 @@ static double norm2(const float *v, size_t n)
     return sqrt(s);
 }
 
+/* One more step on tape tp from the same parameters and inputs: its y and every gradient
+ * must be the bytes of the step already taken (y_ref, and P->g as it is now), which P->g
+ * keeps afterwards. */
+static void step_same_bytes(gpu_suite *t, fq_tape_cuda *tp, fq_params *P, const float *d_x,
+                            float *d_y, const float *d_gy, const float *y_ref, size_t nd,
+                            const char *what)
+{
+    float *g1 = gpu_host_copy(P->g, P->n);
+    gpu_call(t, fq_layer_fwd_cuda(tp, P, d_x, d_y), "fq_layer_fwd_cuda");
+    gpu_call(t, fq_layer_bwd_cuda(tp, P, d_gy), "fq_layer_bwd_cuda");
+    float *y2 = gpu_fetch(t, d_y, nd);
+    char name[160];
+    snprintf(name, sizeof name, "%s, y (bytes)", what);
+    gpu_check_exact(t, name, y2, y_ref, nd);
+    snprintf(name, sizeof name, "%s, g (bytes)", what);
+    gpu_check_exact(t, name, P->g, g1, P->n);
+    memcpy(P->g, g1, sizeof(real) * P->n);
+    free(g1);
+    free(y2);
+}
+
 static void perturb(fq_params *P, uint64_t seed)
 {
     rng_state rng;
@@ -133,35 +154,17 @@ static void run_case(gpu_suite *t, const gpu_layer *L, const layer_case *lc)
         /* the forward's int8 code GEMMs (the default) against the bf16 code GEMMs: the same
          * exact integer sums, so the same bytes, forward and backward */
         fq_tape_cuda *gb;
-        float *g1 = gpu_host_copy(P.g, P.n);
         gpu_call(t, fq_tape_cuda_create(&gb, &t->ctx, &P, &L->l, &rope, TB, TS),
                  "fq_tape_cuda_create");
         gpu_call(t, fq_tape_cuda_set_linear_codes(gb, 1), "fq_tape_cuda_set_linear_codes");
         gpu_call(t, fq_tape_cuda_set_linear_codes_i8(gb, 0), "fq_tape_cuda_set_linear_codes_i8");
-        gpu_call(t, fq_layer_fwd_cuda(gb, &P, d_x, d_y), "fq_layer_fwd_cuda");
-        gpu_call(t, fq_layer_bwd_cuda(gb, &P, d_gy), "fq_layer_bwd_cuda");
-        float *y2 = gpu_fetch(t, d_y, nd);
-        snprintf(name, sizeof name, "%s int8 = bf16 code GEMMs, y (bytes)", lc->name);
-        gpu_check_exact(t, name, y, y2, nd);
-        snprintf(name, sizeof name, "%s int8 = bf16 code GEMMs, g (bytes)", lc->name);
-        gpu_check_exact(t, name, g1, P.g, P.n);
-        memcpy(P.g, g1, sizeof(real) * P.n);
+        snprintf(name, sizeof name, "%s int8 = bf16 code GEMMs", lc->name);
+        step_same_bytes(t, gb, &P, d_x, d_y, d_gy, y, nd, name);
         fq_tape_cuda_free(gb);
-        free(g1);
-        free(y2);
     }
-    if (lc->math == FQ_MATH_FP32) {
-        /* a second step from the same state: the same bytes */
-        float *g1 = gpu_host_copy(P.g, P.n);
-        gpu_call(t, fq_layer_fwd_cuda(gt, &P, d_x, d_y), "fq_layer_fwd_cuda");
-        gpu_call(t, fq_layer_bwd_cuda(gt, &P, d_gy), "fq_layer_bwd_cuda");
-        float *y2 = gpu_fetch(t, d_y, nd);
-        snprintf(name, sizeof name, "%s repeat y (bytes)", lc->name);
-        gpu_check_exact(t, name, y2, y, nd);
-        snprintf(name, sizeof name, "%s repeat g (bytes)", lc->name);
-        gpu_check_exact(t, name, P.g, g1, P.n);
-        free(g1);
-        free(y2);
+    if (lc->math == FQ_MATH_FP32) { /* a second step from the same state */
+        snprintf(name, sizeof name, "%s repeat", lc->name);
+        step_same_bytes(t, gt, &P, d_x, d_y, d_gy, y, nd, name);
     }
     gpu_call(t, fq_cuda_set_math(&t->ctx, FQ_MATH_FP32), "fq_cuda_set_math");
     fq_tape_cuda_free(gt);
