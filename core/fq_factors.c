@@ -15,7 +15,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cayley.h"
 #include "error.h"
@@ -38,23 +37,6 @@ void fq_factor_mats_free(fq_factor_mats *fm)
     memset(fm, 0, sizeof *fm);
 }
 
-static int factor_threads(int nfactors)
-{
-    const char *e = getenv("FLATQ_FACTOR_THREADS");
-    long n = 0;
-    if (e && *e) {
-        char *end;
-        n = strtol(e, &end, 10);
-        if (*end || n < 1 || n > 64)
-            n = 0; /* ignored: the default below */
-    }
-    if (n == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cores < 1 ? 1 : cores > 8 ? 8 : cores;
-    }
-    return (int)(n > nfactors ? nfactors : n);
-}
-
 int fq_factor_mats_create(fq_factor_mats *fm, const fq_params *P)
 {
     if (!fm || !P || !P->fac || P->nfactors <= 0)
@@ -70,7 +52,7 @@ int fq_factor_mats_create(fq_factor_mats *fm, const fq_params *P)
     }
     fm->nfactors = nf;
     fm->total = total;
-    fm->nthreads = factor_threads(nf);
+    fm->nthreads = fq_env_threads("FLATQ_FACTOR_THREADS", 64, 8, (size_t)nf);
     long kk = kmax * kmax;
     fm->fwork_n = (size_t)lmax(svd_factor_bwd_work((int)kmax),
                                lmax(svd_factor_fwd_work((int)kmax), kk));

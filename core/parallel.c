@@ -119,24 +119,29 @@ void fq_thread_buffers_free(void **b, int nt)
     free(b);
 }
 
-int fq_io_threads(size_t n)
+int fq_env_threads(const char *var, int max, int cap, size_t n)
 {
     long t = 0;
-    const char *env = getenv("FLATQ_IO_THREADS");
+    const char *env = var ? getenv(var) : NULL;
     if (env && *env) {
         char *end = NULL;
         t = strtol(env, &end, 10);
-        if (*end || t < 1 || t > 256)
+        if (*end || t < 1 || t > max)
             t = 0; /* ignored: the default below */
     }
     if (t == 0) {
         t = sysconf(_SC_NPROCESSORS_ONLN);
-        if (t > 16)
-            t = 16;
+        if (t > cap)
+            t = cap;
     }
     if (t < 1)
         t = 1;
     if ((size_t)t > n)
         t = (long)(n ? n : 1);
     return (int)t;
+}
+
+int fq_io_threads(size_t n)
+{
+    return fq_env_threads("FLATQ_IO_THREADS", 256, 16, n);
 }

@@ -32,4 +32,8 @@ void fq_thread_buffers_free(void **b, int nt);
  * online cores capped at 16, never more than n, at least 1. */
 int fq_io_threads(size_t n);
 
+/* The same rule for any loop: the environment variable var if set (1..max), else the
+ * online cores capped at cap, never more than n, at least 1. */
+int fq_env_threads(const char *var, int max, int cap, size_t n);
+
 #endif

@@ -48,13 +48,14 @@ void int4_pack(const int8_t *codes, size_t n, uint8_t *packed)
         packed[k / 2] = (uint8_t)(((uint8_t)codes[k] & 0x0F) | (((uint8_t)codes[k + 1] & 0x0F) << 4));
 }
 
+/* sign-extend a nibble: (x ^ 8) − 8 maps 0..15 to −8..7 two's complement */
+static inline int8_t nibble_code(unsigned x) { return (int8_t)(((x & 0x0F) ^ 8) - 8); }
+
 void int4_unpack(const uint8_t *packed, size_t n, int8_t *codes)
 {
     for (size_t k = 0; k + 1 < n; k += 2) {
-        uint8_t b = packed[k / 2];
-        /* sign-extend each nibble: (x ^ 8) − 8 maps 0..15 to −8..7 two's complement */
-        codes[k] = (int8_t)(((b & 0x0F) ^ 8) - 8);
-        codes[k + 1] = (int8_t)(((b >> 4) ^ 8) - 8);
+        codes[k] = nibble_code(packed[k / 2]);
+        codes[k + 1] = nibble_code(packed[k / 2] >> 4);
     }
 }
 
@@ -148,10 +149,8 @@ static int dequant_rows4(void *ctx, size_t a, size_t b, int t)
         const uint8_t *p = l->codes + r * in / 2;
         float *wr = j->w + r * in, s = l->scales[r];
         for (size_t k = 0; k < in; k += 2) {
-            uint8_t v = p[k / 2];
-            /* sign-extend each nibble as int4_unpack does */
-            wr[k] = s * (float)(int8_t)(((v & 0x0F) ^ 8) - 8);
-            wr[k + 1] = s * (float)(int8_t)(((v >> 4) ^ 8) - 8);
+            wr[k] = s * (float)nibble_code(p[k / 2]);
+            wr[k + 1] = s * (float)nibble_code(p[k / 2] >> 4);
         }
     }
     return FQ_OK;

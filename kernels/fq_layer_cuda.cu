@@ -339,26 +339,25 @@ static int linear_fwd(fq_tape_cuda *tp, const fq_params *P, int lin, const float
                     accumulate ? 1.0f : 0.0f, y, out);
     float *acc = accumulate ? tp->cacc : y;
     tp->xsc[lin] = xsc;
-    if (tp->codes_i8 && in % 4 == 0) {
-        /* int32 sums into the accumulator's (or y's) bytes; the epilogue converts in place */
-        if (codes_make(tp, P) ||
-            codes_bf16_i8_cuda(tp->ctx, tp->qw[lin], tp->qw8[lin], tp->wh[lin], tp->wsc[lin],
-                               out, in) ||
-            codes_bf16_i8_cuda(tp->ctx, tp->qa[lin], tp->qa8[lin], xh, xsc, N, in) ||
-            fq_gemm_i8_cuda(tp->ctx, N, out, in, tp->qa8[lin], in, tp->qw8[lin], in,
-                            (int32_t *)acc, out) ||
-            codes_epilogue_i32_cuda(tp->ctx, y, (const int32_t *)acc, xsc, tp->wsc[lin], N, out,
-                                    accumulate))
-            return fq_error_wrap(F ":linear_fwd: %s on int8 codes", qlinear_names[lin]);
-        return FQ_OK;
-    }
+    /* int8 copies of the codes for the integer tensor cores where the shapes allow; their
+     * int32 sums go into the accumulator's (or y's) bytes, converted in place */
+    const int i8 = tp->codes_i8 && in % 4 == 0;
     if (codes_make(tp, P) ||
-        codes_bf16_cuda(tp->ctx, tp->qw[lin], tp->wh[lin], tp->wsc[lin], out, in) ||
-        codes_bf16_cuda(tp->ctx, tp->qa[lin], xh, xsc, N, in) ||
-        fq_gemm_bf16_cuda(tp->ctx, 0, 1, N, out, in, tp->qa[lin], in, tp->qw[lin], in, acc,
-                          out) ||
-        codes_epilogue_cuda(tp->ctx, y, acc, xsc, tp->wsc[lin], N, out, accumulate))
-        return fq_error_wrap(F ":linear_fwd: %s on codes", qlinear_names[lin]);
+        codes_bf16_cuda(tp->ctx, tp->qw[lin], i8 ? tp->qw8[lin] : NULL, tp->wh[lin],
+                        tp->wsc[lin], out, in) ||
+        codes_bf16_cuda(tp->ctx, tp->qa[lin], i8 ? tp->qa8[lin] : NULL, xh, xsc, N, in))
+        return fq_error_wrap(F ":linear_fwd: %s codes", qlinear_names[lin]);
+    int rc = i8 ? fq_gemm_i8_cuda(tp->ctx, N, out, in, tp->qa8[lin], in, tp->qw8[lin], in,
+                                  (int32_t *)acc, out) ||
+                      codes_epilogue_i32_cuda(tp->ctx, y, (const int32_t *)acc, xsc,
+                                              tp->wsc[lin], N, out, accumulate)
+                : fq_gemm_bf16_cuda(tp->ctx, 0, 1, N, out, in, tp->qa[lin], in, tp->qw[lin], in,
+                                    acc, out) ||
+                      codes_epilogue_cuda(tp->ctx, y, acc, xsc, tp->wsc[lin], N, out,
+                                          accumulate);
+    if (rc)
+        return fq_error_wrap(F ":linear_fwd: %s on %s codes", qlinear_names[lin],
+                             i8 ? "int8" : "bf16");
     return FQ_OK;
 }
 

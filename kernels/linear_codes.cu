@@ -19,21 +19,10 @@ extern "C" {
 
 #define F "kernels/linear_codes.cu"
 
-static __global__ void codes_kernel(__nv_bfloat16 *q, const float *xh, const float *scale,
-                                    long rows, int cols)
-{
-    const size_t n = (size_t)rows * cols;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float s = scale[i / cols];
-        q[i] = __float2bfloat16_rn(s != 0.0f ? rintf(xh[i] / s) : 0.0f);
-    }
-}
-
-/* The same codes twice: bf16 (the backward's operand) and int8 (the forward's, on the
- * integer tensor cores), from one read of the quantized tensor. */
-static __global__ void codes2_kernel(__nv_bfloat16 *q, int8_t *q8, const float *xh,
-                                     const float *scale, long rows, int cols)
+/* The codes as bf16 (the backward's operand) and, when q8 is given, as int8 too (the
+ * forward's, on the integer tensor cores), from one read of the quantized tensor. */
+static __global__ void codes_kernel(__nv_bfloat16 *q, int8_t *q8, const float *xh,
+                                    const float *scale, long rows, int cols)
 {
     const size_t n = (size_t)rows * cols;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -41,7 +30,8 @@ static __global__ void codes2_kernel(__nv_bfloat16 *q, int8_t *q8, const float *
         const float s = scale[i / cols];
         const float c = s != 0.0f ? rintf(xh[i] / s) : 0.0f;
         q[i] = __float2bfloat16_rn(c);
-        q8[i] = (int8_t)c;
+        if (q8)
+            q8[i] = (int8_t)c;
     }
 }
 
@@ -91,31 +81,17 @@ static int check(const char *fn, const void *out, const void *in, long rows, int
     return FQ_OK;
 }
 
-int codes_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *q, const float *xh, const float *scale,
-                    long rows, int cols)
+int codes_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *q, int8_t *q8, const float *xh,
+                    const float *scale, long rows, int cols)
 {
     if (check("codes_bf16_cuda", q, xh, rows, cols))
         return FQ_ERR;
     if (!scale)
         return fq_error(F ":codes_bf16_cuda: NULL scale (expected one per row)");
     const size_t n = (size_t)rows * cols;
-    codes_kernel<<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>((__nv_bfloat16 *)q, xh, scale,
-                                                               rows, cols);
+    codes_kernel<<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>((__nv_bfloat16 *)q, q8, xh,
+                                                               scale, rows, cols);
     LAUNCH_CHECK(F, "codes_bf16_cuda", "codes_kernel");
-    return FQ_OK;
-}
-
-int codes_bf16_i8_cuda(fq_cuda_ctx *ctx, uint16_t *q, int8_t *q8, const float *xh,
-                       const float *scale, long rows, int cols)
-{
-    if (check("codes_bf16_i8_cuda", q, xh, rows, cols))
-        return FQ_ERR;
-    if (!scale || !q8)
-        return fq_error(F ":codes_bf16_i8_cuda: NULL scale or int8 output (expected both)");
-    const size_t n = (size_t)rows * cols;
-    codes2_kernel<<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>((__nv_bfloat16 *)q, q8, xh,
-                                                                scale, rows, cols);
-    LAUNCH_CHECK(F, "codes_bf16_i8_cuda", "codes2_kernel");
     return FQ_OK;
 }
 
@@ -131,34 +107,31 @@ int scaled_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *out, const float *g, const floa
     return FQ_OK;
 }
 
+template <typename ACC>
+static int epilogue(fq_cuda_ctx *ctx, const char *fn, float *y, const ACC *acc, const float *rs,
+                    const float *cs, long rows, int cols, int accumulate)
+{
+    if (check(fn, y, acc, rows, cols))
+        return FQ_ERR;
+    if (!rs || !cs)
+        return fq_error(F ":%s: NULL scales (expected row and column scales)", fn);
+    const size_t n = (size_t)rows * cols;
+    epilogue_kernel<ACC><<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(y, acc, rs, cs, rows,
+                                                                       cols, accumulate);
+    LAUNCH_CHECK(F, fn, "epilogue_kernel");
+    return FQ_OK;
+}
+
 int codes_epilogue_cuda(fq_cuda_ctx *ctx, float *y, const float *acc, const float *rs,
                         const float *cs, long rows, int cols, int accumulate)
 {
-    if (check("codes_epilogue_cuda", y, acc, rows, cols))
-        return FQ_ERR;
-    if (!rs || !cs)
-        return fq_error(F ":codes_epilogue_cuda: NULL scales (expected row and column "
-                        "scales)");
-    const size_t n = (size_t)rows * cols;
-    epilogue_kernel<float><<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(y, acc, rs, cs, rows,
-                                                                         cols, accumulate);
-    LAUNCH_CHECK(F, "codes_epilogue_cuda", "epilogue_kernel");
-    return FQ_OK;
+    return epilogue(ctx, "codes_epilogue_cuda", y, acc, rs, cs, rows, cols, accumulate);
 }
 
 int codes_epilogue_i32_cuda(fq_cuda_ctx *ctx, float *y, const int32_t *acc, const float *rs,
                             const float *cs, long rows, int cols, int accumulate)
 {
-    if (check("codes_epilogue_i32_cuda", y, acc, rows, cols))
-        return FQ_ERR;
-    if (!rs || !cs)
-        return fq_error(F ":codes_epilogue_i32_cuda: NULL scales (expected row and column "
-                        "scales)");
-    const size_t n = (size_t)rows * cols;
-    epilogue_kernel<int32_t><<<grid_of(n), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
-        y, acc, rs, cs, rows, cols, accumulate);
-    LAUNCH_CHECK(F, "codes_epilogue_i32_cuda", "epilogue_kernel");
-    return FQ_OK;
+    return epilogue(ctx, "codes_epilogue_i32_cuda", y, acc, rs, cs, rows, cols, accumulate);
 }
 
 int fq_gemm_i8_cuda(fq_cuda_ctx *ctx, int m, int n, int k, const int8_t *a, int lda,

@@ -22,12 +22,10 @@ extern "C" {
 #endif
 
 /* q[r, j] = bf16(rint(xh[r, j] / scale[r])) (0 where scale[r] is 0): the codes of a tensor
- * that a per-row symmetric quantizer wrote as scale · code. */
-int codes_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *q, const float *xh, const float *scale,
-                    long rows, int cols);
-/* The same codes as bf16 in q and as int8 in q8 (|code| <= 128 for bits <= 8), one pass. */
-int codes_bf16_i8_cuda(fq_cuda_ctx *ctx, uint16_t *q, int8_t *q8, const float *xh,
-                       const float *scale, long rows, int cols);
+ * that a per-row symmetric quantizer wrote as scale · code; the same codes as int8 in q8
+ * too when q8 is not NULL (|code| <= 128 for bits <= 8), from the same pass. */
+int codes_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *q, int8_t *q8, const float *xh,
+                    const float *scale, long rows, int cols);
 /* out[r, j] = bf16(g[r, j] · rs[r] · cs[j]); rs or cs may be NULL (factor 1). */
 int scaled_bf16_cuda(fq_cuda_ctx *ctx, uint16_t *out, const float *g, const float *rs,
                      const float *cs, long rows, int cols);
