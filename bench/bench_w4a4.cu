@@ -248,36 +248,37 @@ static void bench_linear(const shape &s, int M)
     double t_gemm = time_ms([&](int r) {
         FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
     });
-    /* the mma.sync prefill kernel, which the wgmma one replaced at these sizes */
+    /* the same GEMM with 8 K-blocks of activation scales (kblocks > 1: a checkpoint
+     * calibrated with tp: 8 has them on o_proj and down_proj, at every TP degree) */
+    double t_kb8 = NAN;
+    if (!decode && K % (8 * 64) == 0) {
+        float *sx8 = rand_f32((size_t)M * 8, 1e-2f, 1e-1f);
+        t_kb8 = time_ms([&](int r) {
+            FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx8, 8, Wq[r % cq], sw, M, N, K, NULL));
+        });
+        cudaFree(sx8);
+    }
+    /* opt-in column (BENCH_OLD=1): the per-token transform the cuBLAS one replaced, slow */
+    const bool old = getenv("BENCH_OLD") && !strcmp(getenv("BENCH_OLD"), "1");
+    /* the mma.sync prefill kernel (FLATQ_GEMM_WGMMA=0), which the wgmma one replaced */
     double t_sync = decode ? NAN : time_ms([&](int r) {
         FQ(fq_w4a4_gemm_path_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL, FQ_W4A4_PREFILL));
     });
-    /* the wgmma kernel's other forms (fq_w4a4_wgmma_config): two int8 buffers, and the
-     * warp-specialised one */
-    double t_nb2 = NAN, t_ws = NAN;
-    if (!decode) {
-        auto wg = [&](int variant) {
-            FQ(fq_w4a4_wgmma_config(variant));
-            double t = time_ms([&](int r) {
-                FQ(fq_w4a4_gemm_path_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL,
-                                          FQ_W4A4_WGMMA));
-            });
-            FQ(fq_w4a4_wgmma_config(FQ_WGMMA_3BUF)); /* the default again */
-            return t;
-        };
-        t_nb2 = wg(FQ_WGMMA_2BUF);
-        /* opt-in until the GPU tests have passed it: a kernel that waited forever on an
-         * mbarrier would take the rest of the table with it */
-        if (getenv("BENCH_WGMMA_WS") && !strcmp(getenv("BENCH_WGMMA_WS"), "1"))
-            t_ws = wg(FQ_WGMMA_WARPSPEC);
-    }
     fq_quant_dst d = {0.98f, 0.98f, qx, sx};
     double t_quant = time_ms([&](int) {
         FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
     });
-    /* the one-CTA-per-token transform kernel, which the cuBLAS one replaced at these sizes */
-    double t_qold = NAN;
+    /* the same transform's GEMMs in fp32 (the default before session 12), and the
+     * one-CTA-per-token transform kernel the cuBLAS one replaced at these sizes */
+    double t_q32 = NAN, t_qold = NAN;
     if (!decode) {
+        g_ctx.transform_tf32 = 0;
+        t_q32 = time_ms([&](int) {
+            FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
+        });
+        g_ctx.transform_tf32 = 1;
+    }
+    if (!decode && old) {
         g_ctx.transform_gemm = 0;
         t_qold = time_ms([&](int) {
             FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
@@ -301,11 +302,11 @@ static void bench_linear(const shape &s, int M)
             s.name, s.tp, M, N, K, t_gemm, bytes / t_gemm / 1e6, 100 * floor_ms / t_gemm,
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin);
     } else {
-        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f, wgmma %5.2fx of it | wgmma 2 buffers %8.3f, warp-specialised %8.3f | quant per-token %8.3f, sgemm %5.2fx of it\n",
+        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16) | quant fp32 %8.3f (tf32 %5.2fx of it) | quant per-token %8.3f\n",
             s.name, s.tp, M, N, K, t_gemm, flop / t_gemm / 1e9, 100 * flop / t_gemm / 1e9 / (PEAK_INT8 / 1e12),
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin,
-            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_nb2, t_ws, t_qold,
-            t_qold / t_quant);
+            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_q32,
+            t_q32 / t_quant, t_qold);
     }
     for (auto p : Wq) cudaFree(p);
     for (auto p : Wb) cudaFree(p);
@@ -429,6 +430,7 @@ int main(int argc, char **argv)
     if (logpath)
         g_log = fopen(logpath, "w");
     FQ(fq_cuda_init(&g_ctx, 0));
+    g_ctx.transform_tf32 = 1; /* as the inference runtime sets it */
     g_st = (cudaStream_t)g_ctx.stream;
     g_blas = (cublasHandle_t)g_ctx.cublas;
     CB(cublasSetStream(g_blas, g_st));
@@ -467,7 +469,7 @@ int main(int argc, char **argv)
     const bool prefill_only = !strcmp(only, "prefill"); /* the linear rows of M >= 2048 */
     if (!strcmp(only, "all") || !strcmp(only, "linear") || prefill_only) {
         out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
-        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma), then the mma.sync kernel's ms and the ratio, the wgmma kernel with 2 int8 buffers and warp-specialised (ms), the per-token transform kernel's ms and the ratio (quant: cuBLAS transform)\n");
+        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the cuBLAS transform on TF32), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms), the transform with fp32 GEMMs (ms), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
         const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
         for (int M : Ms)
             for (const shape &s : shapes)

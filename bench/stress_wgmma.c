@@ -1,15 +1,15 @@
-/* stress_wgmma.c — the wgmma prefill GEMM's forms run many times on the same small
- * problems, each result compared bit for bit with the C reference (core/w4a4_ref.h): a
- * rare, timing-dependent wrong answer (session 10, call 3: one run of the 2-buffer form
- * gave 8 of 520 wrong int32 sums, the whole last 128-wide tile, on a row that passed in
- * every other run) shows here as a count of failing runs per form and case.
+/* stress_wgmma.c — the wgmma prefill GEMM run many times on the same small problems, each
+ * result compared bit for bit with the C reference (core/w4a4_ref.h): a rare,
+ * timing-dependent wrong answer shows here as a count of failing runs per case. The
+ * kernels this one replaced in session 12 (weights expanded into shared memory) gave 8 of
+ * 520 wrong int32 sums, the whole last 128-wide tile, once in thousands of runs in session
+ * 10 and in both of their forms in one run of session 12; the cause was never found.
  *
- *   build/bench/stress_wgmma [runs]      (default 300 per form and case)
+ *   build/bench/stress_wgmma [runs]      (default 300 per case)
  *
- * Cases: the failed row (int32 sums, M 1, N 520, K 4096), a multi-tile one (293 × 300 ×
- * 1088), and two bf16 ones with K-blocks (kblocks > 1 always takes the 2-buffer form,
- * the TP per-block scales of o_proj and down_proj at prefill). Exit status 1 when any run
- * of any case differs.
+ * Cases: that row (int32 sums, M 1, N 520, K 4096), a multi-tile one (293 × 300 × 1088),
+ * and two bf16 ones with K-blocks (the TP per-block scales of o_proj and down_proj at
+ * prefill). Exit status 1 when any run of any case differs.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -50,15 +50,13 @@ int main(int argc, char **argv)
     int runs = argc > 1 ? atoi(argv[1]) : 300;
     const scase cases[] = {{1, 520, 4096, 1, 1}, {293, 300, 1088, 1, 1}, {150, 72, 1024, 4, 0},
                            {300, 400, 4096, 8, 0}};
-    const int forms[] = {FQ_WGMMA_2BUF, FQ_WGMMA_3BUF};
-    const char *fname[] = {"2 buffers", "3 buffers"};
     fq_cuda_ctx ctx;
     if (fq_cuda_init(&ctx, 0) != FQ_OK) {
         fprintf(stderr, "stress_wgmma: %s\n", fq_errmsg());
         return 77;
     }
     int bad_total = 0;
-    printf("%-10s | %-22s | %5s | %s\n", "form", "case", "runs", "runs with wrong outputs (most wrong elements)");
+    printf("%-22s | %5s | %s\n", "case", "runs", "runs with wrong outputs (most wrong elements)");
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const scase *s = &cases[ci];
         size_t bx = (size_t)s->M * s->K / 2, bw = (size_t)s->N * s->K / 2, ny = (size_t)s->M * s->N;
@@ -82,10 +80,7 @@ int main(int argc, char **argv)
         }
         void *dqx = up(&ctx, qx, bx), *dqw = up(&ctx, qw, bw), *dy = up(&ctx, got, out_bytes);
         float *dsx = up(&ctx, sx, sizeof(float) * s->M * s->kblocks), *dsw = up(&ctx, sw, sizeof(float) * s->N);
-        for (int f = 0; f < 2; f++) {
-            if (s->kblocks > 1 && f == 1)
-                continue; /* kblocks > 1 runs the 2-buffer form whatever the setting */
-            fq_w4a4_wgmma_config(forms[f]);
+        {
             int bad_runs = 0;
             size_t worst = 0;
             for (int r = 0; r < runs; r++) {
@@ -107,11 +102,10 @@ int main(int argc, char **argv)
             char name[64];
             snprintf(name, sizeof name, "%s %dx%dx%d kb%d", s->i32 ? "i32" : "bf16", s->M, s->N,
                      s->K, s->kblocks);
-            printf("%-10s | %-22s | %5d | %d (%zu)\n", fname[f], name, runs, bad_runs, worst);
+            printf("%-22s | %5d | %d (%zu)\n", name, runs, bad_runs, worst);
             fflush(stdout);
             bad_total += bad_runs;
         }
-        fq_w4a4_wgmma_config(FQ_WGMMA_3BUF);
         fq_cuda_free(dqx), fq_cuda_free(dqw), fq_cuda_free(dy), fq_cuda_free(dsx), fq_cuda_free(dsw);
         free(qx), free(qw), free(ref), free(got), free(sx), free(sw);
     }

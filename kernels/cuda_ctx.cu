@@ -58,6 +58,7 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     ctx->attn_tc = 1;
     ctx->gemm_wgmma = 1;
     ctx->transform_gemm = 1;
+    ctx->transform_tf32 = 0;
     ctx->barrier_arrivals = 0;
     for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
         ctx->scratch[i] = NULL;
@@ -460,6 +461,20 @@ int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m
                                stride_b, beta, c, ldc, stride_c, batch, where);
     return gemm_strided_math(ctx, FQ_MATH_FP32, trans_a, trans_b, m, n, k, alpha, a, lda,
                              stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch, where);
+}
+
+int fq_gemm_strided_math_cuda(fq_cuda_ctx *ctx, int math, int trans_a, int trans_b, int m, int n,
+                              int k, float alpha, const float *a, int lda, long long stride_a,
+                              const float *b, int ldb, long long stride_b, float beta, float *c,
+                              int ldc, long long stride_c, int batch, const char *where)
+{
+    if (!ctx || !ctx->cublas || !a || !b || !c || !where)
+        return fq_error(F ":fq_gemm_strided_math_cuda: NULL argument (expected an initialised "
+                        "context, three device matrices and a caller name)");
+    if (math != FQ_MATH_FP32 && math != FQ_MATH_TF32 && math != FQ_MATH_BF16)
+        return fq_error(F ":%s: math mode %d (expected FQ_MATH_FP32, _TF32 or _BF16)", where, math);
+    return gemm_strided_math(ctx, math, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                             stride_b, beta, c, ldc, stride_c, batch, where);
 }
 
 int fq_gemm_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,

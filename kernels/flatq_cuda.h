@@ -41,8 +41,8 @@ typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mo
 
 /* users of the context's scratch buffers (fq_cuda_scratch) */
 typedef enum { FQ_SCRATCH_SPLIT = 0, FQ_SCRATCH_QUANT = 1, FQ_SCRATCH_ATTN = 2,
-               FQ_SCRATCH_BARRIER = 3, FQ_SCRATCH_KSPLIT = 4,
-               FQ_SCRATCH_SLOTS = 5 } fq_scratch_slot;
+               FQ_SCRATCH_BARRIER = 3, FQ_SCRATCH_KSPLIT = 4, FQ_SCRATCH_X8 = 5,
+               FQ_SCRATCH_SLOTS = 6 } fq_scratch_slot;
 
 typedef struct {
     int device;     /* CUDA device ordinal */
@@ -74,6 +74,13 @@ typedef struct {
      * both Kronecker factors) runs its transform as fp32 cuBLAS GEMMs (kernels/w4a4_quant.cu
      * transform_quant_gemm); 0: the one-CTA-per-token kernel */
     int transform_gemm;
+    /* 1: those cuBLAS transform GEMMs on TF32 tensor cores (kron_fwd_tf32_cuda: x is bf16,
+     * exact in TF32; the factors and X̃·R rounded to 10 mantissa bits, about 1e-3 of the codes
+     * one step off near rounding ties, tests/gpu); 0 (fq_cuda_init's default, and everything
+     * calibration runs): fp32 SGEMM. The inference runtime sets 1 (FLATQ_TRANSFORM_TF32=0
+     * clears it): measured 5–8× faster on an H200, where the fp32 transform cost as much as
+     * the W4A4 GEMM after it (bench/NOTES.md, session 12). */
+    int transform_tf32;
     /* device scratch owned by the context, one buffer per user, grown on demand and kept:
      * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */
     void *scratch[FQ_SCRATCH_SLOTS];
@@ -143,6 +150,13 @@ int fq_gemm_strided_exact_cuda(fq_cuda_ctx *ctx, int trans_a, int trans_b, int m
                                const float *b, int ldb, long long stride_b, float beta,
                                float *c, int ldc, long long stride_c, int batch,
                                const char *where);
+
+/* The same GEMM in the given fq_math_mode, whatever ctx->math says (the inference
+ * transform's TF32 products). */
+int fq_gemm_strided_math_cuda(fq_cuda_ctx *ctx, int math, int trans_a, int trans_b, int m, int n,
+                              int k, float alpha, const float *a, int lda, long long stride_a,
+                              const float *b, int ldb, long long stride_b, float beta, float *c,
+                              int ldc, long long stride_c, int batch, const char *where);
 
 /* ---- LLaMA ops (kernels/llama_ops.cu), see core/llama_ops.h ---- */
 int rmsnorm_fwd_cuda(fq_cuda_ctx *ctx, float *out, float *rstd, const float *x,
@@ -217,6 +231,10 @@ int quant_weight_lwc_bwd_cuda(fq_cuda_ctx *ctx, float *g_w, float *g_a, float *g
 /* ---- transforms (kernels/kron.cu), see core/kron.h; work sizes as kron_*_work ---- */
 int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
                   const float *L, const float *R, float *work);
+/* The forward's two products on TF32 tensor cores (inference only: ctx->transform_tf32);
+ * work: rows·n1·n2 floats (Z). */
+int kron_fwd_tf32_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
+                       const float *L, const float *R, float *work);
 int kron_bwd_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
                   const float *x, int rows, int n1, int n2, const float *L, const float *R,
                   float *work);

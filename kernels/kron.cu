@@ -104,6 +104,23 @@ int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, 
     return kron_fwd_z_cuda(ctx, y, work, x, rows, n1, n2, L, R);
 }
 
+int kron_fwd_tf32_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
+                       const float *L, const float *R, float *work)
+{
+    const char *where = "kron_fwd_tf32_cuda";
+    if (check_kron(ctx, where, y, x, L, R, work, rows, n1, n2))
+        return FQ_ERR;
+    if (y == x || work == x || work == y)
+        return fq_error(F ":kron_fwd_tf32_cuda: output, input and work overlap (expected separate "
+                        "buffers)");
+    const long long st = (long long)n1 * n2;
+    if (fq_gemm_strided_math_cuda(ctx, FQ_MATH_TF32, 0, 0, rows * n1, n2, n2, 1.0f, x, n2, 0, R, n2,
+                                  0, 0.0f, work, n2, 0, 1, where))
+        return FQ_ERR;
+    return fq_gemm_strided_math_cuda(ctx, FQ_MATH_TF32, 1, 0, n1, n2, n1, 1.0f, L, n1, 0, work, n2,
+                                     st, 0.0f, y, n2, st, rows, where);
+}
+
 int kron_bwd_z_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
                     const float *x, const float *z, int rows, int n1, int n2, const float *L,
                     const float *R, float *work)

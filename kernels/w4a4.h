@@ -113,7 +113,8 @@ int fq_w4a4_gemm_multi_cuda(fq_cuda_ctx *ctx, int np, const fq_w4a4_problem *pro
 /* Added for tests and benchmarks. The GEMM with a chosen kernel (path: FQ_W4A4_AUTO picks
  * the decode kernel for M <= 32, and for M <= 64 when N <= 10240, when kblocks × its
  * tiles of 16 rows <= 64; else a tensor-core one: FQ_W4A4_WGMMA, the warpgroup-MMA kernel,
- * unless ctx->gemm_wgmma is 0, then FQ_W4A4_PREFILL, the mma.sync kernel), and the raw int32 accumulators
+ * which unpacks the activations into M·K bytes of the context's scratch first, unless
+ * ctx->gemm_wgmma is 0, then FQ_W4A4_PREFILL, the mma.sync kernel), and the raw int32 accumulators
  * acc [M, N] = Σ_j qx[t, j]·qw[o, j] over the whole K through the same kernels, so a test
  * can compare them bit for bit with fq_w4a4_gemm_i32 (core/w4a4_ref.h). GPU-only limits,
  * refused with an error: K <= 131072 (also in C); device buffers 16-byte aligned; on the
@@ -129,16 +130,6 @@ int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, con
  * automatic choice (2 loads; 16 warps when the grid has fewer than 4 CTAs per SM); 0, 0
  * restores it. Process-wide, not thread-safe: set it before launching. */
 int fq_w4a4_decode_config(int loads, int warps);
-/* Tests and benchmarks: which form of the wgmma prefill kernel FQ_W4A4_WGMMA runs for one
- * K-block (kblocks > 1 always takes the 2-buffer form): FQ_WGMMA_2BUF (two int8 B buffers,
- * one tile of MMAs in flight while the next is expanded), FQ_WGMMA_3BUF (the default since
- * session 10: three, two tiles in flight; 1.08× the 2-buffer form over the 48 prefill
- * rows of bench_w4a4 on an H200, never slower on o/down) or FQ_WGMMA_WARPSPEC (a producer
- * warpgroup loads and expands, two consumer warpgroups only issue MMAs; mbarrier stages;
- * 0.82× of the 2-buffer form, kept for the record). Process-wide, not thread-safe, like
- * fq_w4a4_decode_config. */
-enum { FQ_WGMMA_2BUF = 2, FQ_WGMMA_3BUF = 3, FQ_WGMMA_WARPSPEC = 4 };
-int fq_w4a4_wgmma_config(int variant);
 int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,
                           int M, int N, int K, int path);
 

@@ -47,9 +47,9 @@ __device__ __forceinline__ uint16_t epilogue_bf16(float v, float sw, const uint1
 
 /* The wgmma prefill GEMM (kernels/w4a4_gemm_sm90.cu) with the arguments of
  * fq_w4a4_gemm_path_cuda, already checked by it: y (bf16 out) or acc (int32 out, the
- * accumulators >> 8) — exactly one non-NULL. */
+ * accumulators >> 8) — exactly one non-NULL. The packed activations are first unpacked to
+ * int8 in the context's FQ_SCRATCH_X8 buffer (M·K bytes). */
 int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
                            const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
                            const float *sw, int M, int N, int K, const uint16_t *residual);
-
 #endif

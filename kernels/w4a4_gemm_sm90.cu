@@ -1,29 +1,38 @@
 /* w4a4_gemm_sm90.cu — the W4A4 prefill GEMM on Hopper's warpgroup MMA (wgmma m64nNk32 s8,
- * int32 accumulation): the same product and epilogue as the mma.sync prefill kernel of
- * kernels/w4a4_gemm.cu, bit for bit, at a higher share of the int8 tensor-core peak.
+ * int32 accumulation, tensor-memory-accelerator copies): the same product and epilogue as the
+ * mma.sync prefill kernel of kernels/w4a4_gemm.cu, bit for bit, at 1200–1600 int8 TOPS on an
+ * H200 (bench/NOTES.md, session 12).
  *
- * The idea. wgmma reads B from shared memory, so the weight nibbles must be int8 THERE; the
- * activations enter as register fragments (the RS form), expanded in registers like the
- * mma.sync kernel's. The packed k-tiles of both operands arrive by cp.async in a 4-stage
- * ring (64 bytes per row per tile of 128 codes, 16-byte chunks XOR-swizzled by row pairs so
- * that the expansion's 16-byte reads and the fragments' 4-byte reads are free of bank
- * conflicts); all 256 threads expand tile kt's B rows into one of three int8 buffers
- * (kernels/w4a4_gemm.cuh: 16·q bytes, even elements first) and load their A fragments
- * while the tensor cores work on tiles kt − 1 and kt − 2 (three buffers, the default since
- * session 10: 1.08× the two-buffer form, which kblocks > 1 keeps). The int8 buffers use wgmma's K-major layout
- * with the 128-byte swizzle: a tile row of 128 k is one 128-byte line, 16-byte chunk j of
- * row r sits at chunk j ^ (r & 7), so the MMA's operand reads and the expansion's stores
- * (8 lanes: 8 rows, one chunk) spread over all banks.
- * Why RS: the first version (session 9, call 2) expanded A into shared memory too and
- * reached only 430–830 TOPS, no faster than mma.sync: per 128-k tile it moved ~176 KB
- * through shared memory (cp.async, expansion read and write, the MMAs' operand reads)
- * against ~128 KB that the 1024 cycles of its MMAs allow; A in registers saves ~32 KB.
- * Tiles: BM = 128 rows of activations (one m64 per warpgroup) × BN = 256 weight rows
- * (128 when that leaves fewer idle SMs in the last wave, and for kblocks > 1, whose fp32
- * block sums need the registers); one CTA per SM (160 KiB of shared memory at BN = 256).
- * kblocks > 1 (the TP per-block activation scales): the accumulators are flushed into fp32
- * at every block end, waiting for the MMAs in flight first (at most kblocks times per tile).
+ * The operands. wgmma takes one operand from registers and the other from shared memory, and
+ * on Hopper the shared-memory one must be int8 there. The weights, which must stay 4-bit in
+ * memory, are the register operand: each thread's fragments come from the packed tile and
+ * are unpacked in registers (four logic ops per 8 codes). The activations are transient, so
+ * one bandwidth pass (w4a4_unpack_x8 below, ~1.5 bytes per code, ~3 % of the GEMM) writes
+ * them as int8 in a scratch buffer, from which the tensor-memory accelerator copies tiles
+ * straight into the 128-byte swizzle the MMA reads. The int8 layout: per 32-code group,
+ * 16·q of the 16 even elements, then of the 16 odd ones (16·q: a nibble in the high half of
+ * a byte, w4a4_gemm.cuh), which is the k order of the weight fragments (load_a).
+ * Why: sessions 9–11 expanded the weight nibbles into shared memory inside the k loop and
+ * copied tiles with cp.async; those kernels stayed at 400–880 TOPS (0.85× cuBLAS BF16). In
+ * Nsight Compute a form with nothing to expand but cp.async copies still kept the tensor
+ * pipe only 29 % busy, its consumers waiting for data 58 % of the time at 24 % of L2's
+ * throughput: per-thread copies could not keep enough bytes in flight. With TMA the same
+ * kernel ran at 77 % tensor-pipe utilisation, 2.2× the expanding kernels over 48 prefill
+ * shapes.
+ *
+ * Structure (warp-specialised). One thread of warpgroup 0 has the TMA copy each 128-k tile
+ * (BT token rows of int8, 128 B each in the 128-byte swizzle; 128 weight rows packed, 64 B
+ * each in the 64-byte swizzle, load_a's conflict-free layout) into one of WG_STAGES stages,
+ * completing on the stage's full mbarrier; warpgroups 1 and 2 each own 64 weight rows × BT
+ * tokens, wait on full, read their weight fragments, issue four m64nBTk32 MMAs and release
+ * the stage on its empty mbarrier once those MMAs are done (one tile later; setmaxnreg moves
+ * the producer's registers to them). The tile's outputs are transposed (weights run along
+ * the accumulator rows), so the epilogue stages them through shared memory and writes whole
+ * token rows. kblocks > 1 (the TP per-block activation scales): the int32 sums are flushed
+ * into fp32 at every block end (BT = 128 for the registers).
  */
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
 
@@ -35,17 +44,11 @@
 
 namespace {
 
-constexpr int WG_BM = 128, WG_TILE_BYTES = 64 /* packed bytes per row and k-tile */;
-constexpr int WG_STAGES = 4, WG_THREADS = 256;
+/* ---- Hopper primitives: the s8 MMA with A from registers, its fences and waits, the
+ * shared-memory descriptor of the 128-byte swizzle, mbarriers, TMA ---- */
 
-/* NB int8 buffers of B: tiles whose MMAs may be in flight at once (2, or 3 to keep the
- * tensor cores fed through a longer expansion) */
-template <int BN, int NB> struct wg_smem {
-    static constexpr int ROWS = WG_BM + BN;             /* packed: A rows, then B rows */
-    static constexpr int INT8 = BN * 128;               /* one int8 buffer of B */
-    static constexpr int PACKED = ROWS * WG_TILE_BYTES; /* one packed stage */
-    static constexpr int BYTES = NB * INT8 + WG_STAGES * PACKED + 1024; /* + alignment room */
-};
+/* packed bytes per row and k-tile of 128 codes */
+constexpr int WG_TILE_BYTES = 64;
 
 /* The MMA's accumulator operands: %0..%63 (n128) and %64..%127 (n256's second half), and
  * the matching "+r" bindings of d[]. */
@@ -128,228 +131,6 @@ __device__ __forceinline__ uint64_t smem_desc(const void *p)
            ((uint64_t)1 << 62);
 }
 
-/* ---- the pieces both kernels use: a thread's share of one packed k-tile load, of one
- * B expansion, its A fragments, and the epilogue of its accumulators ---- */
-
-/* Packed k-tile kt of the CTA's A rows (m0 …) and B rows (n0 …) → stage st, 16-byte
- * chunks t, t + nt, … (chunk c of row r at c ^ ((r >> 1) & 3): conflict-free reads below);
- * rows or k past the matrix are zero-filled. */
-template <int BN>
-__device__ __forceinline__ void load_packed(uint8_t *st, int kt, int t, int nt, const uint8_t *qx,
-                                            const uint8_t *qw, int m0, int n0, int M, int N, int KB)
-{
-    constexpr int ROWS = WG_BM + BN;
-#pragma unroll
-    for (int i = t; i < ROWS * 4; i += nt) {
-        const int r = i >> 2, c = i & 3, kbyte = kt * WG_TILE_BYTES + c * 16;
-        const bool isa = r < WG_BM;
-        const int row = isa ? m0 + r : n0 + r - WG_BM;
-        const bool valid = kbyte < KB && row < (isa ? M : N);
-        const uint8_t *src = isa ? qx : qw;
-        cp_async16(st + r * WG_TILE_BYTES + ((c ^ ((r >> 1) & 3)) << 4),
-                   valid ? src + (size_t)row * KB + kbyte : src, valid);
-    }
-}
-
-/* The B rows of packed stage st → int8 buffer dst: warp w of nw takes 8-row groups w,
- * w + nw, …, lane = (16-byte chunk c, row rl); packed chunk c becomes the int8 chunks 2c
- * (even elements) and 2c + 1 (odd elements) of its row, swizzled; then the fence that lets
- * the async proxy (wgmma) see these generic-proxy stores. */
-template <int BN>
-__device__ __forceinline__ void expand_b(uint8_t *dst, const uint8_t *st, int w, int nw, int lane)
-{
-    const int rl = lane & 7, c = lane >> 3;
-#pragma unroll
-    for (int grp = w; grp < BN / 8; grp += nw) {
-        const int r = WG_BM + grp * 8 + rl;
-        const uint4 v = *reinterpret_cast<const uint4 *>(st + r * WG_TILE_BYTES +
-                                                         ((c ^ ((r >> 1) & 3)) << 4));
-        uint8_t *d = dst + (grp * 8 + rl) * 128;
-        *reinterpret_cast<uint4 *>(d + (((2 * c) ^ rl) << 4)) =
-            make_uint4(nib_even(v.x), nib_even(v.y), nib_even(v.z), nib_even(v.w));
-        *reinterpret_cast<uint4 *>(d + (((2 * c + 1) ^ rl) << 4)) =
-            make_uint4(nib_odd(v.x), nib_odd(v.y), nib_odd(v.z), nib_odd(v.w));
-    }
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
-/* A thread's A fragments of a k-tile, straight from its packed stage: for k-step s, word t
- * of chunk s of rows r0 and r0 + 8 (the codes that B's int8 chunks 2s and 2s + 1 hold at
- * positions 4t..4t+3, even and odd elements). */
-__device__ __forceinline__ void load_a(uint32_t (&af)[16], const uint8_t *st, int r0, int lane)
-{
-    const int t4 = 4 * (lane & 3);
-#pragma unroll
-    for (int s = 0; s < 4; s++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int r = r0 + 8 * h;
-            const uint32_t w = *reinterpret_cast<const uint32_t *>(
-                st + r * WG_TILE_BYTES + ((s ^ ((r >> 1) & 3)) << 4) + t4);
-            af[4 * s + h] = nib_even(w);
-            af[4 * s + 2 + h] = nib_odd(w);
-        }
-}
-
-/* The thread's outputs: accumulator 4j + 2·half + e is (row rbase + 8·half, column
- * cbase + 8j + e). MODE 0: (acc >> 8)·sx, MODE 1: the fp32 block sums, then both through
- * the bit-exact epilogue; MODE 2: acc >> 8. */
-template <int MODE, int BN>
-__device__ __forceinline__ void store_tile(const int (&acc)[BN / 2], const float *facc, uint16_t *y,
-                                           int32_t *acc_out, const float *sx, const float *sw,
-                                           const uint16_t *residual, int M, int N, int rbase,
-                                           int cbase)
-{
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int row = rbase + 8 * half;
-        if (row >= M)
-            continue;
-        const float sxr = MODE == 0 ? sx[row] : 0.f;
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int col = cbase + 8 * j + e, i = 4 * j + 2 * half + e;
-                if (col >= N)
-                    continue;
-                const size_t at = (size_t)row * N + col;
-                if constexpr (MODE == 2) {
-                    acc_out[at] = acc[i] >> 8;
-                } else {
-                    const float v = MODE == 0 ? __fmul_rn((float)(acc[i] >> 8), sxr) : facc[MODE == 1 ? i : 0];
-                    y[at] = epilogue_bf16(v, sw[col], residual, at);
-                }
-            }
-        }
-    }
-}
-
-/* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (BN = 128); 2: int32 out. */
-template <int MODE, int BN, int NB>
-__global__ void __launch_bounds__(WG_THREADS, 1)
-    w4a4_gemm_wgmma(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
-                    const uint8_t *__restrict__ qx, const float *__restrict__ sx, int kblocks,
-                    const uint8_t *__restrict__ qw, const float *__restrict__ sw, int M, int N,
-                    int K, const uint16_t *residual)
-{
-    static_assert(MODE != 1 || BN == 128, "kblocks > 1 keeps fp32 block sums beside the int32 ones");
-    static_assert(NB == 2 || (NB == 3 && MODE != 1), "a third A-fragment set does not fit MODE 1's registers");
-    using S = wg_smem<BN, NB>;
-    constexpr int R = BN / 2; /* accumulators per thread */
-    extern __shared__ __align__(1024) uint8_t smem_raw[];
-    uint8_t *const i8 = align_1k(smem_raw);
-    uint8_t *const packed = i8 + NB * S::INT8;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
-    const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * BN;
-    const int KB = K / 2, ntiles = (K + 127) / 128, blen = K / kblocks;
-    const int r0 = wg * 64 + (warp & 3) * 16 + (lane >> 2); /* the thread's A rows r0, r0 + 8 */
-
-    int acc[R];
-    float facc[MODE == 1 ? R : 1];
-#pragma unroll
-    for (int i = 0; i < R; i++)
-        acc[i] = 0;
-#pragma unroll
-    for (int i = 0; i < (MODE == 1 ? R : 1); i++)
-        facc[i] = 0.f;
-    auto stage = [&](int kt) { return packed + (kt % WG_STAGES) * S::PACKED; };
-    /* fp32 block sums (MODE 1): v += (acc >> 8)·sx[t, b], in block order as the C reference;
-     * the next MMA then restarts the int32 sums (scale-d = 0) */
-    auto flush = [&](int b) {
-        const float s0 = sx[(size_t)min(m0 + r0, M - 1) * kblocks + b];
-        const float s1 = sx[(size_t)min(m0 + r0 + 8, M - 1) * kblocks + b];
-#pragma unroll
-        for (int i = 0; i < R; i++) {
-            facc[MODE == 1 ? i : 0] = __fadd_rn(facc[MODE == 1 ? i : 0],
-                                                __fmul_rn((float)(acc[i] >> 8), (i & 2) ? s1 : s0));
-        }
-    };
-
-#pragma unroll
-    for (int s = 0; s < WG_STAGES - 1; s++) {
-        if (s < ntiles)
-            load_packed<BN>(stage(s), s, tid, WG_THREADS, qx, qw, m0, n0, M, N, KB);
-        cp_async_commit();
-    }
-
-    int keep = 1; /* scale-d of the next MMA */
-    /* One k-tile. The A fragments rotate through NB register sets (af[u]: the loop below is
-     * unrolled by NB so all stay in registers): the MMAs of the last NB − 1 tiles may still
-     * read theirs; the wait at the end of each tile (tile kt − NB + 1 done) frees the set and
-     * the int8 buffer that the next tile overwrites. */
-    auto tile = [&](int kt, uint32_t (&af)[16]) {
-        cp_async_wait<WG_STAGES - 2>();
-        /* tile kt has landed for every thread, and every warpgroup has waited for the MMAs
-         * of tile kt − NB, the last readers of the int8 buffer that tile kt now fills */
-        __syncthreads();
-        if (kt + WG_STAGES - 1 < ntiles)
-            load_packed<BN>(stage(kt + WG_STAGES - 1), kt + WG_STAGES - 1, tid, WG_THREADS, qx,
-                            qw, m0, n0, M, N, KB);
-        cp_async_commit();
-        expand_b<BN>(i8 + (kt % NB) * S::INT8, stage(kt), warp, WG_THREADS / 32, lane);
-        load_a(af, stage(kt), r0, lane);
-        __syncthreads();
-
-        const uint8_t *b = i8 + (kt % NB) * S::INT8;
-        wgmma_fence();
-#pragma unroll
-        for (int s = 0; s < 4; s++) {
-            wgmma_s8<BN>(acc, af + 4 * s, smem_desc(b + 32 * s), keep);
-            if constexpr (MODE == 1) {
-                keep = 1;
-                const int kend = kt * 128 + 32 * (s + 1);
-                if (kend <= K && kend % blen == 0) {
-                    wgmma_commit();
-                    wgmma_wait<0>();
-                    acc_fence(acc);
-                    flush(kend / blen - 1);
-                    keep = 0;
-                    wgmma_fence();
-                }
-            }
-        }
-        wgmma_commit();
-        wgmma_wait<NB - 1>();
-    };
-    uint32_t af[NB][16];
-    int kt = 0;
-    for (; kt + NB - 1 < ntiles; kt += NB)
-#pragma unroll
-        for (int u = 0; u < NB; u++)
-            tile(kt + u, af[u]);
-#pragma unroll
-    for (int u = 0; u < NB - 1; u++)
-        if (kt + u < ntiles)
-            tile(kt + u, af[u]);
-    wgmma_wait<0>();
-    acc_fence(acc);
-    cp_async_wait<0>();
-
-    store_tile<MODE, BN>(acc, facc, y, acc_out, sx, sw, residual, M, N, m0 + r0, n0 + 2 * (lane & 3));
-}
-
-/* ---- the warp-specialised form (fq_w4a4_wgmma_config(FQ_WGMMA_WARPSPEC); tests and
- * benchmarks until it has been measured) ----
- * Why: in the kernel above the same 8 warps load, expand and issue, one tile of MMAs is in
- * flight, and every tile pays two CTA barriers; measured, it is no faster than mma.sync
- * (bench/NOTES.md, session 9, calls 4–6) although neither its shared-memory bytes nor bank
- * conflicts bound it. Here a producer warpgroup (warps 0–3, few registers) does the
- * cp.async of packed tiles and the B expansion into WS_STAGES stages, and two consumer
- * warpgroups (warps 4–11; setmaxnreg moves registers: 56 per producer thread, 224 per
- * consumer thread, 64 512 of the 65 536) only load A fragments and issue
- * MMAs. They meet at two mbarriers per stage: full (128 producer arrivals: packed A and
- * int8 B of the tile are in place) and empty (256 consumer arrivals: the tile's MMAs are
- * done and its A fragments read). One stage: int8 B (1 KiB aligned, swizzled), then the
- * packed A and B rows. MODE 0 and 2 (one K-block); kblocks > 1 stays on the kernel above. */
-constexpr int WS_STAGES = 3, WS_THREADS = 384;
-template <int BN> struct ws_smem {
-    static constexpr int INT8 = wg_smem<BN, 2>::INT8, PACKED = wg_smem<BN, 2>::PACKED;
-    static constexpr int STAGE = INT8 + PACKED; /* a multiple of 1 KiB */
-    /* barriers in the first KiB, the stages after it, 1 KiB of alignment room */
-    static constexpr int BYTES = 1024 + WS_STAGES * STAGE + 1024;
-};
-
 __device__ __forceinline__ void mbar_init(uint64_t *b, unsigned count)
 {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
@@ -368,78 +149,165 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, unsigned parity)
                  : "memory");
 }
 
-template <int MODE, int BN>
-__global__ void __launch_bounds__(WS_THREADS, 1)
-    w4a4_gemm_ws(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
-                 const uint8_t *__restrict__ qx, const float *__restrict__ sx,
-                 const uint8_t *__restrict__ qw, const float *__restrict__ sw, int M, int N, int K,
-                 const uint16_t *residual)
+/* A thread's weight fragments of a k-tile, straight from its packed stage: for k-step s,
+ * word t of chunk s of rows r0 and r0 + 8 (the codes that the int8 activation chunks 2s and
+ * 2s + 1 hold at positions 4t..4t+3, even and odd elements). */
+__device__ __forceinline__ void load_a(uint32_t (&af)[16], const uint8_t *st, int r0, int lane)
 {
-    static_assert(MODE != 1, "kblocks > 1 runs on w4a4_gemm_wgmma");
-    using S = ws_smem<BN>;
+    const int t4 = 4 * (lane & 3);
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = r0 + 8 * h;
+            const uint32_t w = *reinterpret_cast<const uint32_t *>(
+                st + r * WG_TILE_BYTES + ((s ^ ((r >> 1) & 3)) << 4) + t4);
+            af[4 * s + h] = nib_even(w);
+            af[4 * s + 2 + h] = nib_odd(w);
+        }
+}
+
+/* ---- the kernel ---- */
+
+constexpr int WG_BW = 128;     /* weight rows per CTA: two consumer warpgroups of m64 */
+constexpr int WG_STAGES = 5;   /* 5 × 40 KiB at BT = 256 */
+constexpr int WG_THREADS = 384;
+constexpr int WG_GROUP = 8;    /* token tiles per raster group (L2 reuse of a weight band) */
+constexpr int WG_PITCH = 68;   /* floats per token row of the epilogue's staging (64 + 4:
+                                * the transposed writes of a warp hit 32 distinct banks) */
+
+template <int BT> struct wg_smem {
+    static constexpr int XB = BT * 128;        /* int8 activations of one stage */
+    static constexpr int WB = WG_BW * WG_TILE_BYTES; /* packed weights of one stage */
+    static constexpr int STAGE = XB + WB;      /* a multiple of 1 KiB */
+    /* barriers in the first KiB, then the stages, then 1 KiB of alignment room */
+    static constexpr int BYTES = 1024 + WG_STAGES * STAGE + 1024;
+    static_assert(2 * BT * WG_PITCH * 4 <= WG_STAGES * STAGE, "the epilogue's staging reuses the stages");
+};
+
+/* The mbarrier expects `bytes` more of tensor-copy data in its current phase (and counts
+ * this thread's arrival). */
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *b, unsigned bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes)
+                 : "memory");
+}
+
+/* One box of a 2-D tensor map at (inner c0, outer c1) → shared memory, completing on b;
+ * the map's swizzle decides the layout. */
+__device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int c0, int c1, uint64_t *b)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes "
+                 "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem_u32(dst)),
+                 "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_u32(b))
+                 : "memory");
+}
+
+/* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (BT = 128: the fp32 block sums
+ * need the registers); 2: the int32 sums >> 8. K is the packed row length Kp (x8 rows are K
+ * bytes, qw rows K/2). */
+template <int MODE, int BT>
+__global__ void __launch_bounds__(WG_THREADS, 1)
+    w4a4_gemm_wgmma(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
+                 const __grid_constant__ CUtensorMap tx, const float *__restrict__ sx,
+                 const __grid_constant__ CUtensorMap tw, const float *__restrict__ sw, int M, int N,
+                 int K, int kblocks, const uint16_t *residual)
+{
+    static_assert(MODE != 1 || BT == 128, "kblocks > 1 keeps fp32 block sums beside the int32 ones");
+    using S = wg_smem<BT>;
     extern __shared__ __align__(1024) uint8_t smem_raw[];
     uint8_t *const base = align_1k(smem_raw);
-    uint64_t *const full = reinterpret_cast<uint64_t *>(base), *const empty = full + WS_STAGES;
-    auto i8 = [&](int s) { return base + 1024 + s * S::STAGE; };
-    auto packed = [&](int s) { return base + 1024 + s * S::STAGE + S::INT8; };
+    uint64_t *const full = reinterpret_cast<uint64_t *>(base), *const empty = full + WG_STAGES;
+    auto xs = [&](int s) { return base + 1024 + s * S::STAGE; };
+    auto ws = [&](int s) { return base + 1024 + s * S::STAGE + S::XB; };
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
-    const int m0 = blockIdx.y * WG_BM, n0 = blockIdx.x * BN;
-    const int KB = K / 2, ntiles = (K + 127) / 128;
+
+    /* grouped raster: WG_GROUP token tiles side by side walk the weight tiles together */
+    const int tiles_t = (M + BT - 1) / BT, tiles_w = (N + WG_BW - 1) / WG_BW;
+    const int per_group = WG_GROUP * tiles_w, g = blockIdx.x / per_group;
+    const int first_t = g * WG_GROUP, gsize = min(tiles_t - first_t, WG_GROUP);
+    const int in_g = blockIdx.x % per_group;
+    const int t0 = (first_t + in_g % gsize) * BT, n0 = (in_g / gsize) * WG_BW;
+    const int ntiles = (K + 127) / 128;
+
     if (tid == 0)
-        for (int s = 0; s < WS_STAGES; s++) {
-            mbar_init(full + s, 128);
-            mbar_init(empty + s, 256);
+        for (int s = 0; s < WG_STAGES; s++) {
+            mbar_init(full + s, 1); /* the producer's expect_tx; the copies complete it */
+            mbar_init(empty + s, 8); /* lane 0 of each consumer warp */
         }
+    /* the barriers' initialisation, visible to the tensor copies (async proxy) */
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     __syncthreads();
 
-    if (wg == 0) { /* producer */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
-        /* tile kt + 1's copies are in flight while tile kt is expanded; a stage is
-         * refilled once the consumers have released its previous tile */
-        auto issue = [&](int kt) {
-            const int s = kt % WS_STAGES;
-            if (kt >= WS_STAGES)
-                mbar_wait(empty + s, (kt / WS_STAGES - 1) & 1);
-            load_packed<BN>(packed(s), kt, tid, 128, qx, qw, m0, n0, M, N, KB);
-        };
-        issue(0);
-        cp_async_commit();
+    if (wg == 0) { /* producer: one thread issues the tensor copies of each tile */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (tid != 0)
+            return;
         for (int kt = 0; kt < ntiles; kt++) {
-            if (kt + 1 < ntiles)
-                issue(kt + 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-            /* every producer thread's chunks of tile kt have landed */
-            asm volatile("bar.sync 1, 128;\n" ::: "memory");
-            const int s = kt % WS_STAGES;
-            expand_b<BN>(i8(s), packed(s), warp, 4, lane);
-            mbar_arrive(full + s);
+            const int s = kt % WG_STAGES;
+            if (kt >= WG_STAGES)
+                mbar_wait(empty + s, (kt / WG_STAGES - 1) & 1);
+            /* the whole boxes count, zero-filled parts past M, N or K included */
+            mbar_expect_tx(full + s, S::STAGE);
+            tma_load_2d(xs(s), &tx, kt * 128, t0, full + s);
+            tma_load_2d(ws(s), &tw, kt * WG_TILE_BYTES, n0, full + s);
         }
         return;
     }
 
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
-    constexpr int R = BN / 2;
-    const int r0 = (wg - 1) * 64 + (warp & 3) * 16 + (lane >> 2);
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    constexpr int R = BT / 2;
+    const int c_wg = wg - 1;
+    const int r0 = c_wg * 64 + (warp & 3) * 16 + (lane >> 2); /* the thread's weight rows r0, r0 + 8 */
     int acc[R];
+    float facc[MODE == 1 ? R : 1];
 #pragma unroll
     for (int i = 0; i < R; i++)
         acc[i] = 0;
-    /* two A-fragment sets (the loop is unrolled by two): tile kt's MMAs may still read one
-     * while tile kt + 1 loads the other; the wait after each tile's issue (tile kt − 1
-     * done) frees the set and the stage of tile kt − 1 */
+#pragma unroll
+    for (int i = 0; i < (MODE == 1 ? R : 1); i++)
+        facc[i] = 0.f;
+    /* MODE 1: at each K-block's end the int32 sums join the fp32 ones, v += (acc >> 8)·sx[t, b]
+     * in block order as the C reference, and the next MMA restarts them (scale-d = 0);
+     * accumulator 4j + 2·half + e belongs to token 8j + 2·(lane & 3) + e */
+    const int blen = K / kblocks;
+    int keep = 1;
+    auto flush = [&](int b) {
+#pragma unroll
+        for (int i = 0; i < (MODE == 1 ? R : 0); i++) {
+            const int tl = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+            const float s = sx[(size_t)min(t0 + tl, M - 1) * kblocks + b];
+            facc[MODE == 1 ? i : 0] = __fadd_rn(facc[MODE == 1 ? i : 0], __fmul_rn((float)(acc[i] >> 8), s));
+        }
+    };
+    /* two fragment sets (the loop is unrolled by two): tile kt's MMAs may still read one
+     * while tile kt + 1 loads the other; the wait after each tile's issue (tile kt − 1 done)
+     * frees the set and the stage of tile kt − 1 */
     auto tile = [&](int kt, uint32_t (&af)[16]) {
-        const int s = kt % WS_STAGES;
-        mbar_wait(full + s, (kt / WS_STAGES) & 1);
-        load_a(af, packed(s), r0, lane);
+        const int s = kt % WG_STAGES;
+        mbar_wait(full + s, (kt / WG_STAGES) & 1);
+        load_a(af, ws(s), r0, lane);
         wgmma_fence();
 #pragma unroll
-        for (int k = 0; k < 4; k++)
-            wgmma_s8<BN>(acc, af + 4 * k, smem_desc(i8(s) + 32 * k), 1);
+        for (int k = 0; k < 4; k++) {
+            wgmma_s8<BT>(acc, af + 4 * k, smem_desc(xs(s) + 32 * k), keep);
+            if constexpr (MODE == 1) {
+                keep = 1;
+                const int kend = kt * 128 + 32 * (k + 1);
+                if (kend <= K && kend % blen == 0) {
+                    wgmma_commit();
+                    wgmma_wait<0>();
+                    acc_fence(acc);
+                    flush(kend / blen - 1);
+                    keep = 0;
+                    wgmma_fence();
+                }
+            }
+        }
         wgmma_commit();
         wgmma_wait<1>();
-        if (kt >= 1)
-            mbar_arrive(empty + (kt - 1) % WS_STAGES);
+        if (kt >= 1 && lane == 0)
+            mbar_arrive(empty + (kt - 1) % WG_STAGES);
     };
     uint32_t af0[16], af1[16];
     int kt = 0;
@@ -451,87 +319,139 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         tile(kt, af0);
     wgmma_wait<0>();
     acc_fence(acc);
-    store_tile<MODE, BN>(acc, nullptr, y, acc_out, sx, sw, residual, M, N, m0 + r0,
-                         n0 + 2 * (lane & 3));
+
+    /* Epilogue. Both consumer warpgroups must be done reading the stages before either
+     * overwrites them (named barrier 1: the 256 consumer threads). Accumulator 4j + 2·half
+     * + e is weight row r0 + 8·half, token 8j + 2·(lane & 3) + e. */
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    float *const stg = reinterpret_cast<float *>(base + 1024) + c_wg * BT * WG_PITCH;
+    const int wl = r0 - c_wg * 64;
+#pragma unroll
+    for (int j = 0; j < BT / 8; j++)
+#pragma unroll
+        for (int half = 0; half < 2; half++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int tl = 8 * j + 2 * (lane & 3) + e, i = 4 * j + 2 * half + e, a = acc[i] >> 8;
+                stg[tl * WG_PITCH + wl + 8 * half] = MODE == 0   ? __fmul_rn((float)a, sx[min(t0 + tl, M - 1)])
+                                                     : MODE == 1 ? facc[MODE == 1 ? i : 0]
+                                                                 : __int_as_float(a);
+            }
+    asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c_wg) : "memory");
+    /* a warp writes token rows: 64 weights, two per lane */
+    const int nb = n0 + c_wg * 64;
+    for (int tl = warp & 3; tl < BT && t0 + tl < M; tl += 4)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int n = nb + lane + 32 * h;
+            if (n >= N)
+                continue;
+            const size_t at = (size_t)(t0 + tl) * N + n;
+            const float v = stg[tl * WG_PITCH + lane + 32 * h];
+            if constexpr (MODE == 2)
+                acc_out[at] = __float_as_int(v);
+            else
+                y[at] = epilogue_bf16(v, sw[n], residual, at);
+        }
 }
 
-template <int MODE, int BN>
-int launch_ws(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *qx,
-              const float *sx, const uint8_t *qw, const float *sw, int M, int N, int K,
-              const uint16_t *residual)
+/* Packed activations [M, K/2] → the int8 layout above [M, K]: 16 packed bytes become 32
+ * int8 codes (even elements, then odd), one 16-byte load and two 16-byte stores. */
+__global__ void w4a4_unpack_x8(uint8_t *__restrict__ x8, const uint8_t *__restrict__ qx, size_t chunks)
 {
-    auto kern = w4a4_gemm_ws<MODE, BN>;
-    const int smem = ws_smem<BN>::BYTES;
-    CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
-    dim3 grid((N + BN - 1) / BN, (M + WG_BM - 1) / WG_BM);
-    kern<<<grid, WS_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, qx, sx, qw, sw, M, N, K, residual);
-    LAUNCH_CHECK(FILE_, where, "w4a4_gemm_ws");
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < chunks;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const uint4 v = reinterpret_cast<const uint4 *>(qx)[i];
+        uint4 *const d = reinterpret_cast<uint4 *>(x8) + 2 * i;
+        d[0] = make_uint4(nib_even(v.x), nib_even(v.y), nib_even(v.z), nib_even(v.w));
+        d[1] = make_uint4(nib_odd(v.x), nib_odd(v.y), nib_odd(v.z), nib_odd(v.w));
+    }
+}
+
+/* cuTensorMapEncodeTiled through the runtime (no link against the driver library) */
+PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
+{
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+    if (!fn) {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) ==
+                cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+    }
+    return fn;
+}
+
+/* A row-major byte matrix [rows, cols] read as boxes of box_cols × box_rows in the given
+ * swizzle (128 B for the int8 activations, 64 B for the packed weights: the layouts that
+ * smem_desc and load_a read); parts of a box past the matrix arrive as zeros. */
+int tensor_map(CUtensorMap *map, const char *where, const char *what, const uint8_t *p, int rows,
+               int cols, int box_cols, int box_rows, CUtensorMapSwizzle swz)
+{
+    PFN_cuTensorMapEncodeTiled_v12000 enc = encode_tiled();
+    if (!enc)
+        return fq_error("%s: cuTensorMapEncodeTiled is not available from the driver (expected a "
+                        "CUDA 12+ driver)", where);
+    const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, stride[1] = {(cuuint64_t)cols};
+    const cuuint32_t box[2] = {(cuuint32_t)box_cols, (cuuint32_t)box_rows}, estr[2] = {1, 1};
+    const CUresult r = enc(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)p, dim, stride, box, estr,
+                           CU_TENSOR_MAP_INTERLEAVE_NONE, swz, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        return fq_error("%s: cuTensorMapEncodeTiled of %s [%d, %d] bytes failed (CUresult %d)", where,
+                        what, rows, cols, (int)r);
     return FQ_OK;
 }
 
-template <int MODE, int BN, int NB>
-int launch_nb(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *qx,
-              const float *sx, int kblocks, const uint8_t *qw, const float *sw, int M, int N,
-              int K, const uint16_t *residual)
+template <int MODE, int BT>
+int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *x8,
+           const float *sx, int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
+           const uint16_t *residual)
 {
-    auto kern = w4a4_gemm_wgmma<MODE, BN, NB>;
-    const int smem = wg_smem<BN, NB>::BYTES;
+    CUtensorMap tx, tw;
+    if (tensor_map(&tx, where, "the int8 activations", x8, M, K, 128, BT, CU_TENSOR_MAP_SWIZZLE_128B) ||
+        tensor_map(&tw, where, "the packed weights", qw, N, K / 2, WG_TILE_BYTES, WG_BW,
+                   CU_TENSOR_MAP_SWIZZLE_64B))
+        return FQ_ERR;
+    auto kern = w4a4_gemm_wgmma<MODE, BT>;
+    const int smem = wg_smem<BT>::BYTES;
     CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
-    dim3 grid((N + BN - 1) / BN, (M + WG_BM - 1) / WG_BM);
-    kern<<<grid, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, qx, sx, kblocks, qw, sw, M, N, K, residual);
+    const int ctas = ((M + BT - 1) / BT) * ((N + WG_BW - 1) / WG_BW);
+    kern<<<ctas, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, tx, sx, tw, sw, M, N, K, kblocks, residual);
     LAUNCH_CHECK(FILE_, where, "w4a4_gemm_wgmma");
     return FQ_OK;
 }
 
-/* fq_w4a4_wgmma_config's choice (process-wide, for tests and benchmarks) */
-int g_wg_form = FQ_WGMMA_3BUF;
-
-template <int MODE, int BN>
-int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *qx,
-           const float *sx, int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
-           const uint16_t *residual)
+/* 256-token tiles unless 128-token ones finish sooner (one CTA per SM: a tile count just
+ * over a multiple of the SMs costs a whole wave) */
+int pick_bt(const fq_cuda_ctx *ctx, int M, int N)
 {
-    if constexpr (MODE != 1) {
-        if (g_wg_form == FQ_WGMMA_3BUF)
-            return launch_nb<MODE, BN, 3>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K,
-                                          residual);
-        if (g_wg_form == FQ_WGMMA_WARPSPEC)
-            return launch_ws<MODE, BN>(ctx, where, y, acc, qx, sx, qw, sw, M, N, K, residual);
-    }
-    return launch_nb<MODE, BN, 2>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K, residual);
-}
-
-/* 256-wide tiles unless 128-wide ones finish sooner: one CTA per SM, so a tile count just
- * over a multiple of the SMs costs a whole wave (rounded-up waves × tile width). */
-int pick_bn(const fq_cuda_ctx *ctx, int M, int N)
-{
-    const long sms = ctx->sm_count > 0 ? ctx->sm_count : 1, mt = (M + WG_BM - 1) / WG_BM;
-    const long w256 = (mt * ((N + 255) / 256) + sms - 1) / sms, w128 = (mt * ((N + 127) / 128) + sms - 1) / sms;
+    const long sms = ctx->sm_count > 0 ? ctx->sm_count : 1, wt = (N + WG_BW - 1) / WG_BW;
+    const long w256 = (wt * ((M + 255) / 256) + sms - 1) / sms, w128 = (wt * ((M + 127) / 128) + sms - 1) / sms;
     return w128 * 128 < w256 * 256 ? 128 : 256;
 }
 
 } // namespace
 
 int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
-                           const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
-                           const float *sw, int M, int N, int K, const uint16_t *residual)
+                        const uint8_t *qx, const float *sx, int kblocks, const uint8_t *qw,
+                        const float *sw, int M, int N, int K, const uint16_t *residual)
 {
+    uint8_t *x8 = nullptr;
+    if (fq_cuda_scratch(ctx, FQ_SCRATCH_X8, (size_t)M * K, (void **)&x8))
+        return fq_error_wrap("%s: the int8 activations (%d × %d bytes)", where, M, K);
+    const size_t chunks = (size_t)M * K / 32;
+    const int ctas = (int)min((chunks + 255) / 256, (size_t)ctx->sm_count * 8);
+    w4a4_unpack_x8<<<ctas, 256, 0, CTX_STREAM(ctx)>>>(x8, qx, chunks);
+    LAUNCH_CHECK(FILE_, where, "w4a4_unpack_x8");
     if (acc)
-        return pick_bn(ctx, M, N) == 256
-                   ? launch<2, 256>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual)
-                   : launch<2, 128>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual);
+        return pick_bt(ctx, M, N) == 256
+                   ? launch<2, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
+                   : launch<2, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
     if (kblocks > 1)
-        return launch<1, 128>(ctx, where, y, acc, qx, sx, kblocks, qw, sw, M, N, K, residual);
-    return pick_bn(ctx, M, N) == 256
-               ? launch<0, 256>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual)
-               : launch<0, 128>(ctx, where, y, acc, qx, sx, 1, qw, sw, M, N, K, residual);
-}
-
-extern "C" int fq_w4a4_wgmma_config(int variant)
-{
-    if (variant != FQ_WGMMA_2BUF && variant != FQ_WGMMA_3BUF && variant != FQ_WGMMA_WARPSPEC)
-        return fq_error(FILE_ ":fq_w4a4_wgmma_config: variant %d (expected FQ_WGMMA_2BUF, "
-                        "FQ_WGMMA_3BUF, the default, or FQ_WGMMA_WARPSPEC)", variant);
-    g_wg_form = variant;
-    return FQ_OK;
+        return launch<1, 128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
+    return pick_bt(ctx, M, N) == 256
+               ? launch<0, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
+               : launch<0, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
 }

@@ -699,8 +699,9 @@ static int transform_quant_gemm(fq_cuda_ctx *ctx, const char *where, const quant
             xf, x + (size_t)t0 * K, T, K, blocks);
         LAUNCH_CHECK(FILE_, fn, "rows_to_blocks_f32");
         for (int b = 0; b < blocks; b++)
-            if (kron_fwd_cuda(ctx, y + (size_t)b * T * n, xf + (size_t)b * T * n, T, n1, n2,
-                              L + (size_t)b * n1 * n1, R + (size_t)b * n2 * n2, work))
+            if ((ctx->transform_tf32 ? kron_fwd_tf32_cuda : kron_fwd_cuda)(
+                    ctx, y + (size_t)b * T * n, xf + (size_t)b * T * n, T, n1, n2,
+                    L + (size_t)b * n1 * n1, R + (size_t)b * n2 * n2, work))
                 return fq_error_wrap("%s: transform block %d", where, b);
         quant_blocks_kernel<<<dim3(kblocks, T), FQ_BLOCK, 0, CTX_STREAM(ctx)>>>(
             d, nc, y, T, K, blocks, kblocks, t0, qmax);
