@@ -21,6 +21,11 @@ t0=$(date +%s)
 nvidia-smi -L >"$out/device.txt"
 res() { echo "RESULT|$1|t $(($(date +%s) - t0)) s"; }
 
+for tb in ${TESTS:-}; do # other test programs first (TESTS="test_gpu_runtime ...")
+    timeout -k 5 150 build/gpu-tests/$tb >"$out/$tb.txt" 2>&1
+    res "$tb rc=$? rows $(grep -c '^ROW|' "$out/$tb.txt"), failed $(grep -c '|FAIL$' "$out/$tb.txt")"
+    grep '|FAIL$' "$out/$tb.txt" | head -5
+done
 timeout -k 5 "${W4A4_S:-150}" build/gpu-tests/test_gpu_w4a4 >"$out/w4a4.txt" 2>&1
 res "test_gpu_w4a4 rc=$? rows $(grep -c '^ROW|' "$out/w4a4.txt"), failed $(grep -c '|FAIL$' "$out/w4a4.txt")"
 grep '|FAIL$' "$out/w4a4.txt" | head -8

@@ -42,7 +42,7 @@ typedef enum { FQ_MATH_FP32 = 0, FQ_MATH_TF32 = 1, FQ_MATH_BF16 = 2 } fq_math_mo
 /* users of the context's scratch buffers (fq_cuda_scratch) */
 typedef enum { FQ_SCRATCH_SPLIT = 0, FQ_SCRATCH_QUANT = 1, FQ_SCRATCH_ATTN = 2,
                FQ_SCRATCH_BARRIER = 3, FQ_SCRATCH_KSPLIT = 4, FQ_SCRATCH_X8 = 5,
-               FQ_SCRATCH_SLOTS = 6 } fq_scratch_slot;
+               FQ_SCRATCH_KBLOCKS = 6, FQ_SCRATCH_SLOTS = 7 } fq_scratch_slot;
 
 typedef struct {
     int device;     /* CUDA device ordinal */
@@ -78,8 +78,9 @@ typedef struct {
      * exact in TF32; the factors and X̃·R rounded to 10 mantissa bits, about 1e-3 of the codes
      * one step off near rounding ties, tests/gpu); 0 (fq_cuda_init's default, and everything
      * calibration runs): fp32 SGEMM. The inference runtime sets 1 (FLATQ_TRANSFORM_TF32=0
-     * clears it): measured 5–8× faster on an H200, where the fp32 transform cost as much as
-     * the W4A4 GEMM after it (bench/NOTES.md, session 12). */
+     * clears it): the transform + quantize 1.7× faster (geometric mean over the 48 prefill
+     * rows of bench_w4a4 on an H200, 1.15–2.3×; bench/NOTES.md, session 12): what is left
+     * is the fp32 copies between its passes. */
     int transform_tf32;
     /* device scratch owned by the context, one buffer per user, grown on demand and kept:
      * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */

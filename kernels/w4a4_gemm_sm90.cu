@@ -29,7 +29,7 @@
  * the producer's registers to them). The tile's outputs are transposed (weights run along
  * the accumulator rows), so the epilogue stages them through shared memory and writes whole
  * token rows. kblocks > 1 (the TP per-block activation scales): the int32 sums are flushed
- * into fp32 at every block end (BT = 128 for the registers).
+ * into fp32 sums at every block end, kept in an L2-resident scratch buffer.
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -171,7 +171,7 @@ __device__ __forceinline__ void load_a(uint32_t (&af)[16], const uint8_t *st, in
 
 constexpr int WG_BW = 128;     /* weight rows per CTA: two consumer warpgroups of m64 */
 constexpr int WG_STAGES = 5;   /* 5 × 40 KiB at BT = 256 */
-constexpr int WG_THREADS = 384;
+constexpr int WG_THREADS = 384, WG_CONSUMERS = 256;
 constexpr int WG_GROUP = 8;    /* token tiles per raster group (L2 reuse of a weight band) */
 constexpr int WG_PITCH = 68;   /* floats per token row of the epilogue's staging (64 + 4:
                                 * the transposed writes of a warp hit 32 distinct banks) */
@@ -203,17 +203,16 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, i
                  : "memory");
 }
 
-/* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (BT = 128: the fp32 block sums
- * need the registers); 2: the int32 sums >> 8. K is the packed row length Kp (x8 rows are K
- * bytes, qw rows K/2). */
+/* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (the fp32 block sums in fscr: a
+ * thread's R floats at stride WG_CONSUMERS, CTA by CTA); 2: the int32 sums >> 8. K is the
+ * packed row length Kp (x8 rows are K bytes, qw rows K/2). */
 template <int MODE, int BT>
 __global__ void __launch_bounds__(WG_THREADS, 1)
     w4a4_gemm_wgmma(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
                  const __grid_constant__ CUtensorMap tx, const float *__restrict__ sx,
                  const __grid_constant__ CUtensorMap tw, const float *__restrict__ sw, int M, int N,
-                 int K, int kblocks, const uint16_t *residual)
+                 int K, int kblocks, const uint16_t *residual, float *__restrict__ fscr)
 {
-    static_assert(MODE != 1 || BT == 128, "kblocks > 1 keeps fp32 block sums beside the int32 ones");
     using S = wg_smem<BT>;
     extern __shared__ __align__(1024) uint8_t smem_raw[];
     uint8_t *const base = align_1k(smem_raw);
@@ -260,24 +259,26 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     const int c_wg = wg - 1;
     const int r0 = c_wg * 64 + (warp & 3) * 16 + (lane >> 2); /* the thread's weight rows r0, r0 + 8 */
     int acc[R];
-    float facc[MODE == 1 ? R : 1];
 #pragma unroll
     for (int i = 0; i < R; i++)
         acc[i] = 0;
-#pragma unroll
-    for (int i = 0; i < (MODE == 1 ? R : 1); i++)
-        facc[i] = 0.f;
     /* MODE 1: at each K-block's end the int32 sums join the fp32 ones, v += (acc >> 8)·sx[t, b]
      * in block order as the C reference, and the next MMA restarts them (scale-d = 0);
-     * accumulator 4j + 2·half + e belongs to token 8j + 2·(lane & 3) + e */
+     * accumulator 4j + 2·half + e belongs to token 8j + 2·(lane & 3) + e. The fp32 sums wait
+     * in fscr (L2) between blocks: beside the int32 ones they would not fit the registers at
+     * BT = 256, and BT = 128 ran at 0.4× the speed of one K-block (session 12). The epilogue
+     * reads them back from there: writing the int32 registers between MMAs instead made
+     * ptxas serialise every MMA of the kernel. */
     const int blen = K / kblocks;
     int keep = 1;
+    float *const fs = MODE == 1 ? fscr + (size_t)blockIdx.x * R * WG_CONSUMERS + (tid - 128) : nullptr;
     auto flush = [&](int b) {
 #pragma unroll
         for (int i = 0; i < (MODE == 1 ? R : 0); i++) {
             const int tl = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
             const float s = sx[(size_t)min(t0 + tl, M - 1) * kblocks + b];
-            facc[MODE == 1 ? i : 0] = __fadd_rn(facc[MODE == 1 ? i : 0], __fmul_rn((float)(acc[i] >> 8), s));
+            const float prev = b == 0 ? 0.f : fs[(size_t)i * WG_CONSUMERS];
+            fs[(size_t)i * WG_CONSUMERS] = __fadd_rn(prev, __fmul_rn((float)(acc[i] >> 8), s));
         }
     };
     /* two fragment sets (the loop is unrolled by two): tile kt's MMAs may still read one
@@ -290,7 +291,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         wgmma_fence();
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            wgmma_s8<BT>(acc, af + 4 * k, smem_desc(xs(s) + 32 * k), keep);
+            wgmma_s8<BT>(acc, af + 4 * k, smem_desc(xs(s) + 32 * k), MODE == 1 ? keep : 1);
             if constexpr (MODE == 1) {
                 keep = 1;
                 const int kend = kt * 128 + 32 * (k + 1);
@@ -334,7 +335,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             for (int e = 0; e < 2; e++) {
                 const int tl = 8 * j + 2 * (lane & 3) + e, i = 4 * j + 2 * half + e, a = acc[i] >> 8;
                 stg[tl * WG_PITCH + wl + 8 * half] = MODE == 0   ? __fmul_rn((float)a, sx[min(t0 + tl, M - 1)])
-                                                     : MODE == 1 ? facc[MODE == 1 ? i : 0]
+                                                     : MODE == 1 ? fs[(size_t)i * WG_CONSUMERS]
                                                                  : __int_as_float(a);
             }
     asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c_wg) : "memory");
@@ -418,7 +419,12 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
     const int smem = wg_smem<BT>::BYTES;
     CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
     const int ctas = ((M + BT - 1) / BT) * ((N + WG_BW - 1) / WG_BW);
-    kern<<<ctas, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, tx, sx, tw, sw, M, N, K, kblocks, residual);
+    float *fscr = nullptr; /* MODE 1: the fp32 block sums, BT / 2 per consumer thread */
+    if (MODE == 1 && fq_cuda_scratch(ctx, FQ_SCRATCH_KBLOCKS, sizeof(float) * (size_t)ctas * (BT / 2) * WG_CONSUMERS,
+                                     (void **)&fscr))
+        return fq_error_wrap("%s: the fp32 block sums of %d CTAs", where, ctas);
+    kern<<<ctas, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, tx, sx, tw, sw, M, N, K, kblocks, residual,
+                                                      fscr);
     LAUNCH_CHECK(FILE_, where, "w4a4_gemm_wgmma");
     return FQ_OK;
 }
@@ -450,7 +456,9 @@ int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int
                    ? launch<2, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
                    : launch<2, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
     if (kblocks > 1)
-        return launch<1, 128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
+        return pick_bt(ctx, M, N) == 256
+                   ? launch<1, 256>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual)
+                   : launch<1, 128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
     return pick_bt(ctx, M, N) == 256
                ? launch<0, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
                : launch<0, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);

@@ -227,7 +227,7 @@ static void check_rmsnorm(gpu_suite *t, int n, int d)
  * bit, and both against float64 RoPE and products on the same bf16 inputs */
 static void check_rope_mk(gpu_suite *t, int B, int n, int hq, int hk, int dh, int with_v)
 {
-    const int half = dh / 2, maxpos = 64;
+    const int half = dh / 2, maxpos = 512;
     size_t nq = (size_t)B * n * hq * dh, nk = (size_t)B * n * hk * dh, mm = (size_t)dh * dh;
     size_t ntab = (size_t)maxpos * half, all = nq + 2 * nk;
     float *f = gpu_host(all), *cs = gpu_host(ntab), *sn = gpu_host(ntab), *M = gpu_host(3 * mm);
@@ -364,6 +364,11 @@ int main(void)
     check_rope_mk(&t, 1, 1, 64, 8, 128, 1);
     check_rope_mk(&t, 3, 5, 6, 2, 64, 0);
     check_rope_mk(&t, 2, 1, 4, 4, 48, 1);
+    /* prefill sizes (n >= 16): the tiled kernel, whole and partial CTAs of 64 (dh 128) and
+     * 128 (dh 64) vectors */
+    check_rope_mk(&t, 2, 40, 64, 8, 128, 1);
+    check_rope_mk(&t, 1, 50, 6, 2, 64, 0);
+    check_rope_mk(&t, 1, 300, 8, 8, 128, 1);
     llama_model cpu;
     tokenizer *tok = NULL;
     int32_t *ids = NULL;
