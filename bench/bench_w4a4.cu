@@ -250,12 +250,17 @@ static void bench_linear(const shape &s, int M)
     });
     /* the same GEMM with 8 K-blocks of activation scales (kblocks > 1: a checkpoint
      * calibrated with tp: 8 has them on o_proj and down_proj, at every TP degree) */
-    double t_kb8 = NAN;
+    double t_kb8 = NAN, t_kb8w = NAN; /* 128-token tiles (the default), 256 */
     if (!decode && K % (8 * 64) == 0) {
         float *sx8 = rand_f32((size_t)M * 8, 1e-2f, 1e-1f);
         t_kb8 = time_ms([&](int r) {
             FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx8, 8, Wq[r % cq], sw, M, N, K, NULL));
         });
+        FQ(fq_w4a4_kblocks_config(256));
+        t_kb8w = time_ms([&](int r) {
+            FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx8, 8, Wq[r % cq], sw, M, N, K, NULL));
+        });
+        FQ(fq_w4a4_kblocks_config(128));
         cudaFree(sx8);
     }
     /* opt-in column (BENCH_OLD=1): the per-token transform the cuBLAS one replaced, slow */
@@ -302,10 +307,10 @@ static void bench_linear(const shape &s, int M)
             s.name, s.tp, M, N, K, t_gemm, bytes / t_gemm / 1e6, 100 * floor_ms / t_gemm,
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin);
     } else {
-        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16) | quant fp32 %8.3f (tf32 %5.2fx of it) | quant per-token %8.3f\n",
+        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16), 256-token tiles %8.3f | quant fp32 %8.3f (tf32 %5.2fx of it) | quant per-token %8.3f\n",
             s.name, s.tp, M, N, K, t_gemm, flop / t_gemm / 1e9, 100 * flop / t_gemm / 1e9 / (PEAK_INT8 / 1e12),
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin,
-            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_q32,
+            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_kb8w, t_q32,
             t_q32 / t_quant, t_qold);
     }
     for (auto p : Wq) cudaFree(p);
@@ -469,7 +474,7 @@ int main(int argc, char **argv)
     const bool prefill_only = !strcmp(only, "prefill"); /* the linear rows of M >= 2048 */
     if (!strcmp(only, "all") || !strcmp(only, "linear") || prefill_only) {
         out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
-        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the cuBLAS transform on TF32), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms), the transform with fp32 GEMMs (ms), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
+        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the cuBLAS transform on TF32), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms; 128-token tiles, the default, and 256), the transform with fp32 GEMMs (ms), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
         const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
         for (int M : Ms)
             for (const shape &s : shapes)

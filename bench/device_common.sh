@@ -22,6 +22,16 @@ gpu_tests() {
     echo "RESULT|gpu-tests|rc=$?|$(grep -o 'gpu-tests: .*' "$1/gpu-tests.txt" | head -1)" >>"$3"
 }
 
+# device_out: out ($OUT, else /tmp/out; created), t0 (the start) and $out/device.txt naming
+# the GPUs, with plain progress lines from flatq
+device_out() {
+    export FLATQ_PROGRESS=plain
+    out=${OUT:-/tmp/out}
+    mkdir -p "$out"
+    t0=$(date +%s)
+    nvidia-smi -L >"$out/device.txt"
+}
+
 # device_begin NAME: final (where the call's files go: $OUT), w (/tmp/NAME, fresh, with
 # gputests/ and device.txt naming the GPUs), t0 (the start, for stage stamps)
 device_begin() {

@@ -13,11 +13,7 @@
 # data/text/wikitext-2-tokens).
 set -u
 . bench/device_common.sh
-export FLATQ_PROGRESS=plain
-out=${OUT:-/tmp/out}
-mkdir -p "$out"
-t0=$(date +%s)
-nvidia-smi -L >"$out/device.txt"
+device_out
 (
     export CUDA_VISIBLE_DEVICES=1
     if [ "${TESTS:-}" = all ]; then # the whole suite (tests/gpu/run.sh on the carried binaries)

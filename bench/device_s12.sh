@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # device_s12.sh — session 12's calls (one GPU, stages in order; each stage's log under $OUT):
-#   1. test_gpu_w4a4 alone (the wgmma kernel's bit-exact rows, the TF32 transform's);
+#   1. W4A4=1 (default): test_gpu_w4a4 alone (the wgmma kernel's bit-exact rows, the TF32
+#      transform's);
 #      STRESS_RUNS > 0: then stress_wgmma with that many runs per case;
 #   2. KB=1: bench_w4a4's $KB_WHAT rows (prefill: 70B shapes, TP 1/2/4, M 2048–16384);
 #   3. SANITIZE=1: compute-sanitizer memcheck on test_gpu_w4a4;
@@ -14,11 +15,7 @@
 # .dev/data/models/flatq-llama-16m, .dev/data/text/tinystories, .dev/data/text/wikitext-2-tokens).
 set -u
 . bench/device_common.sh
-export FLATQ_PROGRESS=plain
-out=${OUT:-/tmp/out}
-mkdir -p "$out"
-t0=$(date +%s)
-nvidia-smi -L >"$out/device.txt"
+device_out
 res() { echo "RESULT|$1|t $(($(date +%s) - t0)) s"; }
 
 for tb in ${TESTS:-}; do # other test programs first (TESTS="test_gpu_runtime ...")
@@ -26,9 +23,11 @@ for tb in ${TESTS:-}; do # other test programs first (TESTS="test_gpu_runtime ..
     res "$tb rc=$? rows $(grep -c '^ROW|' "$out/$tb.txt"), failed $(grep -c '|FAIL$' "$out/$tb.txt")"
     grep '|FAIL$' "$out/$tb.txt" | head -5
 done
-timeout -k 5 "${W4A4_S:-150}" build/gpu-tests/test_gpu_w4a4 >"$out/w4a4.txt" 2>&1
-res "test_gpu_w4a4 rc=$? rows $(grep -c '^ROW|' "$out/w4a4.txt"), failed $(grep -c '|FAIL$' "$out/w4a4.txt")"
-grep '|FAIL$' "$out/w4a4.txt" | head -8
+if [ "${W4A4:-1}" = 1 ]; then
+    timeout -k 5 "${W4A4_S:-150}" build/gpu-tests/test_gpu_w4a4 >"$out/w4a4.txt" 2>&1
+    res "test_gpu_w4a4 rc=$? rows $(grep -c '^ROW|' "$out/w4a4.txt"), failed $(grep -c '|FAIL$' "$out/w4a4.txt")"
+    grep '|FAIL$' "$out/w4a4.txt" | head -8
+fi
 if [ "${STRESS_RUNS:-0}" -gt 0 ]; then
     timeout -k 5 120 build/bench/stress_wgmma "$STRESS_RUNS" >"$out/stress.txt" 2>&1
     res "stress_wgmma rc=$?"

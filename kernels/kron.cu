@@ -53,13 +53,26 @@ static int check_kron(const fq_cuda_ctx *ctx, const char *where, const void *a, 
     return FQ_OK;
 }
 
+/* A forward product at fp32 accuracy (fq_gemm_strided_exact_cuda), or on TF32 tensor cores
+ * for the inference transform (kron_fwd_tf32_cuda). */
+static int fwd_gemm(fq_cuda_ctx *ctx, int tf32, int trans_a, int m, int n, int k, const float *a,
+                    int lda, long long stride_a, const float *b, int ldb, long long stride_b,
+                    float *c, int ldc, long long stride_c, int batch, const char *where)
+{
+    if (tf32)
+        return fq_gemm_strided_math_cuda(ctx, FQ_MATH_TF32, trans_a, 0, m, n, k, 1.0f, a, lda,
+                                         stride_a, b, ldb, stride_b, 0.0f, c, ldc, stride_c,
+                                         batch, where);
+    return fq_gemm_strided_exact_cuda(ctx, trans_a, 0, m, n, k, 1.0f, a, lda, stride_a, b, ldb,
+                                      stride_b, 0.0f, c, ldc, stride_c, batch, where);
+}
+
 /* y[r] = Lᵀ X̃[r] for every row (batched), y must not alias x. */
-static int left_fwd(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
-                    const float *L, const char *where)
+static int left_fwd(fq_cuda_ctx *ctx, int tf32, float *y, const float *x, int rows, int n1,
+                    int n2, const float *L, const char *where)
 {
     const long long st = (long long)n1 * n2;
-    return fq_gemm_strided_exact_cuda(ctx, 1, 0, n1, n2, n1, 1.0f, L, n1, 0, x, n2, st, 0.0f, y, n2,
-                                st, rows, where);
+    return fwd_gemm(ctx, tf32, 1, n1, n2, n1, L, n1, 0, x, n2, st, y, n2, st, rows, where);
 }
 
 /* For y[r] = Lᵀ X̃[r]: g_x = L·G per row (may be NULL); g_L += Σ X̃·Gᵀ (may be NULL).
@@ -83,19 +96,23 @@ static int left_bwd(fq_cuda_ctx *ctx, float *g_x, float *g_L, const float *g_y, 
     return FQ_OK;
 }
 
-int kron_fwd_z_cuda(fq_cuda_ctx *ctx, float *y, float *z, const float *x, int rows, int n1,
-                    int n2, const float *L, const float *R)
+/* Z = X̃·R, then y = Lᵀ·Z per row; where names the caller in errors */
+static int kron_fwd_in(fq_cuda_ctx *ctx, int tf32, const char *where, float *y, float *z,
+                       const float *x, int rows, int n1, int n2, const float *L, const float *R)
 {
-    const char *where = "kron_fwd_cuda";
     if (check_kron(ctx, where, y, x, L, R, z, rows, n1, n2))
         return FQ_ERR;
     if (y == x || z == x || z == y)
-        return fq_error(F ":kron_fwd_cuda: output, input and Z overlap (expected separate "
-                        "buffers)");
-    if (fq_gemm_strided_exact_cuda(ctx, 0, 0, rows * n1, n2, n2, 1.0f, x, n2, 0, R, n2, 0, 0.0f,
-                                   z, n2, 0, 1, where))
+        return fq_error(F ":%s: output, input and Z overlap (expected separate buffers)", where);
+    if (fwd_gemm(ctx, tf32, 0, rows * n1, n2, n2, x, n2, 0, R, n2, 0, z, n2, 0, 1, where))
         return FQ_ERR;
-    return left_fwd(ctx, y, z, rows, n1, n2, L, where);
+    return left_fwd(ctx, tf32, y, z, rows, n1, n2, L, where);
+}
+
+int kron_fwd_z_cuda(fq_cuda_ctx *ctx, float *y, float *z, const float *x, int rows, int n1,
+                    int n2, const float *L, const float *R)
+{
+    return kron_fwd_in(ctx, 0, "kron_fwd_cuda", y, z, x, rows, n1, n2, L, R);
 }
 
 int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
@@ -107,18 +124,7 @@ int kron_fwd_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, 
 int kron_fwd_tf32_cuda(fq_cuda_ctx *ctx, float *y, const float *x, int rows, int n1, int n2,
                        const float *L, const float *R, float *work)
 {
-    const char *where = "kron_fwd_tf32_cuda";
-    if (check_kron(ctx, where, y, x, L, R, work, rows, n1, n2))
-        return FQ_ERR;
-    if (y == x || work == x || work == y)
-        return fq_error(F ":kron_fwd_tf32_cuda: output, input and work overlap (expected separate "
-                        "buffers)");
-    const long long st = (long long)n1 * n2;
-    if (fq_gemm_strided_math_cuda(ctx, FQ_MATH_TF32, 0, 0, rows * n1, n2, n2, 1.0f, x, n2, 0, R, n2,
-                                  0, 0.0f, work, n2, 0, 1, where))
-        return FQ_ERR;
-    return fq_gemm_strided_math_cuda(ctx, FQ_MATH_TF32, 1, 0, n1, n2, n1, 1.0f, L, n1, 0, work, n2,
-                                     st, 0.0f, y, n2, st, rows, where);
+    return kron_fwd_in(ctx, 1, "kron_fwd_tf32_cuda", y, work, x, rows, n1, n2, L, R);
 }
 
 int kron_bwd_z_cuda(fq_cuda_ctx *ctx, float *g_x, float *g_L, float *g_R, const float *g_y,
@@ -361,7 +367,7 @@ int head_transform_fwd_cuda(fq_cuda_ctx *ctx, float *o1, const float *o, int tok
         return FQ_ERR;
     if (o1 == o)
         return fq_error(F ":%s: output aliases input (expected separate buffers)", where);
-    return left_fwd(ctx, o1, o, tokens, h, dh, Mo, where);
+    return left_fwd(ctx, 0, o1, o, tokens, h, dh, Mo, where);
 }
 
 int head_transform_bwd_cuda(fq_cuda_ctx *ctx, float *g_o, float *g_Mo, const float *g_o1,

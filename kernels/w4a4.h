@@ -130,6 +130,11 @@ int fq_w4a4_gemm_path_cuda(fq_cuda_ctx *ctx, uint16_t *y, const uint8_t *qx, con
  * automatic choice (2 loads; 16 warps when the grid has fewer than 4 CTAs per SM); 0, 0
  * restores it. Process-wide, not thread-safe: set it before launching. */
 int fq_w4a4_decode_config(int loads, int warps);
+/* Tests and benchmarks: the wgmma GEMM's token tile when kblocks > 1: 128 (the default; the
+ * fp32 block sums in registers) or 256 (where the tile count allows; the fp32 block sums
+ * in M·N floats of the context's FQ_SCRATCH_KBLOCKS buffer, through L2). Process-wide, not
+ * thread-safe, like fq_w4a4_decode_config. */
+int fq_w4a4_kblocks_config(int tile);
 int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,
                           int M, int N, int K, int path);
 

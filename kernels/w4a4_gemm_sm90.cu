@@ -172,6 +172,7 @@ __device__ __forceinline__ void load_a(uint32_t (&af)[16], const uint8_t *st, in
 constexpr int WG_BW = 128;     /* weight rows per CTA: two consumer warpgroups of m64 */
 constexpr int WG_STAGES = 5;   /* 5 × 40 KiB at BT = 256 */
 constexpr int WG_THREADS = 384, WG_CONSUMERS = 256;
+constexpr int WG_SX_MAX_KB = 16; /* K-blocks whose scales a CTA stages in shared memory */
 constexpr int WG_GROUP = 8;    /* token tiles per raster group (L2 reuse of a weight band) */
 constexpr int WG_PITCH = 68;   /* floats per token row of the epilogue's staging (64 + 4:
                                 * the transposed writes of a warp hit 32 distinct banks) */
@@ -182,6 +183,8 @@ template <int BT> struct wg_smem {
     static constexpr int STAGE = XB + WB;      /* a multiple of 1 KiB */
     /* barriers in the first KiB, then the stages, then 1 KiB of alignment room */
     static constexpr int BYTES = 1024 + WG_STAGES * STAGE + 1024;
+    /* kblocks > 1: + the tile's activation scales [kblocks][BT] after the stages */
+    static constexpr int SX_BYTES = BT * WG_SX_MAX_KB * 4;
     static_assert(2 * BT * WG_PITCH * 4 <= WG_STAGES * STAGE, "the epilogue's staging reuses the stages");
 };
 
@@ -264,21 +267,42 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         acc[i] = 0;
     /* MODE 1: at each K-block's end the int32 sums join the fp32 ones, v += (acc >> 8)·sx[t, b]
      * in block order as the C reference, and the next MMA restarts them (scale-d = 0);
-     * accumulator 4j + 2·half + e belongs to token 8j + 2·(lane & 3) + e. The fp32 sums wait
-     * in fscr (L2) between blocks: beside the int32 ones they would not fit the registers at
-     * BT = 256, and BT = 128 ran at 0.4× the speed of one K-block (session 12). The epilogue
-     * reads them back from there: writing the int32 registers between MMAs instead made
-     * ptxas serialise every MMA of the kernel. */
+     * accumulator 4j + 2·half + e belongs to token 8j + 2·(lane & 3) + e. The fp32 sums
+     * stay in registers at BT = 128 (REG); at BT = 256 they would not fit beside the int32
+     * ones and wait in fscr (L2) between blocks, where the epilogue reads them (writing the
+     * int32 registers between MMAs instead made ptxas serialise every MMA of the kernel).
+     * The tile's scales are staged in shared memory first (up to WG_SX_MAX_KB blocks): read
+     * from global memory at each flush they made kblocks = 8 run at 0.4× the speed of one
+     * K-block (session 12). */
+    constexpr bool REG = MODE == 1 && BT == 128;
     const int blen = K / kblocks;
     int keep = 1;
-    float *const fs = MODE == 1 ? fscr + (size_t)blockIdx.x * R * WG_CONSUMERS + (tid - 128) : nullptr;
+    float facc[REG ? R : 1];
+#pragma unroll
+    for (int i = 0; i < (REG ? R : 1); i++)
+        facc[i] = 0.f;
+    float *const fs = MODE == 1 && !REG ? fscr + (size_t)blockIdx.x * R * WG_CONSUMERS + (tid - 128) : nullptr;
+    float *const sxs = reinterpret_cast<float *>(base + 1024 + WG_STAGES * S::STAGE);
+    const bool sx_staged = MODE == 1 && kblocks <= WG_SX_MAX_KB;
+    if (sx_staged) {
+        for (int e = tid - 128; e < BT * kblocks; e += WG_CONSUMERS) {
+            const int tl = e / kblocks, b = e - tl * kblocks;
+            sxs[b * BT + tl] = sx[(size_t)min(t0 + tl, M - 1) * kblocks + b];
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    }
     auto flush = [&](int b) {
 #pragma unroll
         for (int i = 0; i < (MODE == 1 ? R : 0); i++) {
             const int tl = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
-            const float s = sx[(size_t)min(t0 + tl, M - 1) * kblocks + b];
-            const float prev = b == 0 ? 0.f : fs[(size_t)i * WG_CONSUMERS];
-            fs[(size_t)i * WG_CONSUMERS] = __fadd_rn(prev, __fmul_rn((float)(acc[i] >> 8), s));
+            const float s = sx_staged ? sxs[b * BT + tl] : sx[(size_t)min(t0 + tl, M - 1) * kblocks + b];
+            const float p = __fmul_rn((float)(acc[i] >> 8), s);
+            if constexpr (REG) {
+                facc[i] = __fadd_rn(facc[i], p);
+            } else {
+                const float prev = b == 0 ? 0.f : fs[(size_t)i * WG_CONSUMERS];
+                fs[(size_t)i * WG_CONSUMERS] = __fadd_rn(prev, p);
+            }
         }
     };
     /* two fragment sets (the loop is unrolled by two): tile kt's MMAs may still read one
@@ -335,6 +359,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             for (int e = 0; e < 2; e++) {
                 const int tl = 8 * j + 2 * (lane & 3) + e, i = 4 * j + 2 * half + e, a = acc[i] >> 8;
                 stg[tl * WG_PITCH + wl + 8 * half] = MODE == 0   ? __fmul_rn((float)a, sx[min(t0 + tl, M - 1)])
+                                                     : REG       ? facc[REG ? i : 0]
                                                      : MODE == 1 ? fs[(size_t)i * WG_CONSUMERS]
                                                                  : __int_as_float(a);
             }
@@ -416,11 +441,11 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
                    CU_TENSOR_MAP_SWIZZLE_64B))
         return FQ_ERR;
     auto kern = w4a4_gemm_wgmma<MODE, BT>;
-    const int smem = wg_smem<BT>::BYTES;
+    const int smem = wg_smem<BT>::BYTES + (MODE == 1 ? wg_smem<BT>::SX_BYTES : 0);
     CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
     const int ctas = ((M + BT - 1) / BT) * ((N + WG_BW - 1) / WG_BW);
-    float *fscr = nullptr; /* MODE 1: the fp32 block sums, BT / 2 per consumer thread */
-    if (MODE == 1 && fq_cuda_scratch(ctx, FQ_SCRATCH_KBLOCKS, sizeof(float) * (size_t)ctas * (BT / 2) * WG_CONSUMERS,
+    float *fscr = nullptr; /* MODE 1 at BT = 256: the fp32 block sums, BT / 2 per consumer thread */
+    if (MODE == 1 && BT == 256 && fq_cuda_scratch(ctx, FQ_SCRATCH_KBLOCKS, sizeof(float) * (size_t)ctas * (BT / 2) * WG_CONSUMERS,
                                      (void **)&fscr))
         return fq_error_wrap("%s: the fp32 block sums of %d CTAs", where, ctas);
     kern<<<ctas, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, tx, sx, tw, sw, M, N, K, kblocks, residual,
@@ -428,6 +453,9 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
     LAUNCH_CHECK(FILE_, where, "w4a4_gemm_wgmma");
     return FQ_OK;
 }
+
+/* fq_w4a4_kblocks_config's choice of token tile for kblocks > 1 (process-wide) */
+int g_kb_tile = 128;
 
 /* 256-token tiles unless 128-token ones finish sooner (one CTA per SM: a tile count just
  * over a multiple of the SMs costs a whole wave) */
@@ -456,10 +484,19 @@ int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int
                    ? launch<2, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
                    : launch<2, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
     if (kblocks > 1)
-        return pick_bt(ctx, M, N) == 256
+        return g_kb_tile == 256 && pick_bt(ctx, M, N) == 256
                    ? launch<1, 256>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual)
                    : launch<1, 128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
     return pick_bt(ctx, M, N) == 256
                ? launch<0, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
                : launch<0, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
+}
+
+extern "C" int fq_w4a4_kblocks_config(int tile)
+{
+    if (tile != 128 && tile != 256)
+        return fq_error(FILE_ ":fq_w4a4_kblocks_config: tile %d (expected 128, the default, or "
+                        "256)", tile);
+    g_kb_tile = tile;
+    return FQ_OK;
 }

@@ -600,6 +600,7 @@ static void test_refused(gpu_suite *t)
     expect_refused(t, "refuse decode M > 64", fq_w4a4_gemm_i32_cuda(&t->ctx, acc, qx, qw, 65, 1, 64, FQ_W4A4_DECODE), "M = 65");
     expect_refused(t, "refuse decode kblocks x tiles", fq_w4a4_gemm_path_cuda(&t->ctx, y, qx, s, 32, qw, s, 40, 1, 2048, NULL, FQ_W4A4_DECODE), "kblocks = 32");
     expect_refused(t, "refuse decode config", fq_w4a4_decode_config(3, 8), "loads 3");
+    expect_refused(t, "refuse kblocks config", fq_w4a4_kblocks_config(64), "tile 64");
     fq_w4a4_problem pr4[1] = {{y, qx, qw, s, s, 1, NULL}};
     expect_refused(t, "refuse gemm multi 4 problems", fq_w4a4_gemm_multi_cuda(&t->ctx, 4, pr4, 1, 1, 64), "4 problems");
     expect_refused(t, "refuse unaligned qx", fq_w4a4_gemm_cuda(&t->ctx, y, qx + 8, s, 1, qw, s, 1, 1, 64, NULL), "aligned");
@@ -642,6 +643,13 @@ static void test_wgmma(gpu_suite *t)
     test_gemm_bf16(t, 130, 96, 1152, 2, FQ_W4A4_WGMMA, 2);
     test_gemm_bf16(t, 300, 400, 4096, 8, FQ_W4A4_WGMMA, 0);
     test_gemm_bf16(t, 300, 600, 28672, 8, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(t, 130, 96, 1152, 18, FQ_W4A4_WGMMA, 0); /* scales past the staged 16 */
+    test_gemm_bf16(t, 2048, 4096, 512, 4, FQ_W4A4_WGMMA, 2);
+    /* kblocks > 1 at 256-token tiles (the fp32 sums through L2): 2048 × 4096 takes them */
+    gpu_call(t, fq_w4a4_kblocks_config(256), "fq_w4a4_kblocks_config");
+    test_gemm_bf16(t, 2048, 4096, 256, 2, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(t, 1100, 2304, 1152, 18, FQ_W4A4_WGMMA, 0);
+    gpu_call(t, fq_w4a4_kblocks_config(128), "fq_w4a4_kblocks_config");
     test_gemm_padded(t, 300, 130, 172, FQ_W4A4_WGMMA);
 }
 
