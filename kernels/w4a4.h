@@ -59,7 +59,9 @@ typedef struct {
  * y_b = L_bᵀ·X_b·R_b on each block's [n1, n2] view (K = blocks·n1·n2; L [blocks, n1, n1],
  * R [blocks, n2, n2] fp32; either may be NULL for identity: the o_proj input is L = M_o
  * blocks with R = NULL on the [h, dh] view). kblocks (scales per token) is a multiple of
- * blocks (usually equal: one scale per TP block); 1 ≤ nconsumers ≤ 3; fp32 accumulation.
+ * blocks (usually equal: one scale per TP block); 1 ≤ nconsumers ≤ 3; fp32 accumulation
+ * (at prefill sizes with both factors, the products on TF32 tensor cores when
+ * ctx->transform_tf32 is set, as the inference runtime does).
  * K is the real length (1..W4A4_MAX_K): the transform and the scales see only the K real
  * values, each code row is written Kp = fq_w4a4_padded_k(K) long with zero codes after K.
  * K % 64 != 0 needs blocks = kblocks = 1 (one transform block, one scale per token). */
