@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# device_probe_s12.sh — why the wgmma GEMMs stay near 600–700 TOPS (session 12): Nsight
-# Compute on one launch of each form at the first prefill row of bench_w4a4 (qkv TP 1,
-# M 2048: warp stall reasons, scheduler and memory tables), and the SASS of the x8 kernel.
+# device_probe_s12.sh — Nsight Compute on single launches of the W4A4 prefill GEMM at the
+# first prefill row of bench_w4a4 (qkv TP 1, M 2048): one K-block (MODE 0) and 8 K-blocks
+# (MODE 1, the TP per-block scales, 0.42–0.49× the speed of one block in session 12): speed
+# of light, warp stall reasons, the source lines they sit on, scheduler and memory tables;
+# and the SASS of both. Session 12 ran an earlier form of it (calls 2 and 3: the cp.async
+# and TMA versions; bench/results/ncu_h200_s12_gemm.txt). Carried: build/bench/bench_w4a4,
+# .dev/lib.
 set -u
-out=${OUT:-/tmp/out}
-mkdir -p "$out"
-nvidia-smi -L >"$out/device.txt"
+. bench/device_common.sh
+device_out
 which ncu cuobjdump nvdisasm >"$out/tools.txt" 2>&1
-secs="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats --section Occupancy"
-for k in w4a4_gemm_x8 w4a4_gemm_wgmma; do
-    BENCH_WGMMA_X8=1 timeout -k 5 150 ncu --clock-control none --kill on $secs \
-        --kernel-name "regex:$k" --launch-skip 3 --launch-count 1 \
-        build/bench/bench_w4a4 /dev/null prefill >"$out/ncu_$k.txt" 2>&1
-    echo "RESULT|ncu $k rc=$?"
+secs="--section SpeedOfLight --section WarpStateStats --section SourceCounters --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats"
+# MODE 0 (one K-block): the 4th launch of the kernel; MODE 1 (8 K-blocks): its first
+for k in "w4a4_gemm_wgmma<0,:3:mode0" "w4a4_gemm_wgmma<1,:0:mode1"; do
+    re=${k%%:*} rest=${k#*:} skip=${rest%%:*} name=${rest#*:}
+    timeout -k 5 150 ncu --clock-control none --kill on $secs --kernel-name-base demangled \
+        --kernel-name "regex:$re" --launch-skip "$skip" --launch-count 1 \
+        build/bench/bench_w4a4 /dev/null prefill >"$out/ncu_$name.txt" 2>&1
+    echo "RESULT|ncu $name rc=$?"
+    grep -E "Duration|Compute \(SM\) Throughput|L2 Cache Throughput|One or More Eligible|Est. Speedup" \
+        "$out/ncu_$name.txt" | head -8
 done
 cuobjdump -sass build/bench/bench_w4a4 >"$out/all.sass" 2>"$out/sass.err"
 fn() { awk -v re="$1" '/Function :/{if(p)exit; if($0~re)p=1} p{print}' "$out/all.sass"; }
-fn 'w4a4_gemm_x8ILi0ELi256' >"$out/x8.sass"
-fn 'w4a4_gemm_wgmmaILi0ELi256ELi3' >"$out/wg3.sass"
+fn 'w4a4_gemm_wgmmaILi0ELi256' >"$out/mode0.sass"
+fn 'w4a4_gemm_wgmmaILi1ELi128' >"$out/mode1.sass"
 rm -f "$out/all.sass"
 wc -l "$out"/*.sass
 exit 0
