@@ -283,6 +283,22 @@ static void bench_linear(const shape &s, int M)
         });
         g_ctx.transform_tf32 = 1;
     }
+    /* the transform the runtime runs on this input for a checkpoint calibrated with tp: 8
+     * (o: M_o alone on 8 / tp blocks of [8 heads, 128]; down: T_d on 8 / tp blocks of
+     * 56 × 64), which the rows above (one block, both factors) do not show */
+    double t_qrt = NAN;
+    const bool is_o = !strcmp(s.name, "o"), is_down = !strcmp(s.name, "down");
+    if (!decode && (is_o || is_down)) {
+        const int nb = 8 / s.tp, r1 = is_o ? 8 : 56, r2 = is_o ? 128 : 64;
+        float *Lr = rand_f32((size_t)nb * r1 * r1, -0.1f, 0.1f);
+        float *Rr = is_o ? NULL : rand_f32((size_t)nb * r2 * r2, -0.1f, 0.1f);
+        float *sxr = rand_f32((size_t)M * nb, 1e-2f, 1e-1f);
+        fq_quant_dst dr = {0.98f, 0.98f, qx, sxr};
+        t_qrt = time_ms([&](int) {
+            FQ(fq_transform_quant_cuda(&g_ctx, &dr, 1, x, M, K, nb, r1, r2, Lr, Rr, nb, 4));
+        });
+        cudaFree(Lr), cudaFree(Rr), cudaFree(sxr);
+    }
     if (!decode && old) {
         g_ctx.transform_gemm = 0;
         t_qold = time_ms([&](int) {
@@ -307,11 +323,11 @@ static void bench_linear(const shape &s, int M)
             s.name, s.tp, M, N, K, t_gemm, bytes / t_gemm / 1e6, 100 * floor_ms / t_gemm,
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin);
     } else {
-        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16), 256-token tiles %8.3f | quant fp32 %8.3f (tf32 %5.2fx of it) | quant per-token %8.3f\n",
+        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16), 256-token tiles %8.3f | quant fp32 %8.3f (tf32 %5.2fx of it) | runtime's tp-8 transform %8.3f | quant per-token %8.3f\n",
             s.name, s.tp, M, N, K, t_gemm, flop / t_gemm / 1e9, 100 * flop / t_gemm / 1e9 / (PEAK_INT8 / 1e12),
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin,
             100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_kb8w, t_q32,
-            t_q32 / t_quant, t_qold);
+            t_q32 / t_quant, t_qrt, t_qold);
     }
     for (auto p : Wq) cudaFree(p);
     for (auto p : Wb) cudaFree(p);
@@ -474,7 +490,7 @@ int main(int argc, char **argv)
     const bool prefill_only = !strcmp(only, "prefill"); /* the linear rows of M >= 2048 */
     if (!strcmp(only, "all") || !strcmp(only, "linear") || prefill_only) {
         out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
-        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the cuBLAS transform on TF32), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms; 128-token tiles, the default, and 256), the transform with fp32 GEMMs (ms), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
+        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the cuBLAS transform on TF32), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms; 128-token tiles, the default, and 256), the transform with fp32 GEMMs (ms), the transform the runtime runs on o's and down's inputs for a tp: 8 checkpoint (ms; M_o alone on [8 heads, 128] blocks, T_d on 56 x 64 blocks), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
         const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
         for (int M : Ms)
             for (const shape &s : shapes)
