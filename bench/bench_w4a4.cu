@@ -253,14 +253,16 @@ static void bench_linear(const shape &s, int M)
     double t_kb8 = NAN, t_kb8w = NAN; /* 128-token tiles (the default), 256 */
     if (!decode && K % (8 * 64) == 0) {
         float *sx8 = rand_f32((size_t)M * 8, 1e-2f, 1e-1f);
-        t_kb8 = time_ms([&](int r) {
-            FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx8, 8, Wq[r % cq], sw, M, N, K, NULL));
-        });
-        FQ(fq_w4a4_kblocks_config(256));
-        t_kb8w = time_ms([&](int r) {
-            FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx8, 8, Wq[r % cq], sw, M, N, K, NULL));
-        });
-        FQ(fq_w4a4_kblocks_config(128));
+        auto kb8 = [&](int tile) {
+            FQ(fq_w4a4_kblocks_config(tile));
+            const double t = time_ms([&](int r) {
+                FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx8, 8, Wq[r % cq], sw, M, N, K, NULL));
+            });
+            FQ(fq_w4a4_kblocks_config(128)); /* the default again */
+            return t;
+        };
+        t_kb8 = kb8(128);
+        t_kb8w = kb8(256);
         cudaFree(sx8);
     }
     /* opt-in column (BENCH_OLD=1): the per-token transform the cuBLAS one replaced, slow */

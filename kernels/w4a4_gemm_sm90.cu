@@ -29,7 +29,8 @@
  * the producer's registers to them). The tile's outputs are transposed (weights run along
  * the accumulator rows), so the epilogue stages them through shared memory and writes whole
  * token rows. kblocks > 1 (the TP per-block activation scales): the int32 sums are flushed
- * into fp32 sums at every block end, kept in an L2-resident scratch buffer.
+ * into fp32 sums at every block end, kept in registers (128-token tiles, the default) or in
+ * an L2-resident scratch buffer (256-token tiles, fq_w4a4_kblocks_config).
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -206,8 +207,9 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, i
                  : "memory");
 }
 
-/* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (the fp32 block sums in fscr: a
- * thread's R floats at stride WG_CONSUMERS, CTA by CTA); 2: the int32 sums >> 8. K is the
+/* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (the fp32 block sums in registers
+ * at BT = 128, else in fscr: a thread's R floats at stride WG_CONSUMERS, CTA by CTA); 2: the
+ * int32 sums >> 8. K is the
  * packed row length Kp (x8 rows are K bytes, qw rows K/2). */
 template <int MODE, int BT>
 __global__ void __launch_bounds__(WG_THREADS, 1)
@@ -454,6 +456,16 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
     return FQ_OK;
 }
 
+/* launch<MODE, bt> for a token tile bt of 128 or 256 */
+template <int MODE>
+int launch_bt(int bt, fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
+              const uint8_t *x8, const float *sx, int kblocks, const uint8_t *qw, const float *sw,
+              int M, int N, int K, const uint16_t *residual)
+{
+    return bt == 256 ? launch<MODE, 256>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual)
+                     : launch<MODE, 128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
+}
+
 /* fq_w4a4_kblocks_config's choice of token tile for kblocks > 1 (process-wide) */
 int g_kb_tile = 128;
 
@@ -479,17 +491,13 @@ int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int
     const int ctas = (int)min((chunks + 255) / 256, (size_t)ctx->sm_count * 8);
     w4a4_unpack_x8<<<ctas, 256, 0, CTX_STREAM(ctx)>>>(x8, qx, chunks);
     LAUNCH_CHECK(FILE_, where, "w4a4_unpack_x8");
+    const int bt = pick_bt(ctx, M, N);
     if (acc)
-        return pick_bt(ctx, M, N) == 256
-                   ? launch<2, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
-                   : launch<2, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
+        return launch_bt<2>(bt, ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
     if (kblocks > 1)
-        return g_kb_tile == 256 && pick_bt(ctx, M, N) == 256
-                   ? launch<1, 256>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual)
-                   : launch<1, 128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
-    return pick_bt(ctx, M, N) == 256
-               ? launch<0, 256>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual)
-               : launch<0, 128>(ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
+        return launch_bt<1>(g_kb_tile == 256 ? bt : 128, ctx, where, y, acc, x8, sx, kblocks, qw,
+                            sw, M, N, K, residual);
+    return launch_bt<0>(bt, ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
 }
 
 extern "C" int fq_w4a4_kblocks_config(int tile)

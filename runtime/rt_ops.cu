@@ -281,6 +281,42 @@ int rt_vec_transform_bf16(fq_cuda_ctx *ctx, uint16_t *x, int nvec, int dh, const
     return FQ_OK;
 }
 
+/* Which input the rope/M kernels' index idx falls in (q's first, then k's, then v's, with
+ * bq and bk indices for q and k) and its index within that input. */
+struct mk_kind {
+    uint16_t *base;
+    const float *M;
+    int heads, rope, is_q, idx;
+};
+__device__ __forceinline__ mk_kind mk_pick(int idx, int bq, int bk, uint16_t *q, uint16_t *k,
+                                           uint16_t *v, int hq, int hk, const float *Mq,
+                                           const float *Mk, const float *Mv)
+{
+    if (idx >= bq + bk)
+        return {v, Mv, hk, 0, 0, idx - bq - bk};
+    if (idx >= bq)
+        return {k, Mk, hk, 1, 0, idx - bq};
+    return {q, Mq, hq, 1, 1, idx};
+}
+
+/* Elements i and i + dh/2 of vector vec (u) into x as the product reads them: rotated and
+ * rounded to bf16 when rope, else as stored. */
+__device__ __forceinline__ void mk_stage_pair(float *x, const uint16_t *u, int i, int half, int rope,
+                                              size_t vec, int heads, int n, const int32_t *pos0,
+                                              const float *cs, const float *sn)
+{
+    if (rope) {
+        const int p = rope_position(vec, heads, n, pos0);
+        float2 r = rope_rotate(bf(u[i]), bf(u[i + half]), cs[(size_t)p * half + i],
+                               sn[(size_t)p * half + i]);
+        x[i] = bf(to_bf(r.x));
+        x[i + half] = bf(to_bf(r.y));
+    } else {
+        x[i] = bf(u[i]);
+        x[i + half] = bf(u[i + half]);
+    }
+}
+
 /* The decode step's five small launches (RoPE on q and k, then q·M_k^{−T}, k·M_k, v·M_v)
  * as one: a CTA per vector of q, then of k, then of v. The rotated values are rounded to
  * bf16 before the product, and the product sums in the same order, so the bits are those
@@ -293,29 +329,13 @@ __global__ void rope_mk_kernel(uint16_t *q, uint16_t *k, uint16_t *v, int nq, in
     extern __shared__ float xs[];
     pdl_wait();
     pdl_launch_dependents();
-    int vec = blockIdx.x, heads = hq, rope = 1;
-    uint16_t *base = q;
-    const float *M = Mq;
-    if (vec >= nq + nk)
-        vec -= nq + nk, base = v, M = Mv, rope = 0;
-    else if (vec >= nq)
-        vec -= nq, base = k, M = Mk, heads = hk;
-    uint16_t *u = base + (size_t)vec * dh;
+    const mk_kind kd = mk_pick(blockIdx.x, nq, nk, q, k, v, hq, hk, Mq, Mk, Mv);
+    uint16_t *u = kd.base + (size_t)kd.idx * dh;
     const int half = dh / 2;
-    if (rope) {
-        const int p = rope_position((size_t)vec, heads, n, pos0);
-        for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            float2 r = rope_rotate(bf(u[i]), bf(u[i + half]), cs[(size_t)p * half + i],
-                                   sn[(size_t)p * half + i]);
-            xs[i] = bf(to_bf(r.x));
-            xs[i + half] = bf(to_bf(r.y));
-        }
-    } else {
-        for (int i = threadIdx.x; i < dh; i += blockDim.x)
-            xs[i] = bf(u[i]);
-    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
+        mk_stage_pair(xs, u, i, half, kd.rope, (size_t)kd.idx, kd.heads, n, pos0, cs, sn);
     __syncthreads();
-    vec_times_matrix(u, xs, dh, M);
+    vec_times_matrix(u, xs, dh, kd.M);
 }
 
 /* The same at prefill sizes: a CTA takes MK_VECS vectors of one kind (q, k or v) and its
@@ -334,34 +354,19 @@ __global__ void __launch_bounds__(MK_THREADS)
     const int jt = dh / 4, vgroups = MK_THREADS / jt, nvec = vgroups * MK_RV;
     float *Ms = mk_smem, *xs = mk_smem + (size_t)dh * dh; /* M [dh, dh], vectors [nvec, dh] */
     /* which kind this CTA holds: q's CTAs, then k's, then v's */
-    const int cq = (nq + nvec - 1) / nvec, ck = (nk + nvec - 1) / nvec;
-    int cta = blockIdx.x, heads = hq, rope = 1, count = nq;
-    uint16_t *base = q;
-    const float *M = Mq;
-    if (cta >= cq + ck)
-        cta -= cq + ck, base = v, M = Mv, rope = 0, count = nk;
-    else if (cta >= cq)
-        cta -= cq, base = k, M = Mk, heads = hk, count = nk;
+    const mk_kind kd = mk_pick(blockIdx.x, (nq + nvec - 1) / nvec, (nk + nvec - 1) / nvec, q, k,
+                               v, hq, hk, Mq, Mk, Mv);
+    uint16_t *const base = kd.base;
     for (int i = threadIdx.x; i < dh * dh / 4; i += MK_THREADS)
-        reinterpret_cast<float4 *>(Ms)[i] = __ldg(reinterpret_cast<const float4 *>(M) + i);
+        reinterpret_cast<float4 *>(Ms)[i] = __ldg(reinterpret_cast<const float4 *>(kd.M) + i);
     pdl_wait();
     pdl_launch_dependents();
-    const int v0 = cta * nvec, nv = min(nvec, count - v0), half = dh / 2;
+    const int v0 = kd.idx * nvec, nv = min(nvec, (kd.is_q ? nq : nk) - v0), half = dh / 2;
     for (int e = threadIdx.x; e < nv * half; e += MK_THREADS) {
         const int vl = e / half, i = e - vl * half;
         const size_t vec = (size_t)v0 + vl;
-        const uint16_t *u = base + vec * dh;
-        float *x = xs + (size_t)vl * dh;
-        if (rope) {
-            const int p = rope_position(vec, heads, n, pos0);
-            float2 r = rope_rotate(bf(u[i]), bf(u[i + half]), cs[(size_t)p * half + i],
-                                   sn[(size_t)p * half + i]);
-            x[i] = bf(to_bf(r.x));
-            x[i + half] = bf(to_bf(r.y));
-        } else {
-            x[i] = bf(u[i]);
-            x[i + half] = bf(u[i + half]);
-        }
+        mk_stage_pair(xs + (size_t)vl * dh, base + vec * dh, i, half, kd.rope, vec, kd.heads, n,
+                      pos0, cs, sn);
     }
     __syncthreads();
     const int j0 = 4 * (threadIdx.x % jt), vg = threadIdx.x / jt;
