@@ -250,7 +250,7 @@ static void bench_linear(const shape &s, int M)
     });
     /* the same GEMM with 8 K-blocks of activation scales (kblocks > 1: a checkpoint
      * calibrated with tp: 8 has them on o_proj and down_proj, at every TP degree) */
-    double t_kb8 = NAN, t_kb8w = NAN; /* 128-token tiles (the default), 256 */
+    double t_kb8 = NAN, t_kb8w = NAN, t_kb8k = NAN; /* 128-token tiles (the default), 256, k-step flushes */
     if (!decode && K % (8 * 64) == 0) {
         float *sx8 = rand_f32((size_t)M * 8, 1e-2f, 1e-1f);
         auto kb8 = [&](int tile) {
@@ -263,6 +263,9 @@ static void bench_linear(const shape &s, int M)
         };
         t_kb8 = kb8(128);
         t_kb8w = kb8(256);
+        FQ(fq_w4a4_kblocks_aligned_config(0));
+        t_kb8k = kb8(128);
+        FQ(fq_w4a4_kblocks_aligned_config(1));
         cudaFree(sx8);
     }
     /* opt-in column (BENCH_OLD=1): the per-token transform the cuBLAS one replaced, slow */
@@ -275,20 +278,25 @@ static void bench_linear(const shape &s, int M)
     double t_quant = time_ms([&](int) {
         FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
     });
-    /* the same transform's GEMMs in fp32 (the default before session 12), and the
-     * one-CTA-per-token transform kernel the cuBLAS one replaced at these sizes */
-    double t_q32 = NAN, t_qold = NAN;
+    /* the cuBLAS transform on TF32 (the runtime's path before session 13) and in fp32 (before
+     * session 12) */
+    double t_qcub = NAN, t_q32 = NAN, t_qold = NAN;
     if (!decode) {
+        g_ctx.transform_tc = 0;
+        t_qcub = time_ms([&](int) {
+            FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
+        });
         g_ctx.transform_tf32 = 0;
         t_q32 = time_ms([&](int) {
             FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
         });
-        g_ctx.transform_tf32 = 1;
+        g_ctx.transform_tf32 = 1, g_ctx.transform_tc = 1;
     }
     /* the transform the runtime runs on this input for a checkpoint calibrated with tp: 8
      * (o: M_o alone on 8 / tp blocks of [8 heads, 128]; down: T_d on 8 / tp blocks of
-     * 56 × 64), which the rows above (one block, both factors) do not show */
-    double t_qrt = NAN;
+     * 56 × 64), which the rows above (one block, both factors) do not show: as the runtime
+     * runs it, and on the cuBLAS path */
+    double t_qrt = NAN, t_qrt_cub = NAN;
     const bool is_o = !strcmp(s.name, "o"), is_down = !strcmp(s.name, "down");
     if (!decode && (is_o || is_down)) {
         const int nb = 8 / s.tp, r1 = is_o ? 8 : 56, r2 = is_o ? 128 : 64;
@@ -299,6 +307,11 @@ static void bench_linear(const shape &s, int M)
         t_qrt = time_ms([&](int) {
             FQ(fq_transform_quant_cuda(&g_ctx, &dr, 1, x, M, K, nb, r1, r2, Lr, Rr, nb, 4));
         });
+        g_ctx.transform_tc = 0;
+        t_qrt_cub = time_ms([&](int) {
+            FQ(fq_transform_quant_cuda(&g_ctx, &dr, 1, x, M, K, nb, r1, r2, Lr, Rr, nb, 4));
+        });
+        g_ctx.transform_tc = 1;
         cudaFree(Lr), cudaFree(Rr), cudaFree(sxr);
     }
     if (!decode && old) {
@@ -325,11 +338,11 @@ static void bench_linear(const shape &s, int M)
             s.name, s.tp, M, N, K, t_gemm, bytes / t_gemm / 1e6, 100 * floor_ms / t_gemm,
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin);
     } else {
-        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16), 256-token tiles %8.3f | quant fp32 %8.3f (tf32 %5.2fx of it) | runtime's tp-8 transform %8.3f | quant per-token %8.3f\n",
+        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16), 256-token tiles %8.3f, k-step flushes %8.3f | quant cuBLAS tf32 %8.3f (fused %5.2fx of it), fp32 %8.3f | runtime's tp-8 transform %8.3f (cuBLAS %8.3f) | quant per-token %8.3f\n",
             s.name, s.tp, M, N, K, t_gemm, flop / t_gemm / 1e9, 100 * flop / t_gemm / 1e9 / (PEAK_INT8 / 1e12),
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin,
-            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_kb8w, t_q32,
-            t_q32 / t_quant, t_qrt, t_qold);
+            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_kb8w, t_kb8k, t_qcub,
+            t_qcub / t_quant, t_q32, t_qrt, t_qrt_cub, t_qold);
     }
     for (auto p : Wq) cudaFree(p);
     for (auto p : Wb) cudaFree(p);
@@ -453,7 +466,8 @@ int main(int argc, char **argv)
     if (logpath)
         g_log = fopen(logpath, "w");
     FQ(fq_cuda_init(&g_ctx, 0));
-    g_ctx.transform_tf32 = 1; /* as the inference runtime sets it */
+    g_ctx.transform_tf32 = 1; /* as the inference runtime sets them */
+    g_ctx.transform_tc = 1;
     g_st = (cudaStream_t)g_ctx.stream;
     g_blas = (cublasHandle_t)g_ctx.cublas;
     CB(cublasSetStream(g_blas, g_st));
@@ -492,7 +506,7 @@ int main(int argc, char **argv)
     const bool prefill_only = !strcmp(only, "prefill"); /* the linear rows of M >= 2048 */
     if (!strcmp(only, "all") || !strcmp(only, "linear") || prefill_only) {
         out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
-        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the cuBLAS transform on TF32), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms; 128-token tiles, the default, and 256), the transform with fp32 GEMMs (ms), the transform the runtime runs on o's and down's inputs for a tp: 8 checkpoint (ms; M_o alone on [8 heads, 128] blocks, T_d on 56 x 64 blocks), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
+        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the transform + quantize as the runtime runs it, fused on TF32 tensor cores where the shape allows), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms; 128-token tiles, the default, 256, and flushes at the k-step), the transform on cuBLAS TF32 and fp32 GEMMs (ms), the transform the runtime runs on o's and down's inputs for a tp: 8 checkpoint (ms; M_o alone on [8 heads, 128] blocks, T_d on 56 x 64 blocks; as the runtime runs it, and on cuBLAS), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
         const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
         for (int M : Ms)
             for (const shape &s : shapes)

@@ -9,7 +9,8 @@
 #   5. STEP=1: bench_layer_step_cuda --shapes $STEP_SHAPES (70b) --math bf16 --steps 3;
 #   6. RUNTIME=1: `flatq run --bench` at TP 1 on 2- and 1-layer LLaMA-3-70B-shaped
 #      checkpoints written here (per layer = 2 − 1 layers): W4A4 with the session's defaults,
-#      W4A4 with FLATQ_TRANSFORM_TF32=0 (the fp32 transform), BF16;
+#      W4A4 with $RT_SWITCH=0 (FLATQ_TRANSFORM_TC: the cuBLAS transform; session 12 compared
+#      FLATQ_TRANSFORM_TF32), BF16;
 #      prompt 2048, batch 1 and 8, 32 generated tokens; then one W4A4 --profile run.
 # Carried: bin, build/gpu-tests, build/bench, .dev/lib (and for the suite's runtime rows
 # .dev/data/models/flatq-llama-16m, .dev/data/text/tinystories, .dev/data/text/wikitext-2-tokens).
@@ -64,7 +65,7 @@ if [ "${RUNTIME:-0}" = 1 ]; then
             sw=1
             [ $v = old ] && sw=0
             echo "== $m $v"
-            FLATQ_TRANSFORM_TF32=$sw timeout 120 bin/flatq run "$m" --device cuda \
+            env "${RT_SWITCH:-FLATQ_TRANSFORM_TC}=$sw" timeout 120 bin/flatq run "$m" --device cuda \
                 --bench --batch 1,8 --prompt-len 2048 --gen-len 32 2>&1 | grep -v '^$' |
                 sed "s/^BENCH|/BENCH|$v|/"
         done

@@ -59,6 +59,7 @@ int fq_cuda_init(fq_cuda_ctx *ctx, int device)
     ctx->gemm_wgmma = 1;
     ctx->transform_gemm = 1;
     ctx->transform_tf32 = 0;
+    ctx->transform_tc = 0;
     ctx->barrier_arrivals = 0;
     for (int i = 0; i < FQ_SCRATCH_SLOTS; i++) {
         ctx->scratch[i] = NULL;

@@ -82,6 +82,12 @@ typedef struct {
      * rows of bench_w4a4 on an H200, 1.15–2.3×; bench/NOTES.md, session 12): what is left
      * is the fp32 copies between its passes. */
     int transform_tf32;
+    /* 1: the transform + quantize of the shapes it takes (fq_transform_quant_tc_takes) as
+     * one fused kernel on TF32 mma.sync (kernels/w4a4_quant_tc.cu: one read of x, one write
+     * of the codes; the accuracy of the TF32 path above); 0 (fq_cuda_init's default, and
+     * everything calibration runs): as above. The inference runtime sets 1
+     * (FLATQ_TRANSFORM_TC=0 clears it). */
+    int transform_tc;
     /* device scratch owned by the context, one buffer per user, grown on demand and kept:
      * allocating per call (cudaMallocAsync/FreeAsync) cost host time on every decode step */
     void *scratch[FQ_SCRATCH_SLOTS];

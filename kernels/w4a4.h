@@ -81,6 +81,12 @@ int fq_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int ncons
  * the op and fq_transform_quant_cuda. */
 int fq_transform_quant_fuses(const fq_cuda_ctx *ctx, int M, int K, int blocks, int n1, int n2,
                              int kblocks);
+
+/* 1 when fq_transform_quant_cuda runs this shape (have_l, have_r: L, R non-NULL) on the
+ * fused TF32 tensor-core kernel (ctx->transform_tc set; kernels/w4a4_quant_tc.cu: its
+ * shapes and accuracy), 0 when on another path */
+int fq_transform_quant_tc_takes(const fq_cuda_ctx *ctx, int M, int K, int blocks, int n1,
+                                int n2, int have_l, int have_r, int kblocks);
 int fq_norm_transform_quant_cuda(fq_cuda_ctx *ctx, const fq_quant_dst *dst, int nconsumers,
                                  const uint16_t *x, const float *gamma, float eps, int M, int K,
                                  int n1, int n2, const float *L, const float *R, int bits);
@@ -137,6 +143,9 @@ int fq_w4a4_decode_config(int loads, int warps);
  * in M·N floats of the context's FQ_SCRATCH_KBLOCKS buffer, through L2). Process-wide, not
  * thread-safe, like fq_w4a4_decode_config. */
 int fq_w4a4_kblocks_config(int tile);
+/* Tests and benchmarks: 1 (the default): K-blocks of whole 128-k tiles flush between
+ * tiles; 0: at the k-step that ends a block, as any other K-block length does. */
+int fq_w4a4_kblocks_aligned_config(int on);
 int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,
                           int M, int N, int K, int path);
 

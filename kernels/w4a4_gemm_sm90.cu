@@ -208,8 +208,9 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, i
 }
 
 /* MODE 0: bf16 out, one K-block; 1: bf16 out, kblocks > 1 (the fp32 block sums in registers
- * at BT = 128, else in fscr: a thread's R floats at stride WG_CONSUMERS, CTA by CTA); 2: the
- * int32 sums >> 8. K is the
+ * at BT = 128, else in fscr: a thread's R floats at stride WG_CONSUMERS, CTA by CTA), flushed
+ * at the k-step that ends a block; 3: the same when every block is whole 128-k tiles, flushed
+ * between tiles, so no branch sits between a tile's MMAs; 2: the int32 sums >> 8. K is the
  * packed row length Kp (x8 rows are K bytes, qw rows K/2). */
 template <int MODE, int BT>
 __global__ void __launch_bounds__(WG_THREADS, 1)
@@ -276,16 +277,16 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
      * The tile's scales are staged in shared memory first (up to WG_SX_MAX_KB blocks): read
      * from global memory at each flush they made kblocks = 8 run at 0.4× the speed of one
      * K-block (session 12). */
-    constexpr bool REG = MODE == 1 && BT == 128;
+    constexpr bool KB = MODE == 1 || MODE == 3, REG = KB && BT == 128;
     const int blen = K / kblocks;
     int keep = 1;
     float facc[REG ? R : 1];
 #pragma unroll
     for (int i = 0; i < (REG ? R : 1); i++)
         facc[i] = 0.f;
-    float *const fs = MODE == 1 && !REG ? fscr + (size_t)blockIdx.x * R * WG_CONSUMERS + (tid - 128) : nullptr;
+    float *const fs = KB && !REG ? fscr + (size_t)blockIdx.x * R * WG_CONSUMERS + (tid - 128) : nullptr;
     float *const sxs = reinterpret_cast<float *>(base + 1024 + WG_STAGES * S::STAGE);
-    const bool sx_staged = MODE == 1 && kblocks <= WG_SX_MAX_KB;
+    const bool sx_staged = KB && kblocks <= WG_SX_MAX_KB;
     if (sx_staged) {
         for (int e = tid - 128; e < BT * kblocks; e += WG_CONSUMERS) {
             const int tl = e / kblocks, b = e - tl * kblocks;
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     }
     auto flush = [&](int b) {
 #pragma unroll
-        for (int i = 0; i < (MODE == 1 ? R : 0); i++) {
+        for (int i = 0; i < (KB ? R : 0); i++) {
             const int tl = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
             const float s = sx_staged ? sxs[b * BT + tl] : sx[(size_t)min(t0 + tl, M - 1) * kblocks + b];
             const float p = __fmul_rn((float)(acc[i] >> 8), s);
@@ -315,9 +316,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         mbar_wait(full + s, (kt / WG_STAGES) & 1);
         load_a(af, ws(s), r0, lane);
         wgmma_fence();
+        /* MODE 3 (K-blocks of whole tiles): a tile that starts a block restarts the sums */
+        const int first = MODE == 3 && (kt * 128) % blen == 0 ? 0 : 1;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            wgmma_s8<BT>(acc, af + 4 * k, smem_desc(xs(s) + 32 * k), MODE == 1 ? keep : 1);
+            wgmma_s8<BT>(acc, af + 4 * k, smem_desc(xs(s) + 32 * k),
+                         MODE == 1 ? keep : MODE == 3 && k == 0 ? first : 1);
             if constexpr (MODE == 1) {
                 keep = 1;
                 const int kend = kt * 128 + 32 * (k + 1);
@@ -332,6 +336,14 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
             }
         }
         wgmma_commit();
+        /* MODE 3: the flush after the tile that ends a block, outside the MMAs' issue */
+        if constexpr (MODE == 3) {
+            if (((kt + 1) * 128) % blen == 0) {
+                wgmma_wait<0>();
+                acc_fence(acc);
+                flush((kt + 1) * 128 / blen - 1);
+            }
+        }
         wgmma_wait<1>();
         if (kt >= 1 && lane == 0)
             mbar_arrive(empty + (kt - 1) % WG_STAGES);
@@ -362,7 +374,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
                 const int tl = 8 * j + 2 * (lane & 3) + e, i = 4 * j + 2 * half + e, a = acc[i] >> 8;
                 stg[tl * WG_PITCH + wl + 8 * half] = MODE == 0   ? __fmul_rn((float)a, sx[min(t0 + tl, M - 1)])
                                                      : REG       ? facc[REG ? i : 0]
-                                                     : MODE == 1 ? fs[(size_t)i * WG_CONSUMERS]
+                                                     : KB        ? fs[(size_t)i * WG_CONSUMERS]
                                                                  : __int_as_float(a);
             }
     asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c_wg) : "memory");
@@ -443,11 +455,11 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
                    CU_TENSOR_MAP_SWIZZLE_64B))
         return FQ_ERR;
     auto kern = w4a4_gemm_wgmma<MODE, BT>;
-    const int smem = wg_smem<BT>::BYTES + (MODE == 1 ? wg_smem<BT>::SX_BYTES : 0);
+    const int smem = wg_smem<BT>::BYTES + (MODE == 1 || MODE == 3 ? wg_smem<BT>::SX_BYTES : 0);
     CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
     const int ctas = ((M + BT - 1) / BT) * ((N + WG_BW - 1) / WG_BW);
     float *fscr = nullptr; /* MODE 1 at BT = 256: the fp32 block sums, BT / 2 per consumer thread */
-    if (MODE == 1 && BT == 256 && fq_cuda_scratch(ctx, FQ_SCRATCH_KBLOCKS, sizeof(float) * (size_t)ctas * (BT / 2) * WG_CONSUMERS,
+    if ((MODE == 1 || MODE == 3) && BT == 256 && fq_cuda_scratch(ctx, FQ_SCRATCH_KBLOCKS, sizeof(float) * (size_t)ctas * (BT / 2) * WG_CONSUMERS,
                                      (void **)&fscr))
         return fq_error_wrap("%s: the fp32 block sums of %d CTAs", where, ctas);
     kern<<<ctas, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, tx, sx, tw, sw, M, N, K, kblocks, residual,
@@ -468,6 +480,8 @@ int launch_bt(int bt, fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t 
 
 /* fq_w4a4_kblocks_config's choice of token tile for kblocks > 1 (process-wide) */
 int g_kb_tile = 128;
+/* fq_w4a4_kblocks_aligned_config: blocks of whole 128-k tiles flush between tiles (MODE 3) */
+int g_kb_aligned = 1;
 
 /* 256-token tiles unless 128-token ones finish sooner (one CTA per SM: a tile count just
  * over a multiple of the SMs costs a whole wave) */
@@ -494,6 +508,9 @@ int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int
     const int bt = pick_bt(ctx, M, N);
     if (acc)
         return launch_bt<2>(bt, ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
+    if (kblocks > 1 && g_kb_aligned && (K / kblocks) % 128 == 0) /* blocks of whole tiles */
+        return launch_bt<3>(g_kb_tile == 256 ? bt : 128, ctx, where, y, acc, x8, sx, kblocks, qw,
+                            sw, M, N, K, residual);
     if (kblocks > 1)
         return launch_bt<1>(g_kb_tile == 256 ? bt : 128, ctx, where, y, acc, x8, sx, kblocks, qw,
                             sw, M, N, K, residual);
@@ -506,5 +523,13 @@ extern "C" int fq_w4a4_kblocks_config(int tile)
         return fq_error(FILE_ ":fq_w4a4_kblocks_config: tile %d (expected 128, the default, or "
                         "256)", tile);
     g_kb_tile = tile;
+    return FQ_OK;
+}
+
+extern "C" int fq_w4a4_kblocks_aligned_config(int on)
+{
+    if (on != 0 && on != 1)
+        return fq_error(FILE_ ":fq_w4a4_kblocks_aligned_config: %d (expected 0 or 1)", on);
+    g_kb_aligned = on;
     return FQ_OK;
 }

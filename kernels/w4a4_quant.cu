@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/w4a4_quant.cuh"
 extern "C" {
 #include "w4a4_ref.h"
 }
@@ -42,12 +43,6 @@ constexpr int QC_WORDS = FQ_BLOCK; /* 8-code words per CTA of the decode quantiz
 /* the decode kernel's shared memory (X, Z and Y columns, R columns, L) must fit the
  * opt-in limit of Hopper (227 KiB); larger blocks take the one-CTA-per-token kernel */
 constexpr size_t COL_MAX_SMEM = 227 * 1024;
-
-struct quant_dsts {
-    float kmax[3], kmin[3];
-    uint8_t *codes[3];
-    float *scales[3];
-};
 
 /* bf16 → fp32 into shared memory, 8 values per 16-byte load (n is a multiple of 64). */
 __device__ __forceinline__ void load_x_block(float *X, const uint16_t *src16, int n)
@@ -160,24 +155,6 @@ __device__ void lz_product(float *Y, int ystride, int yc0, const float *Z, int z
         for (int r = 0; r < RB; r++)
             Y[(i0 + r) * ystride + yc0 + jj] = acc[r];
     }
-}
-
-/* The C rule of core/quantizer.c, to the bit. */
-__device__ __forceinline__ float sym_scale(float mx, float mn, float kmax, float kmin, int qmax)
-{
-    float m = __fmul_rn(mx > 0.f ? mx : 0.f, kmax);
-    float l = __fmul_rn(mn < 0.f ? mn : 0.f, kmin);
-    float tt = -l > m ? -l : m;
-    return tt == 0.f ? 1.f : __fdiv_rn(tt, (float)qmax);
-}
-
-/* The 4-bit two's-complement code of y at scale s: clamp(rint(y/s), −qmax−1, qmax), IEEE
- * division, as core/quantizer.c rounds. */
-__device__ __forceinline__ uint32_t code4(float y, float s, int qmax)
-{
-    float q = rintf(__fdiv_rn(y, s));
-    q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
-    return (uint32_t)(int)q & 0xFu;
 }
 
 /* max and min over the n (max, min) pairs of a K-block's row extrema, written by other
@@ -781,6 +758,10 @@ static int transform_quant_run(fq_cuda_ctx *ctx, const char *where, const fq_qua
                  FILE_, fn, "quant_cols_kernel");
         return FQ_OK;
     }
+    if (pro.kind == PRO_NONE && fq_transform_quant_tc_takes(ctx, M, K, blocks, n1, n2, L != nullptr,
+                                                       R != nullptr, kblocks))
+        return w4a4_quant_tc_launch(ctx, where, d, nconsumers, x, M, K, blocks, n1, n2, L, R,
+                                    qmax);
     if (ctx->transform_gemm && L && R && pro.kind == PRO_NONE)
         return transform_quant_gemm(ctx, where, d, nconsumers, x, M, K, blocks, n1, n2, L, R,
                                     kblocks, qmax);

@@ -80,13 +80,16 @@ int gpu_session_open(gpu_session *s, MPI_Comm mpi, const char *dir, int max_batc
              * instead of the tensor-core one; FLATQ_GEMM_WGMMA=0: the mma.sync W4A4 GEMM at
              * prefill sizes instead of the wgmma one; FLATQ_TRANSFORM_GEMM=0: the prefill
              * transform on the one-CTA-per-token kernel instead of cuBLAS;
-             * FLATQ_TRANSFORM_TF32=0: that transform's GEMMs in fp32 instead of TF32 */
+             * FLATQ_TRANSFORM_TF32=0: that transform's GEMMs in fp32 instead of TF32;
+             * FLATQ_TRANSFORM_TC=0: the cuBLAS prefill transform where the fused TF32
+             * kernel would take the shape */
             s->ctx.pdl = env_switch("FLATQ_PDL");
             s->ctx.grid_barrier = env_switch("FLATQ_GRID_BARRIER");
             s->ctx.attn_tc = env_switch("FLATQ_ATTN_TC");
             s->ctx.gemm_wgmma = env_switch("FLATQ_GEMM_WGMMA");
             s->ctx.transform_gemm = env_switch("FLATQ_TRANSFORM_GEMM");
             s->ctx.transform_tf32 = env_switch("FLATQ_TRANSFORM_TF32");
+            s->ctx.transform_tc = env_switch("FLATQ_TRANSFORM_TC");
         }
         else
             fq_error_wrap("rank %d", s->comm.rank);

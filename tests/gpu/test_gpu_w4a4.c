@@ -346,6 +346,14 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
     float *L = gpu_host((size_t)blocks * n1 * n1), *R = gpu_host((size_t)blocks * n2 * n2);
     gpu_fill_normal(t, L, (size_t)blocks * n1 * n1, 1.0 / sqrt(n1));
     gpu_fill_normal(t, R, (size_t)blocks * n2 * n2, 1.0 / sqrt(n2));
+    /* use_l, use_r = 2: identity factors passed as matrices (the transform exact on every
+     * path, so the codes and scales must match to the bit) */
+    for (int b = 0; b < blocks; b++) {
+        for (int i = 0; i < n1 * n1 && use_l == 2; i++)
+            L[(size_t)b * n1 * n1 + i] = i % (n1 + 1) == 0;
+        for (int i = 0; i < n2 * n2 && use_r == 2; i++)
+            R[(size_t)b * n2 * n2 + i] = i % (n2 + 1) == 0;
+    }
     fq_quant_dst hd[3], dd[3];
     quant_dsts_make(t, hd, dd, nc, nq, M * kblocks);
     if (fq_transform_quant(hd, nc, x, M, K, blocks, n1, n2, use_l ? L : NULL, use_r ? R : NULL,
@@ -357,16 +365,22 @@ static void test_transform_quant(gpu_suite *t, int M, int K, int blocks, int n1,
     gpu_call(t, fq_transform_quant_cuda(&t->ctx, dd, nc, d_x, M, K, blocks, n1, n2,
                                         use_l ? d_L : NULL, use_r ? d_R : NULL, kblocks, 4),
              "fq_transform_quant_cuda");
-    int exact = !use_l && !use_r;
+    int exact = use_l != 1 && use_r != 1;
     char what[96];
     /* prefill sizes with both factors: the cuBLAS transform unless ctx.transform_gemm = 0,
      * in fp32 or on TF32 tensor cores (ctx.transform_tf32: the factors and X̃·R rounded to
      * 10 mantissa bits, so up to 1 % of the codes may sit one step off and the scales
      * 2e-3 away) */
-    const int gemm = M > 64 && use_l && use_r && t->ctx.transform_gemm;
-    const int tf32 = gemm && t->ctx.transform_tf32;
-    const char *path = M > 64 && use_l && use_r ? (!gemm ? " per-token" : tf32 ? " tf32" : " sgemm") : "";
-    snprintf(what, sizeof what, "quant %s K%d b%d kb%d%s", exact ? "identity" : use_r ? "L,R" : "L only",
+    const int tc = M > 64 && fq_transform_quant_tc_takes(&t->ctx, M, K, blocks, n1, n2, use_l,
+                                                         use_r, kblocks);
+    const int gemm = !tc && M > 64 && use_l && use_r && t->ctx.transform_gemm;
+    const int tf32 = tc || (gemm && t->ctx.transform_tf32);
+    const char *path = tc                     ? " tc"
+                       : M > 64 && use_l && use_r ? (!gemm ? " per-token" : tf32 ? " tf32" : " sgemm")
+                                              : "";
+    snprintf(what, sizeof what, "quant %s K%d b%d kb%d%s",
+             exact ? (use_l || use_r ? "identity matrices" : "identity")
+                   : use_l && use_r ? "L,R" : use_l ? "L only" : "R only",
              K, blocks, kblocks, path);
     check_quant(t, what, dd, hd, nc, nq, M * kblocks, exact, tf32 ? 1e-2 : 1e-3, tf32 ? 2e-3 : 1e-5);
     for (int p = 0; p < nc; p++)
@@ -650,6 +664,11 @@ static void test_wgmma(gpu_suite *t)
     test_gemm_bf16(t, 2048, 4096, 256, 2, FQ_W4A4_WGMMA, 1);
     test_gemm_bf16(t, 1100, 2304, 1152, 18, FQ_W4A4_WGMMA, 0);
     gpu_call(t, fq_w4a4_kblocks_config(128), "fq_w4a4_kblocks_config");
+    /* blocks of whole tiles flushed at the k-step instead (MODE 1 on MODE 3's shapes) */
+    gpu_call(t, fq_w4a4_kblocks_aligned_config(0), "fq_w4a4_kblocks_aligned_config");
+    test_gemm_bf16(t, 1024, 640, 2048, 4, FQ_W4A4_WGMMA, 1);
+    gpu_call(t, fq_w4a4_kblocks_aligned_config(1), "fq_w4a4_kblocks_aligned_config");
+    test_gemm_bf16(t, 1000, 600, 2048, 4, FQ_W4A4_WGMMA, 2);
     test_gemm_padded(t, 300, 130, 172, FQ_W4A4_WGMMA);
 }
 
@@ -738,6 +757,26 @@ int main(void)
     test_transform_quant(&t, 1200, 28672, 1, 128, 224, 1, 1, 1, 1);
     test_transform_quant(&t, 2048, 8192, 1, 64, 128, 1, 1, 1, 3);
     t.ctx.transform_tf32 = 0;
+    /* the fused tensor-core transform (ctx.transform_tc): the attention/MLP input, down's
+     * tp-8 blocks, o's M_o alone (8 heads × 128), R alone, TP blocks of 32 × 64, n1 not a
+     * multiple of 8, n2 of 16 (8- and 4-byte loads: 5120's 64 × 80, 16m's 16 × 24), n1 = 128
+     * (16 n tiles), a token count that leaves CTAs without a second item */
+    t.ctx.transform_tc = 1;
+    test_transform_quant(&t, 300, 8192, 1, 64, 128, 1, 1, 1, 3);
+    test_transform_quant(&t, 200, 28672, 8, 56, 64, 8, 1, 1, 1);
+    test_transform_quant(&t, 150, 8192, 8, 8, 128, 8, 1, 0, 1);
+    test_transform_quant(&t, 90, 4096, 1, 32, 128, 1, 0, 1, 2);
+    test_transform_quant(&t, 130, 4096, 2, 32, 64, 2, 1, 1, 2);
+    test_transform_quant(&t, 70, 1920, 1, 30, 64, 1, 1, 1, 1);
+    test_transform_quant(&t, 100, 5120, 1, 64, 80, 1, 1, 1, 2);
+    test_transform_quant(&t, 77, 384, 1, 16, 24, 1, 1, 1, 3);
+    test_transform_quant(&t, 81, 16384, 1, 128, 128, 1, 1, 1, 1);
+    test_transform_quant(&t, 65, 28672, 8, 56, 64, 8, 0, 1, 1);
+    /* identity factors: the kernel's quantization (code4_recip) to the bit */
+    test_transform_quant(&t, 400, 8192, 1, 64, 128, 1, 2, 2, 3);
+    test_transform_quant(&t, 300, 28672, 8, 56, 64, 8, 2, 2, 1);
+    test_transform_quant(&t, 200, 8192, 8, 8, 128, 8, 2, 0, 1);
+    t.ctx.transform_tc = 0;
     test_transform_quant(&t, 2, 320, 1, 5, 64, 1, 1, 1, 1);  /* n1² odd: L staged by floats */
     /* padded rows: stories260K's down input (f = 172, T_d 2 × 86), both kernels' M ranges,
      * identity (bit-exact) and random L, R; an odd K; 16m's T_d 32 × 32 on K = 1024 */
