@@ -63,3 +63,17 @@ gptq_70b() {
     rm -rf /tmp/s70 /tmp/s70-out
     return $rc
 }
+
+# ncu_bench_launch NAME REGEX SKIP NCU_ARGS…: Nsight Compute on one launch of bench_w4a4's
+# prefill rows, the (SKIP + 1)th of the kernels whose demangled name matches REGEX, into
+# $out/ncu_NAME.txt; a RESULT line and the headline metrics on stdout
+ncu_bench_launch() {
+    local name=$1 re=$2 skip=$3
+    shift 3
+    timeout -k 5 150 ncu --clock-control none --kill on "$@" --kernel-name-base demangled \
+        --kernel-name "regex:$re" --launch-skip "$skip" --launch-count 1 \
+        build/bench/bench_w4a4 /dev/null prefill >"$out/ncu_$name.txt" 2>&1
+    echo "RESULT|ncu $name rc=$?"
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|One or More Eligible|Issued Warp|Registers Per|Est. Speedup" \
+        "$out/ncu_$name.txt" | head -14
+}

@@ -12,15 +12,8 @@ device_out
 which ncu cuobjdump nvdisasm >"$out/tools.txt" 2>&1
 secs="--section SpeedOfLight --section WarpStateStats --section SourceCounters --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats"
 # MODE 0 (one K-block): the 4th launch of the kernel; MODE 1 (8 K-blocks): its first
-for k in "w4a4_gemm_wgmma<0,:3:mode0" "w4a4_gemm_wgmma<1,:0:mode1"; do
-    re=${k%%:*} rest=${k#*:} skip=${rest%%:*} name=${rest#*:}
-    timeout -k 5 150 ncu --clock-control none --kill on $secs --kernel-name-base demangled \
-        --kernel-name "regex:$re" --launch-skip "$skip" --launch-count 1 \
-        build/bench/bench_w4a4 /dev/null prefill >"$out/ncu_$name.txt" 2>&1
-    echo "RESULT|ncu $name rc=$?"
-    grep -E "Duration|Compute \(SM\) Throughput|L2 Cache Throughput|One or More Eligible|Est. Speedup" \
-        "$out/ncu_$name.txt" | head -8
-done
+ncu_bench_launch mode0 "w4a4_gemm_wgmma<0," 3 $secs
+ncu_bench_launch mode1 "w4a4_gemm_wgmma<1," 0 $secs
 cuobjdump -sass build/bench/bench_w4a4 >"$out/all.sass" 2>"$out/sass.err"
 fn() { awk -v re="$1" '/Function :/{if(p)exit; if($0~re)p=1} p{print}' "$out/all.sass"; }
 fn 'w4a4_gemm_wgmmaILi0ELi256' >"$out/mode0.sass"
