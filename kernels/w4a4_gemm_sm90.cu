@@ -174,6 +174,8 @@ constexpr int WG_BW = 128;     /* weight rows per CTA: two consumer warpgroups o
 constexpr int WG_STAGES = 5;   /* 5 × 40 KiB at BT = 256 */
 constexpr int WG_THREADS = 384, WG_CONSUMERS = 256;
 constexpr int WG_SX_MAX_KB = 16; /* K-blocks whose scales a CTA stages in shared memory */
+/* the modes with K-blocks of activation scales (fp32 block sums, staged scales) */
+__host__ __device__ constexpr bool wg_kblocks(int mode) { return mode == 1 || mode == 3; }
 constexpr int WG_GROUP = 8;    /* token tiles per raster group (L2 reuse of a weight band) */
 constexpr int WG_PITCH = 68;   /* floats per token row of the epilogue's staging (64 + 4:
                                 * the transposed writes of a warp hit 32 distinct banks) */
@@ -277,7 +279,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
      * The tile's scales are staged in shared memory first (up to WG_SX_MAX_KB blocks): read
      * from global memory at each flush they made kblocks = 8 run at 0.4× the speed of one
      * K-block (session 12). */
-    constexpr bool KB = MODE == 1 || MODE == 3, REG = KB && BT == 128;
+    constexpr bool KB = wg_kblocks(MODE), REG = KB && BT == 128;
     const int blen = K / kblocks;
     int keep = 1;
     float facc[REG ? R : 1];
@@ -455,11 +457,11 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
                    CU_TENSOR_MAP_SWIZZLE_64B))
         return FQ_ERR;
     auto kern = w4a4_gemm_wgmma<MODE, BT>;
-    const int smem = wg_smem<BT>::BYTES + (MODE == 1 || MODE == 3 ? wg_smem<BT>::SX_BYTES : 0);
+    const int smem = wg_smem<BT>::BYTES + (wg_kblocks(MODE) ? wg_smem<BT>::SX_BYTES : 0);
     CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
     const int ctas = ((M + BT - 1) / BT) * ((N + WG_BW - 1) / WG_BW);
-    float *fscr = nullptr; /* MODE 1 at BT = 256: the fp32 block sums, BT / 2 per consumer thread */
-    if ((MODE == 1 || MODE == 3) && BT == 256 && fq_cuda_scratch(ctx, FQ_SCRATCH_KBLOCKS, sizeof(float) * (size_t)ctas * (BT / 2) * WG_CONSUMERS,
+    float *fscr = nullptr; /* MODE 1 or 3 at BT = 256: the fp32 block sums, BT / 2 per consumer thread */
+    if (wg_kblocks(MODE) && BT == 256 && fq_cuda_scratch(ctx, FQ_SCRATCH_KBLOCKS, sizeof(float) * (size_t)ctas * (BT / 2) * WG_CONSUMERS,
                                      (void **)&fscr))
         return fq_error_wrap("%s: the fp32 block sums of %d CTAs", where, ctas);
     kern<<<ctas, WG_THREADS, smem, CTX_STREAM(ctx)>>>(y, acc, tx, sx, tw, sw, M, N, K, kblocks, residual,
@@ -508,12 +510,12 @@ int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int
     const int bt = pick_bt(ctx, M, N);
     if (acc)
         return launch_bt<2>(bt, ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
-    if (kblocks > 1 && g_kb_aligned && (K / kblocks) % 128 == 0) /* blocks of whole tiles */
-        return launch_bt<3>(g_kb_tile == 256 ? bt : 128, ctx, where, y, acc, x8, sx, kblocks, qw,
-                            sw, M, N, K, residual);
-    if (kblocks > 1)
-        return launch_bt<1>(g_kb_tile == 256 ? bt : 128, ctx, where, y, acc, x8, sx, kblocks, qw,
-                            sw, M, N, K, residual);
+    if (kblocks > 1) {
+        const int kbt = g_kb_tile == 256 ? bt : 128;
+        return g_kb_aligned && (K / kblocks) % 128 == 0 /* blocks of whole tiles */
+                   ? launch_bt<3>(kbt, ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual)
+                   : launch_bt<1>(kbt, ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
+    }
     return launch_bt<0>(bt, ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
 }
 

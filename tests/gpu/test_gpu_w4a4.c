@@ -759,8 +759,10 @@ int main(void)
     t.ctx.transform_tf32 = 0;
     /* the fused tensor-core transform (ctx.transform_tc): the attention/MLP input, down's
      * tp-8 blocks, o's M_o alone (8 heads × 128), R alone, TP blocks of 32 × 64, n1 not a
-     * multiple of 8, n2 of 16 (8- and 4-byte loads: 5120's 64 × 80, 16m's 16 × 24), n1 = 128
-     * (16 n tiles), a token count that leaves CTAs without a second item */
+     * multiple of 8, n2 of 16 (8-byte loads: 5120's 64 × 80; 16m's 16 × 24 is not taken),
+     * down's tp-2 block 112 × 128 (14 n tiles; added after the session's last device call),
+     * 128 × 128 (refused: its staging for three consumers passes the shared memory), a token
+     * count that leaves CTAs without a second item; the path each ran is in the row's name */
     t.ctx.transform_tc = 1;
     test_transform_quant(&t, 300, 8192, 1, 64, 128, 1, 1, 1, 3);
     test_transform_quant(&t, 200, 28672, 8, 56, 64, 8, 1, 1, 1);
@@ -770,6 +772,7 @@ int main(void)
     test_transform_quant(&t, 70, 1920, 1, 30, 64, 1, 1, 1, 1);
     test_transform_quant(&t, 100, 5120, 1, 64, 80, 1, 1, 1, 2);
     test_transform_quant(&t, 77, 384, 1, 16, 24, 1, 1, 1, 3);
+    test_transform_quant(&t, 120, 14336, 1, 112, 128, 1, 1, 1, 1);
     test_transform_quant(&t, 81, 16384, 1, 128, 128, 1, 1, 1, 1);
     test_transform_quant(&t, 65, 28672, 8, 56, 64, 8, 0, 1, 1);
     /* identity factors: the kernel's quantization (code4_recip) to the bit */
