@@ -3,8 +3,9 @@
  * same program, and the KV4 decode attention against the same kernel on a bf16 cache
  * (fq_attention_bf16kv_cuda, the BF16 runtime's attention).
  *
- * Method (the nccl-tests habit): CUDA events around each repetition after 3 warm-ups,
- * median of 20; every operand is random (never zeros); when one operand set fits in L2
+ * Method (the nccl-tests habit): CUDA events around each repetition after a warm-up of at
+ * least 3 runs and 50 ms (BENCH_WARM_MS) of the same work, median of 20 (time_pair says why;
+ * BENCH_TURNS=1 times a row's linear and cuBLAS BF16 in turns); every operand is random (never zeros); when one operand set fits in L2
  * (50 MB on H100), the repetitions rotate over enough copies to exceed 256 MB, so
  * bandwidth numbers are HBM numbers. Each row prints time, achieved TOPS or GB/s, % of
  * the roofline (INT8/FP8 1979 and BF16 989 dense TFLOP/s datasheet, HBM bandwidth as
@@ -56,6 +57,10 @@ extern "C" {
 
 static const double PEAK_INT8 = 1979e12, PEAK_BF16 = 989e12;
 static double g_bw = 3.0e12; /* replaced by the measured copy bandwidth */
+/* BENCH_WARM_MS: the warm-up of each measurement (50 ms); BENCH_TURNS=1: the linear and
+ * cuBLAS BF16 of a row timed in turns instead of each in its own steady state */
+static float g_warm_ms = 50.f;
+static bool g_turns = false;
 static fq_cuda_ctx g_ctx;
 static cudaStream_t g_st;
 static FILE *g_log;
@@ -125,28 +130,64 @@ static float *rand_f32(size_t n, float lo, float hi)
     return p;
 }
 
-/* Median of 20 timed repetitions after 3 warm-ups; fn(rep) picks the operand copy. */
-template <class F> static double time_ms(F fn)
+/* One run of fn(rep) between CUDA events on the benchmark's stream (ms). */
+template <class F> static float event_ms(F fn, int rep, cudaEvent_t a, cudaEvent_t b)
+{
+    CK(cudaEventRecord(a, g_st));
+    fn(rep);
+    CK(cudaEventRecord(b, g_st));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    return ms;
+}
+
+static double median20(std::vector<float> v)
+{
+    std::sort(v.begin(), v.end());
+    return 0.5 * (v[9] + v[10]);
+}
+
+/* Medians of 20 timed repetitions of fa and fb, taken in turns (a, b, a, b, …) after a
+ * warm-up of both, in turns, of at least 3 runs each and g_warm_ms; fn(rep) picks the
+ * operand copy; with_b = false times fa alone. Session 14 measured what the protocol does
+ * to the linear / BF16 ratio of the 48 prefill rows (geo-means, H200, bench/NOTES.md):
+ * 3 warm-up runs 1.32 (the first measurement of a row, after seconds of host-side set-up,
+ * came out up to 35 % slower than the same kernel later in the row); each side alone after
+ * 50 ms of itself 1.48 (cuBLAS BF16 ~8 % slower than right after other work: the clocks
+ * follow the power drawn); in turns 1.22 (the linear ~12 % slower than alone, BF16 ~7 %
+ * faster: each kernel runs at the clocks its predecessor's power left). The default is each
+ * side in its own steady state, as a model's prefill runs; BENCH_TURNS=1 takes turns. */
+template <class F, class G> static void time_pair(F fa, G fb, bool with_b, double *ta, double *tb)
 {
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
-    for (int i = 0; i < 3; i++)
-        fn(i);
-    std::vector<float> v;
+    float warm = 0.f;
+    for (int i = 0; i < 20000 && (i < 3 || warm < g_warm_ms); i++) {
+        warm += event_ms(fa, i, a, b);
+        if (with_b)
+            warm += event_ms(fb, i, a, b);
+    }
+    std::vector<float> va, vb;
     for (int i = 0; i < 20; i++) {
-        CK(cudaEventRecord(a, g_st));
-        fn(i);
-        CK(cudaEventRecord(b, g_st));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        v.push_back(ms);
+        va.push_back(event_ms(fa, i, a, b));
+        if (with_b)
+            vb.push_back(event_ms(fb, i, a, b));
     }
     CK(cudaGetLastError());
-    std::sort(v.begin(), v.end());
     cudaEventDestroy(a), cudaEventDestroy(b);
-    return 0.5 * (v[9] + v[10]);
+    *ta = median20(va);
+    if (with_b)
+        *tb = median20(vb);
+}
+
+/* time_pair of fn alone */
+template <class F> static double time_ms(F fn)
+{
+    double t = 0;
+    time_pair(fn, fn, false, &t, nullptr);
+    return t;
 }
 
 static int copies_for(size_t bytes)
@@ -248,6 +289,19 @@ static void bench_linear(const shape &s, int M)
     double t_gemm = time_ms([&](int r) {
         FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
     });
+    /* one K-block at each token tile forced: 128 tokens (5 and 8 stages), 256 */
+    double t_t128 = NAN, t_t128s8 = NAN, t_t256 = NAN;
+    if (!decode) {
+        auto forced = [&](int tile, int stages) {
+            FQ(fq_w4a4_tile_config(tile, stages));
+            const double t = time_ms([&](int r) {
+                FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
+            });
+            FQ(fq_w4a4_tile_config(0, 8)); /* the default again */
+            return t;
+        };
+        t_t128 = forced(128, 5), t_t128s8 = forced(128, 8), t_t256 = forced(256, 8);
+    }
     /* the same GEMM with 8 K-blocks of activation scales (kblocks > 1: a checkpoint
      * calibrated with tp: 8 has them on o_proj and down_proj, at every TP degree) */
     double t_kb8 = NAN, t_kb8w = NAN, t_kb8k = NAN; /* 128-token tiles (the default), 256, k-step flushes */
@@ -321,11 +375,20 @@ static void bench_linear(const shape &s, int M)
         });
         g_ctx.transform_gemm = 1;
     }
-    double t_lin = time_ms([&](int r) {
+    /* the headline pair: the linear and cuBLAS BF16, each in its own steady state (or in
+     * turns: BENCH_TURNS=1) */
+    double t_lin = 0, t_bf = 0;
+    auto lin = [&](int r) {
         FQ(fq_transform_quant_cuda(&g_ctx, &d, 1, x, M, K, 1, n1, n2, L, R, 1, 4));
         FQ(fq_w4a4_gemm_cuda(&g_ctx, y, qx, sx, 1, Wq[r % cq], sw, M, N, K, NULL));
-    });
-    double t_bf = time_ms([&](int r) { gemm_bf16(y, x, Wb[r % cb], M, N, K); });
+    };
+    auto bf = [&](int r) { gemm_bf16(y, x, Wb[r % cb], M, N, K); };
+    if (g_turns) {
+        time_pair(lin, bf, true, &t_lin, &t_bf);
+    } else {
+        t_lin = time_ms(lin);
+        t_bf = time_ms(bf);
+    }
     fp8_plan p8 = fp8_make(M, N, K);
     double t_f8 = p8.ok ? time_ms([&](int r) { fp8_run(p8, y, x8, W8[r % c8]); }) : NAN;
     fp8_free(p8);
@@ -338,10 +401,10 @@ static void bench_linear(const shape &s, int M)
             s.name, s.tp, M, N, K, t_gemm, bytes / t_gemm / 1e6, 100 * floor_ms / t_gemm,
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin);
     } else {
-        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16), 256-token tiles %8.3f, k-step flushes %8.3f | quant cuBLAS tf32 %8.3f (fused %5.2fx of it), fp32 %8.3f | runtime's tp-8 transform %8.3f (cuBLAS %8.3f) | quant per-token %8.3f\n",
+        out("%-9s tp%d %6d %6d %6d | %8.3f %7.0f TOPS %5.1f%% | %8.3f | %8.3f | %8.3f %8.3f | %5.2fx %5.2fx | %5.2fx %5.2fx  (bf16 %4.0f%% of peak) | tiles 128 %8.3f, 128 8-stage %8.3f, 256 %8.3f | mma.sync %8.3f (wgmma %5.2fx of it) | 8 K-blocks %8.3f (%5.2fx of bf16), 256-token tiles %8.3f, k-step flushes %8.3f | quant cuBLAS tf32 %8.3f (fused %5.2fx of it), fp32 %8.3f | runtime's tp-8 transform %8.3f (cuBLAS %8.3f) | quant per-token %8.3f\n",
             s.name, s.tp, M, N, K, t_gemm, flop / t_gemm / 1e9, 100 * flop / t_gemm / 1e9 / (PEAK_INT8 / 1e12),
             t_quant, t_lin, t_bf, t_f8, t_bf / t_gemm, t_f8 / t_gemm, t_bf / t_lin, t_f8 / t_lin,
-            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_kb8w, t_kb8k, t_qcub,
+            100 * flop / t_bf / 1e9 / (PEAK_BF16 / 1e12), t_t128, t_t128s8, t_t256, t_sync, t_sync / t_gemm, t_kb8, t_bf / t_kb8, t_kb8w, t_kb8k, t_qcub,
             t_qcub / t_quant, t_q32, t_qrt, t_qrt_cub, t_qold);
     }
     for (auto p : Wq) cudaFree(p);
@@ -463,6 +526,12 @@ int main(int argc, char **argv)
 {
     const char *logpath = argc > 1 ? argv[1] : NULL;
     const char *only = argc > 2 ? argv[2] : "all";
+    /* optional row filter of the linear rows: layer name (or all), tp (0: all), M */
+    const char *f_name = argc > 3 && strcmp(argv[3], "all") ? argv[3] : NULL;
+    if (getenv("BENCH_WARM_MS"))
+        g_warm_ms = (float)atof(getenv("BENCH_WARM_MS"));
+    g_turns = getenv("BENCH_TURNS") && !strcmp(getenv("BENCH_TURNS"), "1");
+    const int f_tp = argc > 4 ? atoi(argv[4]) : 0, f_M = argc > 5 ? atoi(argv[5]) : 0;
     if (logpath)
         g_log = fopen(logpath, "w");
     FQ(fq_cuda_init(&g_ctx, 0));
@@ -506,11 +575,12 @@ int main(int argc, char **argv)
     const bool prefill_only = !strcmp(only, "prefill"); /* the linear rows of M >= 2048 */
     if (!strcmp(only, "all") || !strcmp(only, "linear") || prefill_only) {
         out("decode rows: layer tp M N K | w4a4 gemm ms, GB/s, %% of HBM floor | quant ms | quant+gemm ms | cublas bf16 ms, cublasLt fp8 ms | gemm speedup vs bf16, fp8 | linear speedup vs bf16, fp8\n");
-        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the transform + quantize as the runtime runs it, fused on TF32 tensor cores where the shape allows), then the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms; 128-token tiles, the default, 256, and flushes at the k-step), the transform on cuBLAS TF32 and fp32 GEMMs (ms), the transform the runtime runs on o's and down's inputs for a tp: 8 checkpoint (ms; M_o alone on [8 heads, 128] blocks, T_d on 56 x 64 blocks; as the runtime runs it, and on cuBLAS), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
+        out("prefill rows: the same with TOPS and %% of INT8 peak (gemm: the automatic kernel, wgmma, the int8 unpack of the activations included; quant: the transform + quantize as the runtime runs it, fused on TF32 tensor cores where the shape allows), then the same GEMM with its token tile forced (128 tokens, 5 and 8 stages, 256), the mma.sync kernel (ms), the wgmma GEMM with 8 K-blocks of activation scales (ms; 128-token tiles, the default, 256, and flushes at the k-step), the transform on cuBLAS TF32 and fp32 GEMMs (ms), the transform the runtime runs on o's and down's inputs for a tp: 8 checkpoint (ms; M_o alone on [8 heads, 128] blocks, T_d on 56 x 64 blocks; as the runtime runs it, and on cuBLAS), and with BENCH_OLD=1 the per-token transform (ms; nan: not timed)\n");
         const int Ms[] = {1, 4, 16, 2048, 4096, 8192, 16384};
         for (int M : Ms)
             for (const shape &s : shapes)
-                if (!prefill_only || M >= 2048)
+                if ((!prefill_only || M >= 2048) && (!f_name || !strcmp(f_name, s.name)) &&
+                    (!f_tp || f_tp == s.tp) && (!f_M || f_M == M))
                     bench_linear(s, M);
     }
     fq_cuda_free_ctx(&g_ctx);

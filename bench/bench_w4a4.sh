@@ -3,7 +3,9 @@
 # benchmark (bench/bench_w4a4.cu). The Makefile's bench rule builds C files only, so this
 # script compiles the CUDA benchmark against build/libflatq.a with the Makefile's flags.
 #   bench/bench_w4a4.sh build            -> build/bench/bench_w4a4
-#   bench/bench_w4a4.sh run LOG [what]   -> runs it (what: all | linear | prefill | decode | attn), table to LOG
+#   bench/bench_w4a4.sh run LOG [what [layer [tp [M]]]] -> runs it (what: all | linear |
+#       prefill | decode | attn; layer (or all), tp (0: all), M: only those linear rows),
+#       table to LOG; env BENCH_WARM_MS, BENCH_TURNS: bench/bench_w4a4.cu
 set -eu
 cd "$(dirname "$0")/.."
 case "${1:-build}" in
@@ -17,7 +19,8 @@ build)
         -lcublasLt -lcublas -lnccl -lcudart -o build/bench/bench_w4a4
     echo "built build/bench/bench_w4a4" ;;
 run)
-    exec build/bench/bench_w4a4 "${2:-/dev/null}" "${3:-all}" ;;
+    shift
+    exec build/bench/bench_w4a4 "${1:-/dev/null}" "${2:-all}" "${@:3}" ;;
 *)
-    echo "usage: $0 build | run LOG [all|linear|prefill|decode|attn]" >&2; exit 2 ;;
+    echo "usage: $0 build | run LOG [all|linear|prefill|decode|attn [layer [tp [M]]]]" >&2; exit 2 ;;
 esac

@@ -29,4 +29,5 @@ timeout -k 5 "${WALL_S:-580}" bash -c "$(declare -f stages stamp); w=$w; t0=$t0;
 echo "== stages rc $? at $(($(date +%s) - t0)) s" >>"$w/results.txt"
 { cat "$w/device.txt" "$w/results.txt"; tail -3 "$w/synth.txt"; grep -hE "^BENCH|^==|rror|memory" "$w/bench.txt"; } \
     >"$final/summary.txt"
+cp "$w/bench.txt" "$w/synth.txt" "$final/" 2>/dev/null
 cat "$final/summary.txt"

@@ -146,6 +146,10 @@ int fq_w4a4_kblocks_config(int tile);
 /* Tests and benchmarks: 1 (the default): K-blocks of whole 128-k tiles flush between
  * tiles; 0: at the k-step that ends a block, as any other K-block length does. */
 int fq_w4a4_kblocks_aligned_config(int on);
+/* Tests and benchmarks: the prefill GEMM's token tile for one K-block, 0 (the default: 256
+ * unless 128 saves a tenth of the waves) or 128 or 256 forced, and the pipeline stages of a
+ * 128-token tile (8, the default, or 5). Process-wide. */
+int fq_w4a4_tile_config(int tile, int stages128);
 int fq_w4a4_gemm_i32_cuda(fq_cuda_ctx *ctx, int32_t *acc, const uint8_t *qx, const uint8_t *qw,
                           int M, int N, int K, int path);
 

@@ -22,15 +22,15 @@
  *
  * Structure (warp-specialised). One thread of warpgroup 0 has the TMA copy each 128-k tile
  * (BT token rows of int8, 128 B each in the 128-byte swizzle; 128 weight rows packed, 64 B
- * each in the 64-byte swizzle, load_a's conflict-free layout) into one of WG_STAGES stages,
- * completing on the stage's full mbarrier; warpgroups 1 and 2 each own 64 weight rows × BT
- * tokens, wait on full, read their weight fragments, issue four m64nBTk32 MMAs and release
- * the stage on its empty mbarrier once those MMAs are done (one tile later; setmaxnreg moves
- * the producer's registers to them). The tile's outputs are transposed (weights run along
- * the accumulator rows), so the epilogue stages them through shared memory and writes whole
- * token rows. kblocks > 1 (the TP per-block activation scales): the int32 sums are flushed
- * into fp32 sums at every block end, kept in registers (128-token tiles, the default) or in
- * an L2-resident scratch buffer (256-token tiles, fq_w4a4_kblocks_config).
+ * each in the 64-byte swizzle, load_a's conflict-free layout) into one of ST stages (5 at
+ * BT = 256, 8 at 128), completing on the stage's full mbarrier; warpgroups 1 and 2 each own
+ * 64 weight rows × BT tokens, wait on full, read their weight fragments, issue four m64nBTk32
+ * MMAs and release the stage on its empty mbarrier once those MMAs are done (one tile later;
+ * setmaxnreg moves the producer's registers to them). The tile's outputs are transposed
+ * (weights run along the accumulator rows), so the epilogue stages them through shared memory
+ * and writes whole token rows. kblocks > 1 (the TP per-block activation scales): the int32
+ * sums are flushed into fp32 sums at every block end, kept in registers (128-token tiles, the
+ * default) or in an L2-resident scratch buffer (256-token tiles, fq_w4a4_kblocks_config).
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -172,6 +172,10 @@ __device__ __forceinline__ void load_a(uint32_t (&af)[16], const uint8_t *st, in
 
 constexpr int WG_BW = 128;     /* weight rows per CTA: two consumer warpgroups of m64 */
 constexpr int WG_STAGES = 5;   /* 5 × 40 KiB at BT = 256 */
+/* 8 × 24 KiB at BT = 128: a stage there is half the MMA time of one at 256, so 5 of them
+ * covered half the copy latency (8 stages: faster on 41 of 48 prefill rows, 3 % geo-mean,
+ * up to 24 %; bench_w4a4, session 14) */
+constexpr int WG_STAGES_128 = 8;
 constexpr int WG_THREADS = 384, WG_CONSUMERS = 256;
 constexpr int WG_SX_MAX_KB = 16; /* K-blocks whose scales a CTA stages in shared memory */
 /* the modes with K-blocks of activation scales (fp32 block sums, staged scales) */
@@ -180,15 +184,16 @@ constexpr int WG_GROUP = 8;    /* token tiles per raster group (L2 reuse of a we
 constexpr int WG_PITCH = 68;   /* floats per token row of the epilogue's staging (64 + 4:
                                 * the transposed writes of a warp hit 32 distinct banks) */
 
-template <int BT> struct wg_smem {
+template <int BT, int ST> struct wg_smem {
     static constexpr int XB = BT * 128;        /* int8 activations of one stage */
     static constexpr int WB = WG_BW * WG_TILE_BYTES; /* packed weights of one stage */
     static constexpr int STAGE = XB + WB;      /* a multiple of 1 KiB */
     /* barriers in the first KiB, then the stages, then 1 KiB of alignment room */
-    static constexpr int BYTES = 1024 + WG_STAGES * STAGE + 1024;
+    static constexpr int BYTES = 1024 + ST * STAGE + 1024;
     /* kblocks > 1: + the tile's activation scales [kblocks][BT] after the stages */
     static constexpr int SX_BYTES = BT * WG_SX_MAX_KB * 4;
-    static_assert(2 * BT * WG_PITCH * 4 <= WG_STAGES * STAGE, "the epilogue's staging reuses the stages");
+    static_assert(2 * BT * WG_PITCH * 4 <= ST * STAGE, "the epilogue's staging reuses the stages");
+    static_assert(BYTES + SX_BYTES <= 227 * 1024, "an SM's shared memory");
 };
 
 /* The mbarrier expects `bytes` more of tensor-copy data in its current phase (and counts
@@ -214,17 +219,17 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, i
  * at the k-step that ends a block; 3: the same when every block is whole 128-k tiles, flushed
  * between tiles, so no branch sits between a tile's MMAs; 2: the int32 sums >> 8. K is the
  * packed row length Kp (x8 rows are K bytes, qw rows K/2). */
-template <int MODE, int BT>
+template <int MODE, int BT, int ST>
 __global__ void __launch_bounds__(WG_THREADS, 1)
     w4a4_gemm_wgmma(uint16_t *__restrict__ y, int32_t *__restrict__ acc_out,
                  const __grid_constant__ CUtensorMap tx, const float *__restrict__ sx,
                  const __grid_constant__ CUtensorMap tw, const float *__restrict__ sw, int M, int N,
                  int K, int kblocks, const uint16_t *residual, float *__restrict__ fscr)
 {
-    using S = wg_smem<BT>;
+    using S = wg_smem<BT, ST>;
     extern __shared__ __align__(1024) uint8_t smem_raw[];
     uint8_t *const base = align_1k(smem_raw);
-    uint64_t *const full = reinterpret_cast<uint64_t *>(base), *const empty = full + WG_STAGES;
+    uint64_t *const full = reinterpret_cast<uint64_t *>(base), *const empty = full + ST;
     auto xs = [&](int s) { return base + 1024 + s * S::STAGE; };
     auto ws = [&](int s) { return base + 1024 + s * S::STAGE + S::XB; };
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
@@ -238,7 +243,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     const int ntiles = (K + 127) / 128;
 
     if (tid == 0)
-        for (int s = 0; s < WG_STAGES; s++) {
+        for (int s = 0; s < ST; s++) {
             mbar_init(full + s, 1); /* the producer's expect_tx; the copies complete it */
             mbar_init(empty + s, 8); /* lane 0 of each consumer warp */
         }
@@ -251,9 +256,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         if (tid != 0)
             return;
         for (int kt = 0; kt < ntiles; kt++) {
-            const int s = kt % WG_STAGES;
-            if (kt >= WG_STAGES)
-                mbar_wait(empty + s, (kt / WG_STAGES - 1) & 1);
+            const int s = kt % ST;
+            if (kt >= ST)
+                mbar_wait(empty + s, (kt / ST - 1) & 1);
             /* the whole boxes count, zero-filled parts past M, N or K included */
             mbar_expect_tx(full + s, S::STAGE);
             tma_load_2d(xs(s), &tx, kt * 128, t0, full + s);
@@ -287,7 +292,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
     for (int i = 0; i < (REG ? R : 1); i++)
         facc[i] = 0.f;
     float *const fs = KB && !REG ? fscr + (size_t)blockIdx.x * R * WG_CONSUMERS + (tid - 128) : nullptr;
-    float *const sxs = reinterpret_cast<float *>(base + 1024 + WG_STAGES * S::STAGE);
+    float *const sxs = reinterpret_cast<float *>(base + 1024 + ST * S::STAGE);
     const bool sx_staged = KB && kblocks <= WG_SX_MAX_KB;
     if (sx_staged) {
         for (int e = tid - 128; e < BT * kblocks; e += WG_CONSUMERS) {
@@ -314,8 +319,8 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
      * while tile kt + 1 loads the other; the wait after each tile's issue (tile kt − 1 done)
      * frees the set and the stage of tile kt − 1 */
     auto tile = [&](int kt, uint32_t (&af)[16]) {
-        const int s = kt % WG_STAGES;
-        mbar_wait(full + s, (kt / WG_STAGES) & 1);
+        const int s = kt % ST;
+        mbar_wait(full + s, (kt / ST) & 1);
         load_a(af, ws(s), r0, lane);
         wgmma_fence();
         /* MODE 3 (K-blocks of whole tiles): a tile that starts a block restarts the sums */
@@ -348,7 +353,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
         }
         wgmma_wait<1>();
         if (kt >= 1 && lane == 0)
-            mbar_arrive(empty + (kt - 1) % WG_STAGES);
+            mbar_arrive(empty + (kt - 1) % ST);
     };
     uint32_t af0[16], af1[16];
     int kt = 0;
@@ -446,7 +451,7 @@ int tensor_map(CUtensorMap *map, const char *where, const char *what, const uint
     return FQ_OK;
 }
 
-template <int MODE, int BT>
+template <int MODE, int BT, int ST>
 int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const uint8_t *x8,
            const float *sx, int kblocks, const uint8_t *qw, const float *sw, int M, int N, int K,
            const uint16_t *residual)
@@ -456,8 +461,8 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
         tensor_map(&tw, where, "the packed weights", qw, N, K / 2, WG_TILE_BYTES, WG_BW,
                    CU_TENSOR_MAP_SWIZZLE_64B))
         return FQ_ERR;
-    auto kern = w4a4_gemm_wgmma<MODE, BT>;
-    const int smem = wg_smem<BT>::BYTES + (wg_kblocks(MODE) ? wg_smem<BT>::SX_BYTES : 0);
+    auto kern = w4a4_gemm_wgmma<MODE, BT, ST>;
+    const int smem = wg_smem<BT, ST>::BYTES + (wg_kblocks(MODE) ? wg_smem<BT, ST>::SX_BYTES : 0);
     CU_CHECK(fq_smem_optin((const void *)kern, ctx->device, smem), FILE_, where, "cudaFuncSetAttribute");
     const int ctas = ((M + BT - 1) / BT) * ((N + WG_BW - 1) / WG_BW);
     float *fscr = nullptr; /* MODE 1 or 3 at BT = 256: the fp32 block sums, BT / 2 per consumer thread */
@@ -470,14 +475,22 @@ int launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc, const
     return FQ_OK;
 }
 
-/* launch<MODE, bt> for a token tile bt of 128 or 256 */
+/* fq_w4a4_tile_config: 0 (pick_bt) or a token tile forced for one K-block; the stages of
+ * a 128-token tile (process-wide) */
+int g_tile = 0;
+int g_stages128 = WG_STAGES_128;
+
+/* launch<MODE, bt, stages> for a token tile bt of 128 or 256 */
 template <int MODE>
 int launch_bt(int bt, fq_cuda_ctx *ctx, const char *where, uint16_t *y, int32_t *acc,
               const uint8_t *x8, const float *sx, int kblocks, const uint8_t *qw, const float *sw,
               int M, int N, int K, const uint16_t *residual)
 {
-    return bt == 256 ? launch<MODE, 256>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual)
-                     : launch<MODE, 128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
+    if (bt == 256)
+        return launch<MODE, 256, WG_STAGES>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
+    if (g_stages128 == WG_STAGES)
+        return launch<MODE, 128, WG_STAGES>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
+    return launch<MODE, 128, WG_STAGES_128>(ctx, where, y, acc, x8, sx, kblocks, qw, sw, M, N, K, residual);
 }
 
 /* fq_w4a4_kblocks_config's choice of token tile for kblocks > 1 (process-wide) */
@@ -485,13 +498,16 @@ int g_kb_tile = 128;
 /* fq_w4a4_kblocks_aligned_config: blocks of whole 128-k tiles flush between tiles (MODE 3) */
 int g_kb_aligned = 1;
 
-/* 256-token tiles unless 128-token ones finish sooner (one CTA per SM: a tile count just
- * over a multiple of the SMs costs a whole wave) */
+/* 256-token tiles unless 128-token ones finish in under 0.9 of their time. A 128-token tile
+ * does half the MMA work per weight fragment and per stage, and ran ~8 % slower per token
+ * than a 256-token one on an H200 (bench_w4a4, session 14: 48 prefill rows with each tile
+ * forced); with one CTA per SM a tile count just over a multiple of the SMs costs a whole
+ * wave, which is where 128 wins (qkv at TP 2/4 and M 2048–4096: 0.10 against 0.13 ms). */
 int pick_bt(const fq_cuda_ctx *ctx, int M, int N)
 {
     const long sms = ctx->sm_count > 0 ? ctx->sm_count : 1, wt = (N + WG_BW - 1) / WG_BW;
     const long w256 = (wt * ((M + 255) / 256) + sms - 1) / sms, w128 = (wt * ((M + 127) / 128) + sms - 1) / sms;
-    return w128 * 128 < w256 * 256 ? 128 : 256;
+    return 10 * w128 * 128 < 9 * w256 * 256 ? 128 : 256;
 }
 
 } // namespace
@@ -507,7 +523,7 @@ int w4a4_gemm_wgmma_launch(fq_cuda_ctx *ctx, const char *where, uint16_t *y, int
     const int ctas = (int)min((chunks + 255) / 256, (size_t)ctx->sm_count * 8);
     w4a4_unpack_x8<<<ctas, 256, 0, CTX_STREAM(ctx)>>>(x8, qx, chunks);
     LAUNCH_CHECK(FILE_, where, "w4a4_unpack_x8");
-    const int bt = pick_bt(ctx, M, N);
+    const int bt = g_tile ? g_tile : pick_bt(ctx, M, N);
     if (acc)
         return launch_bt<2>(bt, ctx, where, y, acc, x8, sx, 1, qw, sw, M, N, K, residual);
     if (kblocks > 1) {
@@ -533,5 +549,16 @@ extern "C" int fq_w4a4_kblocks_aligned_config(int on)
     if (on != 0 && on != 1)
         return fq_error(FILE_ ":fq_w4a4_kblocks_aligned_config: %d (expected 0 or 1)", on);
     g_kb_aligned = on;
+    return FQ_OK;
+}
+
+extern "C" int fq_w4a4_tile_config(int tile, int stages128)
+{
+    if ((tile != 0 && tile != 128 && tile != 256) || (stages128 != WG_STAGES && stages128 != WG_STAGES_128))
+        return fq_error(FILE_ ":fq_w4a4_tile_config: tile %d, stages %d (expected tile 0 (automatic), 128 "
+                        "or 256, and %d (the default) or %d stages of a 128-token tile)", tile, stages128,
+                        WG_STAGES_128, WG_STAGES);
+    g_tile = tile;
+    g_stages128 = stages128;
     return FQ_OK;
 }

@@ -42,16 +42,23 @@ static __device__ __forceinline__ uint32_t code4(float y, float s, int qmax)
     return code4_of(rintf(__fdiv_rn(y, s)), qmax);
 }
 
-/* code4 through inv = 1/s (IEEE, finite): the product y·inv is within 1.5·2^-23 relative
- * of y/s, so for |y/s| <= 40 both round to the same integer unless the product lies within
- * 1e-5 of a half-integer, and beyond 40 both clamp. Such a product sets tie: then only
- * code4 is sure (a few elements in 10^5). Checked against code4 on 2·10^8 values, half of
- * them at or next to ties (session 13). */
-static __device__ __forceinline__ uint32_t code4_recip(float y, float inv, int qmax, bool &tie)
+/* code4 through inv = 1/s (IEEE, finite), in full-rate float adds: the product y·inv is
+ * within 1.5·2^-23 relative of y/s, so for |y/s| <= 40 both round to the same integer unless
+ * the product lies within 1e-5 of a half-integer, and beyond the clamp both clamp (the
+ * bounds are integers: clamping before rounding gives the same code). Such a product sets
+ * tie: then only code4 is sure (a few elements in 10^5). Adding 1.5·2^23 rounds the clamped
+ * product to the nearest integer, ties to even as rintf, and leaves it in the low mantissa
+ * bits: the returned word's low nibble is the 4-bit two's-complement code (the rest is not).
+ * Why not rintf and a float-to-int conversion: those run at a quarter of the add rate on
+ * sm_90, two per element. Checked against code4 on 2·10^8 values, half of them at or next to
+ * ties (session 13, the rintf form; tests/gpu's identity-factor rows, this one). */
+static __device__ __forceinline__ uint32_t code4_recip(float y, float inv, float lo, float hi, bool &tie)
 {
-    const float r = __fmul_rn(y, inv), q = rintf(r);
-    tie |= fabsf(__fsub_rn(r, q)) > 0.5f - 1e-5f;
-    return code4_of(q, qmax);
+    const float big = 12582912.f; /* 1.5·2^23 */
+    const float r = fminf(fmaxf(__fmul_rn(y, inv), lo), hi);
+    const float t = __fadd_rn(r, big);
+    tie |= fabsf(__fsub_rn(r, __fsub_rn(t, big))) > 0.5f - 1e-5f;
+    return __float_as_uint(t);
 }
 
 /* the fused kernel on inputs fq_transform_quant_cuda has checked and
@@ -59,21 +66,5 @@ static __device__ __forceinline__ uint32_t code4_recip(float y, float inv, int q
 int w4a4_quant_tc_launch(fq_cuda_ctx *ctx, const char *where, const quant_dsts &d, int nc,
                          const uint16_t *x, int M, int K, int blocks, int n1, int n2,
                          const float *L, const float *R, int qmax);
-
-/* code4 through the reciprocal inv = 1/s (IEEE, of the same s), bit-identical to it: the
- * product y·inv is within 1.5·2^-23 relative of y/s, so for |y/s| <= 40 both round to the
- * same integer unless the product lies within 1e-5 of a half-integer, where the division
- * decides (a few elements in 10^5); beyond 40 both clamp. The caller passes a finite inv
- * (else code4). Checked against code4 on 2·10^8 values, half of them at or next to ties
- * (session 13). */
-static __device__ __forceinline__ uint32_t code4_recip(float y, float s, float inv, int qmax)
-{
-    const float r = __fmul_rn(y, inv);
-    float q = rintf(r);
-    if (fabsf(__fsub_rn(r, q)) > 0.5f - 1e-5f)
-        q = rintf(__fdiv_rn(y, s));
-    q = fminf(fmaxf(q, (float)(-qmax - 1)), (float)qmax);
-    return (uint32_t)(int)q & 0xFu;
-}
 
 #endif

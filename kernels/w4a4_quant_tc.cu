@@ -9,7 +9,9 @@
  * bench_w4a4's 48 prefill rows). It is issue-bound in the quantization (per element: the
  * extrema, the code, the packing), not in the MMAs: what moved it was interleaving the
  * MMAs of different n tiles (loops without a runtime bound), the codes through the
- * reciprocal, and item groups that do not wait for each other (bench/NOTES.md, session 13).
+ * reciprocal, and item groups that do not wait for each other (bench/NOTES.md, session 13);
+ * then the code rule and the TF32 rounding of Z in full-rate adds and integer ops instead of
+ * conversions, and the codes packed by byte permutes (9 % over the 48 rows, session 14).
  *
  * The math. Per token and transform block b, X = the block viewed [n1, n2] (ALGORITHM §3.1:
  * Y = Lᵀ·X·R). The kernel computes transposes, each a product on mma.sync m16n8k8 TF32
@@ -109,13 +111,15 @@ struct tcq_args {
     int M, K, blocks, n1, n2;
     const float *L, *R;
     int qmax;
+    float qlo, qhi; /* the codes' clamp, −qmax − 1 and qmax */
 };
 
+/* f rounded to TF32 (10 mantissa bits, to nearest, ties away from zero: cvt.rna.tf32.f32
+ * for every finite f) in two integer ops: the cvt is a conversion, at a quarter of their
+ * rate on sm_90, and the second product rounds every Z value it reads */
 __device__ __forceinline__ uint32_t tf32_bits(float f)
 {
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
-    return r;
+    return (__float_as_uint(f) + 0x1000u) & 0xFFFFE000u;
 }
 __device__ __forceinline__ float tf32_round(float f) { return __uint_as_float(tf32_bits(f)); }
 
@@ -212,6 +216,7 @@ __global__ void __launch_bounds__(NT > 8 ? 256 : 512, 1)
                 if (16 * c + g + 8 * h < n2 && 8 * nn + 2 * t + e < n1)
                     valid |= 1ull << (4 * nn + 2 * h + e);
 
+    const bool full = valid == (NT == 16 ? ~0ull : (1ull << 4 * NT) - 1);
     const int step = gridDim.x * sh.ipc;
     int buf = 0;
     stage(0, blockIdx.x * sh.ipc + item);
@@ -276,16 +281,22 @@ __global__ void __launch_bounds__(NT > 8 ? 256 : 512, 1)
             }
         }
 
-        /* the item's extrema: y[nn][2h + e] is Yᵀ[16c + g + 8h][8nn + 2t + e] */
+        /* the item's extrema: y[nn][2h + e] is Yᵀ[16c + g + 8h][8nn + 2t + e] (a thread of
+         * whole tiles tests no bits) */
         float mx = -INFINITY, mn = INFINITY;
+        if (full) {
 #pragma unroll
-        for (int nn = 0; nn < NT; nn++) {
+            for (int nn = 0; nn < NT; nn++)
 #pragma unroll
-            for (int v = 0; v < 4; v++)
-                if (valid >> (4 * nn + v) & 1) {
-                    mx = fmaxf(mx, y[nn][v]);
-                    mn = fminf(mn, y[nn][v]);
-                }
+                for (int v = 0; v < 4; v++)
+                    mx = fmaxf(mx, y[nn][v]), mn = fminf(mn, y[nn][v]);
+        } else {
+#pragma unroll
+            for (int nn = 0; nn < NT; nn++)
+#pragma unroll
+                for (int v = 0; v < 4; v++)
+                    if (valid >> (4 * nn + v) & 1)
+                        mx = fmaxf(mx, y[nn][v]), mn = fminf(mn, y[nn][v]);
         }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) {
@@ -300,25 +311,33 @@ __global__ void __launch_bounds__(NT > 8 ? 256 : 512, 1)
             mx = fmaxf(mx, red[(item * sh.nch + w) * 2]), mn = fminf(mn, red[(item * sh.nch + w) * 2 + 1]);
 
         /* codes: byte (i, j even) = code(i, j) | code(i, j + 1) << 4; lane g even writes
-         * rows (16c + g, + 1), lane g odd rows (16c + g + 7, + 8), each for i = 8nn + 2t, + 1 */
+         * rows (16c + g, + 1), lane g odd rows (16c + g + 7, + 8), each for i = 8nn + 2t, + 1.
+         * kq[nn] holds the thread's four codes in its bytes' low nibbles (v = 2h + e: byte v);
+         * each lane sends its partner (lane ^ 4) the pair of the rows the partner writes: an
+         * even lane g sends bytes 2, 3 (its row 16c + g + 8, which odd partner g + 1 writes)
+         * and keeps 0, 1 as the pair's first row; an odd lane sends 0, 1 and keeps 2, 3 as
+         * the pair's second row. (Set here, in the token loop: hoisted out of it, they made
+         * <8, 8> spill.) */
         const bool odd = g & 1;
         const int jb = 16 * c + g + (odd ? 7 : 0);
+        const uint32_t sel_send = odd ? 0x10u : 0x32u, sel_pair = odd ? 0x3254u : 0x5410u;
         for (int p = 0; p < a.nc; p++) {
             const float s = sym_scale(mx, mn, a.d.kmax[p], a.d.kmin[p], a.qmax);
             const float inv = __frcp_rn(s);
             if (c == 0 && lane == 0)
                 a.d.scales[p][(size_t)tok * a.blocks + b] = s;
             uint8_t *cb = Cs + ((size_t)item * a.nc + p) * sh.cbytes;
-            /* the codes through the reciprocal, four to a word; where any lane of the warp
-             * has a product near a tie (code4_recip), the whole warp divides */
+            /* where any lane of the warp has a product near a tie (code4_recip), the whole
+             * warp divides */
             uint32_t kq[NT];
             bool tie = !isfinite(inv);
 #pragma unroll
             for (int nn = 0; nn < NT; nn++) {
-                kq[nn] = 0;
+                uint32_t u[4];
 #pragma unroll
                 for (int v = 0; v < 4; v++)
-                    kq[nn] |= code4_recip(y[nn][v], inv, a.qmax, tie) << 8 * v;
+                    u[v] = code4_recip(y[nn][v], inv, a.qlo, a.qhi, tie);
+                kq[nn] = __byte_perm(__byte_perm(u[0], u[1], 0x0040), __byte_perm(u[2], u[3], 0x0040), 0x5410);
             }
             if (__any_sync(0xffffffffu, tie))
 #pragma unroll
@@ -330,18 +349,17 @@ __global__ void __launch_bounds__(NT > 8 ? 256 : 512, 1)
                 }
 #pragma unroll
             for (int nn = 0; nn < NT; nn++) {
-                const uint32_t k0 = kq[nn] & 0xF, k1 = kq[nn] >> 8 & 0xF;
-                const uint32_t k2 = kq[nn] >> 16 & 0xF, k3 = kq[nn] >> 24;
-                const uint32_t send = odd ? (k0 | k1 << 8) : (k2 | k3 << 8);
-                const uint32_t got = __shfl_xor_sync(0xffffffffu, send, 4);
-                const uint32_t b0 = odd ? (got & 0xF) | k2 << 4 : k0 | (got & 0xF) << 4;
-                const uint32_t b1 = odd ? (got >> 8 & 0xF) | k3 << 4 : k1 | (got >> 8 & 0xF) << 4;
+                const uint32_t got = __shfl_xor_sync(0xffffffffu, __byte_perm(kq[nn], 0, sel_send), 4);
+                /* bytes (low nibbles of the pair's first row for i0, i0 + 1, then of its
+                 * second row), merged into the code bytes of (i0, jb) and (i0 + 1, jb) */
+                const uint32_t w = __byte_perm(kq[nn], got, sel_pair);
+                const uint32_t pk = (w & 0x0F0Fu) | ((w >> 12) & 0xF0F0u);
                 const int i0 = 8 * nn + 2 * t;
                 if (jb < n2) {
                     if (i0 < n1)
-                        cb[(i0 * n2 + jb) / 2] = (uint8_t)b0;
+                        cb[(i0 * n2 + jb) / 2] = (uint8_t)pk;
                     if (i0 + 1 < n1)
-                        cb[((i0 + 1) * n2 + jb) / 2] = (uint8_t)b1;
+                        cb[((i0 + 1) * n2 + jb) / 2] = (uint8_t)(pk >> 8);
                 }
             }
         }
@@ -434,7 +452,7 @@ int w4a4_quant_tc_launch(fq_cuda_ctx *ctx, const char *where, const quant_dsts &
     const int items = (M + sh.ipc - 1) / sh.ipc;
     /* whole waves: one CTA more than the SMs hold would double the time */
     const int per_block = std::max(1, std::min(items, ctx->sm_count * per_sm / blocks));
-    const tcq_args args = {d, nc, x, M, K, blocks, n1, n2, L, R, qmax};
+    const tcq_args args = {d, nc, x, M, K, blocks, n1, n2, L, R, qmax, (float)(-qmax - 1), (float)qmax};
     void *params[] = {(void *)&args, (void *)&sh};
     CU_CHECK(cudaLaunchKernel(kern, dim3(per_block, blocks), dim3(threads), params, sh.bytes,
                               CTX_STREAM(ctx)),

@@ -615,6 +615,7 @@ static void test_refused(gpu_suite *t)
     expect_refused(t, "refuse decode kblocks x tiles", fq_w4a4_gemm_path_cuda(&t->ctx, y, qx, s, 32, qw, s, 40, 1, 2048, NULL, FQ_W4A4_DECODE), "kblocks = 32");
     expect_refused(t, "refuse decode config", fq_w4a4_decode_config(3, 8), "loads 3");
     expect_refused(t, "refuse kblocks config", fq_w4a4_kblocks_config(64), "tile 64");
+    expect_refused(t, "refuse tile config", fq_w4a4_tile_config(192, 5), "tile 192");
     fq_w4a4_problem pr4[1] = {{y, qx, qw, s, s, 1, NULL}};
     expect_refused(t, "refuse gemm multi 4 problems", fq_w4a4_gemm_multi_cuda(&t->ctx, 4, pr4, 1, 1, 64), "4 problems");
     expect_refused(t, "refuse unaligned qx", fq_w4a4_gemm_cuda(&t->ctx, y, qx + 8, s, 1, qw, s, 1, 1, 64, NULL), "aligned");
@@ -670,6 +671,19 @@ static void test_wgmma(gpu_suite *t)
     gpu_call(t, fq_w4a4_kblocks_aligned_config(1), "fq_w4a4_kblocks_aligned_config");
     test_gemm_bf16(t, 1000, 600, 2048, 4, FQ_W4A4_WGMMA, 2);
     test_gemm_padded(t, 300, 130, 172, FQ_W4A4_WGMMA);
+    /* the forced token tiles of fq_w4a4_tile_config, and 5 stages at 128 tokens (K = 2176:
+     * 17 k-tiles wrap the stage ring of 8 twice, of 5 three times; a half last tile) */
+    gpu_call(t, fq_w4a4_tile_config(128, 8), "fq_w4a4_tile_config");
+    test_gemm_i32(t, 293, 300, 2176, FQ_W4A4_WGMMA, 0);
+    gpu_call(t, fq_w4a4_tile_config(128, 5), "fq_w4a4_tile_config");
+    test_gemm_i32(t, 293, 300, 2176, FQ_W4A4_WGMMA, 0);
+    test_gemm_bf16(t, 700, 1000, 8192, 1, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(t, 1000, 600, 2048, 4, FQ_W4A4_WGMMA, 2);
+    test_gemm_bf16(t, 300, 600, 28672, 8, FQ_W4A4_WGMMA, 0);
+    gpu_call(t, fq_w4a4_tile_config(256, 8), "fq_w4a4_tile_config");
+    test_gemm_i32(t, 293, 300, 2176, FQ_W4A4_WGMMA, 1);
+    test_gemm_bf16(t, 130, 96, 1152, 1, FQ_W4A4_WGMMA, 2);
+    gpu_call(t, fq_w4a4_tile_config(0, 8), "fq_w4a4_tile_config");
 }
 
 int main(void)
