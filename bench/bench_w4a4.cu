@@ -446,12 +446,15 @@ static void bench_decode_shapes(const shape &s, int M)
     FQ(fq_w4a4_decode_config(0, 0));
     double t_auto = gemm(FQ_W4A4_AUTO);
     double t_pf = M > 16 ? gemm(FQ_W4A4_PREFILL) : NAN;
+    /* the wgmma kernel at these sizes (128-token tiles, half of them padding at M = 64):
+     * tensor cores against the decode kernel's CUDA-core unpacking, for batch 32–64 */
+    double t_wg = M > 16 ? gemm(FQ_W4A4_WGMMA) : NAN;
     double t_bf = time_ms([&](int r) { gemm_bf16(y, x, Wb[r % cb], M, N, K); });
     double bytes = wq + (double)M * K / 2 + (double)M * N * 2 + N * 4.0;
     double floor_ms = bytes / g_bw * 1e3;
-    out("%-8s tp%d %3d %6d %6d | %7.4f %7.4f %7.4f %7.4f | %7.4f %5.1f%% | %7.4f | %7.4f | %5.2fx\n",
+    out("%-8s tp%d %3d %6d %6d | %7.4f %7.4f %7.4f %7.4f | %7.4f %5.1f%% | %7.4f | %7.4f | %7.4f | %5.2fx | wgmma %5.2fx\n",
         s.name, s.tp, M, N, K, t[0], t[1], t[2], t[3], t_auto, 100 * floor_ms / t_auto, t_pf,
-        t_bf, t_bf / t_auto);
+        t_wg, t_bf, t_bf / t_auto, t_bf / t_wg);
     for (auto p : Wq) cudaFree(p);
     for (auto p : Wb) cudaFree(p);
     cudaFree(sw), cudaFree(sx), cudaFree(x), cudaFree(y), cudaFree(qx);
@@ -567,7 +570,7 @@ int main(int argc, char **argv)
         {"qkv", 2560, 8192, 4},  {"o", 8192, 2048, 4}, {"gate_up", 14336, 8192, 4}, {"down", 8192, 7168, 4},
     };
     if (!strcmp(only, "all") || !strcmp(only, "decode")) {
-        out("decode GEMM: layer tp M N K | ms with (loads, warps) = (2,8) v2, (2,16), (4,8), (4,16) | auto ms, %% of HBM floor | prefill kernel ms | cublas bf16 ms | auto vs bf16\n");
+        out("decode GEMM: layer tp M N K | ms with (loads, warps) = (2,8) v2, (2,16), (4,8), (4,16) | auto ms, %% of HBM floor | mma.sync prefill kernel ms | wgmma kernel ms | cublas bf16 ms | auto vs bf16 | wgmma vs bf16\n");
         for (int M : {1, 4, 8, 16, 32, 64})
             for (const shape &s : shapes)
                 bench_decode_shapes(s, M);
